@@ -1,0 +1,1 @@
+"""Azure Functions triggers: one blueprint per trigger, each thin (parse, call the core, return)."""

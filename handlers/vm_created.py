@@ -1,0 +1,16 @@
+"""VM created or updated (`virtualMachines/write`) → prerequisite check (SPEC §3)."""
+
+import azure.functions as func
+
+from handlers._eventgrid import deliver
+from responder.model import EventKind
+
+ACCEPTS = frozenset({EventKind.CREATED})
+
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("on_vm_created")
+@blueprint.event_grid_trigger(arg_name="event")
+async def on_vm_created(event: func.EventGridEvent) -> None:
+    await deliver(event, ACCEPTS)

@@ -1,0 +1,16 @@
+"""VM deleted (`virtualMachines/delete`) → queue the cleanup of its records (SPEC §5)."""
+
+import azure.functions as func
+
+from handlers._eventgrid import deliver
+from responder.model import EventKind
+
+ACCEPTS = frozenset({EventKind.DELETED})
+
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("on_vm_deleted")
+@blueprint.event_grid_trigger(arg_name="event")
+async def on_vm_deleted(event: func.EventGridEvent) -> None:
+    await deliver(event, ACCEPTS)

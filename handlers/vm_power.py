@@ -1,0 +1,16 @@
+"""VM deallocated, powered off, started, restarted or redeployed → suppression (SPEC §4)."""
+
+import azure.functions as func
+
+from handlers._eventgrid import deliver
+from responder.model import EventKind
+
+ACCEPTS = frozenset({EventKind.DEALLOCATED, EventKind.POWERED_OFF, EventKind.STARTED})
+
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("on_vm_power_changed")
+@blueprint.event_grid_trigger(arg_name="event")
+async def on_vm_power_changed(event: func.EventGridEvent) -> None:
+    await deliver(event, ACCEPTS)

@@ -1,0 +1,1 @@
+"""Intune compliance responder for Azure VMs: the core (intake, decisions, adapters)."""

@@ -1,0 +1,211 @@
+"""The VM ledger on Azure Table storage (`azure-data-tables`, async client).
+
+Row keys: PartitionKey = subscription id, RowKey = "resourcegroup|vmname", both
+lower case, so every spelling of one resource id lands on the same row and
+one subscription's VMs can be listed together. `|` can't occur in either name.
+Concurrency is optimistic: every write carries the ETag it read (If-Match), so
+two events for one VM handled at once can't overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from responder.errors import LedgerConflict, TransientError
+from responder.model import (
+    CleanupStatus,
+    EventKind,
+    Finding,
+    PowerState,
+    SuppressionState,
+    VmRecord,
+    VmRef,
+)
+
+T = TypeVar("T")
+
+# Concurrent events for one VM are rare and short; after this many lost races
+# the event goes back to Event Grid, which retries it later.
+UPDATE_ATTEMPTS = 5
+
+_LAST_EVENT_COLUMNS: dict[EventKind, str] = {
+    EventKind.CREATED: "LastCreatedAt",
+    EventKind.DEALLOCATED: "LastDeallocatedAt",
+    EventKind.POWERED_OFF: "LastPoweredOffAt",
+    EventKind.STARTED: "LastStartedAt",
+    EventKind.DELETED: "LastDeletedAt",
+}
+
+
+class TableLedger:
+    """`responder.ports.Ledger` on one Azure table."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    async def ensure_table(self) -> None:
+        """Create the table when it is missing (Bicep creates it in Azure)."""
+        try:
+            await self._table.create_table()
+        except ResourceExistsError:
+            pass
+
+    async def get(self, vm: VmRef) -> VmRecord | None:
+        try:
+            entity = await _call(self._table.get_entity(*row_key(vm)))
+        except ResourceNotFoundError:
+            return None
+        return record_from_entity(entity, entity.metadata["etag"])
+
+    async def insert(self, record: VmRecord) -> VmRecord:
+        try:
+            metadata = await _call(self._table.create_entity(entity_from_record(record)))
+        except ResourceExistsError as error:
+            raise LedgerConflict(f"ledger row for {record.ref.resource_id} already exists") from error
+        return _with_etag(record, metadata)
+
+    async def replace(self, record: VmRecord) -> VmRecord:
+        if record.etag is None:
+            raise ValueError("replace needs the ETag of the row that was read")
+        try:
+            metadata = await _call(
+                self._table.update_entity(
+                    entity_from_record(record),
+                    mode=UpdateMode.REPLACE,
+                    etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            raise LedgerConflict(
+                f"ledger row for {record.ref.resource_id} changed since it was read"
+            ) from error
+        return _with_etag(record, metadata)
+
+    async def update(
+        self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]]
+    ) -> tuple[VmRecord, T]:
+        """Read, decide, write with If-Match; on a lost race read again and re-decide.
+
+        `decide` must be pure: it may run more than once.
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.get(vm)
+            base = current if current is not None else VmRecord(ref=vm)
+            wanted, result = decide(base)
+            if current is not None and wanted == current:
+                return current, result
+            try:
+                if current is None:
+                    return await self.insert(wanted), result
+                return await self.replace(wanted), result
+            except LedgerConflict:
+                continue
+        raise LedgerConflict(f"gave up after {UPDATE_ATTEMPTS} concurrent updates of {vm.resource_id}")
+
+    async def records(self) -> AsyncIterator[VmRecord]:
+        async for entity in self._table.list_entities():
+            yield record_from_entity(entity, entity.metadata["etag"])
+
+
+def row_key(vm: VmRef) -> tuple[str, str]:
+    return vm.subscription_id, f"{vm.resource_group}|{vm.name}"
+
+
+def entity_from_record(record: VmRecord) -> dict[str, Any]:
+    partition_key, row = row_key(record.ref)
+    entity: dict[str, Any] = {
+        "PartitionKey": partition_key,
+        "RowKey": row,
+        "ResourceId": record.ref.resource_id,
+        "VmId": record.vm_id,
+        "ComputerName": record.computer_name,
+        "OsType": record.os_type,
+        "ManagedDeviceId": record.managed_device_id,
+        "EntraDeviceId": record.entra_device_id,
+        "PowerState": record.power_state.value,
+        "PowerStateAt": record.power_state_at,
+        "Suppression": record.suppression.value,
+        "RecentEventIds": json.dumps(list(record.recent_event_ids)),
+        "Findings": json.dumps([_finding_json(finding) for finding in record.findings]),
+        "CleanupStatus": record.cleanup_status.value,
+        "DeletedAt": record.deleted_at,
+    }
+    for kind, column in _LAST_EVENT_COLUMNS.items():
+        entity[column] = record.last_event_at.get(kind)
+    # Azure Tables has no null: an absent property is the null.
+    return {name: value for name, value in entity.items() if value is not None}
+
+
+def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
+    resource_group, _, name = str(entity["RowKey"]).partition("|")
+    return VmRecord(
+        ref=VmRef(subscription_id=str(entity["PartitionKey"]), resource_group=resource_group, name=name),
+        vm_id=entity.get("VmId"),
+        computer_name=entity.get("ComputerName"),
+        os_type=entity.get("OsType"),
+        managed_device_id=entity.get("ManagedDeviceId"),
+        entra_device_id=entity.get("EntraDeviceId"),
+        power_state=PowerState(entity.get("PowerState", PowerState.UNKNOWN.value)),
+        power_state_at=_moment(entity.get("PowerStateAt")),
+        suppression=SuppressionState(entity.get("Suppression", SuppressionState.NONE.value)),
+        last_event_at={
+            kind: moment
+            for kind, column in _LAST_EVENT_COLUMNS.items()
+            if (moment := _moment(entity.get(column))) is not None
+        },
+        recent_event_ids=tuple(json.loads(entity.get("RecentEventIds", "[]"))),
+        findings=tuple(Finding(**item) for item in json.loads(entity.get("Findings", "[]"))),
+        cleanup_status=CleanupStatus(entity.get("CleanupStatus", CleanupStatus.NONE.value)),
+        deleted_at=_moment(entity.get("DeletedAt")),
+        etag=etag,
+    )
+
+
+def _finding_json(finding: Finding) -> dict[str, str]:
+    return {
+        "rule_id": finding.rule_id,
+        "severity": finding.severity,
+        "message": finding.message,
+        "evidence": finding.evidence,
+        "doc": finding.doc,
+    }
+
+
+def _moment(value: object) -> datetime | None:
+    """Table datetimes come back as a datetime subclass; keep plain datetimes."""
+    if isinstance(value, datetime):
+        return datetime.fromtimestamp(value.timestamp(), tz=value.tzinfo)
+    return None
+
+
+def _with_etag(record: VmRecord, metadata: Mapping[str, Any]) -> VmRecord:
+    return replace(record, etag=metadata.get("etag"))
+
+
+async def _call(operation: Any) -> Any:
+    """Await a table call, turning throttling, 5xx and network failures into TransientError."""
+    try:
+        return await operation
+    except (ServiceRequestError, ServiceResponseError) as error:
+        raise TransientError(f"table storage unreachable: {error}") from error
+    except HttpResponseError as error:
+        if error.status_code is not None and (error.status_code == 429 or error.status_code >= 500):
+            raise TransientError(f"table storage answered {error.status_code}") from error
+        raise

@@ -1,0 +1,76 @@
+"""The one place that turns settings into live clients.
+
+Built on first use and cached per event loop: the Functions worker runs one
+loop for the life of the process, so clients and their connection pools are
+reused across invocations, while tests and CLI runs that start new loops get
+fresh clients (aiohttp sessions can't cross loops). SDK modules are imported
+here, lazily, so importing `function_app` stays cheap (cold start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from responder.settings import Settings
+
+if TYPE_CHECKING:
+    from responder.adapters.table_ledger import TableLedger
+
+
+@dataclass
+class Services:
+    settings: Settings
+    ledger: TableLedger
+    _closers: list[Any] = field(default_factory=list, repr=False)
+
+    async def aclose(self) -> None:
+        for closeable in reversed(self._closers):
+            await closeable.close()
+        self._closers.clear()
+
+
+async def build_services(settings: Settings) -> Services:
+    from azure.data.tables.aio import TableClient
+
+    from responder.adapters.table_ledger import TableLedger
+
+    closers: list[Any] = []
+    storage = settings.storage
+    if storage.connection_string:
+        table = TableClient.from_connection_string(storage.connection_string, settings.ledger_table)
+    else:
+        from azure.identity.aio import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
+        closers.append(credential)
+        assert storage.table_service_uri is not None  # guaranteed by Settings.from_env
+        table = TableClient(storage.table_service_uri, settings.ledger_table, credential=credential)
+    closers.append(table)
+    ledger = TableLedger(table)
+    await ledger.ensure_table()
+    return Services(settings=settings, ledger=ledger, _closers=closers)
+
+
+_services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Services] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def get_services() -> Services:
+    """The services of this process, built from the app settings on first use."""
+    loop = asyncio.get_running_loop()
+    lock = _locks.setdefault(loop, asyncio.Lock())
+    async with lock:
+        if loop not in _services:
+            _services[loop] = await build_services(Settings.from_env(os.environ))
+        return _services[loop]
+
+
+async def close_services() -> None:
+    """Close this loop's cached clients (tests and CLI runs, before the loop ends)."""
+    services = _services.pop(asyncio.get_running_loop(), None)
+    if services is not None:
+        await services.aclose()

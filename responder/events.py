@@ -1,0 +1,278 @@
+"""Event intake: ARM events from an Event Grid system topic → one typed value.
+
+Both delivery schemas (Event Grid and CloudEvents 1.0) and both shapes (one
+event or a batch array) are accepted. Nothing here raises on bad input: a
+malformed event becomes an `IntakeError` that names the problem, because a
+handler that raises makes Event Grid retry the same bad event for 24 hours.
+
+The user claims that ARM puts in `data.claims` are deliberately not carried:
+the responder needs no personal data to do its job (SPEC §9, README "Privacy").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from azure.mgmt.core.tools import parse_resource_id
+
+from responder.model import EventKind, VmRef
+
+WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
+ACTION_SUCCESS = "microsoft.resources.resourceactionsuccess"
+DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
+
+# SPEC §1, keyed by lower-cased data.operationName. The event type a row needs
+# is part of the key: a write operation reported as an action is not a write.
+OPERATIONS: Mapping[tuple[str, str], EventKind] = {
+    (WRITE_SUCCESS, "microsoft.compute/virtualmachines/write"): EventKind.CREATED,
+    (ACTION_SUCCESS, "microsoft.compute/virtualmachines/deallocate/action"): EventKind.DEALLOCATED,
+    (ACTION_SUCCESS, "microsoft.compute/virtualmachines/poweroff/action"): EventKind.POWERED_OFF,
+    (ACTION_SUCCESS, "microsoft.compute/virtualmachines/start/action"): EventKind.STARTED,
+    (ACTION_SUCCESS, "microsoft.compute/virtualmachines/restart/action"): EventKind.STARTED,
+    (ACTION_SUCCESS, "microsoft.compute/virtualmachines/redeploy/action"): EventKind.STARTED,
+    (DELETE_SUCCESS, "microsoft.compute/virtualmachines/delete"): EventKind.DELETED,
+}
+
+# The operation names as Azure spells them, for event subscription filters.
+OPERATION_NAMES: Mapping[EventKind, tuple[str, ...]] = {
+    EventKind.CREATED: ("Microsoft.Compute/virtualMachines/write",),
+    EventKind.DEALLOCATED: ("Microsoft.Compute/virtualMachines/deallocate/action",),
+    EventKind.POWERED_OFF: ("Microsoft.Compute/virtualMachines/powerOff/action",),
+    EventKind.STARTED: (
+        "Microsoft.Compute/virtualMachines/start/action",
+        "Microsoft.Compute/virtualMachines/restart/action",
+        "Microsoft.Compute/virtualMachines/redeploy/action",
+    ),
+    EventKind.DELETED: ("Microsoft.Compute/virtualMachines/delete",),
+}
+
+
+class Schema(StrEnum):
+    EVENT_GRID = "eventgrid"
+    CLOUD_EVENTS = "cloudevents"
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedEvent:
+    """A well-formed event and what it means.
+
+    `vm` is set for every kind but `ignored`; an ignored event says why in
+    `ignore_reason` so the debug log explains every event it drops.
+    """
+
+    kind: EventKind
+    event_id: str
+    event_time: datetime
+    event_type: str
+    operation_name: str
+    schema: Schema
+    vm: VmRef | None = None
+    correlation_id: str | None = None
+    ignore_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "event_id": self.event_id,
+            "event_time": self.event_time.isoformat(),
+            "event_type": self.event_type,
+            "operation_name": self.operation_name,
+            "schema": self.schema.value,
+            "resource_id": self.vm.resource_id if self.vm else None,
+            "subscription_id": self.vm.subscription_id if self.vm else None,
+            "resource_group": self.vm.resource_group if self.vm else None,
+            "vm_name": self.vm.name if self.vm else None,
+            "correlation_id": self.correlation_id,
+            "ignore_reason": self.ignore_reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeError:
+    """A malformed event: logged with its id (when it has one) and dropped."""
+
+    message: str
+    event_id: str | None = None
+    index: int | None = None  # position in a batch
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.message, "event_id": self.event_id, "index": self.index}
+
+
+IntakeResult = ClassifiedEvent | IntakeError
+
+
+def parse_payload(payload: str | bytes) -> list[IntakeResult]:
+    """Parse a request body: a JSON object or an array of them (a batch)."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as error:
+        return [IntakeError(f"not JSON: {error}")]
+    if isinstance(document, list):
+        if not document:
+            return [IntakeError("empty batch")]
+        return [_at(parse_event(item), index) for index, item in enumerate(document)]
+    return [parse_event(document)]
+
+
+def parse_event(raw: object) -> IntakeResult:
+    """Parse one event in either schema; never raises."""
+    if not isinstance(raw, Mapping):
+        return IntakeError(f"an event must be a JSON object, got {type(raw).__name__}")
+    event_id = raw.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        return IntakeError("missing or non-string 'id'")
+    if "specversion" in raw:
+        return _parse_envelope(raw, event_id, Schema.CLOUD_EVENTS, "type", "time", "source")
+    return _parse_envelope(raw, event_id, Schema.EVENT_GRID, "eventType", "eventTime", "topic")
+
+
+def _parse_envelope(
+    raw: Mapping[str, Any],
+    event_id: str,
+    schema: Schema,
+    type_key: str,
+    time_key: str,
+    topic_key: str,
+) -> IntakeResult:
+    if schema is Schema.CLOUD_EVENTS and raw.get("specversion") != "1.0":
+        return IntakeError(f"unsupported CloudEvents specversion {raw.get('specversion')!r}", event_id)
+    event_type = raw.get(type_key)
+    if not isinstance(event_type, str) or not event_type:
+        return IntakeError(f"missing or non-string '{type_key}'", event_id)
+    event_time = _parse_time(raw.get(time_key))
+    if event_time is None:
+        return IntakeError(f"missing or unparseable '{time_key}': {raw.get(time_key)!r}", event_id)
+    data = raw.get("data")
+    if data is not None and not isinstance(data, Mapping):
+        return IntakeError(f"'data' must be an object, got {type(data).__name__}", event_id)
+    return _classify(
+        event_id=event_id,
+        event_type=event_type,
+        event_time=event_time,
+        schema=schema,
+        subject=raw.get("subject"),
+        topic=raw.get(topic_key),
+        data=data or {},
+    )
+
+
+def _classify(
+    *,
+    event_id: str,
+    event_type: str,
+    event_time: datetime,
+    schema: Schema,
+    subject: object,
+    topic: object,
+    data: Mapping[str, Any],
+) -> IntakeResult:
+    operation = data.get("operationName")
+    operation_name = operation if isinstance(operation, str) else ""
+    correlation = data.get("correlationId")
+
+    def ignored(reason: str, vm: VmRef | None = None) -> ClassifiedEvent:
+        return ClassifiedEvent(
+            kind=EventKind.IGNORED,
+            event_id=event_id,
+            event_time=event_time,
+            event_type=event_type,
+            operation_name=operation_name,
+            schema=schema,
+            vm=vm,
+            correlation_id=correlation if isinstance(correlation, str) else None,
+            ignore_reason=reason,
+        )
+
+    if not event_type.lower().startswith("microsoft.resources.resource"):
+        return ignored(f"not an Azure Resource Manager event: {event_type}")
+    if not data:
+        return IntakeError("an Azure Resource Manager event without 'data'", event_id)
+    if not operation_name:
+        return IntakeError("missing or non-string 'data.operationName'", event_id)
+
+    kind = OPERATIONS.get((event_type.lower(), operation_name.lower()))
+    if kind is None:
+        if operation_name.lower().startswith("microsoft.compute/virtualmachines/"):
+            return ignored(f"{event_type} of {operation_name} needs no action")
+        return ignored(f"operation {operation_name} is not a VM lifecycle operation")
+
+    resource_uri = data.get("resourceUri", subject)
+    if not isinstance(resource_uri, str) or not resource_uri:
+        return IntakeError("missing 'data.resourceUri' and 'subject'", event_id)
+    vm = vm_ref_from_resource_id(resource_uri)
+    if vm is None:
+        return ignored(f"resource is not a virtual machine: {resource_uri}")
+    if isinstance(topic, str) and topic and not _same_subscription(topic, vm):
+        return IntakeError(f"resource {resource_uri} is outside the event's topic {topic}", event_id)
+
+    return ClassifiedEvent(
+        kind=kind,
+        event_id=event_id,
+        event_time=event_time,
+        event_type=event_type,
+        operation_name=operation_name,
+        schema=schema,
+        vm=vm,
+        correlation_id=correlation if isinstance(correlation, str) else None,
+    )
+
+
+def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
+    """The VM a resource id names, or None for anything else.
+
+    Scale-set instances (`virtualMachineScaleSets/x/virtualMachines/0`) and VM
+    child resources (extensions, run commands) are not VMs of their own.
+    """
+    parts = parse_resource_id(resource_id.strip().rstrip("/"))
+    if (
+        parts.get("namespace", "").lower() != "microsoft.compute"
+        or parts.get("type", "").lower() != "virtualmachines"
+        or parts.get("children")
+        or not parts.get("subscription")
+        or not parts.get("resource_group")
+        or not parts.get("name")
+    ):
+        return None
+    return VmRef(
+        subscription_id=parts["subscription"].lower(),
+        resource_group=parts["resource_group"].lower(),
+        name=parts["name"].lower(),
+    )
+
+
+def _same_subscription(topic: str, vm: VmRef) -> bool:
+    """A subscription system topic only reports its own subscription's resources."""
+    segments = [segment.lower() for segment in topic.strip("/").split("/")]
+    if len(segments) >= 2 and segments[0] == "subscriptions":
+        return segments[1] == vm.subscription_id
+    return True  # a custom topic or a test harness: nothing to compare
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _at(result: IntakeResult, index: int) -> IntakeResult:
+    if isinstance(result, IntakeError):
+        return IntakeError(result.message, result.event_id, index)
+    return result
+
+
+def kinds_to_operation_names(kinds: Sequence[EventKind]) -> list[str]:
+    """Operation names a handler accepts, as the event subscription filter lists them."""
+    return [name for kind in kinds for name in OPERATION_NAMES[kind]]

@@ -1,0 +1,106 @@
+"""Domain values shared by the intake, the decisions and the adapters.
+
+Everything here is plain data: no I/O, no SDK types, so the decision core can be
+tested without any cloud and the adapters can be swapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    """What an ARM event means for the responder (SPEC §1)."""
+
+    CREATED = "created"
+    DEALLOCATED = "deallocated"
+    POWERED_OFF = "powered-off"
+    STARTED = "started"
+    DELETED = "deleted"
+    IGNORED = "ignored"
+
+
+class PowerState(StrEnum):
+    """The VM power state as last learnt from an event or from ARM."""
+
+    UNKNOWN = "unknown"
+    RUNNING = "running"
+    STOPPED = "stopped"  # powered off, still allocated
+    DEALLOCATED = "deallocated"
+    DELETED = "deleted"
+
+
+class SuppressionState(StrEnum):
+    """Whether the VM's device currently carries the 'deallocated' mark (SPEC §4)."""
+
+    NONE = "none"
+    SUPPRESSED = "suppressed"
+
+
+class CleanupStatus(StrEnum):
+    """Progress of the orphaned-record cleanup after a deletion (SPEC §5)."""
+
+    NONE = "none"
+    QUEUED = "queued"
+    DONE = "done"
+    REFUSED = "refused"
+    NEEDS_REVIEW = "needs-review"
+
+
+@dataclass(frozen=True, slots=True)
+class VmRef:
+    """A VM's identity, always in normalised (lower-case) form.
+
+    ARM resource ids are case-insensitive and events spell them inconsistently,
+    so every comparison and every ledger key goes through this one value.
+    """
+
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourcegroups/{self.resource_group}"
+            f"/providers/microsoft.compute/virtualmachines/{self.name}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One result of a rule or a guard, with the reason a person can act on."""
+
+    rule_id: str
+    severity: str  # "error" | "warning" | "info"
+    message: str
+    evidence: str = ""
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VmRecord:
+    """The ledger's row for one VM (SPEC §2).
+
+    It outlives the VM: after a deletion ARM can no longer say which device was
+    the VM's, so the mapping captured earlier is the strongest key cleanup has.
+    `etag` is the storage concurrency token, not part of the value.
+    """
+
+    ref: VmRef
+    vm_id: str | None = None
+    computer_name: str | None = None
+    os_type: str | None = None
+    managed_device_id: str | None = None
+    entra_device_id: str | None = None
+    power_state: PowerState = PowerState.UNKNOWN
+    power_state_at: datetime | None = None
+    suppression: SuppressionState = SuppressionState.NONE
+    last_event_at: dict[EventKind, datetime] = field(default_factory=dict)
+    recent_event_ids: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    cleanup_status: CleanupStatus = CleanupStatus.NONE
+    deleted_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)

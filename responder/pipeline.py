@@ -1,0 +1,86 @@
+"""The path every delivered event takes, shared by all Event Grid handlers.
+
+parse → (drop malformed) → (skip ignored, foreign and out-of-scope) → record in
+the ledger. Later stages (prerequisite check, suppression, cleanup) hang off the
+`recorded` outcome. Malformed input is logged with its id and dropped; a
+TransientError escapes so the host lets Event Grid retry (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from responder.composition import Services
+from responder.events import ClassifiedEvent, IntakeError, parse_event
+from responder.model import EventKind, VmRecord
+from responder.observe import Outcome, observe
+from responder.scope import out_of_scope_reason
+
+log = logging.getLogger("responder")
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What became of one delivered event: one structured log line, one report row."""
+
+    outcome: str  # malformed | ignored | misrouted | out-of-scope | recorded | duplicate | stale
+    event_id: str | None
+    kind: EventKind | None = None
+    resource_id: str | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "event_id": self.event_id,
+            "kind": self.kind.value if self.kind else None,
+            "resource_id": self.resource_id,
+            "reason": self.reason,
+        }
+
+
+async def handle(
+    raw: Mapping[str, Any], accepts: Collection[EventKind], services: Services
+) -> Handled:
+    """Handle one delivered event addressed to a function that accepts `accepts`."""
+    parsed = parse_event(raw)
+    if isinstance(parsed, IntakeError):
+        return _logged(Handled("malformed", parsed.event_id, reason=parsed.message), logging.ERROR)
+    return await _handle_classified(parsed, accepts, services)
+
+
+async def _handle_classified(
+    event: ClassifiedEvent, accepts: Collection[EventKind], services: Services
+) -> Handled:
+    resource_id = event.vm.resource_id if event.vm else None
+    if event.kind is EventKind.IGNORED or event.vm is None:
+        reason = event.ignore_reason or "not a VM event"
+        return _logged(Handled("ignored", event.event_id, event.kind, resource_id, reason), logging.DEBUG)
+    if event.kind not in accepts:
+        # The event subscription's filter should have kept it away: say so loudly.
+        reason = f"{event.operation_name} is not handled by this function; check the event subscription filter"
+        return _logged(Handled("misrouted", event.event_id, event.kind, resource_id, reason), logging.WARNING)
+    reason_out = out_of_scope_reason(event.vm, services.settings)
+    if reason_out is not None:
+        return _logged(Handled("out-of-scope", event.event_id, event.kind, resource_id, reason_out), logging.INFO)
+
+    def decide(record: VmRecord) -> tuple[VmRecord, Outcome]:
+        observation = observe(record, event)
+        return observation.record, observation.outcome
+
+    _, outcome = await services.ledger.update(event.vm, decide)
+    reason = {
+        Outcome.RECORDED: f"{event.operation_name} at {event.event_time.isoformat()}",
+        Outcome.DUPLICATE: "event id already handled",
+        Outcome.STALE: "older than what the ledger already knows; history only",
+    }[outcome]
+    return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, reason), logging.INFO)
+
+
+def _logged(handled: Handled, level: int) -> Handled:
+    log.log(level, "responder.event %s", json.dumps(handled.to_json(), sort_keys=True))
+    return handled

@@ -1,0 +1,176 @@
+"""The app settings the responder reads, as one typed, validated object.
+
+Every name the code reads is in `SETTING_NAMES`, so the Bicep template can be
+checked against it (issue: deployment). Validation collects every problem and
+names each bad setting, so one failed start tells the admin all there is to fix.
+Settings are read on first use, never at import: an exception while the host
+indexes `function_app.py` would leave the app with zero functions (SPEC §10).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+_Reader = Callable[[str], "str | None"]
+
+
+class Mode(StrEnum):
+    AUDIT = "audit"  # decide and record every action, perform none
+    ENFORCE = "enforce"
+
+
+# Storage: the same settings the Functions host uses for AzureWebJobsStorage,
+# so one identity-based connection serves the host, the queues and the ledger.
+STORAGE_CONNECTION_STRING = "AzureWebJobsStorage"
+STORAGE_ACCOUNT_NAME = "AzureWebJobsStorage__accountName"
+STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
+STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
+STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"
+
+MODE = "RESPONDER_MODE"
+LEDGER_TABLE = "RESPONDER_LEDGER_TABLE"
+ALLOWED_SUBSCRIPTIONS = "RESPONDER_ALLOWED_SUBSCRIPTIONS"
+ALLOWED_RESOURCE_GROUPS = "RESPONDER_ALLOWED_RESOURCE_GROUPS"
+OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
+
+SETTING_NAMES: tuple[str, ...] = (
+    STORAGE_CONNECTION_STRING,
+    STORAGE_ACCOUNT_NAME,
+    STORAGE_TABLE_URI,
+    STORAGE_QUEUE_URI,
+    STORAGE_CLIENT_ID,
+    MODE,
+    LEDGER_TABLE,
+    ALLOWED_SUBSCRIPTIONS,
+    ALLOWED_RESOURCE_GROUPS,
+    OPT_OUT_TAG,
+)
+
+DEFAULT_LEDGER_TABLE = "vmledger"
+DEFAULT_OPT_OUT_TAG = "intune-responder=ignore"
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
+
+
+class SettingsError(ValueError):
+    """One or more app settings are missing or invalid; the message names each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid app settings: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where the ledger and queues live: a connection string (Azurite, local
+    development) or service URIs reached with the managed identity."""
+
+    connection_string: str | None = None
+    table_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    storage: StorageSettings
+    mode: Mode = Mode.AUDIT
+    ledger_table: str = DEFAULT_LEDGER_TABLE
+    allowed_subscriptions: frozenset[str] = frozenset()  # empty: all watched subscriptions
+    allowed_resource_groups: frozenset[str] = frozenset()  # "subscriptionId/resourceGroup"
+    opt_out_tag: tuple[str, str] = ("intune-responder", "ignore")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and validate; raises SettingsError naming every bad setting."""
+        problems: list[str] = []
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        raw_mode = (text(MODE) or Mode.AUDIT.value).lower()
+        mode = Mode.AUDIT
+        if raw_mode in Mode._value2member_map_:
+            mode = Mode(raw_mode)
+        else:
+            problems.append(f"{MODE}: expected 'audit' or 'enforce', got {raw_mode!r}")
+
+        storage = _storage(text, problems)
+
+        ledger_table = text(LEDGER_TABLE) or DEFAULT_LEDGER_TABLE
+        if not _TABLE_NAME.match(ledger_table):
+            problems.append(
+                f"{LEDGER_TABLE}: {ledger_table!r} is not a valid table name "
+                "(3-63 letters and digits, starting with a letter)"
+            )
+
+        subscriptions = _items(text(ALLOWED_SUBSCRIPTIONS))
+        for subscription in subscriptions:
+            if not _GUID.match(subscription):
+                problems.append(f"{ALLOWED_SUBSCRIPTIONS}: {subscription!r} is not a subscription id")
+
+        resource_groups = _items(text(ALLOWED_RESOURCE_GROUPS))
+        for entry in resource_groups:
+            subscription, _, group = entry.partition("/")
+            if not _GUID.match(subscription) or not _RESOURCE_GROUP.match(group):
+                problems.append(
+                    f"{ALLOWED_RESOURCE_GROUPS}: {entry!r} is not 'subscriptionId/resourceGroup'"
+                )
+
+        raw_tag = text(OPT_OUT_TAG) or DEFAULT_OPT_OUT_TAG
+        tag_name, separator, tag_value = raw_tag.partition("=")
+        if not separator or not tag_name.strip() or not tag_value.strip():
+            problems.append(f"{OPT_OUT_TAG}: expected 'name=value', got {raw_tag!r}")
+
+        if problems:
+            raise SettingsError(problems)
+        return cls(
+            storage=storage,
+            mode=mode,
+            ledger_table=ledger_table,
+            allowed_subscriptions=frozenset(subscriptions),
+            allowed_resource_groups=frozenset(resource_groups),
+            opt_out_tag=(tag_name.strip().lower(), tag_value.strip().lower()),
+        )
+
+
+def _storage(text: _Reader, problems: list[str]) -> StorageSettings:
+    connection_string = text(STORAGE_CONNECTION_STRING)
+    account = text(STORAGE_ACCOUNT_NAME)
+    table_uri = text(STORAGE_TABLE_URI)
+    queue_uri = text(STORAGE_QUEUE_URI)
+    client_id = text(STORAGE_CLIENT_ID)
+    if connection_string:
+        if "=" not in connection_string:
+            problems.append(f"{STORAGE_CONNECTION_STRING}: not a storage connection string")
+        return StorageSettings(connection_string=connection_string)
+    if account:
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+    if not table_uri or not queue_uri:
+        problems.append(
+            f"storage: set {STORAGE_ACCOUNT_NAME} (managed identity), or "
+            f"{STORAGE_TABLE_URI} and {STORAGE_QUEUE_URI}, or {STORAGE_CONNECTION_STRING} "
+            "(local emulator only)"
+        )
+        return StorageSettings()
+    for name, uri in ((STORAGE_TABLE_URI, table_uri), (STORAGE_QUEUE_URI, queue_uri)):
+        if not uri.startswith("https://"):
+            problems.append(f"{name}: {uri!r} must be an https:// URI (tokens are never sent in clear)")
+    if client_id and not _GUID.match(client_id.lower()):
+        problems.append(f"{STORAGE_CLIENT_ID}: {client_id!r} is not a client id (GUID)")
+    return StorageSettings(table_service_uri=table_uri, queue_service_uri=queue_uri, client_id=client_id)
+
+
+def _items(value: str | None) -> list[str]:
+    """A comma- or semicolon-separated list, normalised to lower case."""
+    if not value:
+        return []
+    return [item.strip().lower() for item in re.split(r"[,;]", value) if item.strip()]

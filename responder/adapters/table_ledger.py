@@ -9,7 +9,9 @@ two events for one VM handled at once can't overwrite each other.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -41,8 +43,10 @@ from responder.model import (
 T = TypeVar("T")
 
 # Concurrent events for one VM are rare and short; after this many lost races
-# the event goes back to Event Grid, which retries it later.
-UPDATE_ATTEMPTS = 5
+# the event goes back to Event Grid, which retries it later. Between attempts
+# a random, growing pause spreads the contenders out (full jitter).
+UPDATE_ATTEMPTS = 8
+UPDATE_BACKOFF_SECONDS = 0.02
 
 _LAST_EVENT_COLUMNS: dict[EventKind, str] = {
     EventKind.CREATED: "LastCreatedAt",
@@ -105,7 +109,9 @@ class TableLedger:
 
         `decide` must be pure: it may run more than once.
         """
-        for _ in range(UPDATE_ATTEMPTS):
+        for attempt in range(UPDATE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF_SECONDS * 2**attempt))  # noqa: S311
             current = await self.get(vm)
             base = current if current is not None else VmRecord(ref=vm)
             wanted, result = decide(base)

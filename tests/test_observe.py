@@ -1,0 +1,123 @@
+"""What an event teaches the ledger: duplicates change nothing, late events never
+move the power state back, a write after a deletion is a new VM (SPEC §1, §4)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from responder.events import ClassifiedEvent, Schema
+from responder.model import EventKind, PowerState, VmRecord, VmRef
+from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, observe
+
+VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg", "vm1")
+T0 = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
+
+
+def event(kind: EventKind, minutes: int = 0, event_id: str | None = None) -> ClassifiedEvent:
+    return ClassifiedEvent(
+        kind=kind,
+        event_id=event_id or f"{kind.value}-{minutes}",
+        event_time=T0 + timedelta(minutes=minutes),
+        event_type="Microsoft.Resources.ResourceActionSuccess",
+        operation_name="op",
+        schema=Schema.EVENT_GRID,
+        vm=VM,
+    )
+
+
+def after(*events: ClassifiedEvent) -> VmRecord:
+    record = VmRecord(ref=VM)
+    for item in events:
+        record = observe(record, item).record
+    return record
+
+
+@pytest.mark.parametrize(
+    ("kind", "state"),
+    [
+        (EventKind.DEALLOCATED, PowerState.DEALLOCATED),
+        (EventKind.POWERED_OFF, PowerState.STOPPED),
+        (EventKind.STARTED, PowerState.RUNNING),
+        (EventKind.DELETED, PowerState.DELETED),
+    ],
+)
+def test_a_power_event_sets_the_power_state(kind: EventKind, state: PowerState) -> None:
+    observation = observe(VmRecord(ref=VM), event(kind))
+
+    assert observation.outcome is Outcome.RECORDED
+    assert observation.record.power_state is state
+    assert observation.record.power_state_at == T0
+
+
+def test_a_repeated_event_id_changes_nothing() -> None:
+    record = after(event(EventKind.DEALLOCATED))
+
+    observation = observe(record, event(EventKind.DEALLOCATED))
+
+    assert observation.outcome is Outcome.DUPLICATE
+    assert observation.record == record
+
+
+def test_a_late_deallocate_does_not_override_a_later_start() -> None:
+    record = after(event(EventKind.STARTED, minutes=10))
+
+    observation = observe(record, event(EventKind.DEALLOCATED, minutes=0))
+
+    assert observation.outcome is Outcome.STALE
+    assert observation.record.power_state is PowerState.RUNNING
+    assert observation.record.last_event_at[EventKind.DEALLOCATED] == T0
+
+
+def test_a_stale_event_is_still_remembered_as_seen() -> None:
+    record = after(event(EventKind.STARTED, minutes=10), event(EventKind.DEALLOCATED, minutes=0))
+
+    assert observe(record, event(EventKind.DEALLOCATED, minutes=0)).outcome is Outcome.DUPLICATE
+
+
+def test_the_deletion_time_is_recorded() -> None:
+    record = after(event(EventKind.DELETED, minutes=5))
+
+    assert record.deleted_at == T0 + timedelta(minutes=5)
+
+
+def test_a_write_after_the_deletion_is_a_new_vm_with_the_same_name() -> None:
+    record = after(event(EventKind.DELETED, minutes=5), event(EventKind.CREATED, minutes=6))
+
+    assert record.deleted_at is None
+    assert record.power_state is PowerState.UNKNOWN
+
+
+def test_a_late_write_of_a_deleted_vm_is_stale() -> None:
+    record = after(event(EventKind.DELETED, minutes=5))
+
+    observation = observe(record, event(EventKind.CREATED, minutes=1))
+
+    assert observation.outcome is Outcome.STALE
+    assert observation.record.deleted_at == T0 + timedelta(minutes=5)
+
+
+def test_a_write_does_not_touch_the_power_state() -> None:
+    record = after(event(EventKind.DEALLOCATED, minutes=0), event(EventKind.CREATED, minutes=3))
+
+    assert record.power_state is PowerState.DEALLOCATED
+
+
+def test_the_latest_time_per_kind_is_kept() -> None:
+    record = after(event(EventKind.STARTED, minutes=9), event(EventKind.STARTED, minutes=2))
+
+    assert record.last_event_at[EventKind.STARTED] == T0 + timedelta(minutes=9)
+
+
+def test_the_remembered_event_ids_are_bounded() -> None:
+    record = after(*(event(EventKind.STARTED, minutes=m) for m in range(RECENT_EVENT_IDS_KEPT + 5)))
+
+    assert len(record.recent_event_ids) == RECENT_EVENT_IDS_KEPT
+    assert record.recent_event_ids[-1] == f"started-{RECENT_EVENT_IDS_KEPT + 4}"
+
+
+def test_an_ignored_event_is_not_observed() -> None:
+    with pytest.raises(ValueError, match="ignored"):
+        observe(VmRecord(ref=VM), replace(event(EventKind.STARTED), kind=EventKind.IGNORED))

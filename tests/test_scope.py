@@ -1,0 +1,42 @@
+"""The allow-lists of SPEC §7."""
+
+from __future__ import annotations
+
+from responder.model import VmRef
+from responder.scope import out_of_scope_reason
+from responder.settings import Settings, StorageSettings
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+OTHER = "99999999-8888-4777-8666-555555555555"
+VM = VmRef(SUB, "rg-avd-prod", "vm1")
+
+
+def settings(subscriptions: set[str] = set(), groups: set[str] = set()) -> Settings:  # noqa: B006
+    return Settings(
+        storage=StorageSettings(connection_string="x=y"),
+        allowed_subscriptions=frozenset(subscriptions),
+        allowed_resource_groups=frozenset(groups),
+    )
+
+
+def test_without_allow_lists_every_vm_is_in_scope() -> None:
+    assert out_of_scope_reason(VM, settings()) is None
+
+
+def test_a_vm_in_an_allowed_subscription_is_in_scope() -> None:
+    assert out_of_scope_reason(VM, settings(subscriptions={SUB})) is None
+
+
+def test_a_vm_in_an_allowed_resource_group_is_in_scope() -> None:
+    assert out_of_scope_reason(VM, settings(subscriptions={OTHER}, groups={f"{SUB}/rg-avd-prod"})) is None
+
+
+def test_a_vm_elsewhere_is_out_of_scope_with_the_reason() -> None:
+    reason = out_of_scope_reason(VM, settings(groups={f"{SUB}/rg-lab"}))
+
+    assert reason is not None
+    assert "rg-avd-prod" in reason
+
+
+def test_the_same_group_name_in_another_subscription_is_out_of_scope() -> None:
+    assert out_of_scope_reason(VM, settings(groups={f"{OTHER}/rg-avd-prod"})) is not None

@@ -47,7 +47,8 @@ async def build_services(settings: Settings) -> Services:
 
         credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
         closers.append(credential)
-        assert storage.table_service_uri is not None  # guaranteed by Settings.from_env
+        if storage.table_service_uri is None:  # Settings.from_env guarantees one of the two
+            raise RuntimeError("storage settings name neither a connection string nor a table endpoint")
         table = TableClient(storage.table_service_uri, settings.ledger_table, credential=credential)
     closers.append(table)
     ledger = TableLedger(table)

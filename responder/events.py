@@ -128,13 +128,18 @@ def parse_event(raw: object) -> IntakeResult:
     if not isinstance(event_id, str) or not event_id:
         return IntakeError("missing or non-string 'id'")
     if "specversion" in raw:
-        return _parse_envelope(raw, event_id, Schema.CLOUD_EVENTS, "type", "time", "source")
-    return _parse_envelope(raw, event_id, Schema.EVENT_GRID, "eventType", "eventTime", "topic")
+        return _parse_envelope(
+            raw, event_id, schema=Schema.CLOUD_EVENTS, type_key="type", time_key="time", topic_key="source"
+        )
+    return _parse_envelope(
+        raw, event_id, schema=Schema.EVENT_GRID, type_key="eventType", time_key="eventTime", topic_key="topic"
+    )
 
 
 def _parse_envelope(
     raw: Mapping[str, Any],
     event_id: str,
+    *,
     schema: Schema,
     type_key: str,
     time_key: str,
@@ -229,10 +234,14 @@ def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
     Scale-set instances (`virtualMachineScaleSets/x/virtualMachines/0`) and VM
     child resources (extensions, run commands) are not VMs of their own.
     """
-    parts = parse_resource_id(resource_id.strip().rstrip("/"))
+    parts = {
+        key: value.lower()
+        for key, value in parse_resource_id(resource_id.strip().rstrip("/")).items()
+        if isinstance(value, str)
+    }
     if (
-        parts.get("namespace", "").lower() != "microsoft.compute"
-        or parts.get("type", "").lower() != "virtualmachines"
+        parts.get("namespace") != "microsoft.compute"
+        or parts.get("type") != "virtualmachines"
         or parts.get("children")
         or not parts.get("subscription")
         or not parts.get("resource_group")
@@ -240,9 +249,9 @@ def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
     ):
         return None
     return VmRef(
-        subscription_id=parts["subscription"].lower(),
-        resource_group=parts["resource_group"].lower(),
-        name=parts["name"].lower(),
+        subscription_id=parts["subscription"],
+        resource_group=parts["resource_group"],
+        name=parts["name"],
     )
 
 

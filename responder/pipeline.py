@@ -43,9 +43,7 @@ class Handled:
         }
 
 
-async def handle(
-    raw: Mapping[str, Any], accepts: Collection[EventKind], services: Services
-) -> Handled:
+async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], services: Services) -> Handled:
     """Handle one delivered event addressed to a function that accepts `accepts`."""
     parsed = parse_event(raw)
     if isinstance(parsed, IntakeError):
@@ -62,11 +60,14 @@ async def _handle_classified(
         return _logged(Handled("ignored", event.event_id, event.kind, resource_id, reason), logging.DEBUG)
     if event.kind not in accepts:
         # The event subscription's filter should have kept it away: say so loudly.
-        reason = f"{event.operation_name} is not handled by this function; check the event subscription filter"
+        reason = (
+            f"{event.operation_name} is not handled by this function; check the event subscription filter"
+        )
         return _logged(Handled("misrouted", event.event_id, event.kind, resource_id, reason), logging.WARNING)
-    reason_out = out_of_scope_reason(event.vm, services.settings)
-    if reason_out is not None:
-        return _logged(Handled("out-of-scope", event.event_id, event.kind, resource_id, reason_out), logging.INFO)
+    scope_reason = out_of_scope_reason(event.vm, services.settings)
+    if scope_reason is not None:
+        handled = Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
+        return _logged(handled, logging.INFO)
 
     def decide(record: VmRecord) -> tuple[VmRecord, Outcome]:
         observation = observe(record, event)

@@ -19,7 +19,4 @@ def out_of_scope_reason(vm: VmRef, settings: Settings) -> str | None:
         return None
     if f"{vm.subscription_id}/{vm.resource_group}" in groups:
         return None
-    return (
-        f"subscription {vm.subscription_id} / resource group {vm.resource_group} "
-        "is not in the allow-list"
-    )
+    return f"subscription {vm.subscription_id} / resource group {vm.resource_group} is not in the allow-list"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-
 _Reader = Callable[[str], "str | None"]
 
 
@@ -120,9 +119,7 @@ class Settings:
         for entry in resource_groups:
             subscription, _, group = entry.partition("/")
             if not _GUID.match(subscription) or not _RESOURCE_GROUP.match(group):
-                problems.append(
-                    f"{ALLOWED_RESOURCE_GROUPS}: {entry!r} is not 'subscriptionId/resourceGroup'"
-                )
+                problems.append(f"{ALLOWED_RESOURCE_GROUPS}: {entry!r} is not 'subscriptionId/resourceGroup'")
 
         raw_tag = text(OPT_OUT_TAG) or DEFAULT_OPT_OUT_TAG
         tag_name, separator, tag_value = raw_tag.partition("=")

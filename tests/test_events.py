@@ -213,7 +213,11 @@ def test_an_empty_batch_is_an_error() -> None:
 def test_a_batch_keeps_good_events_beside_a_bad_one() -> None:
     results = parse_payload((EVENTS / "batch-mixed.json").read_bytes())
 
-    assert [type(result).__name__ for result in results] == ["ClassifiedEvent", "IntakeError", "ClassifiedEvent"]
+    assert [type(result).__name__ for result in results] == [
+        "ClassifiedEvent",
+        "IntakeError",
+        "ClassifiedEvent",
+    ]
     assert isinstance(results[1], IntakeError)
     assert results[1].index == 1
     assert isinstance(results[0], ClassifiedEvent)

@@ -10,6 +10,7 @@ two events for one VM handled at once can't overwrite each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -65,10 +66,8 @@ class TableLedger:
 
     async def ensure_table(self) -> None:
         """Create the table when it is missing (Bicep creates it in Azure)."""
-        try:
+        with contextlib.suppress(ResourceExistsError):
             await self._table.create_table()
-        except ResourceExistsError:
-            pass
 
     async def get(self, vm: VmRef) -> VmRecord | None:
         try:
@@ -102,9 +101,7 @@ class TableLedger:
             ) from error
         return _with_etag(record, metadata)
 
-    async def update(
-        self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]]
-    ) -> tuple[VmRecord, T]:
+    async def update(self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]]) -> tuple[VmRecord, T]:
         """Read, decide, write with If-Match; on a lost race read again and re-decide.
 
         `decide` must be pure: it may run more than once.

@@ -51,9 +51,13 @@ async def build_services(settings: Settings) -> Services:
             raise RuntimeError("storage settings name neither a connection string nor a table endpoint")
         table = TableClient(storage.table_service_uri, settings.ledger_table, credential=credential)
     closers.append(table)
-    ledger = TableLedger(table)
-    await ledger.ensure_table()
-    return Services(settings=settings, ledger=ledger, _closers=closers)
+    services = Services(settings=settings, ledger=TableLedger(table), _closers=closers)
+    try:
+        await services.ledger.ensure_table()
+    except BaseException:
+        await services.aclose()  # no half-built services with open sessions
+        raise
+    return services
 
 
 _services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Services] = weakref.WeakKeyDictionary()

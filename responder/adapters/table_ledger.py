@@ -67,7 +67,7 @@ class TableLedger:
     async def ensure_table(self) -> None:
         """Create the table when it is missing (Bicep creates it in Azure)."""
         with contextlib.suppress(ResourceExistsError):
-            await self._table.create_table()
+            await _call(self._table.create_table())
 
     async def get(self, vm: VmRef) -> VmRecord | None:
         try:
@@ -123,8 +123,11 @@ class TableLedger:
         raise LedgerConflict(f"gave up after {UPDATE_ATTEMPTS} concurrent updates of {vm.resource_id}")
 
     async def records(self) -> AsyncIterator[VmRecord]:
-        async for entity in self._table.list_entities():
-            yield record_from_entity(entity, entity.metadata["etag"])
+        try:
+            async for entity in self._table.list_entities():
+                yield record_from_entity(entity, entity.metadata["etag"])
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise _as_transient(error) or error
 
 
 def row_key(vm: VmRef) -> tuple[str, str]:
@@ -206,9 +209,19 @@ async def _call(operation: Any) -> Any:
     """Await a table call, turning throttling, 5xx and network failures into TransientError."""
     try:
         return await operation
-    except (ServiceRequestError, ServiceResponseError) as error:
-        raise TransientError(f"table storage unreachable: {error}") from error
-    except HttpResponseError as error:
-        if error.status_code is not None and (error.status_code == 429 or error.status_code >= 500):
-            raise TransientError(f"table storage answered {error.status_code}") from error
-        raise
+    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+        raise _as_transient(error) or error
+
+
+def _as_transient(error: Exception) -> TransientError | None:
+    """Throttling, 5xx and network failures are worth a retry; anything else is not."""
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        transient = TransientError(f"table storage unreachable: {error}")
+    elif isinstance(error, HttpResponseError) and (
+        error.status_code is not None and (error.status_code == 429 or error.status_code >= 500)
+    ):
+        transient = TransientError(f"table storage answered {error.status_code}")
+    else:
+        return None
+    transient.__cause__ = error
+    return transient

@@ -1,0 +1,169 @@
+"""The function app as the Functions host sees it: indexing, bindings, and
+direct calls of the real handler functions with `azure.functions` trigger
+objects, against Azurite (SPEC §8, §10)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from handlers import vm_created, vm_deleted, vm_power
+from localdev.azurite import Azurite
+from responder.adapters.table_ledger import TableLedger
+from responder.errors import TransientError
+from responder.model import PowerState, VmRef
+from responder.settings import SettingsError
+from tests.conftest import load_event
+
+VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg-avd-prod", "vm-win11-01")
+
+Trigger = Callable[[func.EventGridEvent | func.CloudEvent], Awaitable[None]]
+
+
+@pytest.fixture(scope="session")
+def indexed() -> dict[str, Any]:
+    """`app.get_functions()` exactly once, as the host does (a second call raises)."""
+    from function_app import app
+
+    return {function.get_function_name(): function for function in app.get_functions()}
+
+
+def trigger(indexed: dict[str, Any], name: str) -> Trigger:
+    user_function: Trigger = indexed[name].get_user_function()
+    return user_function
+
+
+def as_trigger_input(event: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
+    """The object the Python worker builds from a delivery, in either schema."""
+    if "specversion" in event:
+        return func.CloudEvent(
+            id=event["id"],
+            source=event["source"],
+            specversion=event["specversion"],
+            type=event["type"],
+            datacontenttype=event.get("datacontenttype"),
+            dataschema=event.get("dataschema"),
+            subject=event.get("subject"),
+            time=dt.datetime.fromisoformat(event["time"]),
+            data=event.get("data"),
+        )
+    return func.EventGridEvent(
+        id=event["id"],
+        data=event.get("data"),
+        topic=event.get("topic"),
+        subject=event.get("subject"),
+        event_type=event.get("eventType"),
+        event_time=dt.datetime.fromisoformat(event["eventTime"]) if event.get("eventTime") else None,
+        data_version=event.get("dataVersion"),
+    )
+
+
+def test_the_host_indexes_one_function_per_trigger(indexed: dict[str, Any]) -> None:
+    assert set(indexed) == {"on_vm_created", "on_vm_power_changed", "on_vm_deleted"}
+
+
+@pytest.mark.parametrize("name", ["on_vm_created", "on_vm_power_changed", "on_vm_deleted"])
+def test_each_function_binds_an_event_grid_trigger_named_event(indexed: dict[str, Any], name: str) -> None:
+    bindings = json.loads(indexed[name].get_raw_bindings()[0])
+
+    assert bindings == {"type": "eventGridTrigger", "direction": "IN", "name": "event"}
+
+
+def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import function_app
+
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("RESPONDER_MODE", "not-a-mode")
+
+    importlib.reload(function_app)  # would raise if settings were read at import
+
+
+async def test_a_deallocate_event_is_recorded_in_the_ledger(
+    indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
+) -> None:
+    await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+
+    record = await ledger.get(VM)
+    assert record is not None
+    assert record.power_state is PowerState.DEALLOCATED
+
+
+async def test_a_cloudevents_delivery_takes_the_same_path(
+    indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
+) -> None:
+    await trigger(indexed, "on_vm_deleted")(as_trigger_input(load_event("cloudevents-vm-delete.json")))
+
+    record = await ledger.get(VmRef(VM.subscription_id, VM.resource_group, "vm-old-09"))
+    assert record is not None
+    assert record.deleted_at is not None
+
+
+async def test_a_duplicated_delivery_is_recorded_once(
+    indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
+) -> None:
+    event = load_event("eventgrid-vm-deallocate.json")
+    on_power = trigger(indexed, "on_vm_power_changed")
+
+    await on_power(as_trigger_input(event))
+    await on_power(as_trigger_input(event))
+
+    record = await ledger.get(VM)
+    assert record is not None
+    assert record.recent_event_ids.count(event["id"]) == 1
+
+
+async def test_a_malformed_event_is_dropped_without_raising(
+    indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
+) -> None:
+    event = load_event("eventgrid-vm-deallocate.json")
+    event["data"]["resourceUri"] = "not a resource id"
+    event["subject"] = "not a resource id"
+
+    await trigger(indexed, "on_vm_power_changed")(as_trigger_input(event))
+
+    assert [record async for record in ledger.records()] == []
+
+
+async def test_an_event_for_another_function_is_not_recorded(
+    indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
+) -> None:
+    await trigger(indexed, "on_vm_created")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+
+    assert await ledger.get(VM) is None
+
+
+async def test_unreachable_storage_raises_a_transient_error_so_event_grid_retries(
+    indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, azurite: Azurite
+) -> None:
+    from localdev.azurite import free_port
+    from responder.composition import close_services
+
+    dead = azurite.connection_string.replace(f":{azurite.table_port}/", f":{free_port()}/")
+    monkeypatch.setenv("AzureWebJobsStorage", dead)
+    monkeypatch.setenv("RESPONDER_LEDGER_TABLE", "unreachable")
+    try:
+        with pytest.raises(TransientError):
+            await trigger(indexed, "on_vm_power_changed")(
+                as_trigger_input(load_event("eventgrid-vm-deallocate.json"))
+            )
+    finally:
+        await close_services()
+
+
+async def test_invalid_settings_fail_the_invocation_naming_the_setting(
+    indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, azurite: Azurite
+) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("RESPONDER_MODE", "enforse")
+
+    with pytest.raises(SettingsError, match="RESPONDER_MODE"):
+        await trigger(indexed, "on_vm_power_changed")(
+            as_trigger_input(load_event("eventgrid-vm-deallocate.json"))
+        )

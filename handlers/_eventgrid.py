@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import datetime as dt
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import azure.functions as func
@@ -38,6 +39,50 @@ def wire_form(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
         "data": event.get_json(),
         "dataVersion": event.data_version,
     }
+
+
+def trigger_input(raw: Mapping[str, Any]) -> func.EventGridEvent | func.CloudEvent:
+    """The trigger object the Python worker builds from one delivered event.
+
+    The inverse of `wire_form`, for running the real handler functions without
+    the host (local run, replay, tests). Fields are taken as they are, so a
+    malformed event reaches the handler malformed, as it would in Azure.
+    """
+    if "specversion" in raw:
+        return func.CloudEvent(
+            id=_field(raw, "id"),
+            source=_field(raw, "source"),
+            specversion=_field(raw, "specversion"),
+            type=_field(raw, "type"),
+            datacontenttype=_field(raw, "datacontenttype"),
+            dataschema=_field(raw, "dataschema"),
+            subject=_field(raw, "subject"),
+            time=_moment(_field(raw, "time")),
+            data=_field(raw, "data"),
+        )
+    return func.EventGridEvent(
+        id=_field(raw, "id"),
+        data=_field(raw, "data"),
+        topic=_field(raw, "topic"),
+        subject=_field(raw, "subject"),
+        event_type=_field(raw, "eventType"),
+        event_time=_moment(_field(raw, "eventTime")),
+        data_version=_field(raw, "dataVersion"),
+    )
+
+
+def _field(raw: Mapping[str, Any], key: str) -> Any:
+    """A field as it is (None when absent): the worker's types are not checked here."""
+    return raw.get(key)
+
+
+def _moment(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 async def deliver(event: func.EventGridEvent, accepts: Collection[EventKind]) -> Handled:

@@ -285,3 +285,20 @@ def _at(result: IntakeResult, index: int) -> IntakeResult:
 def kinds_to_operation_names(kinds: Sequence[EventKind]) -> list[str]:
     """Operation names a handler accepts, as the event subscription filter lists them."""
     return [name for kind in kinds for name in OPERATION_NAMES[kind]]
+
+
+def subscription_filter_kind(raw: object) -> EventKind | None:
+    """The kind whose event subscription would deliver `raw`, as Event Grid decides.
+
+    Mirrors the filters the Bicep template sets (event type plus `data.operationName`,
+    both compared case-insensitively, as Event Grid string filters are): the local
+    run and `replay` route events the way Azure would, malformed ones included.
+    """
+    if not isinstance(raw, Mapping):
+        return None
+    event_type = raw.get("type") if "specversion" in raw else raw.get("eventType")
+    data = raw.get("data")
+    operation = data.get("operationName") if isinstance(data, Mapping) else None
+    if not isinstance(event_type, str) or not isinstance(operation, str):
+        return None
+    return OPERATIONS.get((event_type.lower(), operation.lower()))

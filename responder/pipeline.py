@@ -8,9 +8,11 @@ TransientError escapes so the host lets Event Grid retry (SPEC §1).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,8 @@ from responder.observe import Outcome, observe
 from responder.scope import out_of_scope_reason
 
 log = logging.getLogger("responder")
+
+_collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,23 @@ async def _handle_classified(
     return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, reason), logging.INFO)
 
 
+@contextlib.contextmanager
+def collecting() -> Iterator[list[Handled]]:
+    """Collect what the handlers called in this context decided (replay reports).
+
+    The Functions host discards a trigger's return value, so a report that runs
+    the real handler functions gets their outcomes here, not by parsing logs.
+    """
+    sink: list[Handled] = []
+    token = _collector.set(sink)
+    try:
+        yield sink
+    finally:
+        _collector.reset(token)
+
+
 def _logged(handled: Handled, level: int) -> Handled:
     log.log(level, "responder.event %s", json.dumps(handled.to_json(), sort_keys=True))
+    if (sink := _collector.get()) is not None:
+        sink.append(handled)
     return handled

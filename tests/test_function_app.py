@@ -12,7 +12,6 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from handlers import vm_created, vm_deleted, vm_power
 from localdev.azurite import Azurite
 from responder.adapters.table_ledger import TableLedger
 from responder.errors import TransientError
@@ -88,7 +87,9 @@ def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) ->
 async def test_a_deallocate_event_is_recorded_in_the_ledger(
     indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
 ) -> None:
-    await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+    await trigger(indexed, "on_vm_power_changed")(
+        as_trigger_input(load_event("eventgrid-vm-deallocate.json"))
+    )
 
     record = await ledger.get(VM)
     assert record is not None

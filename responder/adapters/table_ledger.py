@@ -127,7 +127,9 @@ class TableLedger:
             async for entity in self._table.list_entities():
                 yield record_from_entity(entity, entity.metadata["etag"])
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise _as_transient(error) or error
+            if (transient := _as_transient(error)) is not None:
+                raise transient from error
+            raise
 
 
 def row_key(vm: VmRef) -> tuple[str, str]:
@@ -210,18 +212,17 @@ async def _call(operation: Any) -> Any:
     try:
         return await operation
     except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-        raise _as_transient(error) or error
+        if (transient := _as_transient(error)) is not None:
+            raise transient from error
+        raise
 
 
 def _as_transient(error: Exception) -> TransientError | None:
     """Throttling, 5xx and network failures are worth a retry; anything else is not."""
     if isinstance(error, ServiceRequestError | ServiceResponseError):
-        transient = TransientError(f"table storage unreachable: {error}")
-    elif isinstance(error, HttpResponseError) and (
+        return TransientError(f"table storage unreachable: {error}")
+    if isinstance(error, HttpResponseError) and (
         error.status_code is not None and (error.status_code == 429 or error.status_code >= 500)
     ):
-        transient = TransientError(f"table storage answered {error.status_code}")
-    else:
-        return None
-    transient.__cause__ = error
-    return transient
+        return TransientError(f"table storage answered {error.status_code}")
+    return None

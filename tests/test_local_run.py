@@ -1,0 +1,93 @@
+"""The local main job and its replay engine: real handlers, real Azurite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from handlers.routes import event_grid_routes
+from localdev import run
+from responder.replay import replay
+from responder.settings import LEDGER_TABLE, MODE, STORAGE_CONNECTION_STRING
+from tests.conftest import EVENTS
+
+
+async def replayed(*names: str) -> list[tuple[str | None, str]]:
+    rows = await replay(((name, (EVENTS / name).read_bytes()) for name in names), event_grid_routes())
+    return [(row.function, row.outcome) for row in rows]
+
+
+async def test_each_event_goes_to_the_function_its_subscription_filter_admits(
+    app_env: dict[str, str],
+) -> None:
+    assert await replayed(
+        "eventgrid-vm-write.json",
+        "eventgrid-vm-deallocate.json",
+        "cloudevents-vm-poweroff.json",
+        "eventgrid-vm-redeploy.json",
+        "cloudevents-vm-delete.json",
+    ) == [
+        ("on_vm_created", "recorded"),
+        ("on_vm_power_changed", "recorded"),
+        ("on_vm_power_changed", "recorded"),
+        ("on_vm_power_changed", "recorded"),
+        ("on_vm_deleted", "recorded"),
+    ]
+
+
+async def test_events_no_filter_admits_are_reported_as_not_delivered(app_env: dict[str, str]) -> None:
+    assert (
+        await replayed(
+            "eventgrid-vm-write-failure.json",
+            "eventgrid-storage-account-write.json",
+            "eventgrid-vmss-instance-deallocate.json",
+            "malformed-not-json.json",
+        )
+        == [(None, "not-delivered")] * 4
+    )
+
+
+async def test_a_malformed_event_that_passes_the_filter_is_dropped_by_the_handler(
+    app_env: dict[str, str],
+) -> None:
+    assert await replayed("malformed-missing-id.json") == [("on_vm_power_changed", "malformed")]
+
+
+async def test_every_event_of_a_batch_is_replayed(app_env: dict[str, str]) -> None:
+    assert await replayed("batch-duplicated.json") == [
+        ("on_vm_power_changed", "recorded"),
+        ("on_vm_power_changed", "duplicate"),
+        ("on_vm_power_changed", "recorded"),
+    ]
+
+
+def test_the_local_run_replays_every_sample_against_its_own_azurite(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (STORAGE_CONNECTION_STRING, LEDGER_TABLE, MODE):
+        monkeypatch.setenv(name, "restored-after-the-test")
+
+    assert run.main(["--json"]) == 0
+
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {row["source"] for row in rows} == {path.name for path in EVENTS.glob("*.json")}
+    assert {row["function"] for row in rows if row["outcome"] == "recorded"} == {
+        "on_vm_created",
+        "on_vm_power_changed",
+        "on_vm_deleted",
+    }
+
+
+def test_the_local_run_prints_a_readable_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (STORAGE_CONNECTION_STRING, LEDGER_TABLE, MODE):
+        monkeypatch.setenv(name, "restored-after-the-test")
+
+    run.main([str(EVENTS / "eventgrid-vm-deallocate.json")])
+
+    report = capsys.readouterr().out
+    assert "on_vm_power_changed" in report
+    assert "ledger after the run (1 VMs)" in report
+    assert "vm-win11-01" in report

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from responder.settings import Settings
 
 if TYPE_CHECKING:
+    from responder.adapters.arm import ArmCompute
+    from responder.adapters.graph import GraphDeviceDirectory
     from responder.adapters.table_ledger import TableLedger
 
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     ledger: TableLedger
+    directory: GraphDeviceDirectory
+    compute: ArmCompute
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     async def aclose(self) -> None:
@@ -35,7 +39,10 @@ class Services:
 
 async def build_services(settings: Settings) -> Services:
     from azure.data.tables.aio import TableClient
+    from azure.identity.aio import DefaultAzureCredential
 
+    from responder.adapters.arm import ArmCompute
+    from responder.adapters.graph import build_graph_directory
     from responder.adapters.table_ledger import TableLedger
 
     closers: list[Any] = []
@@ -43,15 +50,25 @@ async def build_services(settings: Settings) -> Services:
     if storage.connection_string:
         table = TableClient.from_connection_string(storage.connection_string, settings.ledger_table)
     else:
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
-        closers.append(credential)
         if storage.table_service_uri is None:  # Settings.from_env guarantees one of the two
             raise RuntimeError("storage settings name neither a connection string nor a table endpoint")
-        table = TableClient(storage.table_service_uri, settings.ledger_table, credential=credential)
+        storage_credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
+        closers.append(storage_credential)
+        table = TableClient(storage.table_service_uri, settings.ledger_table, credential=storage_credential)
     closers.append(table)
-    services = Services(settings=settings, ledger=TableLedger(table), _closers=closers)
+
+    # Graph and ARM: the app's managed identity in Azure; locally whatever
+    # DefaultAzureCredential finds (az login, or the simulators' identity endpoint).
+    cloud_credential = DefaultAzureCredential(managed_identity_client_id=settings.identity_client_id)
+    closers.append(cloud_credential)
+    directory = build_graph_directory(cloud_credential, settings.graph_url, settings.ca_file)
+    closers.append(directory)
+    compute = ArmCompute(cloud_credential, settings.arm_url, settings.ca_file)
+    closers.append(compute)
+
+    services = Services(
+        settings=settings, ledger=TableLedger(table), directory=directory, compute=compute, _closers=closers
+    )
     try:
         await services.ledger.ensure_table()
     except BaseException:

@@ -12,3 +12,13 @@ class TransientError(Exception):
 
 class LedgerConflict(TransientError):
     """Another event changed the same ledger row first (ETag mismatch)."""
+
+
+class RequestRefused(Exception):
+    """A service refused a request for a reason a retry will not change (400,
+    403, 404, 409...): the caller records it as a finding or a refusal."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"{status}: {message}")
+        self.message = message

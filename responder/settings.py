@@ -9,6 +9,7 @@ indexes `function_app.py` would leave the app with zero functions (SPEC §10).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ LEDGER_TABLE = "RESPONDER_LEDGER_TABLE"
 ALLOWED_SUBSCRIPTIONS = "RESPONDER_ALLOWED_SUBSCRIPTIONS"
 ALLOWED_RESOURCE_GROUPS = "RESPONDER_ALLOWED_RESOURCE_GROUPS"
 OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
+GRAPH_URL = "RESPONDER_GRAPH_URL"
+ARM_URL = "RESPONDER_ARM_URL"
+CA_FILE = "RESPONDER_CA_FILE"
+# The client id of the user-assigned managed identity used for Graph and ARM;
+# DefaultAzureCredential reads the same standard variable.
+IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
 
 SETTING_NAMES: tuple[str, ...] = (
     STORAGE_CONNECTION_STRING,
@@ -47,10 +54,16 @@ SETTING_NAMES: tuple[str, ...] = (
     ALLOWED_SUBSCRIPTIONS,
     ALLOWED_RESOURCE_GROUPS,
     OPT_OUT_TAG,
+    GRAPH_URL,
+    ARM_URL,
+    CA_FILE,
+    IDENTITY_CLIENT_ID,
 )
 
 DEFAULT_LEDGER_TABLE = "vmledger"
 DEFAULT_OPT_OUT_TAG = "intune-responder=ignore"
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_ARM_URL = "https://management.azure.com"
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
@@ -84,6 +97,10 @@ class Settings:
     allowed_subscriptions: frozenset[str] = frozenset()  # empty: all watched subscriptions
     allowed_resource_groups: frozenset[str] = frozenset()  # "subscriptionId/resourceGroup"
     opt_out_tag: tuple[str, str] = ("intune-responder", "ignore")
+    graph_url: str = DEFAULT_GRAPH_URL
+    arm_url: str = DEFAULT_ARM_URL
+    ca_file: str | None = None  # PEM bundle to verify Graph/ARM TLS with (local simulators)
+    identity_client_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -126,6 +143,8 @@ class Settings:
         if not separator or not tag_name.strip() or not tag_value.strip():
             problems.append(f"{OPT_OUT_TAG}: expected 'name=value', got {raw_tag!r}")
 
+        graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems)
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -135,6 +154,10 @@ class Settings:
             allowed_subscriptions=frozenset(subscriptions),
             allowed_resource_groups=frozenset(resource_groups),
             opt_out_tag=(tag_name.strip().lower(), tag_value.strip().lower()),
+            graph_url=graph_url,
+            arm_url=arm_url,
+            ca_file=ca_file,
+            identity_client_id=identity_client_id,
         )
 
 
@@ -164,6 +187,22 @@ def _storage(text: _Reader, problems: list[str]) -> StorageSettings:
     if client_id and not _GUID.match(client_id.lower()):
         problems.append(f"{STORAGE_CLIENT_ID}: {client_id!r} is not a client id (GUID)")
     return StorageSettings(table_service_uri=table_uri, queue_service_uri=queue_uri, client_id=client_id)
+
+
+def _cloud(text: _Reader, problems: list[str]) -> tuple[str, str, str | None, str | None]:
+    """Where Graph and ARM are, which CA to trust for them, and which identity calls them."""
+    graph_url = (text(GRAPH_URL) or DEFAULT_GRAPH_URL).rstrip("/")
+    arm_url = (text(ARM_URL) or DEFAULT_ARM_URL).rstrip("/")
+    for name, url in ((GRAPH_URL, graph_url), (ARM_URL, arm_url)):
+        if not url.startswith("https://"):
+            problems.append(f"{name}: {url!r} must be an https:// URL (tokens are never sent in clear)")
+    ca_file = text(CA_FILE)
+    if ca_file is not None and not os.path.isfile(ca_file):
+        problems.append(f"{CA_FILE}: {ca_file!r} is not a readable file")
+    identity_client_id = text(IDENTITY_CLIENT_ID)
+    if identity_client_id is not None and not _GUID.match(identity_client_id.lower()):
+        problems.append(f"{IDENTITY_CLIENT_ID}: {identity_client_id!r} is not a client id (GUID)")
+    return graph_url, arm_url, ca_file, identity_client_id
 
 
 def _items(value: str | None) -> list[str]:

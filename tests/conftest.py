@@ -1,4 +1,5 @@
-"""Shared fixtures: Azurite for the session, a fresh ledger table per test."""
+"""Shared fixtures: Azurite for the session, a fresh ledger table and fresh
+Graph/ARM simulators (seeded with the sample tenant) per test."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from azure.data.tables.aio import TableClient
 
 from localdev.azurite import Azurite, running_azurite
+from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import close_services
+from responder.composition import Services, close_services, get_services
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -62,4 +64,28 @@ async def app_env(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     yield env
+    await close_services()
+
+
+@pytest.fixture
+def seed() -> dict[str, Any]:
+    """The sample tenant; a test may change it before the simulators start."""
+    return load_seed("sample")
+
+
+@pytest.fixture
+def simulators(seed: dict[str, Any]) -> Iterator[Simulators]:
+    with running_simulators(seed) as running:
+        yield running
+
+
+@pytest.fixture
+async def services(
+    app_env: dict[str, str], simulators: Simulators, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """The app's services as the handlers get them, pointed at Azurite and the simulators."""
+    for name, value in simulators.settings.items():
+        monkeypatch.setenv(name, value)
+    app_env.update(simulators.settings)
+    yield await get_services()
     await close_services()

@@ -1,0 +1,256 @@
+"""A local Microsoft Graph v1.0: the subset the responder uses, in Graph's JSON shapes.
+
+Intune `deviceManagement/managedDevices` (list with `$filter`/`$select`/paging,
+get, delete, `syncDevice`), Entra `devices` (list with `$filter` incl.
+`physicalIds/any(...)`, get, patch `extensionAttributes`, delete) and group
+membership (`members`, `members/$ref` add and remove). Errors are Graph's:
+404 `Request_ResourceNotFound`, 400 for a member that is already there.
+Destructive device actions (wipe, retire, ...) are deliberately absent: the
+responder must never call them, and a call would get a 404 here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode
+
+from localdev.sim_http import Request, Response, error
+
+GRAPH_ODATA_ID = "https://graph.microsoft.com/v1.0/directoryObjects/"
+DEFAULT_PAGE_SIZE = 100
+_MANAGED = r"/v1\.0/deviceManagement/managedDevices"
+
+Json = dict[str, Any]
+
+
+@dataclass
+class GraphTenant:
+    """The directory and Intune state the simulator serves and the tests inspect."""
+
+    managed_devices: dict[str, Json] = field(default_factory=dict)  # by id
+    devices: dict[str, Json] = field(default_factory=dict)  # Entra devices, by object id
+    groups: dict[str, Json] = field(default_factory=dict)  # by id; "members": [object ids]
+    synced: list[str] = field(default_factory=list)  # managed device ids, in call order
+
+    @classmethod
+    def from_seed(cls, seed: Json) -> GraphTenant:
+        tenant = cls()
+        for device in seed.get("managedDevices", []):
+            tenant.managed_devices[device["id"]] = copy.deepcopy(device)
+        for device in seed.get("devices", []):
+            entry = copy.deepcopy(device)
+            entry.setdefault("extensionAttributes", {f"extensionAttribute{n}": None for n in range(1, 16)})
+            entry.setdefault("physicalIds", [])
+            tenant.devices[device["id"]] = entry
+        for group in seed.get("groups", []):
+            tenant.groups[group["id"]] = {"members": [], **copy.deepcopy(group)}
+        return tenant
+
+    def members_of(self, group_id: str) -> list[str]:
+        return list(self.groups[group_id]["members"])
+
+
+class GraphSimulator:
+    """Routes Graph requests to a `GraphTenant`."""
+
+    def __init__(self, tenant: GraphTenant, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+        self.tenant = tenant
+        self.page_size = page_size
+        self.base_url = ""  # set once the server has a port, for @odata.nextLink
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
+            ("GET", re.compile(r"/v1\.0/deviceManagement/managedDevices"), self._list_managed_devices),
+            ("GET", re.compile(r"/v1\.0/deviceManagement/managedDevices/(?P<id>[^/]+)"), self._get_managed),
+            ("DELETE", re.compile(_MANAGED + r"/(?P<id>[^/]+)"), self._delete_managed),
+            (
+                "POST",
+                re.compile(r"/v1\.0/deviceManagement/managedDevices/(?P<id>[^/]+)/syncDevice"),
+                self._sync,
+            ),
+            ("GET", re.compile(r"/v1\.0/devices"), self._list_devices),
+            ("GET", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._get_device),
+            ("PATCH", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._patch_device),
+            ("DELETE", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._delete_device),
+            ("GET", re.compile(r"/v1\.0/groups/(?P<group>[^/]+)/members"), self._list_members),
+            ("POST", re.compile(r"/v1\.0/groups/(?P<group>[^/]+)/members/\$ref"), self._add_member),
+            (
+                "DELETE",
+                re.compile(r"/v1\.0/groups/(?P<group>[^/]+)/members/(?P<member>[^/]+)/\$ref"),
+                self._remove_member,
+            ),
+        ]
+
+    def __call__(self, request: Request) -> Response:
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(request.path.rstrip("/"))
+            if match and method == request.method:
+                return handler(request, **match.groupdict())
+        return _not_found(f"no resource for {request.method} {request.path}")
+
+    # --- Intune managed devices -------------------------------------------------
+
+    def _list_managed_devices(self, request: Request) -> Response:
+        devices = list(self.tenant.managed_devices.values())
+        return self._page(request, devices, "deviceManagement/managedDevices")
+
+    def _get_managed(self, request: Request, id: str) -> Response:
+        device = self.tenant.managed_devices.get(id)
+        if device is None:
+            return _not_found(f"managedDevice {id} not found")
+        return Response(HTTPStatus.OK, _select(device, request.query.get("$select")))
+
+    def _delete_managed(self, request: Request, id: str) -> Response:
+        if self.tenant.managed_devices.pop(id, None) is None:
+            return _not_found(f"managedDevice {id} not found")
+        return Response(HTTPStatus.NO_CONTENT)
+
+    def _sync(self, request: Request, id: str) -> Response:
+        if id not in self.tenant.managed_devices:
+            return _not_found(f"managedDevice {id} not found")
+        self.tenant.synced.append(id)
+        return Response(HTTPStatus.NO_CONTENT)
+
+    # --- Entra devices ----------------------------------------------------------
+
+    def _list_devices(self, request: Request) -> Response:
+        return self._page(request, list(self.tenant.devices.values()), "devices")
+
+    def _get_device(self, request: Request, id: str) -> Response:
+        device = self.tenant.devices.get(id)
+        if device is None:
+            return _not_found(f"device {id} not found")
+        return Response(HTTPStatus.OK, _select(device, request.query.get("$select")))
+
+    def _patch_device(self, request: Request, id: str) -> Response:
+        device = self.tenant.devices.get(id)
+        if device is None:
+            return _not_found(f"device {id} not found")
+        body = request.body or {}
+        unknown = set(body) - {"extensionAttributes"}
+        if unknown:
+            return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"cannot patch {sorted(unknown)} here")
+        if device.get("onPremisesSyncEnabled"):
+            # Synced (hybrid) devices: the on-premises directory owns them.
+            return error(
+                HTTPStatus.BAD_REQUEST,
+                "Request_BadRequest",
+                "Unable to update the specified properties for on-premises mastered Directory Sync objects",
+            )
+        for name, value in body.get("extensionAttributes", {}).items():
+            if not re.fullmatch(r"extensionAttribute([1-9]|1[0-5])", name):
+                return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"no property {name}")
+            device["extensionAttributes"][name] = value
+        return Response(HTTPStatus.NO_CONTENT)
+
+    def _delete_device(self, request: Request, id: str) -> Response:
+        if self.tenant.devices.pop(id, None) is None:
+            return _not_found(f"device {id} not found")
+        for group in self.tenant.groups.values():
+            if id in group["members"]:
+                group["members"].remove(id)
+        return Response(HTTPStatus.NO_CONTENT)
+
+    # --- groups -----------------------------------------------------------------
+
+    def _list_members(self, request: Request, group: str) -> Response:
+        if group not in self.tenant.groups:
+            return _not_found(f"group {group} not found")
+        members = [
+            {"@odata.type": "#microsoft.graph.device", **self.tenant.devices[member]}
+            for member in self.tenant.groups[group]["members"]
+            if member in self.tenant.devices
+        ]
+        return self._page(request, members, f"groups/{group}/members")
+
+    def _add_member(self, request: Request, group: str) -> Response:
+        if group not in self.tenant.groups:
+            return _not_found(f"group {group} not found")
+        reference = str((request.body or {}).get("@odata.id", ""))
+        member = reference.rsplit("/", 1)[-1]
+        if not reference.startswith(GRAPH_ODATA_ID) or member not in self.tenant.devices:
+            return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"invalid reference {reference!r}")
+        members = self.tenant.groups[group]["members"]
+        if member in members:
+            return error(
+                HTTPStatus.BAD_REQUEST,
+                "Request_BadRequest",
+                "One or more added object references already exist for the following modified properties: "
+                "'members'.",
+            )
+        members.append(member)
+        return Response(HTTPStatus.NO_CONTENT)
+
+    def _remove_member(self, request: Request, group: str, member: str) -> Response:
+        if group not in self.tenant.groups or member not in self.tenant.groups[group]["members"]:
+            return _not_found(f"{member} is not a member of {group}")
+        self.tenant.groups[group]["members"].remove(member)
+        return Response(HTTPStatus.NO_CONTENT)
+
+    # --- OData ------------------------------------------------------------------
+
+    def _page(self, request: Request, items: list[Json], path: str) -> Response:
+        query = dict(request.query)
+        matches = [item for item in items if odata_filter(query.get("$filter"))(item)]
+        start = int(query.pop("$skiptoken", "0") or 0)
+        size = min(int(query.get("$top", self.page_size)), self.page_size)
+        page = matches[start : start + size]
+        body: Json = {"value": [_select(item, query.get("$select")) for item in page]}
+        if start + size < len(matches):
+            query["$skiptoken"] = str(start + size)
+            body["@odata.nextLink"] = f"{self.base_url}/v1.0/{path}?{urlencode(query)}"
+        if query.get("$count") == "true":
+            body["@odata.count"] = len(matches)
+        return Response(HTTPStatus.OK, body)
+
+
+def _not_found(message: str) -> Response:
+    return error(HTTPStatus.NOT_FOUND, "Request_ResourceNotFound", message)
+
+
+def _select(item: Json, select: str | None) -> Json:
+    if not select:
+        return copy.deepcopy(item)
+    wanted = {name.strip() for name in select.split(",")} | {"id", "@odata.type"}
+    return {name: copy.deepcopy(value) for name, value in item.items() if name in wanted}
+
+
+_ANY = re.compile(
+    r"^(?P<prop>\w+)/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*\)$"
+)
+_EQ = re.compile(r"^(?P<prop>[\w/]+)\s+eq\s+(?:'(?P<text>(?:[^']|'')*)'|(?P<literal>true|false|null))$")
+_AND = re.compile(r"\s+and\s+(?=(?:[^']*'[^']*')*[^']*$)")
+
+
+def odata_filter(expression: str | None) -> Callable[[Json], bool]:
+    """The `$filter` subset the responder uses: `eq` on strings (case-insensitive,
+    as Graph compares them), booleans and null, `any()` over a string collection,
+    joined by `and`. Anything else raises ValueError (served as 400, like Graph)."""
+    if not expression:
+        return lambda item: True
+    tests = [_clause(part.strip()) for part in _AND.split(expression.strip())]
+    return lambda item: all(test(item) for test in tests)
+
+
+def _clause(clause: str) -> Callable[[Json], bool]:
+    if match := _ANY.match(clause):
+        prop, wanted = match["prop"], match["value"].replace("''", "'").lower()
+        return lambda item: any(str(value).lower() == wanted for value in item.get(prop) or [])
+    if match := _EQ.match(clause):
+        path = match["prop"].split("/")
+        if match["literal"] is not None:
+            literal = {"true": True, "false": False, "null": None}[match["literal"]]
+            return lambda item: _lookup(item, path) == literal
+        text = match["text"].replace("''", "'").lower()
+        return lambda item: str(_lookup(item, path) or "").lower() == text and _lookup(item, path) is not None
+    raise ValueError(f"Invalid filter clause: {clause!r} is not supported by the local simulator")
+
+
+def _lookup(item: Json, path: list[str]) -> Any:
+    value: Any = item
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value

@@ -1,0 +1,289 @@
+"""The HTTP plumbing shared by the local Graph and ARM simulators.
+
+Each simulator is a small threaded HTTPS server on 127.0.0.1 with a throw-away
+CA (trustme): azure-core and kiota refuse to send bearer tokens over plain
+HTTP, and product code is not weakened to make local runs work (SPEC §10).
+Requests must carry the token that the local managed-identity endpoint issued,
+and come from a loopback address. Every request is recorded (for call counts
+and for asserting exactly which writes happened), and a throttle answers a
+share of requests with 429 + Retry-After or 503, deterministically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import secrets
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import trustme
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # percent-decoded, without the query
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: Any = None  # JSON-serialisable, or None for an empty body
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def error(status: int, code: str, message: str) -> Response:
+    """The error body both Graph and ARM use: {"error": {"code", "message"}}."""
+    return Response(status, {"error": {"code": code, "message": message}})
+
+
+@dataclass
+class Throttle:
+    """Answer every `every`-th authenticated request with `status` instead of serving it.
+
+    Deterministic, so a test knows a throttled run really was throttled; the
+    refused request changes nothing, as with the real services.
+    """
+
+    every: int = 0  # 0: off
+    status: int = HTTPStatus.TOO_MANY_REQUESTS
+    retry_after_seconds: float = 1  # Graph's SDK reads whole seconds only; ARM's reads fractions
+    _seen: int = 0
+    refused: int = 0
+
+    def should_refuse(self) -> bool:
+        if self.every <= 0:
+            return False
+        self._seen += 1
+        if self._seen % self.every == 0:
+            self.refused += 1
+            return True
+        return False
+
+    def response(self) -> Response:
+        if self.status == HTTPStatus.TOO_MANY_REQUESTS:
+            return Response(
+                self.status,
+                {"error": {"code": "TooManyRequests", "message": "throttled by the local simulator"}},
+                {"Retry-After": f"{self.retry_after_seconds:g}"},
+            )
+        return error(self.status, "ServiceUnavailable", "the local simulator is having a bad moment")
+
+
+class LocalCertificateAuthority:
+    """A throw-away CA and a server certificate for 127.0.0.1, with the CA as a PEM file."""
+
+    def __init__(self, folder: Path) -> None:
+        self._ca = trustme.CA()
+        self._server_cert = self._ca.issue_cert(HOST, "localhost")
+        self.ca_file = folder / "local-simulators-ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._server_cert.configure_cert(context)
+        return context
+
+
+Router = Callable[[Request], Response]
+
+
+class SimulatorServer:
+    """One simulated API on an HTTPS loopback port, served from a background thread."""
+
+    def __init__(self, name: str, router: Router, tls: LocalCertificateAuthority, tokens: TokenBook) -> None:
+        self.name = name
+        self.requests: list[Request] = []
+        self.throttle = Throttle()
+        self._router = router
+        self._tokens = tokens
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((HOST, 0), _handler_class(self))
+        self._server.daemon_threads = True
+        self._server.socket = tls.server_context().wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"{name}-sim", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOST}:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def calls(self, method: str | None = None, path_contains: str = "") -> list[Request]:
+        """Recorded requests that were served (throttled ones included), filtered."""
+        needle = path_contains.lower()
+        with self._lock:
+            return [
+                request
+                for request in self.requests
+                if (method is None or request.method == method) and needle in request.path.lower()
+            ]
+
+    def reset_calls(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def dispatch(self, request: Request, client_host: str) -> Response:
+        if not ipaddress.ip_address(client_host).is_loopback:
+            return error(HTTPStatus.FORBIDDEN, "Forbidden", "the simulators serve loopback clients only")
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not self._tokens.is_valid(token):
+            return error(HTTPStatus.UNAUTHORIZED, "InvalidAuthenticationToken", "unknown or missing token")
+        with self._lock:
+            self.requests.append(request)
+            if self.throttle.should_refuse():
+                return self.throttle.response()
+            try:
+                return self._router(request)
+            except (KeyError, TypeError, ValueError) as problem:
+                return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"{type(problem).__name__}: {problem}")
+
+
+class TokenBook:
+    """The tokens the local managed-identity endpoint has issued."""
+
+    def __init__(self) -> None:
+        self.identity_header = secrets.token_urlsafe(16)
+        self._issued: set[str] = set()
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        token = f"local-{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self._issued.add(token)
+        return token
+
+    def is_valid(self, token: str) -> bool:
+        with self._lock:
+            return token in self._issued
+
+
+def _handler_class(simulator: SimulatorServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                self._send(error(HTTPStatus.BAD_REQUEST, "BadRequest", "body is not JSON"))
+                return
+            request = Request(
+                method=self.command,
+                path=unquote(parts.path),
+                query={key: values[-1] for key, values in parse_qs(parts.query, True).items()},
+                headers={name.lower(): value for name, value in self.headers.items()},
+                body=body,
+            )
+            self._send(simulator.dispatch(request, self.client_address[0]))
+
+        def _send(self, response: Response) -> None:
+            payload = b"" if response.body is None else json.dumps(response.body).encode()
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            if response.body is not None:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the recorded requests are the log."""
+
+    return Handler
+
+
+class IdentityEndpoint:
+    """The App Service managed-identity protocol on loopback HTTP.
+
+    `DefaultAzureCredential` → `ManagedIdentityCredential` finds it through
+    IDENTITY_ENDPOINT / IDENTITY_HEADER, exactly as it does inside Azure
+    Functions, so local runs take the product's real credential path.
+    """
+
+    def __init__(self, tokens: TokenBook) -> None:
+        self.tokens = tokens
+        self.token_requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                authentic = self.headers.get("X-IDENTITY-HEADER") == tokens.identity_header
+                if not authentic or not query.get("resource"):
+                    self._send(HTTPStatus.BAD_REQUEST, {"error": "invalid_request"})
+                    return
+                outer.token_requests += 1
+                self._send(
+                    HTTPStatus.OK,
+                    {
+                        "access_token": tokens.issue(),
+                        "expires_in": "3600",
+                        "resource": query["resource"][0],
+                        "token_type": "Bearer",
+                    },
+                )
+
+            def _send(self, status: int, body: Any) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer((HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="identity-sim", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._server.server_address[1]}/msi/token"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextlib.contextmanager
+def serving(*servers: SimulatorServer | IdentityEndpoint) -> Iterator[None]:
+    for server in servers:
+        server.start()
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.stop()

@@ -1,0 +1,122 @@
+"""What the responder learns from ARM and Microsoft Graph, as plain values.
+
+The adapters translate SDK models into these; the decision code reads only
+these, so it never depends on an SDK and tests can build facts by hand. Only
+the fields a decision needs are carried: no user names, no e-mail addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from responder.model import PowerState, VmRef
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """The resource does not exist (ARM or Graph answered 404)."""
+
+    resource_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+    exact_version: str | None = None
+    id: str | None = None  # a gallery image (version) or managed image
+    shared_gallery_image_id: str | None = None
+    community_gallery_image_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    name: str
+    publisher: str
+    type: str
+    settings: Mapping[str, Any] = field(default_factory=dict)  # public settings only
+
+
+@dataclass(frozen=True, slots=True)
+class VmFacts:
+    """A VM's model and instance view, as `GET ...?$expand=instanceView` returns them."""
+
+    ref: VmRef
+    vm_id: str | None
+    computer_name: str | None
+    os_type: str | None  # "Windows" | "Linux"
+    power_state: PowerState
+    image: ImageReference | None = None
+    os_disk_create_option: str | None = None  # FromImage | Attach | Copy ...
+    license_type: str | None = None
+    security_type: str | None = None
+    secure_boot: bool | None = None
+    vtpm: bool | None = None
+    extensions: tuple[Extension, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    os_name: str | None = None
+    os_version: str | None = None
+    time_created: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDefinition:
+    id: str
+    os_type: str | None
+    os_state: str | None  # "Generalized" | "Specialized"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPool:
+    id: str
+    name: str
+    host_pool_type: str | None  # "Personal" | "Pooled" | "BYODesktop"
+    load_balancer_type: str | None
+    personal_desktop_assignment_type: str | None = None
+    agent_version: str | None = None  # of the session host that was looked up
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedDevice:
+    """An Intune managed device, reduced to what matching and guards need."""
+
+    id: str
+    device_name: str | None
+    azure_ad_device_id: str | None
+    model: str | None
+    manufacturer: str | None = None
+    serial_number: str | None = None
+    operating_system: str | None = None
+    os_version: str | None = None
+    enrolled_at: datetime | None = None
+    last_sync_at: datetime | None = None
+    enrollment_type: str | None = None
+    management_agent: str | None = None
+
+    @property
+    def is_virtual_machine(self) -> bool:
+        return (self.model or "").strip().lower() == "virtual machine"
+
+
+@dataclass(frozen=True, slots=True)
+class EntraDevice:
+    """An Entra ID device object."""
+
+    object_id: str
+    device_id: str | None
+    display_name: str | None
+    trust_type: str | None  # "AzureAd" (joined) | "ServerAd" (hybrid) | "Workplace" (registered)
+    physical_ids: tuple[str, ...] = ()
+    extension_attributes: Mapping[str, str | None] = field(default_factory=dict)
+    on_premises_sync_enabled: bool = False
+    last_sign_in_at: datetime | None = None
+
+    @property
+    def is_hybrid(self) -> bool:
+        """Synced from on-premises AD: the on-premises object is the source of truth."""
+        return self.on_premises_sync_enabled or (self.trust_type or "").lower() == "serverad"

@@ -129,7 +129,7 @@ class GraphSimulator:
         device = self.tenant.devices.get(id)
         if device is None:
             return _not_found(f"device {id} not found")
-        body = request.body or {}
+        body = {name: value for name, value in (request.body or {}).items() if not name.startswith("@odata.")}
         unknown = set(body) - {"extensionAttributes"}
         if unknown:
             return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"cannot patch {sorted(unknown)} here")

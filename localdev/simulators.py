@@ -27,6 +27,8 @@ TENANTS = Path(__file__).resolve().parent / "tenants"
 class Simulators:
     graph: SimulatorServer
     arm: SimulatorServer
+    graph_router: GraphSimulator
+    arm_router: ArmSimulator
     identity: IdentityEndpoint
     tenant: GraphTenant
     world: ArmWorld
@@ -67,4 +69,4 @@ def running_simulators(seed: dict[str, Any], page_size: int | None = None) -> It
         graph_router.base_url, arm_router.base_url = graph.url, arm.url
         identity = IdentityEndpoint(tokens)
         with serving(graph, arm, identity):
-            yield Simulators(graph, arm, identity, tenant, world, tls.ca_file)
+            yield Simulators(graph, arm, graph_router, arm_router, identity, tenant, world, tls.ca_file)

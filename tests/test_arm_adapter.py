@@ -1,0 +1,148 @@
+"""The ARM adapter through azure-mgmt-compute / -desktopvirtualization against the local ARM."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import pytest
+
+from localdev.simulators import Simulators
+from responder.composition import Services
+from responder.errors import TransientError
+from responder.facts import Gone, VmFacts
+from responder.model import PowerState, VmRef
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+GALLERY = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/Microsoft.Compute/galleries/gal_corp/images"
+)
+
+
+def vm(name: str, resource_group: str = "rg-avd-prod") -> VmRef:
+    return VmRef(SUB, resource_group, name)
+
+
+async def read(services: Services, ref: VmRef) -> VmFacts:
+    facts = await services.compute.get_vm(ref)
+    assert isinstance(facts, VmFacts)
+    return facts
+
+
+async def test_a_vm_reads_with_its_image_extensions_and_power_state(services: Services) -> None:
+    facts = await read(services, vm("vm-win11-01"))
+
+    assert facts.computer_name == "vm-win11-01"
+    assert facts.power_state is PowerState.RUNNING
+    assert facts.image is not None
+    assert (facts.image.publisher, facts.image.offer, facts.image.sku) == (
+        "MicrosoftWindowsDesktop",
+        "windows-11",
+        "win11-23h2-ent",
+    )
+    assert [extension.type for extension in facts.extensions] == ["AADLoginForWindows"]
+    assert facts.vtpm is True
+
+
+async def test_a_vm_is_read_with_its_instance_view(services: Services, simulators: Simulators) -> None:
+    await read(services, vm("vm-win11-01"))
+
+    (request,) = simulators.arm.calls("GET", "virtualMachines/vm-win11-01")
+    assert request.query["$expand"] == "instanceView"
+
+
+async def test_the_power_state_is_read_fresh_from_arm(services: Services, simulators: Simulators) -> None:
+    simulators.world.set_power_state(vm("vm-win11-01").resource_id, "deallocated")
+
+    assert (await read(services, vm("vm-win11-01"))).power_state is PowerState.DEALLOCATED
+
+
+async def test_a_deleted_vm_reads_as_gone(services: Services, simulators: Simulators) -> None:
+    simulators.world.delete_vm(vm("vm-win11-01").resource_id)
+
+    assert await services.compute.get_vm(vm("vm-win11-01")) == Gone(vm("vm-win11-01").resource_id)
+
+
+async def test_a_vm_in_a_missing_resource_group_reads_as_gone(services: Services) -> None:
+    assert isinstance(await services.compute.get_vm(vm("vm-win11-01", "rg-nowhere")), Gone)
+
+
+async def test_a_specialized_gallery_image_reads_as_specialized(services: Services) -> None:
+    definition = await services.compute.get_image_definition(
+        f"{GALLERY}/win11-golden-specialized/versions/1.0.0"
+    )
+
+    assert not isinstance(definition, Gone)
+    assert definition.os_state == "Specialized"
+
+
+async def test_a_generalized_gallery_image_reads_as_generalized(services: Services) -> None:
+    definition = await services.compute.get_image_definition(f"{GALLERY}/win11-golden")
+
+    assert not isinstance(definition, Gone)
+    assert definition.os_state == "Generalized"
+
+
+async def test_a_missing_gallery_image_reads_as_gone(services: Services) -> None:
+    assert isinstance(await services.compute.get_image_definition(f"{GALLERY}/retired-image"), Gone)
+
+
+async def test_a_personal_session_host_finds_its_personal_host_pool(services: Services) -> None:
+    pool = await services.compute.find_host_pool(vm("avd-personal-03"))
+
+    assert pool is not None
+    assert (pool.name, pool.host_pool_type, pool.load_balancer_type) == (
+        "hp-personal",
+        "Personal",
+        "Persistent",
+    )
+    assert pool.agent_version == "1.0.9742.1000"
+
+
+async def test_a_pooled_session_host_finds_its_pooled_host_pool(services: Services) -> None:
+    pool = await services.compute.find_host_pool(vm("avd-pooled-01", "rg-avd-pool"))
+
+    assert pool is not None
+    assert pool.host_pool_type == "Pooled"
+
+
+async def test_a_vm_that_is_no_session_host_has_no_host_pool(services: Services) -> None:
+    assert await services.compute.find_host_pool(vm("vm-win11-01")) is None
+
+
+async def test_listing_vms_follows_next_links_and_carries_power_states(
+    services: Services, simulators: Simulators
+) -> None:
+    simulators.arm_router.page_size = 4
+
+    states = {facts.ref.name: facts.power_state async for facts in services.compute.list_vms(SUB)}
+
+    assert len(states) == len(simulators.world.vms)
+    assert states["vm-dup-04"] is PowerState.DEALLOCATED
+    assert len(simulators.arm.calls("GET", "virtualMachines")) == 3
+    assert simulators.arm.calls("GET", "virtualMachines")[0].query["statusOnly"] == "true"
+
+
+async def test_a_throttled_arm_still_serves_every_read(services: Services, simulators: Simulators) -> None:
+    simulators.arm.throttle.every = 2
+    simulators.arm.throttle.retry_after_seconds = 0.05
+
+    facts = await read(services, vm("vm-win11-01"))
+    pool = await services.compute.find_host_pool(vm("avd-personal-03"))
+    listed = [item async for item in services.compute.list_vms(SUB)]
+
+    assert (facts.computer_name, pool is not None, len(listed)) == (
+        "vm-win11-01",
+        True,
+        len(simulators.world.vms),
+    )
+    assert simulators.arm.throttle.refused >= 2
+
+
+async def test_an_arm_that_keeps_throttling_surfaces_as_a_transient_error(
+    services: Services, simulators: Simulators
+) -> None:
+    simulators.arm.throttle.every = 1
+    simulators.arm.throttle.retry_after_seconds = 0.01
+
+    with pytest.raises(TransientError, match=str(int(HTTPStatus.TOO_MANY_REQUESTS))):
+        await services.compute.get_vm(vm("vm-win11-01"))

@@ -1,0 +1,228 @@
+"""The Graph adapter through msgraph-sdk's real HTTP stack against the local Graph."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from http import HTTPStatus
+
+import pytest
+
+from localdev.sim_http import Request
+from localdev.simulators import Simulators
+from responder.adapters.graph import GraphDeviceDirectory
+from responder.composition import Services
+from responder.errors import RequestRefused, TransientError
+from responder.ports import DeviceDirectory
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+WIN11_MANAGED = "7d1e0001-aaaa-4bbb-8ccc-000000000001"
+WIN11_ENTRA = "e0b10001-1111-4222-8333-000000000001"
+WIN11_DEVICE_ID = "c3a10001-0d0e-4f00-9a00-000000000001"
+HYBRID_ENTRA = "e0b10006-1111-4222-8333-000000000006"
+GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
+MISSING = "00000000-0000-4000-8000-000000000000"
+
+
+def vm_resource_id(name: str) -> str:
+    return (
+        f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/{name}"
+    )
+
+
+async def test_a_name_lookup_is_exact_and_never_a_prefix_match(services: Services) -> None:
+    found = await services.directory.find_managed_devices_by_name("vm-win11-01")
+
+    assert [device.id for device in found] == [WIN11_MANAGED]
+
+
+async def test_a_name_lookup_ignores_case_as_windows_does(services: Services) -> None:
+    found = await services.directory.find_managed_devices_by_name("VM-Win11-01")
+
+    assert [device.device_name for device in found] == ["vm-win11-01"]
+
+
+async def test_two_devices_with_one_name_are_both_returned(services: Services) -> None:
+    found = await services.directory.find_managed_devices_by_name("vm-dup-04")
+
+    assert len(found) == 2
+
+
+async def test_a_name_lookup_asks_graph_for_equality_and_only_the_needed_fields(
+    services: Services, simulators: Simulators
+) -> None:
+    await services.directory.find_managed_devices_by_name("vm-win11-01")
+
+    (request,) = simulators.graph.calls("GET", "managedDevices")
+    assert request.query["$filter"] == "deviceName eq 'vm-win11-01'"
+    assert "userPrincipalName" not in request.query["$select"]
+    assert "emailAddress" not in request.query["$select"]
+
+
+async def test_a_quote_in_a_name_is_escaped_not_injected(services: Services, simulators: Simulators) -> None:
+    assert await services.directory.find_managed_devices_by_name("x' or deviceName eq 'vm-win11-01") == []
+
+
+async def test_a_missing_managed_device_reads_as_none(services: Services) -> None:
+    assert await services.directory.get_managed_device(MISSING) is None
+
+
+async def test_a_managed_device_reads_without_user_fields(services: Services) -> None:
+    device = await services.directory.get_managed_device(WIN11_MANAGED)
+
+    assert device is not None
+    assert (device.device_name, device.azure_ad_device_id, device.model) == (
+        "vm-win11-01",
+        WIN11_DEVICE_ID,
+        "Virtual Machine",
+    )
+
+
+async def test_deleting_a_managed_device_removes_it_once(services: Services, simulators: Simulators) -> None:
+    assert await services.directory.delete_managed_device(WIN11_MANAGED) is True
+    assert await services.directory.delete_managed_device(WIN11_MANAGED) is False
+
+    assert WIN11_MANAGED not in simulators.tenant.managed_devices
+
+
+async def test_sync_device_reaches_the_device_and_a_missing_one_reports_false(
+    services: Services, simulators: Simulators
+) -> None:
+    assert await services.directory.sync_device(WIN11_MANAGED) is True
+    assert await services.directory.sync_device(MISSING) is False
+
+    assert simulators.tenant.synced == [WIN11_MANAGED]
+
+
+async def test_windows_virtual_machines_follows_every_page_and_skips_physical_pcs(
+    services: Services, simulators: Simulators
+) -> None:
+    simulators.graph_router.page_size = 3
+
+    names = [device.device_name async for device in services.directory.windows_virtual_machines()]
+
+    assert "vm-win11-01-pc" not in names  # a Surface Laptop with a VM-like name
+    assert len(names) == 9
+    assert len(simulators.graph.calls("GET", "managedDevices")) == 3
+
+
+async def test_an_entra_device_is_found_by_its_device_id(services: Services) -> None:
+    (device,) = await services.directory.find_entra_devices(WIN11_DEVICE_ID)
+
+    assert device.object_id == WIN11_ENTRA
+    assert device.trust_type == "AzureAd"
+    assert not device.is_hybrid
+
+
+async def test_an_entra_device_is_found_by_the_vm_resource_id_in_its_physical_ids(
+    services: Services, simulators: Simulators
+) -> None:
+    (device,) = await services.directory.find_entra_devices_by_resource_id(vm_resource_id("vm-win11-01"))
+
+    assert device.object_id == WIN11_ENTRA
+    (request,) = simulators.graph.calls("GET", "/devices")
+    assert request.headers["consistencylevel"] == "eventual"
+
+
+async def test_a_vm_without_a_physical_id_entry_finds_no_entra_device(services: Services) -> None:
+    assert await services.directory.find_entra_devices_by_resource_id(vm_resource_id("vm-dup-04")) == []
+
+
+async def test_a_hybrid_device_reads_as_hybrid(services: Services) -> None:
+    device = await services.directory.get_entra_device(HYBRID_ENTRA)
+
+    assert device is not None
+    assert device.is_hybrid
+
+
+async def test_deleting_an_entra_device_removes_it_once(services: Services, simulators: Simulators) -> None:
+    assert await services.directory.delete_entra_device(WIN11_ENTRA) is True
+    assert await services.directory.delete_entra_device(WIN11_ENTRA) is False
+
+    assert await services.directory.get_entra_device(WIN11_ENTRA) is None
+
+
+async def test_an_extension_attribute_is_set_and_cleared(services: Services, simulators: Simulators) -> None:
+    await services.directory.set_extension_attribute(WIN11_ENTRA, 7, "deallocated 2026-11-20T19:00:02Z")
+    marked = dict(simulators.tenant.devices[WIN11_ENTRA]["extensionAttributes"])
+    await services.directory.set_extension_attribute(WIN11_ENTRA, 7, None)
+
+    assert marked["extensionAttribute7"] == "deallocated 2026-11-20T19:00:02Z"
+    assert simulators.tenant.devices[WIN11_ENTRA]["extensionAttributes"]["extensionAttribute7"] is None
+
+
+async def test_a_hybrid_device_refuses_an_extension_attribute(services: Services) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        await services.directory.set_extension_attribute(HYBRID_ENTRA, 7, "deallocated")
+
+    assert refused.value.status == HTTPStatus.BAD_REQUEST
+
+
+async def test_there_are_only_fifteen_extension_attributes(services: Services) -> None:
+    with pytest.raises(ValueError, match="1 to 15"):
+        await services.directory.set_extension_attribute(WIN11_ENTRA, 16, "x")
+
+
+async def test_group_membership_is_added_and_removed_idempotently(
+    services: Services, simulators: Simulators
+) -> None:
+    added = [await services.directory.add_group_member(GROUP, WIN11_ENTRA) for _ in range(2)]
+    members = simulators.tenant.members_of(GROUP)
+    removed = [await services.directory.remove_group_member(GROUP, WIN11_ENTRA) for _ in range(2)]
+
+    assert (added, members, removed) == ([True, False], [WIN11_ENTRA], [True, False])
+    assert simulators.tenant.members_of(GROUP) == []
+
+
+async def test_a_throttled_graph_still_serves_every_operation(
+    services: Services, simulators: Simulators
+) -> None:
+    simulators.graph.throttle.every = 2  # every second request: 429 with Retry-After: 1
+    directory = services.directory
+
+    found = await directory.find_managed_devices_by_name("vm-win11-01")
+    added = await directory.add_group_member(GROUP, WIN11_ENTRA)
+    synced = await directory.sync_device(WIN11_MANAGED)
+    deleted = await directory.delete_managed_device(WIN11_MANAGED)
+
+    assert (len(found), added, synced, deleted) == (1, True, True, True)
+    assert simulators.graph.throttle.refused >= 2
+
+
+async def test_a_service_unavailable_graph_is_retried_too(services: Services, simulators: Simulators) -> None:
+    simulators.graph.throttle.every = 2
+    simulators.graph.throttle.status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    assert await services.directory.sync_device(WIN11_MANAGED) is True
+    assert await services.directory.sync_device(WIN11_MANAGED) is True
+    assert simulators.graph.throttle.refused >= 1
+
+
+async def test_a_failing_graph_surfaces_as_a_transient_error(
+    services: Services, simulators: Simulators
+) -> None:
+    simulators.graph.throttle.every = 1
+    simulators.graph.throttle.status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    with pytest.raises(TransientError, match="500"):
+        await services.directory.delete_managed_device(WIN11_MANAGED)
+
+    assert WIN11_MANAGED in simulators.tenant.managed_devices
+
+
+DESTRUCTIVE = re.compile(r"wipe|retire|reset|lock|fresh|autopilot|bitlocker|rotate|clean", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("surface", [DeviceDirectory, GraphDeviceDirectory])
+def test_the_directory_offers_no_wipe_retire_reset_lock_or_key_rotation(surface: type) -> None:
+    names = [name for name, _ in inspect.getmembers(surface) if not name.startswith("__")]
+
+    assert names
+    assert [name for name in names if DESTRUCTIVE.search(name)] == []
+
+
+def test_the_local_graph_has_no_device_actions_either(simulators: Simulators) -> None:
+    for action in ("wipe", "retire", "remoteLock", "cleanWindowsDevice", "rotateBitLockerKeys"):
+        path = f"/v1.0/deviceManagement/managedDevices/{WIN11_MANAGED}/{action}"
+        response = simulators.graph_router(Request("POST", path, {}, {}, None))
+        assert response.status == HTTPStatus.NOT_FOUND

@@ -1,6 +1,7 @@
 """The local main job: the sample events through the real handlers, on loopback.
 
-Starts Azurite, points the app settings at it, replays every sample delivery
+Starts Azurite and the Graph/ARM simulators (seeded with a sample tenant),
+points the app settings at them, replays every sample delivery
 in `tests/events/` through the real handler functions (routed as the event
 subscription filters would route them), prints what was decided for each
 event and the ledger afterwards, and stops everything it started. Audit mode
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from localdev.azurite import running_azurite
+from localdev.simulators import load_seed, running_simulators
 from responder.model import VmRecord
 from responder.replay import ReplayRow, replay
 from responder.settings import LEDGER_TABLE, MODE, STORAGE_CONNECTION_STRING, Mode
@@ -81,17 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", type=Path, help="deliveries to replay (default: the samples)")
     parser.add_argument("--enforce", action="store_true", help="carry the plan out (default: audit only)")
     parser.add_argument("--json", action="store_true", help="one JSON line per event instead of a table")
+    parser.add_argument("--tenant", default="sample", help="tenant seed for the simulators (name or file)")
     parser.add_argument("--verbose", action="store_true", help="also show the handlers' log lines")
     args = parser.parse_args(argv)
     # The report already says what each handler decided; its log lines are noise here.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, stream=sys.stderr)
     files = args.files or sample_files()
     mode = Mode.ENFORCE if args.enforce else Mode.AUDIT
-    with running_azurite() as azurite:
+    with running_azurite() as azurite, running_simulators(load_seed(args.tenant)) as simulators:
+        os.environ.update(simulators.settings)
         os.environ[STORAGE_CONNECTION_STRING] = azurite.connection_string
         os.environ[LEDGER_TABLE] = f"ledger{uuid.uuid4().hex[:12]}"
         os.environ[MODE] = mode.value
-        print(f"Azurite on 127.0.0.1 (tables :{azurite.table_port}); mode {mode.value}\n", file=sys.stderr)
+        print(
+            f"Azurite on 127.0.0.1 (tables :{azurite.table_port}), Graph at {simulators.graph.url}, "
+            f"ARM at {simulators.arm.url}; mode {mode.value}\n",
+            file=sys.stderr,
+        )
         asyncio.run(run(files, sys.stdout, as_json=args.json))
     return 0
 

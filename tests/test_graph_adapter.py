@@ -177,16 +177,26 @@ async def test_group_membership_is_added_and_removed_idempotently(
 async def test_a_throttled_graph_still_serves_every_operation(
     services: Services, simulators: Simulators
 ) -> None:
-    simulators.graph.throttle.every = 2  # every second request: 429 with Retry-After: 1
+    simulators.graph.throttle.every = 3  # every third request: 429 with Retry-After: 1
     directory = services.directory
 
-    found = await directory.find_managed_devices_by_name("vm-win11-01")
-    added = await directory.add_group_member(GROUP, WIN11_ENTRA)
-    synced = await directory.sync_device(WIN11_MANAGED)
-    deleted = await directory.delete_managed_device(WIN11_MANAGED)
+    outcomes = [
+        len(await directory.find_managed_devices_by_name("vm-win11-01")),
+        (await directory.get_managed_device(WIN11_MANAGED)) is not None,
+        len([device async for device in directory.windows_virtual_machines()]),
+        len(await directory.find_entra_devices(WIN11_DEVICE_ID)),
+        len(await directory.find_entra_devices_by_resource_id(vm_resource_id("vm-win11-01"))),
+        (await directory.get_entra_device(WIN11_ENTRA)) is not None,
+        await directory.set_extension_attribute(WIN11_ENTRA, 7, "deallocated"),
+        await directory.add_group_member(GROUP, WIN11_ENTRA),
+        await directory.remove_group_member(GROUP, WIN11_ENTRA),
+        await directory.sync_device(WIN11_MANAGED),
+        await directory.delete_managed_device(WIN11_MANAGED),
+        await directory.delete_entra_device(WIN11_ENTRA),
+    ]
 
-    assert (len(found), added, synced, deleted) == (1, True, True, True)
-    assert simulators.graph.throttle.refused >= 2
+    assert outcomes == [1, True, 9, 1, 1, True, None, True, True, True, True, True]
+    assert simulators.graph.throttle.refused >= 4
 
 
 async def test_a_service_unavailable_graph_is_retried_too(services: Services, simulators: Simulators) -> None:

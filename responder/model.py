@@ -94,7 +94,8 @@ class VmRecord:
     computer_name: str | None = None
     os_type: str | None = None
     managed_device_id: str | None = None
-    entra_device_id: str | None = None
+    entra_device_id: str | None = None  # Entra `deviceId` (= Intune azureADDeviceId)
+    entra_object_id: str | None = None  # Entra object `id`, for group membership and attributes
     power_state: PowerState = PowerState.UNKNOWN
     power_state_at: datetime | None = None
     suppression: SuppressionState = SuppressionState.NONE
@@ -103,4 +104,7 @@ class VmRecord:
     findings: tuple[Finding, ...] = ()
     cleanup_status: CleanupStatus = CleanupStatus.NONE
     deleted_at: datetime | None = None
+    last_plan: tuple[str, ...] = ()  # the actions last decided, done or (audit mode) only recorded
+    lease_owner: str | None = None  # the invocation acting on this VM's device right now
+    lease_until: datetime | None = None
     etag: str | None = field(default=None, compare=False)

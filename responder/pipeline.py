@@ -20,9 +20,12 @@ from responder.composition import Services
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import EventKind, VmRecord
 from responder.observe import Outcome, observe
+from responder.power import respond_to_power_change
 from responder.scope import out_of_scope_reason
 
 log = logging.getLogger("responder")
+
+POWER_KINDS = frozenset({EventKind.DEALLOCATED, EventKind.POWERED_OFF, EventKind.STARTED})
 
 _collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", default=None)
 
@@ -36,6 +39,7 @@ class Handled:
     kind: EventKind | None = None
     resource_id: str | None = None
     reason: str = ""
+    actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,7 @@ class Handled:
             "kind": self.kind.value if self.kind else None,
             "resource_id": self.resource_id,
             "reason": self.reason,
+            "actions": list(self.actions),
         }
 
 
@@ -78,6 +83,12 @@ async def _handle_classified(
         return observation.record, observation.outcome
 
     _, outcome = await services.ledger.update(event.vm, decide)
+    if outcome is Outcome.RECORDED and event.kind in POWER_KINDS:
+        result = await respond_to_power_change(event, services)
+        handled = Handled(
+            outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done
+        )
+        return _logged(handled, logging.INFO)
     reason = {
         Outcome.RECORDED: f"{event.operation_name} at {event.event_time.isoformat()}",
         Outcome.DUPLICATE: "event id already handled",

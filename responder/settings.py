@@ -39,6 +39,9 @@ OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
 GRAPH_URL = "RESPONDER_GRAPH_URL"
 ARM_URL = "RESPONDER_ARM_URL"
 CA_FILE = "RESPONDER_CA_FILE"
+SUPPRESSION_GROUP_ID = "RESPONDER_SUPPRESSION_GROUP_ID"
+SUPPRESSION_ATTRIBUTE = "RESPONDER_SUPPRESSION_ATTRIBUTE"
+SUPPRESS_ON_POWER_OFF = "RESPONDER_SUPPRESS_ON_POWER_OFF"
 # The client id of the user-assigned managed identity used for Graph and ARM;
 # DefaultAzureCredential reads the same standard variable.
 IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
@@ -58,6 +61,9 @@ SETTING_NAMES: tuple[str, ...] = (
     ARM_URL,
     CA_FILE,
     IDENTITY_CLIENT_ID,
+    SUPPRESSION_GROUP_ID,
+    SUPPRESSION_ATTRIBUTE,
+    SUPPRESS_ON_POWER_OFF,
 )
 
 DEFAULT_LEDGER_TABLE = "vmledger"
@@ -90,6 +96,19 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SuppressionSettings:
+    """How a deallocated VM's device is marked (SPEC §4); either, both, or neither."""
+
+    group_id: str | None = None  # Entra group excluded from compliance policy and CA assignments
+    attribute: int | None = None  # extensionAttribute<N> of the Entra device, for device filters
+    on_power_off: bool = False  # a stopped-but-allocated VM cannot check in either
+
+    @property
+    def configured(self) -> bool:
+        return self.group_id is not None or self.attribute is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     mode: Mode = Mode.AUDIT
@@ -101,6 +120,7 @@ class Settings:
     arm_url: str = DEFAULT_ARM_URL
     ca_file: str | None = None  # PEM bundle to verify Graph/ARM TLS with (local simulators)
     identity_client_id: str | None = None
+    suppression: SuppressionSettings = SuppressionSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -144,6 +164,7 @@ class Settings:
             problems.append(f"{OPT_OUT_TAG}: expected 'name=value', got {raw_tag!r}")
 
         graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems)
+        suppression = _suppression(text, problems)
 
         if problems:
             raise SettingsError(problems)
@@ -158,6 +179,7 @@ class Settings:
             arm_url=arm_url,
             ca_file=ca_file,
             identity_client_id=identity_client_id,
+            suppression=suppression,
         )
 
 
@@ -203,6 +225,30 @@ def _cloud(text: _Reader, problems: list[str]) -> tuple[str, str, str | None, st
     if identity_client_id is not None and not _GUID.match(identity_client_id.lower()):
         problems.append(f"{IDENTITY_CLIENT_ID}: {identity_client_id!r} is not a client id (GUID)")
     return graph_url, arm_url, ca_file, identity_client_id
+
+
+def _suppression(text: _Reader, problems: list[str]) -> SuppressionSettings:
+    group_id = text(SUPPRESSION_GROUP_ID)
+    if group_id is not None and not _GUID.match(group_id.lower()):
+        problems.append(f"{SUPPRESSION_GROUP_ID}: {group_id!r} is not a group object id (GUID)")
+    raw_attribute = text(SUPPRESSION_ATTRIBUTE)
+    attribute: int | None = None
+    if raw_attribute is not None:
+        digits = raw_attribute.lower().removeprefix("extensionattribute")
+        if digits.isdigit() and 1 <= int(digits) <= 15:
+            attribute = int(digits)
+        else:
+            problems.append(
+                f"{SUPPRESSION_ATTRIBUTE}: expected 1-15 or extensionAttribute1-15, got {raw_attribute!r}"
+            )
+    raw_power_off = (text(SUPPRESS_ON_POWER_OFF) or "false").lower()
+    if raw_power_off not in {"true", "false"}:
+        problems.append(f"{SUPPRESS_ON_POWER_OFF}: expected true or false, got {raw_power_off!r}")
+    return SuppressionSettings(
+        group_id=group_id.lower() if group_id else None,
+        attribute=attribute,
+        on_power_off=raw_power_off == "true",
+    )
 
 
 def _items(value: str | None) -> list[str]:

@@ -32,6 +32,16 @@ def load_event(name: str) -> dict[str, Any]:
     return event
 
 
+@pytest.fixture(autouse=True)
+def no_real_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any credential a test builds without the simulators asks a dead loopback
+    port for a token, never the Azure instance metadata service."""
+    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "no-cloud-in-tests")
+    for name in ("AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     with running_azurite() as emulator:
@@ -53,13 +63,15 @@ async def ledger(azurite: Azurite, table_name: str) -> AsyncIterator[TableLedger
 
 @pytest.fixture
 async def app_env(
-    azurite: Azurite, table_name: str, monkeypatch: pytest.MonkeyPatch
+    azurite: Azurite, simulators: Simulators, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[dict[str, str]]:
-    """App settings for the handlers, as the Functions host would set them locally."""
+    """App settings for the handlers, as the Functions host would set them locally:
+    Azurite, and the Graph/ARM simulators (nothing can reach a real cloud)."""
     env = {
         "AzureWebJobsStorage": azurite.connection_string,
         "RESPONDER_LEDGER_TABLE": table_name,
         "RESPONDER_MODE": "audit",
+        **simulators.settings,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -80,12 +92,7 @@ def simulators(seed: dict[str, Any]) -> Iterator[Simulators]:
 
 
 @pytest.fixture
-async def services(
-    app_env: dict[str, str], simulators: Simulators, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
+async def services(app_env: dict[str, str]) -> AsyncIterator[Services]:
     """The app's services as the handlers get them, pointed at Azurite and the simulators."""
-    for name, value in simulators.settings.items():
-        monkeypatch.setenv(name, value)
-    app_env.update(simulators.settings)
     yield await get_services()
     await close_services()

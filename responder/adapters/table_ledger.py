@@ -147,6 +147,7 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "OsType": record.os_type,
         "ManagedDeviceId": record.managed_device_id,
         "EntraDeviceId": record.entra_device_id,
+        "EntraObjectId": record.entra_object_id,
         "PowerState": record.power_state.value,
         "PowerStateAt": record.power_state_at,
         "Suppression": record.suppression.value,
@@ -154,6 +155,9 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "Findings": json.dumps([_finding_json(finding) for finding in record.findings]),
         "CleanupStatus": record.cleanup_status.value,
         "DeletedAt": record.deleted_at,
+        "LastPlan": json.dumps(list(record.last_plan)) if record.last_plan else None,
+        "LeaseOwner": record.lease_owner,
+        "LeaseUntil": record.lease_until,
     }
     for kind, column in _LAST_EVENT_COLUMNS.items():
         entity[column] = record.last_event_at.get(kind)
@@ -170,6 +174,7 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         os_type=entity.get("OsType"),
         managed_device_id=entity.get("ManagedDeviceId"),
         entra_device_id=entity.get("EntraDeviceId"),
+        entra_object_id=entity.get("EntraObjectId"),
         power_state=PowerState(entity.get("PowerState", PowerState.UNKNOWN.value)),
         power_state_at=_moment(entity.get("PowerStateAt")),
         suppression=SuppressionState(entity.get("Suppression", SuppressionState.NONE.value)),
@@ -182,6 +187,9 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         findings=tuple(Finding(**item) for item in json.loads(entity.get("Findings", "[]"))),
         cleanup_status=CleanupStatus(entity.get("CleanupStatus", CleanupStatus.NONE.value)),
         deleted_at=_moment(entity.get("DeletedAt")),
+        last_plan=tuple(json.loads(entity.get("LastPlan", "[]"))),
+        lease_owner=entity.get("LeaseOwner"),
+        lease_until=_moment(entity.get("LeaseUntil")),
         etag=etag,
     )
 

@@ -1,0 +1,205 @@
+"""Suppressing the false noncompliance of a deallocated VM (SPEC §4), as a pure plan.
+
+Facts in (what ARM says the VM is now, what the ledger says is marked, which
+device is the VM's, the configured mechanisms), a plan out: the actions to
+take and the findings to report. No I/O here; `responder.power` gathers the
+facts and carries the plan out (or, in audit mode, only records it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from responder.model import Finding, PowerState, SuppressionState
+from responder.settings import SuppressionSettings
+
+DOC = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIds:
+    """The VM's device, as far as it is known: Intune record and Entra object."""
+
+    managed_device_id: str | None
+    entra_object_id: str | None
+    entra_device_id: str | None = None
+    hybrid: bool | None = None  # None: not read (taken from the ledger)
+
+
+@dataclass(frozen=True, slots=True)
+class NoDevice:
+    """The VM's device could not be named with confidence; `ambiguous` means two or more."""
+
+    reason: str
+    ambiguous: bool = False
+
+
+DeviceMatch = DeviceIds | NoDevice
+
+
+@dataclass(frozen=True, slots=True)
+class AddToGroup:
+    group_id: str
+    object_id: str
+
+    def describe(self) -> str:
+        return f"add Entra device {self.object_id} to suppression group {self.group_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFromGroup:
+    group_id: str
+    object_id: str
+
+    def describe(self) -> str:
+        return f"remove Entra device {self.object_id} from suppression group {self.group_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetAttribute:
+    object_id: str
+    number: int
+    value: str | None  # None clears it
+
+    def describe(self) -> str:
+        what = f"set to {self.value!r}" if self.value is not None else "clear"
+        return f"{what} extensionAttribute{self.number} of Entra device {self.object_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDevice:
+    managed_device_id: str
+
+    def describe(self) -> str:
+        return f"ask Intune device {self.managed_device_id} to sync"
+
+
+Action = AddToGroup | RemoveFromGroup | SetAttribute | SyncDevice
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+    findings: tuple[Finding, ...]
+    suppression_after: SuppressionState  # what the ledger holds once the actions are done
+    reason: str
+
+
+def wanted_suppression(power: PowerState, settings: SuppressionSettings) -> SuppressionState:
+    """Deallocated VMs can't check in; stopped ones neither, when the setting says so."""
+    if power is PowerState.DEALLOCATED or (power is PowerState.STOPPED and settings.on_power_off):
+        return SuppressionState.SUPPRESSED
+    return SuppressionState.NONE
+
+
+def mark_value(deallocated_at: datetime) -> str:
+    """The extension attribute's value: says what and since when, for device filters and people."""
+    return f"deallocated {deallocated_at.isoformat(timespec='seconds')}"
+
+
+def plan_suppression(
+    *,
+    power: PowerState,
+    marked: SuppressionState,
+    device: DeviceMatch | None,
+    settings: SuppressionSettings,
+    event_time: datetime,
+) -> Plan:
+    """The plan that makes the device's mark agree with the VM's power state.
+
+    `power` is ARM's current answer, not the event's claim: a late `deallocate`
+    for a VM that runs again plans nothing. `device` may be None when no change
+    is needed (the caller skips the Graph lookups then).
+    """
+    wanted = wanted_suppression(power, settings)
+    if power in {PowerState.DELETED, PowerState.UNKNOWN}:
+        return Plan((), (), marked, f"ARM reports the VM as {power.value}: nothing to mark")
+    if wanted is marked:
+        verb = "already marked deallocated" if wanted is SuppressionState.SUPPRESSED else "not marked"
+        return Plan((), (), marked, f"ARM says {power.value} and the device is {verb}: nothing to do")
+    if not settings.configured:
+        finding = Finding(
+            "suppression-not-configured",
+            "info",
+            "No suppression group or extension attribute is configured, so the deallocated VM's "
+            "device will turn noncompliant after the compliance validity period.",
+            "set RESPONDER_SUPPRESSION_GROUP_ID and/or RESPONDER_SUPPRESSION_ATTRIBUTE",
+            DOC,
+        )
+        return Plan((), (finding,), marked, "no suppression mechanism configured")
+    if device is None or isinstance(device, NoDevice):
+        return _no_device_plan(device, marked)
+    if wanted is SuppressionState.SUPPRESSED:
+        return _suppress(device, settings, event_time)
+    return _lift(device, settings)
+
+
+def _suppress(device: DeviceIds, settings: SuppressionSettings, event_time: datetime) -> Plan:
+    actions: list[Action] = []
+    findings: list[Finding] = []
+    if device.entra_object_id is None:
+        findings.append(_no_entra_object(device))
+    else:
+        if settings.group_id:
+            actions.append(AddToGroup(settings.group_id, device.entra_object_id))
+        if settings.attribute is not None:
+            if device.hybrid:
+                findings.append(_hybrid_attribute(device, settings.attribute))
+            else:
+                actions.append(
+                    SetAttribute(device.entra_object_id, settings.attribute, mark_value(event_time))
+                )
+    after = SuppressionState.SUPPRESSED if actions else SuppressionState.NONE
+    return Plan(tuple(actions), tuple(findings), after, "deallocated: mark the device")
+
+
+def _lift(device: DeviceIds, settings: SuppressionSettings) -> Plan:
+    actions: list[Action] = []
+    if device.entra_object_id is not None:
+        if settings.group_id:
+            actions.append(RemoveFromGroup(settings.group_id, device.entra_object_id))
+        if settings.attribute is not None and not device.hybrid:
+            actions.append(SetAttribute(device.entra_object_id, settings.attribute, None))
+    if device.managed_device_id is not None:
+        actions.append(SyncDevice(device.managed_device_id))
+    return Plan(tuple(actions), (), SuppressionState.NONE, "running again: lift the mark and sync")
+
+
+def _no_device_plan(device: NoDevice | None, marked: SuppressionState) -> Plan:
+    if device is not None and device.ambiguous:
+        finding = Finding(
+            "needs-review",
+            "warning",
+            f"More than one device could be this VM's, so none was touched: {device.reason}. "
+            "Two enrolled devices with one name are also the symptom of a cloned image.",
+            device.reason,
+            DOC,
+        )
+    else:
+        reason = device.reason if device is not None else "no device lookup was made"
+        finding = Finding(
+            "no-intune-device", "info", f"No Intune device found for this VM: {reason}.", reason
+        )
+    return Plan((), (finding,), marked, finding.message)
+
+
+def _no_entra_object(device: DeviceIds) -> Finding:
+    return Finding(
+        "no-entra-device",
+        "warning",
+        "The Intune device has no Entra device object, so it can't be put in the suppression group "
+        "or given the extension attribute.",
+        f"managedDevice {device.managed_device_id}",
+    )
+
+
+def _hybrid_attribute(device: DeviceIds, number: int) -> Finding:
+    return Finding(
+        "hybrid-attribute-not-writable",
+        "warning",
+        f"The device is hybrid-joined: its Entra object is synced from on-premises AD, so "
+        f"extensionAttribute{number} can't be written by Graph. Use the suppression group for "
+        "hybrid devices.",
+        f"Entra device {device.entra_object_id}",
+    )

@@ -109,6 +109,7 @@ class SimulatorServer:
     def __init__(self, name: str, router: Router, tls: LocalCertificateAuthority, tokens: TokenBook) -> None:
         self.name = name
         self.requests: list[Request] = []
+        self.refused: list[Request] = []  # answered by the throttle, not served
         self.throttle = Throttle()
         self._router = router
         self._tokens = tokens
@@ -141,9 +142,16 @@ class SimulatorServer:
                 if (method is None or request.method == method) and needle in request.path.lower()
             ]
 
+    def served(self) -> list[Request]:
+        """Recorded requests that reached the API (not refused by the throttle)."""
+        with self._lock:
+            refused = {id(request) for request in self.refused}
+            return [request for request in self.requests if id(request) not in refused]
+
     def reset_calls(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.refused.clear()
 
     def dispatch(self, request: Request, client_host: str) -> Response:
         if not ipaddress.ip_address(client_host).is_loopback:
@@ -154,6 +162,7 @@ class SimulatorServer:
         with self._lock:
             self.requests.append(request)
             if self.throttle.should_refuse():
+                self.refused.append(request)
                 return self.throttle.response()
             try:
                 return self._router(request)

@@ -17,15 +17,25 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from localdev.arm_sim import ArmWorld
 from localdev.azurite import running_azurite
 from localdev.simulators import load_seed, running_simulators
-from responder.model import VmRecord
+from responder.events import IntakeError, parse_event
+from responder.model import EventKind, PowerState, VmRecord
+from responder.observe import POWER_STATE_AFTER
 from responder.replay import ReplayRow, replay
-from responder.settings import LEDGER_TABLE, MODE, STORAGE_CONNECTION_STRING, Mode
+from responder.settings import (
+    LEDGER_TABLE,
+    MODE,
+    STORAGE_CONNECTION_STRING,
+    SUPPRESSION_ATTRIBUTE,
+    SUPPRESSION_GROUP_ID,
+    Mode,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "events"
 
@@ -42,12 +52,41 @@ def sample_files(folder: Path = SAMPLES) -> list[Path]:
     return sorted(folder.glob("*.json"), key=key)
 
 
-async def run(files: Sequence[Path], out: TextIO, *, as_json: bool) -> list[ReplayRow]:
+def world_follows_events(world: ArmWorld) -> Callable[[Mapping[str, Any]], None]:
+    """Make the simulated ARM show what each event reports: by the time Event Grid
+    delivers `deallocate`, Azure has deallocated the VM."""
+
+    def apply(raw: Mapping[str, Any]) -> None:
+        parsed = parse_event(raw)
+        if isinstance(parsed, IntakeError) or parsed.vm is None:
+            return
+        resource_id = parsed.vm.resource_id
+        if resource_id not in world.vms:
+            return
+        if parsed.kind is EventKind.DELETED:
+            world.delete_vm(resource_id)
+        elif parsed.kind in POWER_STATE_AFTER:
+            world.set_power_state(resource_id, ARM_POWER_STATE[POWER_STATE_AFTER[parsed.kind]])
+
+    return apply
+
+
+ARM_POWER_STATE = {
+    PowerState.DEALLOCATED: "deallocated",
+    PowerState.STOPPED: "stopped",
+    PowerState.RUNNING: "running",
+}
+
+
+async def run(
+    files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWorld | None = None
+) -> list[ReplayRow]:
     from handlers.routes import event_grid_routes
     from responder.composition import close_services, get_services
 
+    hook = world_follows_events(world) if world is not None else None
     try:
-        rows = await replay(((path.name, path.read_bytes()) for path in files), event_grid_routes())
+        rows = await replay(((path.name, path.read_bytes()) for path in files), event_grid_routes(), hook)
         records = [record async for record in (await get_services()).ledger.records()]
     finally:
         await close_services()
@@ -90,8 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, stream=sys.stderr)
     files = args.files or sample_files()
     mode = Mode.ENFORCE if args.enforce else Mode.AUDIT
-    with running_azurite() as azurite, running_simulators(load_seed(args.tenant)) as simulators:
+    seed = load_seed(args.tenant)
+    with running_azurite() as azurite, running_simulators(seed) as simulators:
         os.environ.update(simulators.settings)
+        # Suppression by both mechanisms: the tenant's first group, extensionAttribute7.
+        if seed.get("groups"):
+            os.environ.setdefault(SUPPRESSION_GROUP_ID, seed["groups"][0]["id"])
+        os.environ.setdefault(SUPPRESSION_ATTRIBUTE, "7")
         os.environ[STORAGE_CONNECTION_STRING] = azurite.connection_string
         os.environ[LEDGER_TABLE] = f"ledger{uuid.uuid4().hex[:12]}"
         os.environ[MODE] = mode.value
@@ -100,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ARM at {simulators.arm.url}; mode {mode.value}\n",
             file=sys.stderr,
         )
-        asyncio.run(run(files, sys.stdout, as_json=args.json))
+        asyncio.run(run(files, sys.stdout, as_json=args.json, world=simulators.world))
     return 0
 
 

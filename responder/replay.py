@@ -49,8 +49,16 @@ class ReplayRow:
         }
 
 
-async def replay(deliveries: Iterable[tuple[str, bytes]], routes: Iterable[Route]) -> list[ReplayRow]:
-    """Run each delivery (source name, request body) through the matching function."""
+async def replay(
+    deliveries: Iterable[tuple[str, bytes]],
+    routes: Iterable[Route],
+    before_delivery: Callable[[Mapping[str, Any]], None] | None = None,
+) -> list[ReplayRow]:
+    """Run each delivery (source name, request body) through the matching function.
+
+    `before_delivery` sees each event first: the local run uses it to make the
+    simulated ARM show what the event reports, as Azure would by then.
+    """
     route_list = tuple(routes)
     rows: list[ReplayRow] = []
     for source, body in deliveries:
@@ -60,6 +68,8 @@ async def replay(deliveries: Iterable[tuple[str, bytes]], routes: Iterable[Route
             rows.append(ReplayRow(source, None, None, "not-delivered", reason=f"body is not JSON: {error}"))
             continue
         for raw in document if isinstance(document, list) else [document]:
+            if before_delivery is not None and isinstance(raw, Mapping):
+                before_delivery(raw)
             rows.append(await _replay_one(source, raw, route_list))
     return rows
 

@@ -9,8 +9,15 @@ import pytest
 from handlers.routes import event_grid_routes
 from localdev import run
 from responder.replay import replay
-from responder.settings import LEDGER_TABLE, MODE, STORAGE_CONNECTION_STRING
+from responder.settings import SETTING_NAMES
 from tests.conftest import EVENTS
+
+
+def restore_after_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local run sets app settings in its own process; undo them after the test."""
+    for name in (*SETTING_NAMES, "IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+        monkeypatch.setenv(name, "placeholder")  # remembers the value before
+        monkeypatch.delenv(name)
 
 
 async def replayed(*names: str) -> list[tuple[str | None, str]]:
@@ -65,8 +72,7 @@ async def test_every_event_of_a_batch_is_replayed(app_env: dict[str, str]) -> No
 def test_the_local_run_replays_every_sample_against_its_own_azurite(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in (STORAGE_CONNECTION_STRING, LEDGER_TABLE, MODE):
-        monkeypatch.setenv(name, "restored-after-the-test")
+    restore_after_the_test(monkeypatch)
 
     assert run.main(["--json"]) == 0
 
@@ -82,8 +88,7 @@ def test_the_local_run_replays_every_sample_against_its_own_azurite(
 def test_the_local_run_prints_a_readable_report(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in (STORAGE_CONNECTION_STRING, LEDGER_TABLE, MODE):
-        monkeypatch.setenv(name, "restored-after-the-test")
+    restore_after_the_test(monkeypatch)
 
     run.main([str(EVENTS / "eventgrid-vm-deallocate.json")])
 

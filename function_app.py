@@ -6,8 +6,8 @@ The host imports this module to index the functions; anything that could fail
 
 import azure.functions as func
 
-from handlers import vm_created, vm_deleted, vm_power
+from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
 
 app = func.FunctionApp()
-for handler in (vm_created, vm_power, vm_deleted):
+for handler in (vm_created, vm_power, vm_deleted, cleanup_worker):
     app.register_functions(handler.blueprint)

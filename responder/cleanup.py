@@ -119,7 +119,7 @@ def plan_cleanup(
         return CleanupPlan("skipped", "a VM with this resource id exists again: its records are not orphans")
     vms = [device for device in candidates if device.is_virtual_machine]
     if not candidates:
-        return CleanupPlan("skipped", "no Intune record left for this VM: nothing to clean up")
+        return _entra_only(request, entra)
     if not vms:
         models = ", ".join(sorted({device.model or "unknown" for device in candidates}))
         return CleanupPlan("refused", f"the matching record is not a virtual machine (model {models})")
@@ -147,6 +147,33 @@ def plan_cleanup(
             actions.append(DeleteEntraDevice(entra_device.object_id, entra_device.display_name))
     return CleanupPlan(
         "delete", "the VM is gone and exactly one record is its own", tuple(actions), tuple(findings)
+    )
+
+
+def _entra_only(request: CleanupRequest, entra: list[EntraDevice]) -> CleanupPlan:
+    """The Intune record is gone already (an earlier attempt, or an admin): the Entra object may remain."""
+    if not entra:
+        return CleanupPlan("skipped", "no Intune or Entra record left for this VM: nothing to clean up")
+    if len(entra) > 1:
+        return CleanupPlan(
+            "needs-review", f"{len(entra)} Entra devices share the VM's deviceId; none is deleted"
+        )
+    (device,) = entra
+    if device.last_sign_in_at is not None and device.last_sign_in_at > request.deleted_at:
+        return CleanupPlan(
+            "refused", "the Entra device signed in after the VM's deletion: the name was reused"
+        )
+    if device.is_hybrid:
+        return CleanupPlan(
+            "delete",
+            "the Intune record is gone; the hybrid Entra object is on-premises AD's",
+            (),
+            (_delete_in_ad(device),),
+        )
+    return CleanupPlan(
+        "delete",
+        "the Intune record is gone; its cloud-only Entra object remains",
+        (DeleteEntraDevice(device.object_id, device.display_name),),
     )
 
 

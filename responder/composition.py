@@ -19,7 +19,9 @@ from responder.settings import Settings
 
 if TYPE_CHECKING:
     from responder.adapters.arm import ArmCompute
+    from responder.adapters.audit_table import AuditTable
     from responder.adapters.graph import GraphDeviceDirectory
+    from responder.adapters.storage_queue import CleanupQueue
     from responder.adapters.table_ledger import TableLedger
 
 
@@ -29,6 +31,8 @@ class Services:
     ledger: TableLedger
     directory: GraphDeviceDirectory
     compute: ArmCompute
+    cleanup_queue: CleanupQueue
+    audit: AuditTable
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     async def aclose(self) -> None:
@@ -40,22 +44,37 @@ class Services:
 async def build_services(settings: Settings) -> Services:
     from azure.data.tables.aio import TableClient
     from azure.identity.aio import DefaultAzureCredential
+    from azure.storage.queue.aio import QueueServiceClient
 
     from responder.adapters.arm import ArmCompute
+    from responder.adapters.audit_table import AuditTable
     from responder.adapters.graph import build_graph_directory
+    from responder.adapters.storage_queue import CleanupQueue
     from responder.adapters.table_ledger import TableLedger
 
     closers: list[Any] = []
     storage = settings.storage
     if storage.connection_string:
         table = TableClient.from_connection_string(storage.connection_string, settings.ledger_table)
+        audit_table = TableClient.from_connection_string(
+            storage.connection_string, settings.cleanup.audit_table
+        )
+        queues = QueueServiceClient.from_connection_string(storage.connection_string)
     else:
-        if storage.table_service_uri is None:  # Settings.from_env guarantees one of the two
-            raise RuntimeError("storage settings name neither a connection string nor a table endpoint")
+        if storage.table_service_uri is None or storage.queue_service_uri is None:
+            raise RuntimeError("storage settings name neither a connection string nor service endpoints")
         storage_credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
         closers.append(storage_credential)
         table = TableClient(storage.table_service_uri, settings.ledger_table, credential=storage_credential)
-    closers.append(table)
+        audit_table = TableClient(
+            storage.table_service_uri, settings.cleanup.audit_table, credential=storage_credential
+        )
+        queues = QueueServiceClient(storage.queue_service_uri, credential=storage_credential)
+    closers.extend([table, queues])
+    audit = AuditTable(audit_table)
+    closers.append(audit)
+    cleanup_queue = CleanupQueue(queues, settings.cleanup.queue, settings.cleanup.poison_queue)
+    closers.append(cleanup_queue)
 
     # Graph and ARM: the app's managed identity in Azure; locally whatever
     # DefaultAzureCredential finds (az login, or the simulators' identity endpoint).
@@ -67,10 +86,18 @@ async def build_services(settings: Settings) -> Services:
     closers.append(compute)
 
     services = Services(
-        settings=settings, ledger=TableLedger(table), directory=directory, compute=compute, _closers=closers
+        settings=settings,
+        ledger=TableLedger(table),
+        directory=directory,
+        compute=compute,
+        cleanup_queue=cleanup_queue,
+        audit=audit,
+        _closers=closers,
     )
     try:
         await services.ledger.ensure_table()
+        await services.audit.ensure_table()
+        await services.cleanup_queue.ensure_queues()
     except BaseException:
         await services.aclose()  # no half-built services with open sessions
         raise

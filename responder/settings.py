@@ -39,6 +39,9 @@ OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
 GRAPH_URL = "RESPONDER_GRAPH_URL"
 ARM_URL = "RESPONDER_ARM_URL"
 CA_FILE = "RESPONDER_CA_FILE"
+CLEANUP_QUEUE = "RESPONDER_CLEANUP_QUEUE"
+CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
+AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
 SUPPRESSION_GROUP_ID = "RESPONDER_SUPPRESSION_GROUP_ID"
 SUPPRESSION_ATTRIBUTE = "RESPONDER_SUPPRESSION_ATTRIBUTE"
 SUPPRESS_ON_POWER_OFF = "RESPONDER_SUPPRESS_ON_POWER_OFF"
@@ -64,10 +67,17 @@ SETTING_NAMES: tuple[str, ...] = (
     SUPPRESSION_GROUP_ID,
     SUPPRESSION_ATTRIBUTE,
     SUPPRESS_ON_POWER_OFF,
+    CLEANUP_QUEUE,
+    CLEANUP_DELAY_SECONDS,
+    AUDIT_TABLE,
 )
 
 DEFAULT_LEDGER_TABLE = "vmledger"
 DEFAULT_OPT_OUT_TAG = "intune-responder=ignore"
+DEFAULT_CLEANUP_QUEUE = "vm-cleanup"
+DEFAULT_CLEANUP_DELAY_SECONDS = 3600  # a quick re-create with the same name is not an orphan
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
+DEFAULT_AUDIT_TABLE = "responderaudit"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_ARM_URL = "https://management.azure.com"
 
@@ -109,6 +119,18 @@ class SuppressionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CleanupSettings:
+    queue: str = DEFAULT_CLEANUP_QUEUE
+    delay_seconds: int = DEFAULT_CLEANUP_DELAY_SECONDS
+    audit_table: str = DEFAULT_AUDIT_TABLE
+
+    @property
+    def poison_queue(self) -> str:
+        """The name the Functions host also uses for messages it gives up on."""
+        return f"{self.queue}-poison"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     mode: Mode = Mode.AUDIT
@@ -121,6 +143,7 @@ class Settings:
     ca_file: str | None = None  # PEM bundle to verify Graph/ARM TLS with (local simulators)
     identity_client_id: str | None = None
     suppression: SuppressionSettings = SuppressionSettings()
+    cleanup: CleanupSettings = CleanupSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -165,6 +188,7 @@ class Settings:
 
         graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems)
         suppression = _suppression(text, problems)
+        cleanup = _cleanup(text, problems)
 
         if problems:
             raise SettingsError(problems)
@@ -180,6 +204,7 @@ class Settings:
             ca_file=ca_file,
             identity_client_id=identity_client_id,
             suppression=suppression,
+            cleanup=cleanup,
         )
 
 
@@ -249,6 +274,29 @@ def _suppression(text: _Reader, problems: list[str]) -> SuppressionSettings:
         attribute=attribute,
         on_power_off=raw_power_off == "true",
     )
+
+
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]$")  # 63 minus "-poison"
+
+
+def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
+    queue = text(CLEANUP_QUEUE) or DEFAULT_CLEANUP_QUEUE
+    if not _QUEUE_NAME.match(queue):
+        problems.append(
+            f"{CLEANUP_QUEUE}: {queue!r} is not a valid queue name (3-56 lower-case letters, digits, -)"
+        )
+    raw_delay = text(CLEANUP_DELAY_SECONDS) or str(DEFAULT_CLEANUP_DELAY_SECONDS)
+    delay = DEFAULT_CLEANUP_DELAY_SECONDS
+    if raw_delay.isdigit() and int(raw_delay) <= MAX_QUEUE_DELAY_SECONDS:
+        delay = int(raw_delay)
+    else:
+        problems.append(
+            f"{CLEANUP_DELAY_SECONDS}: expected 0-{MAX_QUEUE_DELAY_SECONDS} seconds, got {raw_delay!r}"
+        )
+    audit_table = text(AUDIT_TABLE) or DEFAULT_AUDIT_TABLE
+    if not _TABLE_NAME.match(audit_table):
+        problems.append(f"{AUDIT_TABLE}: {audit_table!r} is not a valid table name")
+    return CleanupSettings(queue=queue, delay_seconds=delay, audit_table=audit_table)
 
 
 def _items(value: str | None) -> list[str]:

@@ -63,7 +63,7 @@ def as_trigger_input(event: dict[str, Any]) -> func.EventGridEvent | func.CloudE
 
 
 def test_the_host_indexes_one_function_per_trigger(indexed: dict[str, Any]) -> None:
-    assert set(indexed) == {"on_vm_created", "on_vm_power_changed", "on_vm_deleted"}
+    assert set(indexed) == {"on_vm_created", "on_vm_power_changed", "on_vm_deleted", "on_cleanup_message"}
 
 
 @pytest.mark.parametrize("name", ["on_vm_created", "on_vm_power_changed", "on_vm_deleted"])
@@ -71,6 +71,29 @@ def test_each_function_binds_an_event_grid_trigger_named_event(indexed: dict[str
     bindings = json.loads(indexed[name].get_raw_bindings()[0])
 
     assert bindings == {"type": "eventGridTrigger", "direction": "IN", "name": "event"}
+
+
+def test_the_cleanup_worker_binds_a_queue_trigger_on_the_configured_queue(indexed: dict[str, Any]) -> None:
+    bindings = json.loads(indexed["on_cleanup_message"].get_raw_bindings()[0])
+
+    assert bindings == {
+        "direction": "IN",
+        "type": "queueTrigger",
+        "name": "message",
+        "queueName": "%RESPONDER_CLEANUP_QUEUE%",
+        "connection": "AzureWebJobsStorage",
+    }
+
+
+def test_host_json_decodes_queue_messages_as_the_worker_encodes_them() -> None:
+    from pathlib import Path
+
+    from responder.cleanup_worker import MAX_ATTEMPTS
+
+    queues = json.loads((Path(__file__).parent.parent / "host.json").read_text())["extensions"]["queues"]
+
+    assert queues["messageEncoding"] == "base64"
+    assert queues["maxDequeueCount"] == MAX_ATTEMPTS
 
 
 def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) -> None:

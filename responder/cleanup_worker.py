@@ -1,0 +1,191 @@
+"""Queue a deleted VM's cleanup, and carry one cleanup message out.
+
+Queueing (delete handler): one message per VM deletion, sent with the
+configured delay; the ledger's cleanup status keeps a second delete event for
+the same deletion from queueing another. Working (queue trigger): re-check
+that the VM is gone, re-resolve its records, decide with `plan_cleanup`, act
+(enforce) or only record (audit), verify, and write every decision to the
+audit table. A message that can't be read, or still fails after the last
+attempt, is parked in the poison queue with its reason: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from responder.adapters.audit_table import AuditEntry
+from responder.cleanup import (
+    CleanupPlan,
+    CleanupRequest,
+    DeleteEntraDevice,
+    DeleteManagedDevice,
+    MessageError,
+    plan_cleanup,
+)
+from responder.composition import Services
+from responder.errors import TransientError
+from responder.events import ClassifiedEvent
+from responder.facts import EntraDevice, Gone, ManagedDevice
+from responder.model import CleanupStatus, VmRecord
+from responder.scope import out_of_scope_reason
+from responder.settings import Mode
+
+# The Functions host gives a message this many deliveries (host.json
+# `extensions.queues.maxDequeueCount`); the last one parks it with its reason.
+MAX_ATTEMPTS = 5
+
+log = logging.getLogger("responder")
+
+_STATUS_AFTER = {
+    "delete": CleanupStatus.DONE,
+    "skipped": CleanupStatus.DONE,
+    "refused": CleanupStatus.REFUSED,
+    "needs-review": CleanupStatus.NEEDS_REVIEW,
+}
+
+
+async def queue_cleanup(event: ClassifiedEvent, services: Services) -> str:
+    """Queue the cleanup of a just-deleted VM, once per deletion."""
+    if event.vm is None:
+        raise ValueError("a delete event names a VM")
+    record = await services.ledger.get(event.vm)
+    if record is None or record.deleted_at is None:
+        return "nothing known about this deletion"
+    if record.cleanup_status is not CleanupStatus.NONE:
+        return f"cleanup already {record.cleanup_status.value} for this deletion"
+    request = CleanupRequest(
+        event_id=event.event_id,
+        resource_id=event.vm.resource_id,
+        subscription_id=event.vm.subscription_id,
+        resource_group=event.vm.resource_group,
+        vm_name=event.vm.name,
+        deleted_at=record.deleted_at,
+        computer_name=record.computer_name,
+        vm_id=record.vm_id,
+        managed_device_id=record.managed_device_id,
+        entra_device_id=record.entra_device_id,
+    )
+    delay = services.settings.cleanup.delay_seconds
+    await services.cleanup_queue.send(request.to_text(), delay)
+
+    def mark_queued(current: VmRecord) -> tuple[VmRecord, None]:
+        return replace(current, cleanup_status=CleanupStatus.QUEUED), None
+
+    await services.ledger.update(event.vm, mark_queued)
+    return f"cleanup queued, visible in {delay} s"
+
+
+async def process_cleanup(text: str, attempt: int, services: Services) -> AuditEntry:
+    """Handle one cleanup message; raises TransientError only while retries remain."""
+    mode = services.settings.mode
+    try:
+        request = CleanupRequest.from_text(text)
+    except MessageError as error:
+        await services.cleanup_queue.send_poison(text, f"unreadable cleanup message: {error}")
+        return await _audit(services, AuditEntry(None, None, "poisoned", str(error), mode.value))
+    try:
+        return await _clean_up(request, services)
+    except TransientError as error:
+        if attempt < MAX_ATTEMPTS:
+            raise
+        reason = f"still failing after {attempt} attempts: {error}"
+        await services.cleanup_queue.send_poison(text, reason)
+        return await _audit(
+            services, AuditEntry(request.event_id, request.resource_id, "failed", reason, mode.value)
+        )
+
+
+async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
+    mode = services.settings.mode
+    vm_exists = not isinstance(await services.compute.get_vm(request.vm), Gone)
+    candidates, entra = ([], []) if vm_exists else await _records(request, services)
+    plan = plan_cleanup(
+        request,
+        vm_exists=vm_exists,
+        candidates=candidates,
+        entra=entra,
+        out_of_scope=out_of_scope_reason(request.vm, services.settings),
+    )
+    done = await _carry_out(plan, services) if mode is Mode.ENFORCE else _audit_only(plan)
+    entry = AuditEntry(
+        request.event_id,
+        request.resource_id,
+        plan.decision,
+        plan.reason,
+        mode.value,
+        actions=done,
+        findings=tuple(f"{finding.rule_id}: {finding.message}" for finding in plan.findings),
+    )
+    await _audit(services, entry)
+    if mode is Mode.ENFORCE:
+        await _record_status(request, plan, services)
+    return entry
+
+
+async def _records(
+    request: CleanupRequest, services: Services
+) -> tuple[list[ManagedDevice], list[EntraDevice]]:
+    """The Intune records that could be the VM's, and the Entra objects of the one chosen.
+
+    The ledger's id is the strongest key; only without it, an exact name match.
+    """
+    directory = services.directory
+    if request.managed_device_id:
+        device = await directory.get_managed_device(request.managed_device_id)
+        candidates = [device] if device is not None else []
+    else:
+        name = request.computer_name or request.vm_name
+        candidates = await directory.find_managed_devices_by_name(name)
+    device_id = request.entra_device_id
+    if len(candidates) == 1 and candidates[0].azure_ad_device_id:
+        device_id = candidates[0].azure_ad_device_id
+    entra = await directory.find_entra_devices(device_id) if device_id and len(candidates) <= 1 else []
+    return candidates, entra
+
+
+async def _carry_out(plan: CleanupPlan, services: Services) -> tuple[str, ...]:
+    """Delete, then read again: a record that is still there is a failure to retry."""
+    directory = services.directory
+    done: list[str] = []
+    for action in plan.actions:
+        match action:
+            case DeleteManagedDevice(managed_device_id, _):
+                changed = await directory.delete_managed_device(managed_device_id)
+                if await directory.get_managed_device(managed_device_id) is not None:
+                    raise TransientError(
+                        f"managed device {managed_device_id} is still there after its deletion"
+                    )
+            case DeleteEntraDevice(object_id, _):
+                changed = await directory.delete_entra_device(object_id)
+                if await directory.get_entra_device(object_id) is not None:
+                    raise TransientError(f"Entra device {object_id} is still there after its deletion")
+        done.append(action.describe() + ("" if changed else " (already gone)"))
+    return tuple(done)
+
+
+def _audit_only(plan: CleanupPlan) -> tuple[str, ...]:
+    return tuple(f"audit: would {action.describe()}" for action in plan.actions)
+
+
+async def _record_status(request: CleanupRequest, plan: CleanupPlan, services: Services) -> None:
+    def settle(record: VmRecord) -> tuple[VmRecord, None]:
+        if record.deleted_at != request.deleted_at:
+            return record, None  # the ledger row moved on (the name was reused)
+        return replace(record, cleanup_status=_STATUS_AFTER[plan.decision]), None
+
+    await services.ledger.update(request.vm, settle)
+
+
+async def _audit(services: Services, entry: AuditEntry) -> AuditEntry:
+    await services.audit.record(entry)
+    level = logging.WARNING if entry.decision in {"poisoned", "failed", "needs-review"} else logging.INFO
+    log.log(
+        level,
+        "responder.cleanup decision=%s resource=%s reason=%s actions=%s",
+        entry.decision,
+        entry.resource_id,
+        entry.reason,
+        list(entry.actions),
+    )
+    return entry

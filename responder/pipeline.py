@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from responder.cleanup_worker import queue_cleanup
 from responder.composition import Services
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import EventKind, VmRecord
@@ -89,6 +90,9 @@ async def _handle_classified(
             outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done
         )
         return _logged(handled, logging.INFO)
+    if outcome is Outcome.RECORDED and event.kind is EventKind.DELETED:
+        summary = await queue_cleanup(event, services)
+        return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, summary), logging.INFO)
     reason = {
         Outcome.RECORDED: f"{event.operation_name} at {event.event_time.isoformat()}",
         Outcome.DUPLICATE: "event id already handled",

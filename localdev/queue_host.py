@@ -1,0 +1,85 @@
+"""What the Functions host does for a queue trigger, for runs without the host.
+
+Receive visible messages, call the function with an `azure.functions`
+QueueMessage, delete the message when the function returns, make it visible
+again when it raises, and move it to `<queue>-poison` after `maxDequeueCount`
+deliveries (host.json). Used by the local run and the tests, against Azurite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage as WorkerQueueMessage
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+log = logging.getLogger("localdev.queue_host")
+
+
+@dataclass
+class HostRun:
+    completed: int = 0
+    retried: int = 0
+    poisoned: int = 0
+
+
+def max_dequeue_count() -> int:
+    queues = json.loads(HOST_JSON.read_text())["extensions"]["queues"]
+    return int(queues["maxDequeueCount"])
+
+
+def queue_client(connection_string: str, queue: str) -> QueueClient:
+    return QueueClient.from_connection_string(
+        connection_string,
+        queue,
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+    )
+
+
+async def run_queue_trigger(
+    connection_string: str,
+    queue: str,
+    function: Callable[[func.QueueMessage], Awaitable[None]],
+    *,
+    retry_after_seconds: int = 0,
+) -> HostRun:
+    """Deliver every currently visible message until none is left visible."""
+    result = HostRun()
+    limit = max_dequeue_count()
+    async with (
+        queue_client(connection_string, queue) as source,
+        queue_client(connection_string, f"{queue}-poison") as poison,
+    ):
+        while True:
+            batch = [
+                message async for message in source.receive_messages(max_messages=16, visibility_timeout=30)
+            ]
+            if not batch:
+                return result
+            for message in batch:
+                # The subclass the Python worker builds, with the delivery count.
+                trigger = WorkerQueueMessage(
+                    id=message.id, body=str(message.content).encode(), dequeue_count=message.dequeue_count
+                )
+                try:
+                    await function(trigger)
+                except Exception as error:  # the host catches everything a function raises
+                    if (message.dequeue_count or 0) >= limit:
+                        await poison.send_message(message.content)  # as the host does: body only
+                        await source.delete_message(message)
+                        result.poisoned += 1
+                    else:
+                        log.info("retrying message %s after %r", message.id, error)
+                        await source.update_message(message, visibility_timeout=retry_after_seconds)
+                        result.retried += 1
+                    continue
+                await source.delete_message(message)
+                result.completed += 1

@@ -23,12 +23,14 @@ from typing import Any, TextIO
 
 from localdev.arm_sim import ArmWorld
 from localdev.azurite import running_azurite
+from localdev.queue_host import run_queue_trigger
 from localdev.simulators import load_seed, running_simulators
 from responder.events import IntakeError, parse_event
 from responder.model import EventKind, PowerState, VmRecord
 from responder.observe import POWER_STATE_AFTER
 from responder.replay import ReplayRow, replay
 from responder.settings import (
+    CLEANUP_DELAY_SECONDS,
     LEDGER_TABLE,
     MODE,
     STORAGE_CONNECTION_STRING,
@@ -81,21 +83,52 @@ ARM_POWER_STATE = {
 async def run(
     files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWorld | None = None
 ) -> list[ReplayRow]:
+    from handlers.cleanup_worker import on_cleanup_message
     from handlers.routes import event_grid_routes
     from responder.composition import close_services, get_services
 
     hook = world_follows_events(world) if world is not None else None
     try:
         rows = await replay(((path.name, path.read_bytes()) for path in files), event_grid_routes(), hook)
-        records = [record async for record in (await get_services()).ledger.records()]
+        services = await get_services()
+        # The cleanup worker, run over the queue the way the Functions host runs it.
+        storage = services.settings.storage.connection_string or ""
+        await run_queue_trigger(
+            storage, services.settings.cleanup.queue, on_cleanup_message.build().get_user_function()
+        )
+        records = [record async for record in services.ledger.records()]
+        audit = await services.audit.entries()
     finally:
         await close_services()
     if as_json:
         for row in rows:
             print(json.dumps(row.to_json(), sort_keys=True), file=out)
+        for entry in audit:
+            print(json.dumps({"cleanup": _audit_json(entry)}, sort_keys=True), file=out)
     else:
         print_report(rows, records, out)
+        print_cleanups(audit, out)
     return rows
+
+
+def _audit_json(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "resource_id": entry.get("ResourceId"),
+        "decision": entry.get("Decision"),
+        "reason": entry.get("Reason"),
+        "actions": json.loads(str(entry.get("Actions", "[]"))),
+        "findings": json.loads(str(entry.get("Findings", "[]"))),
+    }
+
+
+def print_cleanups(audit: Sequence[Mapping[str, Any]], out: TextIO) -> None:
+    print(f"\ncleanups carried out by the queue worker ({len(audit)}):", file=out)
+    for entry in audit:
+        item = _audit_json(entry)
+        vm = str(item["resource_id"] or "-").rsplit("/", 1)[-1]
+        print(f"{vm:<16} {item['decision']:<13} {item['reason']}", file=out)
+        for line in (*item["actions"], *item["findings"]):
+            print(f"{'':<16}   {line}", file=out)
 
 
 def print_report(rows: Sequence[ReplayRow], records: Sequence[VmRecord], out: TextIO) -> None:
@@ -136,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if seed.get("groups"):
             os.environ.setdefault(SUPPRESSION_GROUP_ID, seed["groups"][0]["id"])
         os.environ.setdefault(SUPPRESSION_ATTRIBUTE, "7")
+        os.environ.setdefault(CLEANUP_DELAY_SECONDS, "0")  # no need to wait an hour on a laptop
         os.environ[STORAGE_CONNECTION_STRING] = azurite.connection_string
         os.environ[LEDGER_TABLE] = f"ledger{uuid.uuid4().hex[:12]}"
         os.environ[MODE] = mode.value

@@ -38,6 +38,7 @@ class CleanupRequest:
     vm_id: str | None = None
     managed_device_id: str | None = None
     entra_device_id: str | None = None
+    opted_out: bool = False  # the VM carried the opt-out tag when last read
     schema: int = SCHEMA_VERSION
 
     @property
@@ -115,6 +116,8 @@ def plan_cleanup(
     """
     if out_of_scope is not None:
         return CleanupPlan("refused", f"out of scope: {out_of_scope}")
+    if request.opted_out:
+        return CleanupPlan("refused", "the VM carried the opt-out tag: its records are left alone")
     if vm_exists:
         return CleanupPlan("skipped", "a VM with this resource id exists again: its records are not orphans")
     vms = [device for device in candidates if device.is_virtual_machine]

@@ -65,6 +65,7 @@ async def queue_cleanup(event: ClassifiedEvent, services: Services) -> str:
         vm_id=record.vm_id,
         managed_device_id=record.managed_device_id,
         entra_device_id=record.entra_device_id,
+        opted_out=record.opted_out,
     )
     delay = services.settings.cleanup.delay_seconds
     await services.cleanup_queue.send(request.to_text(), delay)

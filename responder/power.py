@@ -21,6 +21,7 @@ from responder.executor import execute
 from responder.facts import Gone
 from responder.matching import resolve_device
 from responder.model import Finding, PowerState, VmRecord, VmRef
+from responder.scope import opted_out
 from responder.settings import Mode
 from responder.suppression import DeviceIds, DeviceMatch, Plan, plan_suppression, wanted_suppression
 
@@ -59,21 +60,27 @@ async def respond_to_power_change(event: ClassifiedEvent, services: Services) ->
     owner = f"{event.event_id}/{uuid.uuid4().hex[:8]}"
     record = await _acquire(vm, owner, services)
     try:
-        result, device, computer_name = await _decide_and_act(event, record, services)
+        result, device, computer_name, is_opted_out = await _decide_and_act(event, record, services)
     except BaseException:
         await _release(vm, owner, services)
         raise
-    await _commit(vm, owner, result, device, computer_name=computer_name, services=services)
+    await _commit(
+        vm, owner, result, device, computer_name=computer_name, is_opted_out=is_opted_out, services=services
+    )
     return result
 
 
 async def _decide_and_act(
     event: ClassifiedEvent, record: VmRecord, services: Services
-) -> tuple[PowerResult, DeviceMatch | None, str | None]:
+) -> tuple[PowerResult, DeviceMatch | None, str | None, bool]:
     settings = services.settings
     facts = await services.compute.get_vm(record.ref)
     power = PowerState.DELETED if isinstance(facts, Gone) else facts.power_state
     computer_name = None if isinstance(facts, Gone) else facts.computer_name
+    if not isinstance(facts, Gone) and opted_out(facts.tags, settings):
+        name, value = settings.opt_out_tag
+        plan = Plan((), (), record.suppression, f"the VM is tagged {name}={value}: left alone")
+        return PowerResult(plan, (), ()), None, computer_name, True
     device: DeviceMatch | None = None
     if power not in {PowerState.DELETED, PowerState.UNKNOWN} and (
         wanted_suppression(power, settings.suppression) is not record.suppression
@@ -89,7 +96,7 @@ async def _decide_and_act(
     )
     execution = await execute(plan, services.directory, settings.mode)
     result = PowerResult(plan, execution.done, (*plan.findings, *execution.refused))
-    return result, device, computer_name
+    return result, device, computer_name, False
 
 
 async def _acquire(vm: VmRef, owner: str, services: Services) -> VmRecord:
@@ -122,6 +129,7 @@ async def _commit(
     device: DeviceMatch | None,
     *,
     computer_name: str | None,
+    is_opted_out: bool,
     services: Services,
 ) -> None:
     """Record what was decided and done, the device mapping learnt, and free the lease."""
@@ -133,6 +141,7 @@ async def _commit(
             findings=_merge_findings(record.findings, result.findings),
             last_plan=result.done,
             computer_name=computer_name or record.computer_name,
+            opted_out=is_opted_out,
         )
         if enforced and not any(f.rule_id == "action-refused" for f in result.findings):
             updated = replace(updated, suppression=result.plan.suppression_after)

@@ -1,6 +1,8 @@
-"""Which VMs the responder may act on at all (SPEC §7 allow-lists)."""
+"""Which VMs the responder may act on at all (SPEC §7: allow-lists and the opt-out tag)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from responder.model import VmRef
 from responder.settings import Settings
@@ -20,3 +22,9 @@ def out_of_scope_reason(vm: VmRef, settings: Settings) -> str | None:
     if f"{vm.subscription_id}/{vm.resource_group}" in groups:
         return None
     return f"subscription {vm.subscription_id} / resource group {vm.resource_group} is not in the allow-list"
+
+
+def opted_out(tags: Mapping[str, str], settings: Settings) -> bool:
+    """The VM carries the opt-out tag (names compared case-insensitively, as Azure does)."""
+    name, value = settings.opt_out_tag
+    return any(key.lower() == name and str(found).strip().lower() == value for key, found in tags.items())

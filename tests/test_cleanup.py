@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from handlers import cleanup_worker, vm_deleted
+from handlers import cleanup_worker, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from localdev.queue_host import HostRun, queue_client, run_queue_trigger
@@ -236,3 +236,24 @@ async def test_audit_mode_deletes_nothing_and_records_the_plan(
     (row,) = await audit_rows(services)
     assert row["Mode"] == "audit"
     assert f"audit: would delete Intune managed device {OLD_MANAGED}" in row["Actions"]
+
+
+async def test_a_vm_that_carried_the_opt_out_tag_is_not_cleaned(
+    services: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    tagged = VmRef(SUB, "rg-avd-prod", "vm-optout-10")
+    simulators.world.set_power_state(tagged.resource_id, "deallocated")
+    deallocate = copy.deepcopy(load_event("eventgrid-vm-deallocate.json"))
+    deallocate["subject"] = deallocate["data"]["resourceUri"] = tagged.resource_id
+    await vm_power.on_vm_power_changed.build().get_user_function()(trigger_input(deallocate))
+    simulators.world.delete_vm(tagged.resource_id)
+
+    await deliver(delete_event(vm="vm-optout-10"))
+    await work_queue(services, azurite)
+
+    assert deleted_requests(simulators) == []
+    (row,) = await audit_rows(services)
+    assert (row["Decision"], row["Reason"]) == (
+        "refused",
+        "the VM carried the opt-out tag: its records are left alone",
+    )

@@ -253,3 +253,16 @@ async def test_concurrent_deallocate_and_start_end_in_the_state_arm_reports(simu
 
     assert simulators.tenant.members_of(GROUP) == []
     assert mark(simulators) is None
+
+
+@pytest.mark.usefixtures("enforce")
+async def test_a_vm_with_the_opt_out_tag_is_left_alone(simulators: Simulators, ledger: TableLedger) -> None:
+    tagged = VmRef(SUB, "rg-avd-prod", "vm-optout-10")
+    deallocate(simulators, tagged)
+
+    await deliver(event("eventgrid-vm-deallocate.json", vm="vm-optout-10"))
+
+    assert graph_writes(simulators) == []
+    record = await ledger.get(tagged)
+    assert record is not None
+    assert record.opted_out

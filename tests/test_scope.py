@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from responder.model import VmRef
-from responder.scope import out_of_scope_reason
+from responder.scope import opted_out, out_of_scope_reason
 from responder.settings import Settings, StorageSettings
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -40,3 +40,11 @@ def test_a_vm_elsewhere_is_out_of_scope_with_the_reason() -> None:
 
 def test_the_same_group_name_in_another_subscription_is_out_of_scope() -> None:
     assert out_of_scope_reason(VM, settings(groups={f"{OTHER}/rg-avd-prod"})) is not None
+
+
+def test_the_opt_out_tag_is_matched_case_insensitively() -> None:
+    settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+
+    assert opted_out({"Intune-Responder": "Ignore"}, settings)
+    assert not opted_out({"intune-responder": "watch"}, settings)
+    assert not opted_out({}, settings)

@@ -1,7 +1,9 @@
 """`python -m responder`: the responder's tools for a person at a terminal.
 
-Exit codes: 0 success, 2 unreadable or malformed input (SPEC: a clear message,
-never a traceback).
+Commands: `classify` (parse deliveries), `replay` (run them through the real
+handler functions), `send` (post one to a Functions host, as Event Grid does).
+Exit codes: 0 success, 1 the host refused a `send`, 2 unreadable or malformed
+input or settings (a clear message, never a traceback).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from responder.events import IntakeError, parse_payload
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -28,8 +31,107 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         "and print each event's classification as a JSON line",
     )
     classify.add_argument("file", type=Path, help="a JSON file as Event Grid would deliver it")
+    replay = commands.add_parser(
+        "replay",
+        help="run deliveries through the real handler functions with this process's app settings "
+        "(against Azure with DefaultAzureCredential, or local emulators)",
+    )
+    replay.add_argument("files", nargs="+", type=Path, help="JSON files as Event Grid would deliver them")
+    replay.add_argument("--enforce", action="store_true", help="carry the plan out (default: audit)")
+    replay.add_argument("--json", action="store_true", help="one JSON line per event")
+    send = commands.add_parser(
+        "send", help="post a delivery to a Functions host the way Event Grid does (Core Tools loop)"
+    )
+    send.add_argument("file", type=Path, help="a JSON file as Event Grid would deliver it")
+    send.add_argument("--function", required=True, help="the function name, e.g. on_vm_power_changed")
+    send.add_argument("--url", default="http://localhost:7071", help="the host (default: Core Tools)")
     args = parser.parse_args(argv)
+    if args.command == "replay":
+        return _replay(args.files, out, err, enforce=args.enforce, as_json=args.json)
+    if args.command == "send":
+        return _send(args.file, args.function, args.url, out, err)
     return _classify(args.file, out, err)
+
+
+def _replay(files: Sequence[Path], out: TextIO, err: TextIO, *, enforce: bool, as_json: bool) -> int:
+    import asyncio
+    import os
+
+    from responder.settings import MODE, SettingsError
+
+    try:
+        deliveries = [(path.name, path.read_bytes()) for path in files]
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=err)
+        return EXIT_BAD_INPUT
+    if enforce:
+        os.environ[MODE] = "enforce"
+    try:
+        rows = asyncio.run(_replay_rows(deliveries))
+    except SettingsError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    for row in rows:
+        if as_json:
+            print(json.dumps(row.to_json(), sort_keys=True), file=out)
+        else:
+            print(
+                f"{row.source}\t{row.function or '-'}\t{row.outcome}\t{row.resource_id or '-'}\t{row.reason}",
+                file=out,
+            )
+    return EXIT_OK
+
+
+async def _replay_rows(deliveries: list[tuple[str, bytes]]) -> list[Any]:
+    from handlers.routes import event_grid_routes
+    from responder.composition import close_services
+    from responder.replay import replay
+
+    try:
+        return await replay(deliveries, event_grid_routes())
+    finally:
+        await close_services()
+
+
+def _send(path: Path, function: str, url: str, out: TextIO, err: TextIO) -> int:
+    """POST to /runtime/webhooks/EventGrid?functionName=NAME with `aeg-event-type: Notification`."""
+    import httpx
+
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as error:
+        print(f"error: cannot read {path}: {error.strerror}", file=err)
+        return EXIT_BAD_INPUT
+    except ValueError as error:
+        print(f"error: {path} is not JSON: {error}", file=err)
+        return EXIT_BAD_INPUT
+    first = document[0] if isinstance(document, list) and document else document
+    if isinstance(first, dict) and "specversion" in first:
+        content_type = (
+            "application/cloudevents-batch+json"
+            if isinstance(document, list)
+            else "application/cloudevents+json"
+        )
+        body = document
+    else:
+        content_type = "application/json"
+        body = document if isinstance(document, list) else [document]  # Event Grid schema: always an array
+    endpoint = f"{url.rstrip('/')}/runtime/webhooks/EventGrid"
+    try:
+        response = httpx.post(
+            endpoint,
+            params={"functionName": function},
+            headers={"aeg-event-type": "Notification", "Content-Type": content_type},
+            content=json.dumps(body).encode(),
+            timeout=30,
+        )
+    except httpx.HTTPError as error:
+        print(f"error: could not reach {endpoint}: {error}", file=err)
+        return EXIT_FAILED
+    print(
+        f"{response.status_code} {response.reason_phrase} from {endpoint}?functionName={function}", file=out
+    )
+    return EXIT_OK if response.is_success else EXIT_FAILED
 
 
 def _classify(path: Path, out: TextIO, err: TextIO) -> int:

@@ -6,6 +6,9 @@ import io
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,131 @@ def test_the_module_runs_as_a_program() -> None:
 
     assert completed.returncode == EXIT_OK, completed.stderr
     assert json.loads(completed.stdout)["kind"] == "started"
+
+
+class Receiver:
+    """A local stand-in for the Functions host's Event Grid webhook."""
+
+    def __init__(self, status: int = 202) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+def test_send_posts_to_the_event_grid_webhook_as_a_notification(receiver: Receiver) -> None:
+    code, out, _ = run(
+        "send",
+        str(EVENTS / "eventgrid-vm-deallocate.json"),
+        "--function",
+        "on_vm_power_changed",
+        "--url",
+        receiver.url,
+    )
+
+    ((path, headers, body),) = receiver.requests
+    assert code == EXIT_OK
+    assert path == "/runtime/webhooks/EventGrid?functionName=on_vm_power_changed"
+    assert headers["aeg-event-type"] == "Notification"
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == json.loads((EVENTS / "eventgrid-vm-deallocate.json").read_text())
+    assert out.startswith("202 ")
+
+
+def test_send_wraps_a_single_event_grid_event_in_an_array(receiver: Receiver, tmp_path: Path) -> None:
+    single = tmp_path / "single.json"
+    (event,) = json.loads((EVENTS / "eventgrid-vm-start.json").read_text())
+    single.write_text(json.dumps(event))
+
+    run("send", str(single), "--function", "on_vm_power_changed", "--url", receiver.url)
+
+    assert json.loads(receiver.requests[0][2]) == [event]
+
+
+def test_send_posts_a_cloudevent_with_its_content_type(receiver: Receiver) -> None:
+    run(
+        "send",
+        str(EVENTS / "cloudevents-vm-start.json"),
+        "--function",
+        "on_vm_power_changed",
+        "--url",
+        receiver.url,
+    )
+
+    assert receiver.requests[0][1]["content-type"] == "application/cloudevents+json"
+
+
+def test_send_fails_when_the_host_refuses() -> None:
+    refusing = Receiver(status=500)
+    try:
+        code, _, _ = run(
+            "send", str(EVENTS / "eventgrid-vm-start.json"), "--function", "x", "--url", refusing.url
+        )
+    finally:
+        refusing.server.shutdown()
+        refusing.server.server_close()
+
+    assert code == 1
+
+
+def test_send_fails_clearly_when_no_host_listens() -> None:
+    from localdev.azurite import free_port
+
+    code, _, err = run(
+        "send",
+        str(EVENTS / "eventgrid-vm-start.json"),
+        "--function",
+        "x",
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+    )
+
+    assert code == 1
+    assert "could not reach" in err
+
+
+def test_replay_runs_deliveries_through_the_handlers(app_env: dict[str, str]) -> None:
+    code, out, _ = run(
+        "replay", str(EVENTS / "eventgrid-vm-write.json"), str(EVENTS / "eventgrid-vm-delete.json"), "--json"
+    )
+
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == EXIT_OK
+    assert [(row["function"], row["outcome"]) for row in rows] == [
+        ("on_vm_created", "recorded"),
+        ("on_vm_deleted", "recorded"),
+    ]
+
+
+def test_replay_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("RESPONDER_MODE", "sometimes")
+
+    code, _, err = run("replay", str(EVENTS / "eventgrid-vm-write.json"))
+
+    assert code == EXIT_BAD_INPUT
+    assert "RESPONDER_MODE" in err

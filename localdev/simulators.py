@@ -70,3 +70,22 @@ def running_simulators(seed: dict[str, Any], page_size: int | None = None) -> It
         identity = IdentityEndpoint(tokens)
         with serving(graph, arm, identity):
             yield Simulators(graph, arm, graph_router, arm_router, identity, tenant, world, tls.ca_file)
+
+
+def main() -> None:
+    """Serve the sample tenant until Ctrl-C and print the settings that point a host at it."""
+    import time
+
+    with running_simulators(load_seed("sample")) as simulators:
+        print("Graph and ARM simulators are up. Put these in local.settings.json \"Values\":")
+        print(json.dumps(simulators.settings, indent=2))
+        print("Ctrl-C stops them.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from localdev.arm_sim import ArmWorld
 from localdev.azurite import running_azurite
+from localdev.graph_sim import GraphTenant
 from localdev.queue_host import run_queue_trigger
 from localdev.simulators import load_seed, running_simulators
 from responder.events import IntakeError, parse_event
@@ -150,6 +151,31 @@ def print_report(rows: Sequence[ReplayRow], records: Sequence[VmRecord], out: Te
         )
 
 
+def print_tenant(tenant: GraphTenant, before: set[str], out: TextIO) -> None:
+    """The simulated tenant after the run: what is left, what went, who is marked."""
+    gone = sorted(before - set(tenant.managed_devices) - set(tenant.devices))
+    print("\ntenant after the run:", file=out)
+    print(
+        f"  Intune managed devices: {len(tenant.managed_devices)}; Entra devices: {len(tenant.devices)}",
+        file=out,
+    )
+    print(f"  deleted records: {', '.join(gone) or 'none'}", file=out)
+    for group in tenant.groups.values():
+        members = [
+            str(tenant.devices.get(member, {}).get("displayName", member)) for member in group["members"]
+        ]
+        print(
+            f"  group {group.get('displayName', group['id'])}: {', '.join(members) or 'no members'}", file=out
+        )
+    marked = [
+        f"{device.get('displayName')}={value}"
+        for device in tenant.devices.values()
+        for value in [v for v in (device.get("extensionAttributes") or {}).values() if v]
+    ]
+    print(f"  extension attributes set: {', '.join(marked) or 'none'}", file=out)
+    print(f"  sync requests: {len(tenant.synced)}", file=out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/run-local", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="deliveries to replay (default: the samples)")
@@ -178,7 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ARM at {simulators.arm.url}; mode {mode.value}\n",
             file=sys.stderr,
         )
+        before = set(simulators.tenant.managed_devices) | set(simulators.tenant.devices)
         asyncio.run(run(files, sys.stdout, as_json=args.json, world=simulators.world))
+        if not args.json:
+            print_tenant(simulators.tenant, before, sys.stdout)
     return 0
 
 

@@ -77,7 +77,7 @@ def main() -> None:
     import time
 
     with running_simulators(load_seed("sample")) as simulators:
-        print("Graph and ARM simulators are up. Put these in local.settings.json \"Values\":")
+        print('Graph and ARM simulators are up. Put these in local.settings.json "Values":')
         print(json.dumps(simulators.settings, indent=2))
         print("Ctrl-C stops them.")
         try:

@@ -96,6 +96,26 @@ def test_host_json_decodes_queue_messages_as_the_worker_encodes_them() -> None:
     assert queues["maxDequeueCount"] == MAX_ATTEMPTS
 
 
+def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed: dict[str, Any]) -> None:
+    """The host refuses to index a function whose %SETTING% binding expression has no value."""
+    import re
+    from pathlib import Path
+
+    from responder.settings import SETTING_NAMES
+
+    example = json.loads((Path(__file__).parent.parent / "local.settings.example.json").read_text())["Values"]
+    named = {
+        name
+        for function in indexed.values()
+        for binding in function.get_raw_bindings()
+        for name in re.findall(r"%([A-Za-z0-9_]+)%", binding)
+    }
+
+    assert named == {"RESPONDER_CLEANUP_QUEUE"}
+    assert all(example.get(name) for name in named)
+    assert set(example) - {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"} <= set(SETTING_NAMES)
+
+
 def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 

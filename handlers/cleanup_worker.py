@@ -9,12 +9,8 @@ blueprint = func.Blueprint()
 
 
 @blueprint.function_name("on_cleanup_message")
-@blueprint.queue_trigger(
-    arg_name="message", queue_name="%RESPONDER_CLEANUP_QUEUE%", connection="AzureWebJobsStorage"
-)
+@blueprint.queue_trigger(arg_name="message", queue_name="%RESPONDER_CLEANUP_QUEUE%", connection="AzureWebJobsStorage")
 async def on_cleanup_message(message: func.QueueMessage) -> None:
     """TransientError escapes while retries remain: the host makes the message
     visible again after host.json's visibilityTimeout."""
-    await process_cleanup(
-        message.get_body().decode("utf-8"), message.dequeue_count or 1, await get_services()
-    )
+    await process_cleanup(message.get_body().decode("utf-8"), message.dequeue_count or 1, await get_services())

@@ -178,8 +178,7 @@ class GraphSimulator:
             return error(
                 HTTPStatus.BAD_REQUEST,
                 "Request_BadRequest",
-                "One or more added object references already exist for the following modified properties: "
-                "'members'.",
+                "One or more added object references already exist for the following modified properties: 'members'.",
             )
         members.append(member)
         return Response(HTTPStatus.NO_CONTENT)
@@ -218,9 +217,7 @@ def _select(item: Json, select: str | None) -> Json:
     return {name: copy.deepcopy(value) for name, value in item.items() if name in wanted}
 
 
-_ANY = re.compile(
-    r"^(?P<prop>\w+)/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*\)$"
-)
+_ANY = re.compile(r"^(?P<prop>\w+)/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*\)$")
 _EQ = re.compile(r"^(?P<prop>[\w/]+)\s+eq\s+(?:'(?P<text>(?:[^']|'')*)'|(?P<literal>true|false|null))$")
 _AND = re.compile(r"\s+and\s+(?=(?:[^']*'[^']*')*[^']*$)")
 

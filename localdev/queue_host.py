@@ -59,9 +59,7 @@ async def run_queue_trigger(
         queue_client(connection_string, f"{queue}-poison") as poison,
     ):
         while True:
-            batch = [
-                message async for message in source.receive_messages(max_messages=16, visibility_timeout=30)
-            ]
+            batch = [message async for message in source.receive_messages(max_messages=16, visibility_timeout=30)]
             if not batch:
                 return result
             for message in batch:

@@ -81,9 +81,7 @@ ARM_POWER_STATE = {
 }
 
 
-async def run(
-    files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWorld | None = None
-) -> list[ReplayRow]:
+async def run(files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWorld | None = None) -> list[ReplayRow]:
     from handlers.cleanup_worker import on_cleanup_message
     from handlers.routes import event_grid_routes
     from responder.composition import close_services, get_services
@@ -161,12 +159,8 @@ def print_tenant(tenant: GraphTenant, before: set[str], out: TextIO) -> None:
     )
     print(f"  deleted records: {', '.join(gone) or 'none'}", file=out)
     for group in tenant.groups.values():
-        members = [
-            str(tenant.devices.get(member, {}).get("displayName", member)) for member in group["members"]
-        ]
-        print(
-            f"  group {group.get('displayName', group['id'])}: {', '.join(members) or 'no members'}", file=out
-        )
+        members = [str(tenant.devices.get(member, {}).get("displayName", member)) for member in group["members"]]
+        print(f"  group {group.get('displayName', group['id'])}: {', '.join(members) or 'no members'}", file=out)
     marked = [
         f"{device.get('displayName')}={value}"
         for device in tenant.devices.values()

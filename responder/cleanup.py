@@ -148,9 +148,7 @@ def plan_cleanup(
             findings.append(_delete_in_ad(entra_device))
         else:
             actions.append(DeleteEntraDevice(entra_device.object_id, entra_device.display_name))
-    return CleanupPlan(
-        "delete", "the VM is gone and exactly one record is its own", tuple(actions), tuple(findings)
-    )
+    return CleanupPlan("delete", "the VM is gone and exactly one record is its own", tuple(actions), tuple(findings))
 
 
 def _entra_only(request: CleanupRequest, entra: list[EntraDevice]) -> CleanupPlan:
@@ -158,14 +156,10 @@ def _entra_only(request: CleanupRequest, entra: list[EntraDevice]) -> CleanupPla
     if not entra:
         return CleanupPlan("skipped", "no Intune or Entra record left for this VM: nothing to clean up")
     if len(entra) > 1:
-        return CleanupPlan(
-            "needs-review", f"{len(entra)} Entra devices share the VM's deviceId; none is deleted"
-        )
+        return CleanupPlan("needs-review", f"{len(entra)} Entra devices share the VM's deviceId; none is deleted")
     (device,) = entra
     if device.last_sign_in_at is not None and device.last_sign_in_at > request.deleted_at:
-        return CleanupPlan(
-            "refused", "the Entra device signed in after the VM's deletion: the name was reused"
-        )
+        return CleanupPlan("refused", "the Entra device signed in after the VM's deletion: the name was reused")
     if device.is_hybrid:
         return CleanupPlan(
             "delete",

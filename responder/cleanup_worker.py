@@ -92,9 +92,7 @@ async def process_cleanup(text: str, attempt: int, services: Services) -> AuditE
             raise
         reason = f"still failing after {attempt} attempts: {error}"
         await services.cleanup_queue.send_poison(text, reason)
-        return await _audit(
-            services, AuditEntry(request.event_id, request.resource_id, "failed", reason, mode.value)
-        )
+        return await _audit(services, AuditEntry(request.event_id, request.resource_id, "failed", reason, mode.value))
 
 
 async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
@@ -124,9 +122,7 @@ async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
     return entry
 
 
-async def _records(
-    request: CleanupRequest, services: Services
-) -> tuple[list[ManagedDevice], list[EntraDevice]]:
+async def _records(request: CleanupRequest, services: Services) -> tuple[list[ManagedDevice], list[EntraDevice]]:
     """The Intune records that could be the VM's, and the Entra objects of the one chosen.
 
     The ledger's id is the strongest key; only without it, an exact name match.
@@ -154,9 +150,7 @@ async def _carry_out(plan: CleanupPlan, services: Services) -> tuple[str, ...]:
             case DeleteManagedDevice(managed_device_id, _):
                 changed = await directory.delete_managed_device(managed_device_id)
                 if await directory.get_managed_device(managed_device_id) is not None:
-                    raise TransientError(
-                        f"managed device {managed_device_id} is still there after its deletion"
-                    )
+                    raise TransientError(f"managed device {managed_device_id} is still there after its deletion")
             case DeleteEntraDevice(object_id, _):
                 changed = await directory.delete_entra_device(object_id)
                 if await directory.get_entra_device(object_id) is not None:

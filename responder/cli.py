@@ -108,9 +108,7 @@ def _send(path: Path, function: str, url: str, out: TextIO, err: TextIO) -> int:
     first = document[0] if isinstance(document, list) and document else document
     if isinstance(first, dict) and "specversion" in first:
         content_type = (
-            "application/cloudevents-batch+json"
-            if isinstance(document, list)
-            else "application/cloudevents+json"
+            "application/cloudevents-batch+json" if isinstance(document, list) else "application/cloudevents+json"
         )
         body = document
     else:
@@ -128,9 +126,7 @@ def _send(path: Path, function: str, url: str, out: TextIO, err: TextIO) -> int:
     except httpx.HTTPError as error:
         print(f"error: could not reach {endpoint}: {error}", file=err)
         return EXIT_FAILED
-    print(
-        f"{response.status_code} {response.reason_phrase} from {endpoint}?functionName={function}", file=out
-    )
+    print(f"{response.status_code} {response.reason_phrase} from {endpoint}?functionName={function}", file=out)
     return EXIT_OK if response.is_success else EXIT_FAILED
 
 

@@ -56,9 +56,7 @@ async def build_services(settings: Settings) -> Services:
     storage = settings.storage
     if storage.connection_string:
         table = TableClient.from_connection_string(storage.connection_string, settings.ledger_table)
-        audit_table = TableClient.from_connection_string(
-            storage.connection_string, settings.cleanup.audit_table
-        )
+        audit_table = TableClient.from_connection_string(storage.connection_string, settings.cleanup.audit_table)
         queues = QueueServiceClient.from_connection_string(storage.connection_string)
     else:
         if storage.table_service_uri is None or storage.queue_service_uri is None:

@@ -37,9 +37,7 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
         try:
             changed = await _perform(action, directory)
         except RequestRefused as refusal:
-            refused.append(
-                Finding("action-refused", "warning", f"Graph refused to {action.describe()}", str(refusal))
-            )
+            refused.append(Finding("action-refused", "warning", f"Graph refused to {action.describe()}", str(refusal)))
             continue
         done.append(action.describe() + ("" if changed else " (already so)"))
     return Execution(tuple(done), tuple(refused), True)

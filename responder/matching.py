@@ -29,9 +29,7 @@ async def resolve_device(
     name = computer_name or (anchored.display_name if anchored else None)
     if not name:
         return NoDevice("the VM's computer name is unknown")
-    candidates = [
-        device for device in await directory.find_managed_devices_by_name(name) if device.is_virtual_machine
-    ]
+    candidates = [device for device in await directory.find_managed_devices_by_name(name) if device.is_virtual_machine]
     if anchored is not None:
         candidates = [device for device in candidates if device.azure_ad_device_id == anchored.device_id]
         managed = candidates[0].id if len(candidates) == 1 else None
@@ -46,12 +44,8 @@ async def resolve_device(
         return DeviceIds(managed_device.id, None)
     entra = await directory.find_entra_devices(managed_device.azure_ad_device_id)
     if len(entra) > 1:
-        return NoDevice(
-            f"{len(entra)} Entra devices share deviceId {managed_device.azure_ad_device_id}", True
-        )
+        return NoDevice(f"{len(entra)} Entra devices share deviceId {managed_device.azure_ad_device_id}", True)
     if not entra:
         return DeviceIds(managed_device.id, None, managed_device.azure_ad_device_id)
     (entra_device,) = entra
-    return DeviceIds(
-        managed_device.id, entra_device.object_id, entra_device.device_id, entra_device.is_hybrid
-    )
+    return DeviceIds(managed_device.id, entra_device.object_id, entra_device.device_id, entra_device.is_hybrid)

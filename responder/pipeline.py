@@ -61,18 +61,14 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], service
     return await _handle_classified(parsed, accepts, services)
 
 
-async def _handle_classified(
-    event: ClassifiedEvent, accepts: Collection[EventKind], services: Services
-) -> Handled:
+async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKind], services: Services) -> Handled:
     resource_id = event.vm.resource_id if event.vm else None
     if event.kind is EventKind.IGNORED or event.vm is None:
         reason = event.ignore_reason or "not a VM event"
         return _logged(Handled("ignored", event.event_id, event.kind, resource_id, reason), logging.DEBUG)
     if event.kind not in accepts:
         # The event subscription's filter should have kept it away: say so loudly.
-        reason = (
-            f"{event.operation_name} is not handled by this function; check the event subscription filter"
-        )
+        reason = f"{event.operation_name} is not handled by this function; check the event subscription filter"
         return _logged(Handled("misrouted", event.event_id, event.kind, resource_id, reason), logging.WARNING)
     scope_reason = out_of_scope_reason(event.vm, services.settings)
     if scope_reason is not None:
@@ -86,9 +82,7 @@ async def _handle_classified(
     _, outcome = await services.ledger.update(event.vm, decide)
     if outcome is Outcome.RECORDED and event.kind in POWER_KINDS:
         result = await respond_to_power_change(event, services)
-        handled = Handled(
-            outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done
-        )
+        handled = Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
         return _logged(handled, logging.INFO)
     if outcome is Outcome.RECORDED and event.kind is EventKind.DELETED:
         summary = await queue_cleanup(event, services)

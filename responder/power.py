@@ -64,9 +64,7 @@ async def respond_to_power_change(event: ClassifiedEvent, services: Services) ->
     except BaseException:
         await _release(vm, owner, services)
         raise
-    await _commit(
-        vm, owner, result, device, computer_name=computer_name, is_opted_out=is_opted_out, services=services
-    )
+    await _commit(vm, owner, result, device, computer_name=computer_name, is_opted_out=is_opted_out, services=services)
     return result
 
 
@@ -83,8 +81,7 @@ async def _decide_and_act(
         return PowerResult(plan, (), ()), None, computer_name, True
     device: DeviceMatch | None = None
     if power not in {PowerState.DELETED, PowerState.UNKNOWN} and (
-        wanted_suppression(power, settings.suppression) is not record.suppression
-        and settings.suppression.configured
+        wanted_suppression(power, settings.suppression) is not record.suppression and settings.suppression.configured
     ):
         device = await resolve_device(record.ref, computer_name, record, services.directory)
     plan = plan_suppression(

@@ -100,9 +100,7 @@ def _from_marketplace(publisher: str, offer: str, sku: str) -> OperatingSystem |
     if {"evd", "avd"} & set(tokens):
         edition = MULTI_SESSION
     windows_11 = "windows-11" in offer or sku.startswith("win11")
-    codename = next(
-        (token for token in tokens if token in WINDOWS_10_BUILDS or token in WINDOWS_11_BUILDS), None
-    )
+    codename = next((token for token in tokens if token in WINDOWS_10_BUILDS or token in WINDOWS_11_BUILDS), None)
     if windows_11:
         return OperatingSystem("windows 11", edition, WINDOWS_11_BUILDS.get(codename or ""), evidence)
     return OperatingSystem("windows 10", edition, WINDOWS_10_BUILDS.get(codename or ""), evidence)

@@ -80,9 +80,7 @@ async def _replay_one(source: str, raw: object, routes: tuple[Route, ...]) -> Re
     kind = subscription_filter_kind(raw)
     route = next((route for route in routes if kind in route.accepts), None)
     if route is None or not isinstance(raw, Mapping):
-        return ReplayRow(
-            source, event_id, None, "not-delivered", reason="no event subscription filter admits it"
-        )
+        return ReplayRow(source, event_id, None, "not-delivered", reason="no event subscription filter admits it")
     with collecting() as decisions:
         try:
             await route.call(raw)

@@ -263,9 +263,7 @@ def _suppression(text: _Reader, problems: list[str]) -> SuppressionSettings:
         if digits.isdigit() and 1 <= int(digits) <= 15:
             attribute = int(digits)
         else:
-            problems.append(
-                f"{SUPPRESSION_ATTRIBUTE}: expected 1-15 or extensionAttribute1-15, got {raw_attribute!r}"
-            )
+            problems.append(f"{SUPPRESSION_ATTRIBUTE}: expected 1-15 or extensionAttribute1-15, got {raw_attribute!r}")
     raw_power_off = (text(SUPPRESS_ON_POWER_OFF) or "false").lower()
     if raw_power_off not in {"true", "false"}:
         problems.append(f"{SUPPRESS_ON_POWER_OFF}: expected true or false, got {raw_power_off!r}")
@@ -282,17 +280,13 @@ _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]$")  # 63 min
 def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
     queue = text(CLEANUP_QUEUE) or DEFAULT_CLEANUP_QUEUE
     if not _QUEUE_NAME.match(queue):
-        problems.append(
-            f"{CLEANUP_QUEUE}: {queue!r} is not a valid queue name (3-56 lower-case letters, digits, -)"
-        )
+        problems.append(f"{CLEANUP_QUEUE}: {queue!r} is not a valid queue name (3-56 lower-case letters, digits, -)")
     raw_delay = text(CLEANUP_DELAY_SECONDS) or str(DEFAULT_CLEANUP_DELAY_SECONDS)
     delay = DEFAULT_CLEANUP_DELAY_SECONDS
     if raw_delay.isdigit() and int(raw_delay) <= MAX_QUEUE_DELAY_SECONDS:
         delay = int(raw_delay)
     else:
-        problems.append(
-            f"{CLEANUP_DELAY_SECONDS}: expected 0-{MAX_QUEUE_DELAY_SECONDS} seconds, got {raw_delay!r}"
-        )
+        problems.append(f"{CLEANUP_DELAY_SECONDS}: expected 0-{MAX_QUEUE_DELAY_SECONDS} seconds, got {raw_delay!r}")
     audit_table = text(AUDIT_TABLE) or DEFAULT_AUDIT_TABLE
     if not _TABLE_NAME.match(audit_table):
         problems.append(f"{AUDIT_TABLE}: {audit_table!r} is not a valid table name")

@@ -147,9 +147,7 @@ def _suppress(device: DeviceIds, settings: SuppressionSettings, event_time: date
             if device.hybrid:
                 findings.append(_hybrid_attribute(device, settings.attribute))
             else:
-                actions.append(
-                    SetAttribute(device.entra_object_id, settings.attribute, mark_value(event_time))
-                )
+                actions.append(SetAttribute(device.entra_object_id, settings.attribute, mark_value(event_time)))
     after = SuppressionState.SUPPRESSED if actions else SuppressionState.NONE
     return Plan(tuple(actions), tuple(findings), after, "deallocated: mark the device")
 
@@ -178,9 +176,7 @@ def _no_device_plan(device: NoDevice | None, marked: SuppressionState) -> Plan:
         )
     else:
         reason = device.reason if device is not None else "no device lookup was made"
-        finding = Finding(
-            "no-intune-device", "info", f"No Intune device found for this VM: {reason}.", reason
-        )
+        finding = Finding("no-intune-device", "info", f"No Intune device found for this VM: {reason}.", reason)
     return Plan((), (finding,), marked, finding.message)
 
 

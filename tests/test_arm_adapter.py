@@ -13,9 +13,7 @@ from responder.facts import Gone, VmFacts
 from responder.model import PowerState, VmRef
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
-GALLERY = (
-    f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/Microsoft.Compute/galleries/gal_corp/images"
-)
+GALLERY = f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/Microsoft.Compute/galleries/gal_corp/images"
 
 
 def vm(name: str, resource_group: str = "rg-avd-prod") -> VmRef:
@@ -67,9 +65,7 @@ async def test_a_vm_in_a_missing_resource_group_reads_as_gone(services: Services
 
 
 async def test_a_specialized_gallery_image_reads_as_specialized(services: Services) -> None:
-    definition = await services.compute.get_image_definition(
-        f"{GALLERY}/win11-golden-specialized/versions/1.0.0"
-    )
+    definition = await services.compute.get_image_definition(f"{GALLERY}/win11-golden-specialized/versions/1.0.0")
 
     assert not isinstance(definition, Gone)
     assert definition.os_state == "Specialized"

@@ -30,17 +30,14 @@ def test_an_instance_view_without_a_power_status_is_unknown() -> None:
 
 
 def test_a_gallery_image_version_names_its_definition() -> None:
-    version = (
-        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/i/versions/1.0.0"
-    )
+    version = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/i/versions/1.0.0"
 
     assert gallery_image_definition_id(version) == version.removesuffix("/versions/1.0.0")
 
 
 def test_a_managed_image_is_not_a_gallery_image() -> None:
     assert (
-        gallery_image_definition_id("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/i")
-        is None
+        gallery_image_definition_id("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/i") is None
     )
 
 

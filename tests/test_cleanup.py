@@ -65,9 +65,7 @@ async def deliver(raw: dict[str, Any]) -> None:
 
 async def work_queue(services: Services, azurite: Azurite, wait: float = DELAY + 0.5) -> HostRun:
     await asyncio.sleep(wait)
-    return await run_queue_trigger(
-        azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message
-    )
+    return await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)
 
 
 async def audit_rows(services: Services) -> list[dict[str, Any]]:
@@ -80,11 +78,7 @@ async def poison_messages(services: Services, azurite: Azurite) -> list[dict[str
 
 
 def deleted_requests(simulators: Simulators) -> list[str]:
-    return [
-        request.path.removeprefix("/v1.0/")
-        for request in simulators.graph.served()
-        if request.method == "DELETE"
-    ]
+    return [request.path.removeprefix("/v1.0/") for request in simulators.graph.served() if request.method == "DELETE"]
 
 
 async def test_a_deletion_ends_with_both_records_gone_and_an_audit_row(
@@ -174,9 +168,7 @@ async def test_a_hybrid_device_loses_its_intune_record_and_keeps_its_synced_entr
     await deliver(delete_event(vm="vm-hybrid-06"))
     await work_queue(services, azurite)
 
-    assert deleted_requests(simulators) == [
-        "deviceManagement/managedDevices/7d1e0006-aaaa-4bbb-8ccc-000000000006"
-    ]
+    assert deleted_requests(simulators) == ["deviceManagement/managedDevices/7d1e0006-aaaa-4bbb-8ccc-000000000006"]
     (row,) = await audit_rows(services)
     assert "delete-in-ad" in row["Findings"]
 

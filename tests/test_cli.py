@@ -153,9 +153,7 @@ def test_send_posts_a_cloudevent_with_its_content_type(receiver: Receiver) -> No
 def test_send_fails_when_the_host_refuses() -> None:
     refusing = Receiver(status=500)
     try:
-        code, _, _ = run(
-            "send", str(EVENTS / "eventgrid-vm-start.json"), "--function", "x", "--url", refusing.url
-        )
+        code, _, _ = run("send", str(EVENTS / "eventgrid-vm-start.json"), "--function", "x", "--url", refusing.url)
     finally:
         refusing.server.shutdown()
         refusing.server.server_close()

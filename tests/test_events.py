@@ -55,9 +55,7 @@ def intake_error(raw: object) -> IntakeError:
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
 @pytest.mark.parametrize(("row", "kind", "vm_name"), SPEC_ROWS)
-def test_each_spec_row_is_classified_in_both_schemas(
-    schema: str, row: str, kind: EventKind, vm_name: str
-) -> None:
+def test_each_spec_row_is_classified_in_both_schemas(schema: str, row: str, kind: EventKind, vm_name: str) -> None:
     event = classified(load_event(f"{schema}-{row}.json"))
 
     assert event.kind is kind
@@ -159,9 +157,7 @@ def test_a_malformed_event_is_an_error_value(sample: str, message_fragment: str)
 
 
 def test_a_malformed_event_keeps_its_id_for_the_log() -> None:
-    assert intake_error(load_event("malformed-wrong-type.json")).event_id == (
-        "d1000000-0002-4000-8000-000000000002"
-    )
+    assert intake_error(load_event("malformed-wrong-type.json")).event_id == ("d1000000-0002-4000-8000-000000000002")
 
 
 @pytest.mark.parametrize("raw", [None, 42, "text", ["nested"], {}])

@@ -130,9 +130,7 @@ def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) ->
 async def test_a_deallocate_event_is_recorded_in_the_ledger(
     indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
 ) -> None:
-    await trigger(indexed, "on_vm_power_changed")(
-        as_trigger_input(load_event("eventgrid-vm-deallocate.json"))
-    )
+    await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
 
     record = await ledger.get(VM)
     assert record is not None
@@ -194,9 +192,7 @@ async def test_unreachable_storage_raises_a_transient_error_so_event_grid_retrie
     monkeypatch.setenv("RESPONDER_LEDGER_TABLE", "unreachable")
     try:
         with pytest.raises(TransientError):
-            await trigger(indexed, "on_vm_power_changed")(
-                as_trigger_input(load_event("eventgrid-vm-deallocate.json"))
-            )
+            await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
     finally:
         await close_services()
 
@@ -208,6 +204,4 @@ async def test_invalid_settings_fail_the_invocation_naming_the_setting(
     monkeypatch.setenv("RESPONDER_MODE", "enforse")
 
     with pytest.raises(SettingsError, match="RESPONDER_MODE"):
-        await trigger(indexed, "on_vm_power_changed")(
-            as_trigger_input(load_event("eventgrid-vm-deallocate.json"))
-        )
+        await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))

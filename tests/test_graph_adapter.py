@@ -25,9 +25,7 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 
 
 def vm_resource_id(name: str) -> str:
-    return (
-        f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/{name}"
-    )
+    return f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/{name}"
 
 
 async def test_a_name_lookup_is_exact_and_never_a_prefix_match(services: Services) -> None:
@@ -163,9 +161,7 @@ async def test_there_are_only_fifteen_extension_attributes(services: Services) -
         await services.directory.set_extension_attribute(WIN11_ENTRA, 16, "x")
 
 
-async def test_group_membership_is_added_and_removed_idempotently(
-    services: Services, simulators: Simulators
-) -> None:
+async def test_group_membership_is_added_and_removed_idempotently(services: Services, simulators: Simulators) -> None:
     added = [await services.directory.add_group_member(GROUP, WIN11_ENTRA) for _ in range(2)]
     members = simulators.tenant.members_of(GROUP)
     removed = [await services.directory.remove_group_member(GROUP, WIN11_ENTRA) for _ in range(2)]
@@ -174,9 +170,7 @@ async def test_group_membership_is_added_and_removed_idempotently(
     assert simulators.tenant.members_of(GROUP) == []
 
 
-async def test_a_throttled_graph_still_serves_every_operation(
-    services: Services, simulators: Simulators
-) -> None:
+async def test_a_throttled_graph_still_serves_every_operation(services: Services, simulators: Simulators) -> None:
     simulators.graph.throttle.every = 3  # every third request: 429 with Retry-After: 1
     directory = services.directory
 
@@ -208,9 +202,7 @@ async def test_a_service_unavailable_graph_is_retried_too(services: Services, si
     assert simulators.graph.throttle.refused >= 1
 
 
-async def test_a_failing_graph_surfaces_as_a_transient_error(
-    services: Services, simulators: Simulators
-) -> None:
+async def test_a_failing_graph_surfaces_as_a_transient_error(services: Services, simulators: Simulators) -> None:
     simulators.graph.throttle.every = 1
     simulators.graph.throttle.status = HTTPStatus.INTERNAL_SERVER_ERROR
 

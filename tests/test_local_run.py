@@ -79,9 +79,7 @@ def test_the_local_run_replays_every_sample_against_its_own_azurite(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     rows = [line for line in lines if "source" in line]
     cleanups = {
-        line["cleanup"]["resource_id"].rsplit("/", 1)[-1]: line["cleanup"]
-        for line in lines
-        if "cleanup" in line
+        line["cleanup"]["resource_id"].rsplit("/", 1)[-1]: line["cleanup"] for line in lines if "cleanup" in line
     }
     assert {row["source"] for row in rows} == {path.name for path in EVENTS.glob("*.json")}
     assert cleanups["vm-old-09"]["decision"] == "delete"

@@ -40,9 +40,7 @@ def enforce(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def event(
-    sample: str, vm: str = "vm-win11-01", event_id: str | None = None, at: str | None = None
-) -> dict[str, Any]:
+def event(sample: str, vm: str = "vm-win11-01", event_id: str | None = None, at: str | None = None) -> dict[str, Any]:
     raw = copy.deepcopy(load_event(sample))
     for key in ("subject",):
         raw[key] = raw[key].replace("vm-win11-01", vm)
@@ -80,9 +78,7 @@ def start(simulators: Simulators, vm: VmRef = WIN11) -> None:
 
 
 @pytest.mark.usefixtures("enforce")
-async def test_deallocate_then_start_marks_then_unmarks_and_syncs(
-    simulators: Simulators, ledger: TableLedger
-) -> None:
+async def test_deallocate_then_start_marks_then_unmarks_and_syncs(simulators: Simulators, ledger: TableLedger) -> None:
     deallocate(simulators)
     await deliver(event("eventgrid-vm-deallocate.json"))
     marked = (simulators.tenant.members_of(GROUP), mark(simulators))
@@ -150,9 +146,7 @@ async def test_a_duplicated_deallocate_marks_once(simulators: Simulators) -> Non
 async def test_a_second_deallocate_of_a_marked_vm_changes_nothing(simulators: Simulators) -> None:
     deallocate(simulators)
     await deliver(event("eventgrid-vm-deallocate.json"))
-    await deliver(
-        event("eventgrid-vm-deallocate.json", event_id="second-deallocate", at="2026-11-20T20:00:00Z")
-    )
+    await deliver(event("eventgrid-vm-deallocate.json", event_id="second-deallocate", at="2026-11-20T20:00:00Z"))
 
     assert len(graph_writes(simulators)) == 2
 
@@ -173,9 +167,7 @@ async def test_a_vm_with_no_intune_device_gets_a_finding_and_no_writes(
 
 
 @pytest.mark.usefixtures("enforce")
-async def test_two_devices_with_one_name_are_left_alone_for_review(
-    simulators: Simulators, ledger: TableLedger
-) -> None:
+async def test_two_devices_with_one_name_are_left_alone_for_review(simulators: Simulators, ledger: TableLedger) -> None:
     duplicate = VmRef(SUB, "rg-avd-prod", "vm-dup-04")  # seeded deallocated, two devices named vm-dup-04
 
     await deliver(event("eventgrid-vm-deallocate.json", vm="vm-dup-04"))

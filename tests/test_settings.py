@@ -27,9 +27,7 @@ def test_defaults_are_audit_mode_and_the_standard_table() -> None:
 
 
 def test_enforce_mode_is_read_case_insensitively() -> None:
-    assert (
-        Settings.from_env({"AzureWebJobsStorage": AZURITE, "RESPONDER_MODE": "Enforce"}).mode is Mode.ENFORCE
-    )
+    assert Settings.from_env({"AzureWebJobsStorage": AZURITE, "RESPONDER_MODE": "Enforce"}).mode is Mode.ENFORCE
 
 
 def test_a_managed_identity_account_derives_the_service_uris() -> None:

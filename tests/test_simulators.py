@@ -44,9 +44,7 @@ def test_an_issued_token_opens_the_simulators(simulators: Simulators) -> None:
         headers={"X-IDENTITY-HEADER": simulators.identity.tokens.identity_header},
     ).json()["access_token"]
     with client(simulators) as http:
-        response = http.get(
-            f"{simulators.graph.url}/v1.0/devices", headers={"Authorization": f"Bearer {token}"}
-        )
+        response = http.get(f"{simulators.graph.url}/v1.0/devices", headers={"Authorization": f"Bearer {token}"})
 
     assert response.status_code == HTTPStatus.OK
     assert len(response.json()["value"]) == len(simulators.tenant.devices)

@@ -89,9 +89,7 @@ def test_without_a_configured_mechanism_the_plan_is_a_finding() -> None:
 
 
 def test_an_ambiguous_device_is_never_touched_and_needs_review() -> None:
-    result = plan(
-        PowerState.DEALLOCATED, device=NoDevice("2 Intune devices are named 'vm-dup-04'", ambiguous=True)
-    )
+    result = plan(PowerState.DEALLOCATED, device=NoDevice("2 Intune devices are named 'vm-dup-04'", ambiguous=True))
 
     assert result.actions == ()
     assert [finding.rule_id for finding in result.findings] == ["needs-review"]

@@ -57,9 +57,7 @@ class ArmCompute:
     async def get_vm(self, vm: VmRef) -> VmFacts | Gone:
         compute = self._compute_client(vm.subscription_id)
         try:
-            model = await _call(
-                compute.virtual_machines.get(vm.resource_group, vm.name, expand="instanceView")
-            )
+            model = await _call(compute.virtual_machines.get(vm.resource_group, vm.name, expand="instanceView"))
         except ResourceNotFoundError:
             return Gone(vm.resource_id)
         return arm_documents.vm_facts(model.as_dict())
@@ -72,9 +70,7 @@ class ArmCompute:
         compute = self._compute_client(str(parts["subscription"]))
         try:
             image = await _call(
-                compute.gallery_images.get(
-                    str(parts["resource_group"]), str(parts["name"]), str(parts["child_name_1"])
-                )
+                compute.gallery_images.get(str(parts["resource_group"]), str(parts["name"]), str(parts["child_name_1"]))
             )
         except ResourceNotFoundError:
             return Gone(definition_id)

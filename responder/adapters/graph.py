@@ -76,9 +76,7 @@ ENTRA_DEVICE_FIELDS = [
 T = TypeVar("T")
 
 
-def build_graph_directory(
-    credential: AsyncTokenCredential, base_url: str, ca_file: str | None
-) -> GraphDeviceDirectory:
+def build_graph_directory(credential: AsyncTokenCredential, base_url: str, ca_file: str | None) -> GraphDeviceDirectory:
     """A GraphServiceClient on the real kiota HTTP stack, pointed at `base_url`.
 
     `ca_file` replaces the system trust store (the local simulators' CA); the
@@ -137,9 +135,7 @@ class GraphDeviceDirectory:
 
     async def windows_virtual_machines(self) -> AsyncIterator[ManagedDevice]:
         """All Windows managed devices whose model is `Virtual Machine`, page by page."""
-        async for device in self._managed_devices(
-            "operatingSystem eq 'Windows' and model eq 'Virtual Machine'"
-        ):
+        async for device in self._managed_devices("operatingSystem eq 'Windows' and model eq 'Virtual Machine'"):
             if device.is_virtual_machine:
                 yield device
 
@@ -170,14 +166,10 @@ class GraphDeviceDirectory:
         """
         marker = f"[AzureResourceId]:{resource_id}"
         found = self._entra_devices(f"physicalIds/any(p:p eq {_quote(marker)})", advanced=True)
-        return [
-            device async for device in found if marker.lower() in (p.lower() for p in device.physical_ids)
-        ]
+        return [device async for device in found if marker.lower() in (p.lower() for p in device.physical_ids)]
 
     async def get_entra_device(self, object_id: str) -> EntraDevice | None:
-        query = DeviceItemRequestBuilder.DeviceItemRequestBuilderGetQueryParameters(
-            select=ENTRA_DEVICE_FIELDS
-        )
+        query = DeviceItemRequestBuilder.DeviceItemRequestBuilderGetQueryParameters(select=ENTRA_DEVICE_FIELDS)
         builder = self._client.devices.by_device_id(object_id)
         device = await _absent_on_404(builder.get(RequestConfiguration(query_parameters=query)))
         return _entra_device(device) if device is not None else None
@@ -196,9 +188,7 @@ class GraphDeviceDirectory:
         patch = Device(additional_data={"extensionAttributes": {f"extensionAttribute{number}": value}})
         await _call(self._client.devices.by_device_id(object_id).patch(patch))
 
-    async def _entra_devices(
-        self, odata_filter: str, *, advanced: bool = False
-    ) -> AsyncIterator[EntraDevice]:
+    async def _entra_devices(self, odata_filter: str, *, advanced: bool = False) -> AsyncIterator[EntraDevice]:
         query = DevicesRequestBuilder.DevicesRequestBuilderGetQueryParameters(
             filter=odata_filter, select=ENTRA_DEVICE_FIELDS, top=PAGE_SIZE, count=True if advanced else None
         )

@@ -96,9 +96,7 @@ class TableLedger:
                 )
             )
         except (ResourceModifiedError, ResourceNotFoundError) as error:
-            raise LedgerConflict(
-                f"ledger row for {record.ref.resource_id} changed since it was read"
-            ) from error
+            raise LedgerConflict(f"ledger row for {record.ref.resource_id} changed since it was read") from error
         return _with_etag(record, metadata)
 
     async def update(self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]]) -> tuple[VmRecord, T]:

@@ -1,9 +1,10 @@
 """`python -m responder`: the responder's tools for a person at a terminal.
 
-Commands: `classify` (parse deliveries), `replay` (run them through the real
-handler functions), `send` (post one to a Functions host, as Event Grid does).
-Exit codes: 0 success, 1 the host refused a `send`, 2 unreadable or malformed
-input or settings (a clear message, never a traceback).
+Commands: `classify` (parse deliveries), `check-vm` (the enrolment prerequisite
+rules on a VM document), `replay` (run deliveries through the real handler
+functions), `send` (post one to a Functions host, as Event Grid does).
+Exit codes: 0 success, 1 `check-vm` found an error or the host refused a `send`,
+2 unreadable or malformed input or settings (a clear message, never a traceback).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     replay.add_argument("files", nargs="+", type=Path, help="JSON files as Event Grid would deliver them")
     replay.add_argument("--enforce", action="store_true", help="carry the plan out (default: audit)")
     replay.add_argument("--json", action="store_true", help="one JSON line per event")
+    check_vm = commands.add_parser(
+        "check-vm",
+        help="run the Intune enrolment prerequisite rules on an ARM virtual machine document "
+        "(GET .../virtualMachines/NAME?$expand=instanceView); exit 1 when a rule finds an error",
+    )
+    check_vm.add_argument("file", type=Path, help="the VM document (JSON)")
+    check_vm.add_argument("--host-pool", type=Path, help="the AVD host pool document the VM is a session host of")
+    check_vm.add_argument("--image-definition", type=Path, help="the gallery image definition it was created from")
     send = commands.add_parser(
         "send", help="post a delivery to a Functions host the way Event Grid does (Core Tools loop)"
     )
@@ -48,6 +57,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args.files, out, err, enforce=args.enforce, as_json=args.json)
+    if args.command == "check-vm":
+        return _check_vm(args.file, args.host_pool, args.image_definition, out, err)
     if args.command == "send":
         return _send(args.file, args.function, args.url, out, err)
     return _classify(args.file, out, err)
@@ -91,6 +102,55 @@ async def _replay_rows(deliveries: list[tuple[str, bytes]]) -> list[Any]:
         return await replay(deliveries, event_grid_routes())
     finally:
         await close_services()
+
+
+def _check_vm(path: Path, host_pool: Path | None, image: Path | None, out: TextIO, err: TextIO) -> int:
+    from responder import arm_documents
+    from responder.prerequisites import CheckFacts, check, has_errors
+
+    try:
+        vm_document = _read_json(path)
+        facts = CheckFacts(
+            vm=arm_documents.vm_facts(vm_document),
+            host_pool=arm_documents.host_pool(_read_json(host_pool)) if host_pool else None,
+            image_definition=arm_documents.image_definition(_read_json(image)) if image else None,
+        )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    findings = check(facts)
+    print(
+        json.dumps(
+            {
+                "resource_id": facts.vm.ref.resource_id,
+                "findings": [
+                    {
+                        "rule_id": finding.rule_id,
+                        "severity": finding.severity,
+                        "message": finding.message,
+                        "evidence": finding.evidence,
+                        "doc": finding.doc,
+                    }
+                    for finding in findings
+                ],
+            },
+            indent=2,
+        ),
+        file=out,
+    )
+    return EXIT_FAILED if has_errors(findings) else EXIT_OK
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as error:
+        raise OSError(f"cannot read {path}: {error.strerror}") from error
+    except ValueError as error:
+        raise ValueError(f"{path} is not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return document
 
 
 def _send(path: Path, function: str, url: str, out: TextIO, err: TextIO) -> int:

@@ -198,3 +198,52 @@ def test_replay_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert code == EXIT_BAD_INPUT
     assert "RESPONDER_MODE" in err
+
+
+VMS = Path(__file__).parent / "vms"
+
+
+def check_vm(*argv: str) -> tuple[int, list[tuple[str, str]], str]:
+    code, out, err = run("check-vm", *argv)
+    findings = [(item["rule_id"], item["severity"]) for item in json.loads(out)["findings"]] if out else []
+    return code, findings, err
+
+
+def test_check_vm_passes_an_entra_joined_windows_11_enterprise_vm() -> None:
+    assert check_vm(str(VMS / "vm-win11-01.json")) == (EXIT_OK, [], "")
+
+
+def test_check_vm_fails_a_vm_made_from_a_specialized_image() -> None:
+    code, findings, _ = check_vm(
+        str(VMS / "vm-clone-05.json"), "--image-definition", str(VMS / "image-win11-golden-specialized.json")
+    )
+
+    assert (code, findings) == (1, [("cloned-image", "error")])
+
+
+def test_check_vm_reports_a_pooled_multi_session_host() -> None:
+    code, findings, _ = check_vm(str(VMS / "avd-pooled-01.json"), "--host-pool", str(VMS / "hp-pooled.json"))
+
+    assert (code, findings) == (EXIT_OK, [("host-pool", "info")])
+
+
+def test_check_vm_reports_an_ad_joined_windows_10_vm() -> None:
+    assert check_vm(str(VMS / "vm-win10-02.json"))[:2] == (EXIT_OK, [("join", "info")])
+
+
+def test_check_vm_calls_linux_not_applicable() -> None:
+    assert check_vm(str(VMS / "vm-linux-08.json"))[:2] == (EXIT_OK, [("not-applicable", "info")])
+
+
+def test_check_vm_exits_2_on_a_document_that_is_not_a_vm() -> None:
+    code, _, err = check_vm(str(VMS / "hp-pooled.json"))
+
+    assert code == EXIT_BAD_INPUT
+    assert "not a virtual machine" in err
+
+
+def test_check_vm_exits_2_on_a_missing_file(tmp_path: Path) -> None:
+    code, _, err = check_vm(str(tmp_path / "nope.json"))
+
+    assert code == EXIT_BAD_INPUT
+    assert "cannot read" in err

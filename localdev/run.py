@@ -135,6 +135,8 @@ def print_report(rows: Sequence[ReplayRow], records: Sequence[VmRecord], out: Te
     for row in rows:
         vm = row.resource_id.rsplit("/", 1)[-1] if row.resource_id else "-"
         print(f"{row.source:<44} {row.function or '-':<20} {row.outcome:<14} {vm:<16} {row.reason}", file=out)
+        for detail in row.details:
+            print(f"{'':<44}   {detail}", file=out)
     print(f"\nledger after the run ({len(records)} VMs):", file=out)
     print(
         f"{'vm':<16} {'resource group':<16} {'power':<12} {'suppression':<12} {'cleanup':<10} events",

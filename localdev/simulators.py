@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localdev.arm_sim import ArmSimulator, ArmWorld
+from localdev.eventgrid_sim import EventGridTopicSimulator
 from localdev.graph_sim import GraphSimulator, GraphTenant
 from localdev.sim_http import IdentityEndpoint, LocalCertificateAuthority, SimulatorServer, TokenBook, serving
 
@@ -29,6 +30,8 @@ class Simulators:
     arm: SimulatorServer
     graph_router: GraphSimulator
     arm_router: ArmSimulator
+    topic: SimulatorServer
+    topic_router: EventGridTopicSimulator
     identity: IdentityEndpoint
     tenant: GraphTenant
     world: ArmWorld
@@ -41,6 +44,7 @@ class Simulators:
             "RESPONDER_GRAPH_URL": f"{self.graph.url}/v1.0",
             "RESPONDER_ARM_URL": self.arm.url,
             "RESPONDER_CA_FILE": str(self.ca_file),
+            "RESPONDER_FINDINGS_TOPIC_ENDPOINT": f"{self.topic.url}/api/events",
             # The App Service managed-identity protocol, as inside Azure Functions.
             "IDENTITY_ENDPOINT": self.identity.url,
             "IDENTITY_HEADER": self.identity.tokens.identity_header,
@@ -67,9 +71,13 @@ def running_simulators(seed: dict[str, Any], page_size: int | None = None) -> It
         graph = SimulatorServer("graph", graph_router, tls, tokens)
         arm = SimulatorServer("arm", arm_router, tls, tokens)
         graph_router.base_url, arm_router.base_url = graph.url, arm.url
+        topic_router = EventGridTopicSimulator()
+        topic = SimulatorServer("eventgrid", topic_router, tls, tokens)
         identity = IdentityEndpoint(tokens)
-        with serving(graph, arm, identity):
-            yield Simulators(graph, arm, graph_router, arm_router, identity, tenant, world, tls.ca_file)
+        with serving(graph, arm, topic, identity):
+            yield Simulators(
+                graph, arm, graph_router, arm_router, topic, topic_router, identity, tenant, world, tls.ca_file
+            )
 
 
 def main() -> None:

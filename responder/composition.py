@@ -20,6 +20,7 @@ from responder.settings import Settings
 if TYPE_CHECKING:
     from responder.adapters.arm import ArmCompute
     from responder.adapters.audit_table import AuditTable
+    from responder.adapters.findings_publisher import FindingsPublisher
     from responder.adapters.graph import GraphDeviceDirectory
     from responder.adapters.storage_queue import CleanupQueue
     from responder.adapters.table_ledger import TableLedger
@@ -33,6 +34,7 @@ class Services:
     compute: ArmCompute
     cleanup_queue: CleanupQueue
     audit: AuditTable
+    findings_publisher: FindingsPublisher | None = None
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     async def aclose(self) -> None:
@@ -82,6 +84,12 @@ async def build_services(settings: Settings) -> Services:
     closers.append(directory)
     compute = ArmCompute(cloud_credential, settings.arm_url, settings.ca_file)
     closers.append(compute)
+    publisher = None
+    if settings.findings_topic_endpoint:
+        from responder.adapters.findings_publisher import FindingsPublisher
+
+        publisher = FindingsPublisher(settings.findings_topic_endpoint, cloud_credential, settings.ca_file)
+        closers.append(publisher)
 
     services = Services(
         settings=settings,
@@ -90,6 +98,7 @@ async def build_services(settings: Settings) -> Services:
         compute=compute,
         cleanup_queue=cleanup_queue,
         audit=audit,
+        findings_publisher=publisher,
         _closers=closers,
     )
     try:

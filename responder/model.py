@@ -104,6 +104,7 @@ class VmRecord:
     findings: tuple[Finding, ...] = ()
     cleanup_status: CleanupStatus = CleanupStatus.NONE
     deleted_at: datetime | None = None
+    check_fingerprint: str | None = None  # what the last prerequisite check looked at (vmId, image, extensions)
     opted_out: bool = False  # carried the opt-out tag when ARM was last read
     last_plan: tuple[str, ...] = ()  # the actions last decided, done or (audit mode) only recorded
     lease_owner: str | None = None  # the invocation acting on this VM's device right now

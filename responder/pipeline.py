@@ -18,6 +18,7 @@ from typing import Any
 
 from responder.cleanup_worker import queue_cleanup
 from responder.composition import Services
+from responder.creation import check_written_vm
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import EventKind, VmRecord
 from responder.observe import Outcome, observe
@@ -84,6 +85,12 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
         result = await respond_to_power_change(event, services)
         handled = Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
         return _logged(handled, logging.INFO)
+    if outcome is Outcome.RECORDED and event.kind is EventKind.CREATED:
+        summary, findings = await check_written_vm(event, services)
+        described = tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings)
+        return _logged(
+            Handled(outcome.value, event.event_id, event.kind, resource_id, summary, described), logging.INFO
+        )
     if outcome is Outcome.RECORDED and event.kind is EventKind.DELETED:
         summary = await queue_cleanup(event, services)
         return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, summary), logging.INFO)

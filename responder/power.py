@@ -49,7 +49,7 @@ class PowerResult:
     findings: tuple[Finding, ...]
 
     def summary(self) -> str:
-        parts = [self.plan.reason, *self.done, *(f"{f.rule_id}: {f.message}" for f in self.findings)]
+        parts = [self.plan.reason, *(f"{f.rule_id}: {f.message}" for f in self.findings)]
         return "; ".join(parts)
 
 

@@ -369,6 +369,24 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
+# Every rule id a check can produce, so the ledger can replace the last check's findings.
+PREREQUISITE_RULE_IDS = frozenset(
+    {
+        "os-edition",
+        "os-version",
+        "host-pool",
+        "avd-agent",
+        "join",
+        "cloned-image",
+        "autopilot",
+        "oobe",
+        "tpm-profile",
+        "tpm-compliance",
+        "remote-access",
+        "not-applicable",
+    }
+)
+
 RULES: tuple[Rule, ...] = (
     os_edition,
     os_version,

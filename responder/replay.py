@@ -37,6 +37,7 @@ class ReplayRow:
     outcome: str
     resource_id: str | None = None
     reason: str = ""
+    details: tuple[str, ...] = ()  # actions taken or planned, findings made
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class ReplayRow:
             "outcome": self.outcome,
             "resource_id": self.resource_id,
             "reason": self.reason,
+            "details": list(self.details),
         }
 
 
@@ -93,4 +95,6 @@ def _row(source: str, event_id: str | None, function: str, decisions: list[Handl
     if not decisions:
         return ReplayRow(source, event_id, function, "no-decision", reason="the handler reported nothing")
     last = decisions[-1]
-    return ReplayRow(source, last.event_id or event_id, function, last.outcome, last.resource_id, last.reason)
+    return ReplayRow(
+        source, last.event_id or event_id, function, last.outcome, last.resource_id, last.reason, last.actions
+    )

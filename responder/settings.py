@@ -39,6 +39,8 @@ OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
 GRAPH_URL = "RESPONDER_GRAPH_URL"
 ARM_URL = "RESPONDER_ARM_URL"
 CA_FILE = "RESPONDER_CA_FILE"
+FINDINGS_TOPIC_ENDPOINT = "RESPONDER_FINDINGS_TOPIC_ENDPOINT"
+ENTRA_DS_DOMAINS = "RESPONDER_ENTRA_DS_DOMAINS"
 CLEANUP_QUEUE = "RESPONDER_CLEANUP_QUEUE"
 CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
 AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
@@ -70,6 +72,8 @@ SETTING_NAMES: tuple[str, ...] = (
     CLEANUP_QUEUE,
     CLEANUP_DELAY_SECONDS,
     AUDIT_TABLE,
+    FINDINGS_TOPIC_ENDPOINT,
+    ENTRA_DS_DOMAINS,
 )
 
 DEFAULT_LEDGER_TABLE = "vmledger"
@@ -144,6 +148,8 @@ class Settings:
     identity_client_id: str | None = None
     suppression: SuppressionSettings = SuppressionSettings()
     cleanup: CleanupSettings = CleanupSettings()
+    findings_topic_endpoint: str | None = None  # Event Grid topic for prerequisite findings; off when unset
+    entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services domains (Intune can't manage)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -189,6 +195,9 @@ class Settings:
         graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems)
         suppression = _suppression(text, problems)
         cleanup = _cleanup(text, problems)
+        topic = text(FINDINGS_TOPIC_ENDPOINT)
+        if topic is not None and not topic.startswith("https://"):
+            problems.append(f"{FINDINGS_TOPIC_ENDPOINT}: {topic!r} must be an https:// URL")
 
         if problems:
             raise SettingsError(problems)
@@ -205,6 +214,8 @@ class Settings:
             identity_client_id=identity_client_id,
             suppression=suppression,
             cleanup=cleanup,
+            findings_topic_endpoint=topic,
+            entra_ds_domains=frozenset(_items(text(ENTRA_DS_DOMAINS))),
         )
 
 

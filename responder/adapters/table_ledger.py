@@ -155,6 +155,7 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "DeletedAt": record.deleted_at,
         "LastPlan": json.dumps(list(record.last_plan)) if record.last_plan else None,
         "OptedOut": record.opted_out or None,
+        "CheckFingerprint": record.check_fingerprint,
         "LeaseOwner": record.lease_owner,
         "LeaseUntil": record.lease_until,
     }
@@ -188,6 +189,7 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         deleted_at=_moment(entity.get("DeletedAt")),
         last_plan=tuple(json.loads(entity.get("LastPlan", "[]"))),
         opted_out=bool(entity.get("OptedOut", False)),
+        check_fingerprint=entity.get("CheckFingerprint"),
         lease_owner=entity.get("LeaseOwner"),
         lease_until=_moment(entity.get("LeaseUntil")),
         etag=etag,

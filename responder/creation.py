@@ -1,0 +1,112 @@
+"""The write stage: check a created or changed VM against the enrolment prerequisites.
+
+Runs once per vmId, and again only when the image or the extensions change (a
+fingerprint in the ledger), because ARM sends a `write` for every tag or size
+change. Findings go to the ledger (replacing the last check's), to the log (one
+line each), and, when a topic is configured, to Event Grid as a custom event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+
+from responder.composition import Services
+from responder.events import ClassifiedEvent
+from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
+from responder.model import Finding, VmRecord
+from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
+from responder.scope import opted_out
+
+log = logging.getLogger("responder")
+
+AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
+
+
+def fingerprint(facts: VmFacts) -> str:
+    """What the rules depend on that a later `write` may change."""
+    image = facts.image
+    material = {
+        "vm_id": facts.vm_id,
+        "image": [image.publisher, image.offer, image.sku, image.id] if image else None,
+        "extensions": sorted(f"{extension.publisher}/{extension.type}".lower() for extension in facts.extensions),
+        "os_disk": facts.os_disk_create_option,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+async def check_written_vm(event: ClassifiedEvent, services: Services) -> tuple[str, tuple[Finding, ...]]:
+    """Check the VM the event names; returns a summary and the findings."""
+    if event.vm is None:
+        raise ValueError("a write event names a VM")
+    facts = await services.compute.get_vm(event.vm)
+    if isinstance(facts, Gone):
+        return "the VM no longer exists", ()
+    if opted_out(facts.tags, services.settings):
+        return "the VM carries the opt-out tag: not checked", ()
+    record = await services.ledger.get(event.vm)
+    checked = fingerprint(facts)
+    if record is not None and record.check_fingerprint == checked:
+        return "already checked; image and extensions unchanged", record.findings
+    findings = tuple(
+        check(
+            CheckFacts(
+                vm=facts,
+                image_definition=await _image_definition(facts, services),
+                host_pool=await _host_pool(facts, services),
+                entra_ds_domains=services.settings.entra_ds_domains,
+            )
+        )
+    )
+
+    def remember(current: VmRecord) -> tuple[VmRecord, None]:
+        kept = tuple(finding for finding in current.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
+        return (
+            replace(
+                current,
+                findings=(*kept, *findings),
+                check_fingerprint=checked,
+                vm_id=facts.vm_id or current.vm_id,
+                computer_name=facts.computer_name or current.computer_name,
+                os_type=facts.os_type or current.os_type,
+            ),
+            None,
+        )
+
+    await services.ledger.update(event.vm, remember)
+    for finding in findings:
+        log.log(
+            logging.WARNING if finding.severity == "error" else logging.INFO,
+            "responder.finding %s",
+            json.dumps(
+                {
+                    "resource_id": event.vm.resource_id,
+                    "rule_id": finding.rule_id,
+                    "severity": finding.severity,
+                    "message": finding.message,
+                    "evidence": finding.evidence,
+                },
+                sort_keys=True,
+            ),
+        )
+    if services.findings_publisher is not None:
+        await services.findings_publisher.publish(event.vm, facts.vm_id, list(findings))
+    errors = sum(finding.severity == "error" for finding in findings)
+    return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
+
+
+async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | None:
+    image_id = facts.image.id if facts.image else None
+    if not image_id or "/galleries/" not in image_id.lower():
+        return None
+    definition = await services.compute.get_image_definition(image_id)
+    return None if isinstance(definition, Gone) else definition
+
+
+async def _host_pool(facts: VmFacts, services: Services) -> HostPool | None:
+    """Only session hosts carry the AVD registration extension; others cost no lookups."""
+    if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
+        return None
+    return await services.compute.find_host_pool(facts.ref)

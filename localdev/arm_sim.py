@@ -79,8 +79,10 @@ class ArmSimulator:
         ]
 
     def __call__(self, request: Request) -> Response:
+        if request.method == "PATCH" and request.path.lower().endswith("/providers/microsoft.resources/tags/default"):
+            return self._patch_tags(request)
         if request.method != "GET":
-            return error(HTTPStatus.METHOD_NOT_ALLOWED, "MethodNotAllowed", "the local ARM is read-only")
+            return error(HTTPStatus.METHOD_NOT_ALLOWED, "MethodNotAllowed", "the local ARM only reads, and writes tags")
         if "api-version" not in request.query:
             return error(HTTPStatus.BAD_REQUEST, "MissingApiVersionParameter", "api-version is required")
         path = request.path.rstrip("/").lower()
@@ -88,6 +90,20 @@ class ArmSimulator:
             if match := pattern.fullmatch(path):
                 return handler(request, path=path, **match.groupdict())
         return error(HTTPStatus.NOT_FOUND, "InvalidResourceType", f"no resource type for {request.path}")
+
+    def _patch_tags(self, request: Request) -> Response:
+        """The Tags API at a resource scope: `Merge` adds or updates, never removes."""
+        scope = request.path.lower().removesuffix("/providers/microsoft.resources/tags/default")
+        vm = self.world.vms.get(scope)
+        if vm is None:
+            return _not_found(scope)
+        body = request.body or {}
+        if body.get("operation") != "Merge":
+            return error(HTTPStatus.BAD_REQUEST, "InvalidTagOperation", "the local ARM supports Merge only")
+        vm.setdefault("tags", {}).update(body.get("properties", {}).get("tags", {}))
+        tags_id = f"{vm['id']}/providers/Microsoft.Resources/tags/default"
+        document = {"id": tags_id, "name": "default", "type": "Microsoft.Resources/tags"}
+        return Response(HTTPStatus.OK, {**document, "properties": {"tags": dict(vm["tags"])}})
 
     def _get_vm(self, request: Request, path: str, **_: str) -> Response:
         vm = self.world.vms.get(path)

@@ -91,10 +91,21 @@ async def check_written_vm(event: ClassifiedEvent, services: Services) -> tuple[
                 sort_keys=True,
             ),
         )
+    if services.settings.findings_tag:
+        await services.compute.merge_tags(event.vm, {services.settings.findings_tag: verdict(findings)})
     if services.findings_publisher is not None:
         await services.findings_publisher.publish(event.vm, facts.vm_id, list(findings))
     errors = sum(finding.severity == "error" for finding in findings)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
+
+
+def verdict(findings: tuple[Finding, ...]) -> str:
+    """A tag value (at most 256 characters) an admin can filter VMs by in the portal."""
+    for severity in ("error", "warning"):
+        rules = sorted({finding.rule_id for finding in findings if finding.severity == severity})
+        if rules:
+            return f"{severity}: {', '.join(rules)}"[:256]
+    return "ok"
 
 
 async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | None:

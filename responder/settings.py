@@ -41,6 +41,7 @@ ARM_URL = "RESPONDER_ARM_URL"
 CA_FILE = "RESPONDER_CA_FILE"
 FINDINGS_TOPIC_ENDPOINT = "RESPONDER_FINDINGS_TOPIC_ENDPOINT"
 ENTRA_DS_DOMAINS = "RESPONDER_ENTRA_DS_DOMAINS"
+FINDINGS_TAG = "RESPONDER_FINDINGS_TAG"
 CLEANUP_QUEUE = "RESPONDER_CLEANUP_QUEUE"
 CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
 AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
@@ -74,6 +75,7 @@ SETTING_NAMES: tuple[str, ...] = (
     AUDIT_TABLE,
     FINDINGS_TOPIC_ENDPOINT,
     ENTRA_DS_DOMAINS,
+    FINDINGS_TAG,
 )
 
 DEFAULT_LEDGER_TABLE = "vmledger"
@@ -150,6 +152,7 @@ class Settings:
     cleanup: CleanupSettings = CleanupSettings()
     findings_topic_endpoint: str | None = None  # Event Grid topic for prerequisite findings; off when unset
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services domains (Intune can't manage)
+    findings_tag: str | None = None  # tag name for the check's verdict on the VM; off when unset
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -216,6 +219,7 @@ class Settings:
             cleanup=cleanup,
             findings_topic_endpoint=topic,
             entra_ds_domains=frozenset(_items(text(ENTRA_DS_DOMAINS))),
+            findings_tag=_tag_name(text(FINDINGS_TAG), problems),
         )
 
 
@@ -302,6 +306,12 @@ def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
     if not _TABLE_NAME.match(audit_table):
         problems.append(f"{AUDIT_TABLE}: {audit_table!r} is not a valid table name")
     return CleanupSettings(queue=queue, delay_seconds=delay, audit_table=audit_table)
+
+
+def _tag_name(name: str | None, problems: list[str]) -> str | None:
+    if name is not None and (len(name) > 512 or any(character in name for character in "<>%&\\?/")):
+        problems.append(f"{FINDINGS_TAG}: {name!r} is not a valid Azure tag name")
+    return name
 
 
 def _items(value: str | None) -> list[str]:

@@ -112,3 +112,24 @@ async def test_without_a_topic_nothing_is_published(
 
     assert simulators.topic_router.events == []
     assert await rule_ids(ledger, "vm-clone-05") == [("cloned-image", "error")]
+
+
+async def test_the_verdict_is_tagged_on_the_vm_when_asked(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, simulators: Simulators
+) -> None:
+    monkeypatch.setenv("RESPONDER_FINDINGS_TAG", "intune-readiness")
+
+    await deliver(write_event("vm-clone-05"))
+    await deliver(write_event("vm-win11-01"))
+
+    vms = simulators.world.vms
+    assert vms[VmRef(SUB, "rg-avd-prod", "vm-clone-05").resource_id]["tags"] == {
+        "intune-readiness": "error: cloned-image"
+    }
+    assert vms[VmRef(SUB, "rg-avd-prod", "vm-win11-01").resource_id]["tags"] == {"intune-readiness": "ok"}
+
+
+async def test_no_tag_is_written_by_default(app_env: dict[str, str], simulators: Simulators) -> None:
+    await deliver(write_event("vm-clone-05"))
+
+    assert simulators.arm.calls("PATCH") == []

@@ -46,13 +46,15 @@ class ArmCompute:
             self._client_options["connection_verify"] = ca_file
         self._compute: dict[str, ComputeManagementClient] = {}
         self._avd: dict[str, DesktopVirtualizationMgmtClient] = {}
+        self._resources: dict[str, Any] = {}
 
     async def close(self) -> None:
-        clients: list[Any] = [*self._compute.values(), *self._avd.values()]
+        clients: list[Any] = [*self._compute.values(), *self._avd.values(), *self._resources.values()]
         for client in clients:
             await client.close()
         self._compute.clear()
         self._avd.clear()
+        self._resources.clear()
 
     async def get_vm(self, vm: VmRef) -> VmFacts | Gone:
         compute = self._compute_client(vm.subscription_id)
@@ -94,6 +96,23 @@ class ArmCompute:
         compute = self._compute_client(subscription_id)
         async for vm in _iterate(compute.virtual_machines.list_all(status_only="true")):
             yield arm_documents.vm_facts(vm.as_dict())
+
+    async def merge_tags(self, vm: VmRef, tags: dict[str, str]) -> None:
+        """Add or update tags on the VM without touching its others (Tags API, `Merge`).
+
+        Needs the Tag Contributor role; used only when findings tagging is switched on.
+        """
+        from azure.mgmt.resource.resources.aio import ResourceManagementClient
+        from azure.mgmt.resource.resources.models import Tags, TagsPatchResource
+
+        if vm.subscription_id not in self._resources:
+            self._resources[vm.subscription_id] = ResourceManagementClient(
+                self._credential, vm.subscription_id, **self._client_options
+            )
+        client = self._resources[vm.subscription_id]
+        patch = TagsPatchResource(operation="Merge", properties=Tags(tags=tags))
+        poller = await _call(client.tags.begin_update_at_scope(vm.resource_id, patch))
+        await _call(poller.result())
 
     def _compute_client(self, subscription_id: str) -> ComputeManagementClient:
         if subscription_id not in self._compute:

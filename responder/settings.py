@@ -78,6 +78,16 @@ SETTING_NAMES: tuple[str, ...] = (
     FINDINGS_TAG,
 )
 
+# Read by the settings object but deliberately not set by the Bicep template (tests/test_infra.py).
+NOT_DEPLOYED: dict[str, str] = {
+    STORAGE_CONNECTION_STRING: "a connection string carries a key: local emulator only",
+    STORAGE_TABLE_URI: "derived from the account name",
+    STORAGE_QUEUE_URI: "derived from the account name",
+    GRAPH_URL: "defaults to the public cloud's Graph; other clouds and the local simulator set it",
+    ARM_URL: "defaults to the public cloud's ARM; other clouds and the local simulator set it",
+    CA_FILE: "only the local simulators' throw-away CA",
+}
+
 DEFAULT_LEDGER_TABLE = "vmledger"
 DEFAULT_OPT_OUT_TAG = "intune-responder=ignore"
 DEFAULT_CLEANUP_QUEUE = "vm-cleanup"

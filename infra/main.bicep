@@ -1,0 +1,151 @@
+// The Intune VM compliance responder: everything it needs, in one subscription-scope deployment.
+// `azd up` runs it twice: first without event subscriptions (an AzureFunction endpoint can only be
+// created once the code is deployed), then, from the postdeploy hook, with them.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(32)
+@description('Name of the environment (azd); used in resource names.')
+param environmentName string
+
+@description('Azure region of the app and its storage.')
+param location string
+
+@description('Subscriptions to watch, each with an existing resource group that will hold its Event Grid system topic.')
+param watchedSubscriptions watchedSubscription[]
+
+@allowed([
+  'audit'
+  'enforce'
+])
+@description('audit: decide and record, change nothing. enforce: act. Start with audit.')
+param responderMode string = 'audit'
+
+@description('Object id of the Entra group that holds the devices of deallocated VMs (empty: not used).')
+param suppressionGroupId string = ''
+
+@description('Entra device extensionAttribute number (1-15) marked on deallocation (empty: not used).')
+param suppressionAttribute string = ''
+
+@description('Also mark VMs that are stopped but still allocated.')
+param suppressOnPowerOff bool = false
+
+@minValue(0)
+@maxValue(604800)
+@description('Seconds a cleanup waits after a VM deletion.')
+param cleanupDelaySeconds int = 3600
+
+@description('Comma-separated subscription ids the responder may act in (empty: every watched one).')
+param allowedSubscriptions string = ''
+
+@description('Comma-separated subscriptionId/resourceGroup entries the responder may act in (empty: all).')
+param allowedResourceGroups string = ''
+
+@description('The tag (name=value) that opts a VM out.')
+param optOutTag string = 'intune-responder=ignore'
+
+@description('Endpoint of an Event Grid topic for prerequisite findings (empty: off).')
+param findingsTopicEndpoint string = ''
+
+@description('Resource id of that topic, to grant the app EventGrid Data Sender on it (empty: none).')
+param findingsTopicResourceId string = ''
+
+@description('Tag name for the prerequisite verdict on each VM (empty: off; needs Tag Contributor).')
+param findingsTag string = ''
+
+@description('Comma-separated Entra Domain Services domain names.')
+param entraDsDomains string = ''
+
+@description('Create the Event Grid subscriptions to the functions (true once the code is deployed).')
+param createEventSubscriptions bool = false
+
+@description('Grant the Microsoft Graph application roles to the identity (needs a Graph admin as deployer).')
+param grantGraphRoles bool = false
+
+@description('Tags for every resource.')
+param tags object = {}
+
+// subscriptionId: the subscription to watch; resourceGroupName: an existing resource group in it
+// that will hold the subscription's Event Grid system topic.
+type watchedSubscription = {
+  subscriptionId: string
+  resourceGroupName: string
+}
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var allTags = union(tags, { 'azd-env-name': environmentName })
+
+resource appGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: allTags
+}
+
+module app 'modules/app.bicep' = {
+  name: 'responder-app'
+  scope: appGroup
+  params: {
+    location: location
+    resourceToken: resourceToken
+    tags: allTags
+    responderMode: responderMode
+    suppressionGroupId: suppressionGroupId
+    suppressionAttribute: suppressionAttribute
+    suppressOnPowerOff: suppressOnPowerOff
+    cleanupDelaySeconds: cleanupDelaySeconds
+    allowedSubscriptions: allowedSubscriptions
+    allowedResourceGroups: allowedResourceGroups
+    optOutTag: optOutTag
+    findingsTopicEndpoint: findingsTopicEndpoint
+    findingsTag: findingsTag
+    entraDsDomains: entraDsDomains
+  }
+}
+
+module watchedRoles 'modules/watched-subscription-roles.bicep' = [
+  for watched in watchedSubscriptions: {
+    name: 'responder-roles-${uniqueString(watched.subscriptionId)}'
+    scope: subscription(watched.subscriptionId)
+    params: {
+      principalId: app.outputs.identityPrincipalId
+      grantTagContributor: !empty(findingsTag)
+    }
+  }
+]
+
+module watchedTopics 'modules/watched-subscription.bicep' = [
+  for watched in watchedSubscriptions: {
+    name: 'responder-events-${uniqueString(watched.subscriptionId)}'
+    scope: resourceGroup(watched.subscriptionId, watched.resourceGroupName)
+    params: {
+      subscriptionId: watched.subscriptionId
+      functionAppId: app.outputs.functionAppId
+      deliveryIdentityId: app.outputs.deliveryIdentityId
+      deadLetterStorageId: app.outputs.storageId
+      createEventSubscriptions: createEventSubscriptions
+      tags: allTags
+    }
+  }
+]
+
+module topicSender 'modules/topic-sender.bicep' = if (!empty(findingsTopicResourceId)) {
+  name: 'responder-topic-sender'
+  scope: resourceGroup(split(findingsTopicResourceId, '/')[2], split(findingsTopicResourceId, '/')[4])
+  params: {
+    topicName: last(split(findingsTopicResourceId, '/'))
+    principalId: app.outputs.identityPrincipalId
+  }
+}
+
+module graphRoles 'modules/graph-roles.bicep' = if (grantGraphRoles) {
+  name: 'responder-graph-roles'
+  scope: appGroup
+  params: {
+    principalId: app.outputs.identityPrincipalId
+  }
+}
+
+output AZURE_RESOURCE_GROUP string = appGroup.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output RESPONDER_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
+output RESPONDER_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId

@@ -1,0 +1,102 @@
+// One watched subscription: its Event Grid system topic and one event subscription per function,
+// filtered to exactly the VM operations that function handles (tests/test_infra.py checks the lists
+// against the handlers). Undeliverable events go to the dead-letter container after 24 hours.
+param subscriptionId string
+param functionAppId string
+param deliveryIdentityId string
+param deadLetterStorageId string
+param createEventSubscriptions bool
+param tags object
+
+var vmSubject = '/providers/Microsoft.Compute/virtualMachines/'
+
+var functions = [
+  {
+    name: 'on_vm_created'
+    eventTypes: [ 'Microsoft.Resources.ResourceWriteSuccess' ]
+    operations: [ 'Microsoft.Compute/virtualMachines/write' ]
+  }
+  {
+    name: 'on_vm_power_changed'
+    eventTypes: [ 'Microsoft.Resources.ResourceActionSuccess' ]
+    operations: [
+      'Microsoft.Compute/virtualMachines/deallocate/action'
+      'Microsoft.Compute/virtualMachines/powerOff/action'
+      'Microsoft.Compute/virtualMachines/start/action'
+      'Microsoft.Compute/virtualMachines/restart/action'
+      'Microsoft.Compute/virtualMachines/redeploy/action'
+    ]
+  }
+  {
+    name: 'on_vm_deleted'
+    eventTypes: [ 'Microsoft.Resources.ResourceDeleteSuccess' ]
+    operations: [ 'Microsoft.Compute/virtualMachines/delete' ]
+  }
+]
+
+resource topic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
+  name: 'evgt-responder-${uniqueString(subscriptionId)}'
+  location: 'global'
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${deliveryIdentityId}': {} }
+  }
+  properties: {
+    source: '/subscriptions/${subscriptionId}'
+    topicType: 'Microsoft.Resources.Subscriptions'
+  }
+}
+
+resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = [
+  for function in (createEventSubscriptions ? functions : []): {
+    parent: topic
+    name: replace(function.name, '_', '-')
+    properties: {
+      eventDeliverySchema: 'EventGridSchema'
+      destination: {
+        endpointType: 'AzureFunction'
+        properties: {
+          resourceId: '${functionAppId}/functions/${function.name}'
+          maxEventsPerBatch: 1
+          preferredBatchSizeInKilobytes: 64
+        }
+      }
+      filter: {
+        includedEventTypes: function.eventTypes
+        enableAdvancedFilteringOnArrays: true
+        advancedFilters: [
+          {
+            operatorType: 'StringIn'
+            key: 'data.operationName'
+            values: function.operations
+          }
+          {
+            operatorType: 'StringContains'
+            key: 'subject'
+            values: [ vmSubject ]
+          }
+        ]
+      }
+      retryPolicy: {
+        maxDeliveryAttempts: 30
+        eventTimeToLiveInMinutes: 1440
+      }
+      deadLetterWithResourceIdentity: {
+        identity: {
+          type: 'UserAssigned'
+          userAssignedIdentity: deliveryIdentityId
+        }
+        deadLetterDestination: {
+          endpointType: 'StorageBlob'
+          properties: {
+            resourceId: deadLetterStorageId
+            blobContainerName: 'deadletter'
+          }
+        }
+      }
+    }
+  }
+]
+
+output systemTopicId string = topic.id

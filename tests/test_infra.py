@@ -1,0 +1,168 @@
+"""The Bicep templates, checked without the Bicep CLI (SPEC §8, §10): parsed with pycep-parser
+and compared with the code they deploy, so the two can't drift apart."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycep import BicepParser
+
+from handlers import vm_created, vm_deleted, vm_power
+from responder.events import OPERATION_NAMES, OPERATIONS
+from responder.settings import NOT_DEPLOYED, SETTING_NAMES
+
+INFRA = Path(__file__).parent.parent / "infra"
+TEMPLATES = sorted(INFRA.rglob("*.bicep"))
+# Read by the Functions host, not by the responder's settings object.
+HOST_SETTINGS = {
+    "AzureWebJobsStorage__credential",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+EVENT_GRID_HANDLERS = {"on_vm_created": vm_created, "on_vm_power_changed": vm_power, "on_vm_deleted": vm_deleted}
+
+
+@cache
+def parsed(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = BicepParser().parse(file_path=INFRA / name)
+    return document
+
+
+def app_settings() -> dict[str, Any]:
+    settings: dict[str, Any] = parsed("modules/app.bicep")["resources"]["appSettings"]["config"]["properties"]
+    return settings
+
+
+def routed_functions() -> dict[str, dict[str, Any]]:
+    entries = parsed("modules/watched-subscription.bicep")["variables"]["functions"]["value"]
+    return {entry["name"]: entry for entry in entries}
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[str(path.relative_to(INFRA)) for path in TEMPLATES])
+def test_every_template_parses_and_declares_something(template: Path) -> None:
+    document = parsed(str(template.relative_to(INFRA)))
+
+    assert document["resources"] or document["modules"]
+
+
+def test_main_deploys_the_app_the_watched_subscriptions_and_the_optional_graph_roles() -> None:
+    modules = parsed("main.bicep")["modules"]
+
+    assert {name: module["detail"]["path"] for name, module in modules.items()} == {
+        "app": "modules/app.bicep",
+        "watchedRoles": "modules/watched-subscription-roles.bicep",
+        "watchedTopics": "modules/watched-subscription.bicep",
+        "topicSender": "modules/topic-sender.bicep",
+        "graphRoles": "modules/graph-roles.bicep",
+    }
+
+
+def test_every_event_grid_function_has_an_event_subscription() -> None:
+    assert set(routed_functions()) == set(EVENT_GRID_HANDLERS)
+
+
+@pytest.mark.parametrize("function", sorted(EVENT_GRID_HANDLERS))
+def test_each_subscription_filters_exactly_the_operations_its_handler_accepts(function: str) -> None:
+    accepts = EVENT_GRID_HANDLERS[function].ACCEPTS
+    entry = routed_functions()[function]
+
+    assert sorted(entry["operations"]) == sorted(name for kind in accepts for name in OPERATION_NAMES[kind])
+    event_types = {event_type for (event_type, _), kind in OPERATIONS.items() if kind in accepts}
+    assert {event_type.lower() for event_type in entry["eventTypes"]} == event_types
+
+
+def test_the_event_subscriptions_filter_on_operation_name_and_vm_subject_with_dead_lettering() -> None:
+    config = parsed("modules/watched-subscription.bicep")["resources"]["subscriptions"]["config"]["config"]
+    properties = config["properties"]
+
+    assert [item["key"] for item in properties["filter"]["advancedFilters"]] == ["data.operationName", "subject"]
+    assert properties["destination"]["endpointType"] == "AzureFunction"
+    assert properties["retryPolicy"]["eventTimeToLiveInMinutes"] == 1440
+    assert properties["deadLetterWithResourceIdentity"]["deadLetterDestination"]["endpointType"] == "StorageBlob"
+
+
+def test_the_system_topic_watches_the_subscription_it_is_deployed_for() -> None:
+    topic = parsed("modules/watched-subscription.bicep")["resources"]["topic"]["config"]
+
+    assert topic["properties"]["topicType"] == "Microsoft.Resources.Subscriptions"
+    assert topic["properties"]["source"] == "/subscriptions/${subscriptionId}"
+
+
+def test_the_cleanup_worker_has_its_queue_and_poison_queue() -> None:
+    resources = parsed("modules/app.bicep")["resources"]
+    variables = parsed("modules/app.bicep")["variables"]
+
+    assert app_settings()["RESPONDER_CLEANUP_QUEUE"] == "cleanupQueueName"
+    assert resources["cleanupQueue"]["config"]["name"] == "cleanupQueueName"
+    assert resources["cleanupPoisonQueue"]["config"]["name"] == "${cleanupQueueName}-poison"
+    assert variables["cleanupQueueName"]["value"] == "vm-cleanup"
+
+
+def test_every_setting_the_app_reads_is_deployed_and_nothing_else() -> None:
+    deployed = set(app_settings()) - HOST_SETTINGS
+
+    assert deployed == set(SETTING_NAMES) - set(NOT_DEPLOYED)
+
+
+def test_the_tables_the_settings_name_exist() -> None:
+    resources = parsed("modules/app.bicep")["resources"]
+    variables = parsed("modules/app.bicep")["variables"]
+
+    assert app_settings()["RESPONDER_LEDGER_TABLE"] == "ledgerTableName"
+    assert app_settings()["RESPONDER_AUDIT_TABLE"] == "auditTableName"
+    assert resources["ledgerTable"]["config"]["name"] == "ledgerTableName"
+    assert resources["auditTable"]["config"]["name"] == "auditTableName"
+    assert (variables["ledgerTableName"]["value"], variables["auditTableName"]["value"]) == (
+        "vmledger",
+        "responderaudit",
+    )
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[str(path.relative_to(INFRA)) for path in TEMPLATES])
+def test_no_template_reads_or_emits_a_key_or_secret(template: Path) -> None:
+    text = template.read_text()
+
+    assert not re.search(r"listKeys|listKey\(|primaryKey|AccountKey=|SharedAccessKey|@secure", text)
+    for name in parsed(str(template.relative_to(INFRA))).get("outputs", {}):
+        assert not re.search(r"key|secret|password|connectionstring", name, re.IGNORECASE)
+
+
+def test_storage_refuses_shared_keys_and_the_host_uses_the_identity() -> None:
+    storage = parsed("modules/app.bicep")["resources"]["storage"]["config"]["properties"]
+
+    assert storage["allowSharedKeyAccess"] is False
+    assert app_settings()["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert "AzureWebJobsStorage" not in app_settings()
+
+
+def test_the_app_runs_python_3_11_on_flex_consumption() -> None:
+    resources = parsed("modules/app.bicep")["resources"]
+    runtime = resources["functionApp"]["config"]["properties"]["functionAppConfig"]["runtime"]
+
+    assert resources["plan"]["config"]["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    assert runtime == {"name": "python", "version": "3.11"}
+
+
+def test_the_graph_roles_are_exactly_the_least_privileged_set() -> None:
+    roles = parsed("modules/graph-roles.bicep")["variables"]["roleNames"]["value"]
+
+    assert sorted(roles) == sorted(
+        [
+            "DeviceManagementManagedDevices.ReadWrite.All",
+            "DeviceManagementManagedDevices.PrivilegedOperations.All",
+            "Device.ReadWrite.All",
+            "GroupMember.ReadWrite.All",
+            "DeviceManagementConfiguration.Read.All",
+        ]
+    )
+
+
+def test_the_readme_names_every_deployment_parameter() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy") : readme.index("## ", readme.index("## Deploy") + 3)]
+
+    assert [name for name in parsed("main.bicep")["parameters"] if f"`{name}`" not in deploy] == []

@@ -35,6 +35,10 @@ param suppressOnPowerOff bool = false
 @description('Seconds a cleanup waits after a VM deletion.')
 param cleanupDelaySeconds int = 3600
 
+@minValue(1)
+@description('Blast-radius cap: records deleted per rolling hour, all instances together; more waits in the queue.')
+param maxDeletionsPerHour int = 50
+
 @description('Comma-separated subscription ids the responder may act in (empty: every watched one).')
 param allowedSubscriptions string = ''
 
@@ -93,6 +97,7 @@ module app 'modules/app.bicep' = {
     suppressionAttribute: suppressionAttribute
     suppressOnPowerOff: suppressOnPowerOff
     cleanupDelaySeconds: cleanupDelaySeconds
+    maxDeletionsPerHour: maxDeletionsPerHour
     allowedSubscriptions: allowedSubscriptions
     allowedResourceGroups: allowedResourceGroups
     optOutTag: optOutTag

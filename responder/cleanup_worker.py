@@ -106,6 +106,10 @@ async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
         entra=entra,
         out_of_scope=out_of_scope_reason(request.vm, services.settings),
     )
+    if mode is Mode.ENFORCE and plan.actions:
+        deferred = await _wait_for_the_cap(request, plan, services)
+        if deferred is not None:
+            return deferred
     done = await _carry_out(plan, services) if mode is Mode.ENFORCE else _audit_only(plan)
     entry = AuditEntry(
         request.event_id,
@@ -122,23 +126,52 @@ async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
     return entry
 
 
-async def _records(request: CleanupRequest, services: Services) -> tuple[list[ManagedDevice], list[EntraDevice]]:
-    """The Intune records that could be the VM's, and the Entra objects of the one chosen.
+async def _wait_for_the_cap(request: CleanupRequest, plan: CleanupPlan, services: Services) -> AuditEntry | None:
+    """Over the rolling-hour cap the message goes back on the queue, delayed: waiting, not dropped."""
+    cap = services.settings.cleanup.max_deletions_per_hour
+    reservation = await services.audit.reserve_deletions(len(plan.actions), cap)
+    if reservation.granted:
+        return None
+    await services.cleanup_queue.send(request.to_text(), reservation.retry_after_seconds)
+    reason = f"blast-radius cap of {cap} deletions per hour reached; retrying in {reservation.retry_after_seconds} s"
+    if reservation.warn:
+        log.warning("responder.blast-radius %s (further cleanups wait in the queue)", reason)
+    entry = AuditEntry(request.event_id, request.resource_id, "deferred", reason, services.settings.mode.value)
+    await services.audit.record(entry)
+    return entry
 
-    The ledger's id is the strongest key; only without it, an exact name match.
+
+async def _records(request: CleanupRequest, services: Services) -> tuple[list[ManagedDevice], list[EntraDevice]]:
+    """The Intune records that could be the VM's, and the Entra objects of the one chosen (SPEC §2).
+
+    Strongest key first: the ledger's managedDevice id; then an Entra device naming the
+    VM's resource id in `physicalIds`; only then an exact name match, confirmed
+    through `azureADDeviceId` when the ledger knows the Entra deviceId.
     """
     directory = services.directory
     if request.managed_device_id:
         device = await directory.get_managed_device(request.managed_device_id)
         candidates = [device] if device is not None else []
-    else:
-        name = request.computer_name or request.vm_name
-        candidates = await directory.find_managed_devices_by_name(name)
-    device_id = request.entra_device_id
+        return candidates, await _entra_of(candidates, request.entra_device_id, services)
+    name = request.computer_name or request.vm_name
+    anchored = await directory.find_entra_devices_by_resource_id(request.resource_id)
+    if len(anchored) > 1:
+        return [], anchored  # ambiguous: plan_cleanup refuses
+    by_name = await directory.find_managed_devices_by_name(name)
+    known_device_id = anchored[0].device_id if anchored else request.entra_device_id
+    if known_device_id:
+        by_name = [device for device in by_name if device.azure_ad_device_id == known_device_id]
+        if anchored and not by_name:
+            return [], anchored  # the Intune record is gone or renamed; the Entra object remains
+    return by_name, await _entra_of(by_name, known_device_id, services)
+
+
+async def _entra_of(candidates: list[ManagedDevice], device_id: str | None, services: Services) -> list[EntraDevice]:
+    if len(candidates) > 1:
+        return []
     if len(candidates) == 1 and candidates[0].azure_ad_device_id:
         device_id = candidates[0].azure_ad_device_id
-    entra = await directory.find_entra_devices(device_id) if device_id and len(candidates) <= 1 else []
-    return candidates, entra
+    return await services.directory.find_entra_devices(device_id) if device_id else []
 
 
 async def _carry_out(plan: CleanupPlan, services: Services) -> tuple[str, ...]:

@@ -45,6 +45,7 @@ FINDINGS_TAG = "RESPONDER_FINDINGS_TAG"
 CLEANUP_QUEUE = "RESPONDER_CLEANUP_QUEUE"
 CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
 AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
+MAX_DELETIONS_PER_HOUR = "RESPONDER_MAX_DELETIONS_PER_HOUR"
 SUPPRESSION_GROUP_ID = "RESPONDER_SUPPRESSION_GROUP_ID"
 SUPPRESSION_ATTRIBUTE = "RESPONDER_SUPPRESSION_ATTRIBUTE"
 SUPPRESS_ON_POWER_OFF = "RESPONDER_SUPPRESS_ON_POWER_OFF"
@@ -73,6 +74,7 @@ SETTING_NAMES: tuple[str, ...] = (
     CLEANUP_QUEUE,
     CLEANUP_DELAY_SECONDS,
     AUDIT_TABLE,
+    MAX_DELETIONS_PER_HOUR,
     FINDINGS_TOPIC_ENDPOINT,
     ENTRA_DS_DOMAINS,
     FINDINGS_TAG,
@@ -94,6 +96,7 @@ DEFAULT_CLEANUP_QUEUE = "vm-cleanup"
 DEFAULT_CLEANUP_DELAY_SECONDS = 3600  # a quick re-create with the same name is not an orphan
 MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
 DEFAULT_AUDIT_TABLE = "responderaudit"
+DEFAULT_MAX_DELETIONS_PER_HOUR = 50  # records deleted per rolling hour, all instances together
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_ARM_URL = "https://management.azure.com"
 
@@ -139,6 +142,7 @@ class CleanupSettings:
     queue: str = DEFAULT_CLEANUP_QUEUE
     delay_seconds: int = DEFAULT_CLEANUP_DELAY_SECONDS
     audit_table: str = DEFAULT_AUDIT_TABLE
+    max_deletions_per_hour: int = DEFAULT_MAX_DELETIONS_PER_HOUR
 
     @property
     def poison_queue(self) -> str:
@@ -315,7 +319,13 @@ def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
     audit_table = text(AUDIT_TABLE) or DEFAULT_AUDIT_TABLE
     if not _TABLE_NAME.match(audit_table):
         problems.append(f"{AUDIT_TABLE}: {audit_table!r} is not a valid table name")
-    return CleanupSettings(queue=queue, delay_seconds=delay, audit_table=audit_table)
+    raw_cap = text(MAX_DELETIONS_PER_HOUR) or str(DEFAULT_MAX_DELETIONS_PER_HOUR)
+    cap = DEFAULT_MAX_DELETIONS_PER_HOUR
+    if raw_cap.isdigit() and int(raw_cap) >= 1:
+        cap = int(raw_cap)
+    else:
+        problems.append(f"{MAX_DELETIONS_PER_HOUR}: expected a whole number of at least 1, got {raw_cap!r}")
+    return CleanupSettings(queue=queue, delay_seconds=delay, audit_table=audit_table, max_deletions_per_hour=cap)
 
 
 def _tag_name(name: str | None, problems: list[str]) -> str | None:

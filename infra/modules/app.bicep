@@ -8,6 +8,7 @@ param suppressionGroupId string
 param suppressionAttribute string
 param suppressOnPowerOff bool
 param cleanupDelaySeconds int
+param maxDeletionsPerHour int
 param allowedSubscriptions string
 param allowedResourceGroups string
 param optOutTag string
@@ -246,6 +247,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RESPONDER_AUDIT_TABLE: auditTableName
     RESPONDER_CLEANUP_QUEUE: cleanupQueueName
     RESPONDER_CLEANUP_DELAY_SECONDS: string(cleanupDelaySeconds)
+    RESPONDER_MAX_DELETIONS_PER_HOUR: string(maxDeletionsPerHour)
     RESPONDER_SUPPRESSION_GROUP_ID: suppressionGroupId
     RESPONDER_SUPPRESSION_ATTRIBUTE: suppressionAttribute
     RESPONDER_SUPPRESS_ON_POWER_OFF: string(suppressOnPowerOff)

@@ -11,15 +11,23 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from responder.blast_radius import CapState, Reservation, reserve
 from responder.errors import TransientError
+
+CAP_ROW = ("blast-radius", "deletions")
+CAP_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +73,50 @@ class AuditTable:
             raise TransientError(f"could not write the audit row: {error}") from error
 
     async def entries(self) -> list[dict[str, object]]:
-        return [dict(entity) async for entity in self._table.list_entities()]
+        """The decision rows (the cap's bookkeeping row left out)."""
+        return [
+            dict(entity)
+            async for entity in self._table.list_entities()
+            if (entity["PartitionKey"], entity["RowKey"]) != CAP_ROW
+        ]
+
+    async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
+        """Take slots under the rolling-hour cap, shared by every instance (ETag-guarded row)."""
+        for _ in range(CAP_ATTEMPTS):
+            now = datetime.now(UTC)
+            try:
+                entity = await self._table.get_entity(*CAP_ROW)
+                state, etag = _cap_state(entity), entity.metadata["etag"]
+            except ResourceNotFoundError:
+                state, etag = CapState(), None
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                raise TransientError(f"blast-radius state unavailable: {error}") from error
+            new_state, reservation = reserve(state, wanted, cap, now)
+            row = {
+                "PartitionKey": CAP_ROW[0],
+                "RowKey": CAP_ROW[1],
+                "Deletions": json.dumps([moment.isoformat() for moment in new_state.deletions]),
+                "LastWarningAt": new_state.last_warning_at.isoformat() if new_state.last_warning_at else "",
+            }
+            try:
+                if etag is None:
+                    await self._table.create_entity(row)
+                else:
+                    await self._table.update_entity(
+                        row, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another instance counted first: count again
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                raise TransientError(f"blast-radius state unavailable: {error}") from error
+            return reservation
+        raise TransientError("too many concurrent updates of the blast-radius state")
 
     async def close(self) -> None:
         await self._table.close()
+
+
+def _cap_state(entity: dict[str, object]) -> CapState:
+    deletions = tuple(datetime.fromisoformat(moment) for moment in json.loads(str(entity.get("Deletions") or "[]")))
+    warned = str(entity.get("LastWarningAt") or "")
+    return CapState(deletions, datetime.fromisoformat(warned) if warned else None)

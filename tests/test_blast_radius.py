@@ -1,0 +1,48 @@
+"""The rolling-hour cap on destructive actions, as a pure decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from responder.blast_radius import CapState, reserve
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_slots_are_granted_while_the_hour_has_room() -> None:
+    state, reservation = reserve(CapState(), 2, cap=3, now=NOW)
+
+    assert reservation.granted
+    assert state.deletions == (NOW, NOW)
+
+
+def test_over_the_cap_the_work_waits_until_a_slot_frees_up() -> None:
+    state = CapState(deletions=(NOW - timedelta(minutes=50), NOW - timedelta(minutes=10)))
+
+    _, reservation = reserve(state, 1, cap=2, now=NOW)
+
+    assert not reservation.granted
+    assert reservation.retry_after_seconds == 601  # the 12:00-50min deletion leaves the window at 12:10
+
+
+def test_deletions_older_than_an_hour_no_longer_count() -> None:
+    state = CapState(deletions=(NOW - timedelta(minutes=61),))
+
+    _, reservation = reserve(state, 1, cap=1, now=NOW)
+
+    assert reservation.granted
+
+
+def test_one_warning_per_hour_says_the_cap_holds_work_back() -> None:
+    full = CapState(deletions=(NOW,))
+
+    after_first, first = reserve(full, 1, cap=1, now=NOW)
+    after_second, second = reserve(after_first, 1, cap=1, now=NOW + timedelta(minutes=5))
+    _, third = reserve(after_second, 1, cap=1, now=NOW + timedelta(minutes=61))
+
+    assert (first.warn, second.warn) == (True, False)
+    assert third.granted  # by then the first deletion left the window
+
+
+def test_a_plan_with_nothing_to_delete_needs_no_slot() -> None:
+    assert reserve(CapState(deletions=(NOW,)), 0, cap=1, now=NOW)[1].granted

@@ -167,6 +167,8 @@ async def _records(request: CleanupRequest, services: Services) -> tuple[list[Ma
 
 
 async def _entra_of(candidates: list[ManagedDevice], device_id: str | None, services: Services) -> list[EntraDevice]:
+    """The Entra objects of the one VM record among the candidates (physical PCs don't count)."""
+    candidates = [device for device in candidates if device.is_virtual_machine]
     if len(candidates) > 1:
         return []
     if len(candidates) == 1 and candidates[0].azure_ad_device_id:

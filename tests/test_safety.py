@@ -1,0 +1,204 @@
+"""Never touch the wrong device (SPEC §2, §5): generated tenants full of look-alikes run
+through the real delete handler and cleanup worker against Azurite and the simulators."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers import cleanup_worker, vm_deleted
+from handlers._eventgrid import trigger_input
+from localdev.azurite import Azurite
+from localdev.queue_host import queue_client, run_queue_trigger
+from localdev.simulators import Simulators
+from responder.composition import Services, close_services, get_services
+from responder.model import VmRef
+from tests.conftest import load_event
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+DELETED_AT = datetime(2026, 11, 22, 16, 45, 10, 999000, tzinfo=UTC)  # the sample delete event's time
+BEFORE, AFTER = DELETED_AT - timedelta(days=3), DELETED_AT + timedelta(hours=5)
+
+on_vm_deleted = vm_deleted.on_vm_deleted.build().get_user_function()
+on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
+counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Device:
+    """One generated Intune record (and its Entra object)."""
+
+    name: str
+    model: str = "Virtual Machine"
+    enrolled: datetime = BEFORE
+    last_sync: datetime = BEFORE
+    hybrid: bool = False
+
+
+def own(base: str) -> st.SearchStrategy[Device]:
+    return st.builds(Device, name=st.just(base), hybrid=st.booleans())
+
+
+def look_alikes(base: str) -> st.SearchStrategy[Device]:
+    return st.one_of(
+        st.builds(
+            Device, name=st.sampled_from([f"{base}0", f"{base}-pc", f"x{base}", base[:-1]])
+        ),  # prefixes, suffixes
+        st.builds(Device, name=st.just(base.upper())),  # the same name again: a duplicate
+        st.builds(Device, name=st.just(base), model=st.sampled_from(["Surface Laptop 5", "OptiPlex 7010"])),
+        st.builds(Device, name=st.just(base), enrolled=st.just(AFTER), last_sync=st.just(AFTER)),  # name reused
+        st.builds(Device, name=st.just(base), last_sync=st.just(AFTER)),  # checked in after the deletion
+    )
+
+
+@st.composite
+def tenants(draw: st.DrawFn) -> tuple[str, list[Device]]:
+    base = f"vm{draw(st.integers(1, 9))}"
+    devices = draw(st.lists(look_alikes(base), max_size=4))
+    if draw(st.booleans()):
+        devices.append(draw(own(base)))
+    return base, draw(st.permutations(devices))
+
+
+def seed_tenant(simulators: Simulators, devices: list[Device]) -> dict[str, Device]:
+    """Replace the simulated tenant with these devices; returns them by managed device id."""
+    simulators.tenant.managed_devices.clear()
+    simulators.tenant.devices.clear()
+    by_id = {}
+    for index, device in enumerate(devices):
+        managed_id, object_id, device_id = (f"{prefix}-{index:04d}" for prefix in ("md", "obj", "dev"))
+        simulators.tenant.managed_devices[managed_id] = {
+            "id": managed_id,
+            "deviceName": device.name,
+            "model": device.model,
+            "operatingSystem": "Windows",
+            "azureADDeviceId": device_id,
+            "enrolledDateTime": device.enrolled.isoformat(),
+            "lastSyncDateTime": device.last_sync.isoformat(),
+        }
+        simulators.tenant.devices[object_id] = {
+            "id": object_id,
+            "deviceId": device_id,
+            "displayName": device.name,
+            "trustType": "ServerAd" if device.hybrid else "AzureAd",
+            "onPremisesSyncEnabled": device.hybrid or None,
+            "physicalIds": [],
+            "extensionAttributes": {},
+        }
+        by_id[managed_id] = device
+    return by_id
+
+
+def expected_deletion(base: str, devices: dict[str, Device]) -> str | None:
+    """The one record that is provably the deleted VM's, if there is exactly one."""
+    candidates = [
+        key for key, device in devices.items() if device.name.lower() == base and device.model == "Virtual Machine"
+    ]
+    if len(candidates) != 1:
+        return None
+    device = devices[candidates[0]]
+    return candidates[0] if device.enrolled <= DELETED_AT and device.last_sync <= DELETED_AT else None
+
+
+def delete_event(vm: str) -> dict[str, Any]:
+    raw = copy.deepcopy(load_event("eventgrid-vm-delete.json"))
+    raw["subject"] = raw["data"]["resourceUri"] = VmRef(SUB, "rg-avd-prod", vm).resource_id
+    raw["id"] = f"delete-{vm}-{next(counter)}"
+    return raw
+
+
+@pytest.fixture
+async def enforcing(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, table_name: str
+) -> AsyncIterator[Services]:
+    monkeypatch.setenv("RESPONDER_MODE", "enforce")
+    monkeypatch.setenv("RESPONDER_CLEANUP_DELAY_SECONDS", "0")
+    monkeypatch.setenv("RESPONDER_CLEANUP_QUEUE", f"cleanup-{table_name[-12:]}")
+    monkeypatch.setenv("RESPONDER_AUDIT_TABLE", f"audit{table_name[-12:]}")
+    yield await get_services()
+    await close_services()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tenant=tenants())
+def test_cleanup_deletes_the_vms_own_record_and_nothing_else(
+    tenant: tuple[str, list[Device]], enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    generated_base, generated_devices = tenant
+    # A fresh VM name per example (the ledger remembers earlier deletions), look-alikes renamed alike.
+    base = f"vm{next(counter)}"
+    generated = [
+        Device(
+            name=device.name.replace(generated_base, base).replace(generated_base.upper(), base.upper()),
+            model=device.model,
+            enrolled=device.enrolled,
+            last_sync=device.last_sync,
+            hybrid=device.hybrid,
+        )
+        for device in generated_devices
+    ]
+
+    async def scenario() -> None:
+        devices = seed_tenant(simulators, generated)
+        simulators.graph.reset_calls()
+        # Each example is its own loop: services are per loop, so build them here.
+        services = await get_services()
+        try:
+            await on_vm_deleted(trigger_input(delete_event(base)))
+            await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)
+        finally:
+            await close_services()
+        deleted = set(devices) - set(simulators.tenant.managed_devices)
+        owed = expected_deletion(base, devices)
+        assert deleted == ({owed} if owed else set()), (base, generated)
+        entra_deleted = {f"obj-{key[3:]}" for key in devices} - set(simulators.tenant.devices)
+        own_cloud_object = {f"obj-{owed[3:]}"} if owed and not devices[owed].hybrid else set()
+        assert entra_deleted == own_cloud_object
+
+    asyncio.run(scenario())
+
+
+async def test_the_cap_holds_under_a_burst_with_two_concurrent_workers(
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    table_name: str,
+    simulators: Simulators,
+    azurite: Azurite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("RESPONDER_MODE", "enforce")
+    monkeypatch.setenv("RESPONDER_CLEANUP_DELAY_SECONDS", "0")
+    monkeypatch.setenv("RESPONDER_CLEANUP_QUEUE", f"burst-{table_name[-12:]}")
+    monkeypatch.setenv("RESPONDER_AUDIT_TABLE", f"audit{table_name[-12:]}")
+    monkeypatch.setenv("RESPONDER_MAX_DELETIONS_PER_HOUR", "6")
+    caplog.set_level(logging.INFO, logger="responder")
+    names = [f"burst{index}" for index in range(8)]
+    seed_tenant(simulators, [Device(name) for name in names])  # 8 VMs x (Intune + Entra) = 16 deletions owed
+    services = await get_services()
+    for name in names:
+        await on_vm_deleted(trigger_input(delete_event(name)))
+
+    queue = services.settings.cleanup.queue
+    await asyncio.gather(
+        run_queue_trigger(azurite.connection_string, queue, on_cleanup_message),
+        run_queue_trigger(azurite.connection_string, queue, on_cleanup_message),
+    )
+
+    deletions = [request for request in simulators.graph.served() if request.method == "DELETE"]
+    assert len(deletions) == 6  # three VMs' two records each, then the cap
+    async with queue_client(azurite.connection_string, queue) as waiting:
+        properties = await waiting.get_queue_properties()
+    assert properties.approximate_message_count == 5  # the rest waits in the queue, delayed
+    warnings = [record for record in caplog.records if record.getMessage().startswith("responder.blast-radius")]
+    assert len(warnings) == 1
+    await close_services()

@@ -123,6 +123,10 @@ async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
     await _audit(services, entry)
     if mode is Mode.ENFORCE:
         await _record_status(request, plan, services)
+        if services.findings_publisher is not None:
+            for finding in plan.findings:
+                if finding.rule_id == "delete-in-ad":
+                    await services.findings_publisher.publish_delete_in_ad(request.vm, finding)
     return entry
 
 

@@ -171,6 +171,9 @@ async def test_a_hybrid_device_loses_its_intune_record_and_keeps_its_synced_entr
     assert deleted_requests(simulators) == ["deviceManagement/managedDevices/7d1e0006-aaaa-4bbb-8ccc-000000000006"]
     (row,) = await audit_rows(services)
     assert "delete-in-ad" in row["Findings"]
+    (published,) = simulators.topic_router.events
+    assert published["eventType"] == "IntuneVmResponder.DeleteInActiveDirectory"
+    assert published["subject"].endswith("/vm-hybrid-06")
 
 
 async def test_a_throttled_graph_still_completes_the_cleanup(

@@ -17,12 +17,24 @@ from responder.errors import TransientError
 from responder.model import Finding, VmRef
 
 EVENT_TYPE = "IntuneVmResponder.PrerequisiteFindings"
+DELETE_IN_AD_EVENT_TYPE = "IntuneVmResponder.DeleteInActiveDirectory"
 
 
 class FindingsPublisher:
     def __init__(self, endpoint: str, credential: AsyncTokenCredential, ca_file: str | None) -> None:
         options: dict[str, Any] = {"connection_verify": ca_file} if ca_file else {}
         self._client = EventGridPublisherClient(endpoint, credential, **options)
+
+    async def publish_delete_in_ad(self, vm: VmRef, finding: Finding) -> None:
+        """Tell the on-premises team which computer object to delete (hybrid devices)."""
+        await self._send(
+            EventGridEvent(
+                subject=vm.resource_id,
+                event_type=DELETE_IN_AD_EVENT_TYPE,
+                data_version="1.0",
+                data={"resourceId": vm.resource_id, "message": finding.message, "device": finding.evidence},
+            )
+        )
 
     async def publish(self, vm: VmRef, vm_id: str | None, findings: list[Finding]) -> None:
         event = EventGridEvent(
@@ -44,6 +56,9 @@ class FindingsPublisher:
                 ],
             },
         )
+        await self._send(event)
+
+    async def _send(self, event: EventGridEvent) -> None:
         try:
             await self._client.send([event])
         except (ServiceRequestError, ServiceResponseError) as error:

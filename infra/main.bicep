@@ -39,6 +39,17 @@ param cleanupDelaySeconds int = 3600
 @description('Blast-radius cap: records deleted per rolling hour, all instances together; more waits in the queue.')
 param maxDeletionsPerHour int = 50
 
+@description('NCRONTAB schedule of the reconciliation timer (default: daily at 03:30 UTC).')
+param reconcileSchedule string = '0 30 3 * * *'
+
+@minValue(1)
+@description('VMs and Intune records a reconciliation run looks at; the next run resumes.')
+param reconcileMaxItems int = 500
+
+@minValue(1)
+@description('Days an Intune VM record must be silent, with no VM of its name, before reconciliation cleans it up.')
+param reconcileStaleDays int = 30
+
 @description('Comma-separated subscription ids the responder may act in (empty: every watched one).')
 param allowedSubscriptions string = ''
 
@@ -98,6 +109,10 @@ module app 'modules/app.bicep' = {
     suppressOnPowerOff: suppressOnPowerOff
     cleanupDelaySeconds: cleanupDelaySeconds
     maxDeletionsPerHour: maxDeletionsPerHour
+    watchedSubscriptionIds: join(map(watchedSubscriptions, watched => watched.subscriptionId), ',')
+    reconcileSchedule: reconcileSchedule
+    reconcileMaxItems: reconcileMaxItems
+    reconcileStaleDays: reconcileStaleDays
     allowedSubscriptions: allowedSubscriptions
     allowedResourceGroups: allowedResourceGroups
     optOutTag: optOutTag

@@ -39,6 +39,7 @@ class CleanupRequest:
     managed_device_id: str | None = None
     entra_device_id: str | None = None
     opted_out: bool = False  # the VM carried the opt-out tag when last read
+    found_by: str = "event"  # "event" (a delete event) | "reconcile" (no VM anywhere, record silent)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -65,10 +66,19 @@ class CleanupRequest:
             request = cls(**document)
         except (KeyError, TypeError, ValueError) as error:
             raise MessageError(f"missing or invalid field: {error}") from error
-        for name in ("event_id", "subscription_id", "resource_group", "vm_name"):
+        required: tuple[str, ...] = ("event_id", "subscription_id", "resource_group", "vm_name")
+        if request.found_by == "reconcile":
+            required = ("event_id", "managed_device_id")  # reconciliation knows the record, not the VM
+        elif request.found_by != "event":
+            raise MessageError(f"unknown origin {request.found_by!r}")
+        for name in required:
             if not isinstance(getattr(request, name), str) or not getattr(request, name):
                 raise MessageError(f"{name} must be a non-empty string")
         return request
+
+    @property
+    def knows_the_vm(self) -> bool:
+        return bool(self.resource_id and self.subscription_id and self.resource_group and self.vm_name)
 
 
 @dataclass(frozen=True, slots=True)

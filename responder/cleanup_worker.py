@@ -97,14 +97,15 @@ async def process_cleanup(text: str, attempt: int, services: Services) -> AuditE
 
 async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
     mode = services.settings.mode
-    vm_exists = not isinstance(await services.compute.get_vm(request.vm), Gone)
+    # Reconciliation found the record by its silence and no VM in any watched subscription.
+    vm_exists = request.knows_the_vm and not isinstance(await services.compute.get_vm(request.vm), Gone)
     candidates, entra = ([], []) if vm_exists else await _records(request, services)
     plan = plan_cleanup(
         request,
         vm_exists=vm_exists,
         candidates=candidates,
         entra=entra,
-        out_of_scope=out_of_scope_reason(request.vm, services.settings),
+        out_of_scope=out_of_scope_reason(request.vm, services.settings) if request.knows_the_vm else None,
     )
     if mode is Mode.ENFORCE and plan.actions:
         deferred = await _wait_for_the_cap(request, plan, services)
@@ -203,6 +204,9 @@ def _audit_only(plan: CleanupPlan) -> tuple[str, ...]:
 
 
 async def _record_status(request: CleanupRequest, plan: CleanupPlan, services: Services) -> None:
+    if not request.knows_the_vm:
+        return
+
     def settle(record: VmRecord) -> tuple[VmRecord, None]:
         if record.deleted_at != request.deleted_at:
             return record, None  # the ledger row moved on (the name was reused)

@@ -56,11 +56,19 @@ class PowerResult:
 async def respond_to_power_change(event: ClassifiedEvent, services: Services) -> PowerResult:
     if event.vm is None:
         raise ValueError("a power event names a VM")
-    vm = event.vm
-    owner = f"{event.event_id}/{uuid.uuid4().hex[:8]}"
+    return await align_power_mark(event.vm, event.event_time, event.event_id, services)
+
+
+async def align_power_mark(vm: VmRef, at: datetime, actor: str, services: Services) -> PowerResult:
+    """Make the device's mark agree with what ARM says now; shared by events and reconciliation.
+
+    `at` is when the power change happened (the mark says since when); `actor` names
+    the event or run holding the lease, for the ledger.
+    """
+    owner = f"{actor}/{uuid.uuid4().hex[:8]}"
     record = await _acquire(vm, owner, services)
     try:
-        result, device, computer_name, is_opted_out = await _decide_and_act(event, record, services)
+        result, device, computer_name, is_opted_out = await _decide_and_act(at, record, services)
     except BaseException:
         await _release(vm, owner, services)
         raise
@@ -69,7 +77,7 @@ async def respond_to_power_change(event: ClassifiedEvent, services: Services) ->
 
 
 async def _decide_and_act(
-    event: ClassifiedEvent, record: VmRecord, services: Services
+    at: datetime, record: VmRecord, services: Services
 ) -> tuple[PowerResult, DeviceMatch | None, str | None, bool]:
     settings = services.settings
     facts = await services.compute.get_vm(record.ref)
@@ -89,7 +97,7 @@ async def _decide_and_act(
         marked=record.suppression,
         device=device,
         settings=settings.suppression,
-        event_time=event.event_time,
+        event_time=at,
     )
     execution = await execute(plan, services.directory, settings.mode)
     result = PowerResult(plan, execution.done, (*plan.findings, *execution.refused))

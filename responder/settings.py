@@ -39,6 +39,10 @@ OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
 GRAPH_URL = "RESPONDER_GRAPH_URL"
 ARM_URL = "RESPONDER_ARM_URL"
 CA_FILE = "RESPONDER_CA_FILE"
+WATCHED_SUBSCRIPTIONS = "RESPONDER_WATCHED_SUBSCRIPTIONS"
+RECONCILE_SCHEDULE = "RESPONDER_RECONCILE_SCHEDULE"
+RECONCILE_MAX_ITEMS = "RESPONDER_RECONCILE_MAX_ITEMS"
+RECONCILE_STALE_DAYS = "RESPONDER_RECONCILE_STALE_DAYS"
 FINDINGS_TOPIC_ENDPOINT = "RESPONDER_FINDINGS_TOPIC_ENDPOINT"
 ENTRA_DS_DOMAINS = "RESPONDER_ENTRA_DS_DOMAINS"
 FINDINGS_TAG = "RESPONDER_FINDINGS_TAG"
@@ -75,6 +79,10 @@ SETTING_NAMES: tuple[str, ...] = (
     CLEANUP_DELAY_SECONDS,
     AUDIT_TABLE,
     MAX_DELETIONS_PER_HOUR,
+    WATCHED_SUBSCRIPTIONS,
+    RECONCILE_SCHEDULE,
+    RECONCILE_MAX_ITEMS,
+    RECONCILE_STALE_DAYS,
     FINDINGS_TOPIC_ENDPOINT,
     ENTRA_DS_DOMAINS,
     FINDINGS_TAG,
@@ -96,6 +104,7 @@ DEFAULT_CLEANUP_QUEUE = "vm-cleanup"
 DEFAULT_CLEANUP_DELAY_SECONDS = 3600  # a quick re-create with the same name is not an orphan
 MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
 DEFAULT_AUDIT_TABLE = "responderaudit"
+DEFAULT_RECONCILE_SCHEDULE = "0 30 3 * * *"  # daily, 03:30 UTC
 DEFAULT_MAX_DELETIONS_PER_HOUR = 50  # records deleted per rolling hour, all instances together
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_ARM_URL = "https://management.azure.com"
@@ -151,6 +160,16 @@ class CleanupSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    """The timer that catches what events missed (SPEC §6)."""
+
+    watched_subscriptions: frozenset[str] = frozenset()
+    schedule: str = DEFAULT_RECONCILE_SCHEDULE  # NCRONTAB, read by the host's timer binding too
+    max_items: int = 500  # VMs and devices looked at per run; the next run resumes
+    stale_days: int = 30  # an Intune VM record this long silent, with no VM, is an orphan
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     mode: Mode = Mode.AUDIT
@@ -167,6 +186,7 @@ class Settings:
     findings_topic_endpoint: str | None = None  # Event Grid topic for prerequisite findings; off when unset
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services domains (Intune can't manage)
     findings_tag: str | None = None  # tag name for the check's verdict on the VM; off when unset
+    reconcile: ReconcileSettings = ReconcileSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -212,6 +232,7 @@ class Settings:
         graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems)
         suppression = _suppression(text, problems)
         cleanup = _cleanup(text, problems)
+        reconcile = _reconcile(text, problems)
         topic = text(FINDINGS_TOPIC_ENDPOINT)
         if topic is not None and not topic.startswith("https://"):
             problems.append(f"{FINDINGS_TOPIC_ENDPOINT}: {topic!r} must be an https:// URL")
@@ -234,6 +255,7 @@ class Settings:
             findings_topic_endpoint=topic,
             entra_ds_domains=frozenset(_items(text(ENTRA_DS_DOMAINS))),
             findings_tag=_tag_name(text(FINDINGS_TAG), problems),
+            reconcile=reconcile,
         )
 
 
@@ -326,6 +348,28 @@ def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
     else:
         problems.append(f"{MAX_DELETIONS_PER_HOUR}: expected a whole number of at least 1, got {raw_cap!r}")
     return CleanupSettings(queue=queue, delay_seconds=delay, audit_table=audit_table, max_deletions_per_hour=cap)
+
+
+def _reconcile(text: _Reader, problems: list[str]) -> ReconcileSettings:
+    watched = _items(text(WATCHED_SUBSCRIPTIONS))
+    for subscription in watched:
+        if not _GUID.match(subscription):
+            problems.append(f"{WATCHED_SUBSCRIPTIONS}: {subscription!r} is not a subscription id")
+    numbers = {}
+    for name, default in ((RECONCILE_MAX_ITEMS, 500), (RECONCILE_STALE_DAYS, 30)):
+        raw = text(name) or str(default)
+        numbers[name] = int(raw) if raw.isdigit() and int(raw) >= 1 else default
+        if not (raw.isdigit() and int(raw) >= 1):
+            problems.append(f"{name}: expected a whole number of at least 1, got {raw!r}")
+    schedule = text(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE
+    if len(schedule.split()) != 6:
+        problems.append(f"{RECONCILE_SCHEDULE}: {schedule!r} is not a six-field NCRONTAB expression")
+    return ReconcileSettings(
+        watched_subscriptions=frozenset(watched),
+        schedule=schedule,
+        max_items=numbers[RECONCILE_MAX_ITEMS],
+        stale_days=numbers[RECONCILE_STALE_DAYS],
+    )
 
 
 def _tag_name(name: str | None, problems: list[str]) -> str | None:

@@ -63,7 +63,13 @@ def as_trigger_input(event: dict[str, Any]) -> func.EventGridEvent | func.CloudE
 
 
 def test_the_host_indexes_one_function_per_trigger(indexed: dict[str, Any]) -> None:
-    assert set(indexed) == {"on_vm_created", "on_vm_power_changed", "on_vm_deleted", "on_cleanup_message"}
+    assert set(indexed) == {
+        "on_vm_created",
+        "on_vm_power_changed",
+        "on_vm_deleted",
+        "on_cleanup_message",
+        "on_reconcile_timer",
+    }
 
 
 @pytest.mark.parametrize("name", ["on_vm_created", "on_vm_power_changed", "on_vm_deleted"])
@@ -111,7 +117,7 @@ def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed:
         for name in re.findall(r"%([A-Za-z0-9_]+)%", binding)
     }
 
-    assert named == {"RESPONDER_CLEANUP_QUEUE"}
+    assert named == {"RESPONDER_CLEANUP_QUEUE", "RESPONDER_RECONCILE_SCHEDULE"}
     assert all(example.get(name) for name in named)
     assert set(example) - {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"} <= set(SETTING_NAMES)
 

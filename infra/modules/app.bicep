@@ -9,6 +9,10 @@ param suppressionAttribute string
 param suppressOnPowerOff bool
 param cleanupDelaySeconds int
 param maxDeletionsPerHour int
+param watchedSubscriptionIds string
+param reconcileSchedule string
+param reconcileMaxItems int
+param reconcileStaleDays int
 param allowedSubscriptions string
 param allowedResourceGroups string
 param optOutTag string
@@ -248,6 +252,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RESPONDER_CLEANUP_QUEUE: cleanupQueueName
     RESPONDER_CLEANUP_DELAY_SECONDS: string(cleanupDelaySeconds)
     RESPONDER_MAX_DELETIONS_PER_HOUR: string(maxDeletionsPerHour)
+    RESPONDER_WATCHED_SUBSCRIPTIONS: watchedSubscriptionIds
+    RESPONDER_RECONCILE_SCHEDULE: reconcileSchedule
+    RESPONDER_RECONCILE_MAX_ITEMS: string(reconcileMaxItems)
+    RESPONDER_RECONCILE_STALE_DAYS: string(reconcileStaleDays)
     RESPONDER_SUPPRESSION_GROUP_ID: suppressionGroupId
     RESPONDER_SUPPRESSION_ATTRIBUTE: suppressionAttribute
     RESPONDER_SUPPRESS_ON_POWER_OFF: string(suppressOnPowerOff)

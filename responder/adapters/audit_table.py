@@ -27,6 +27,8 @@ from responder.blast_radius import CapState, Reservation, reserve
 from responder.errors import TransientError
 
 CAP_ROW = ("blast-radius", "deletions")
+CURSOR_ROW = ("reconcile", "cursor")
+BOOKKEEPING_ROWS = {CAP_ROW, CURSOR_ROW}
 CAP_ATTEMPTS = 10
 
 
@@ -77,8 +79,25 @@ class AuditTable:
         return [
             dict(entity)
             async for entity in self._table.list_entities()
-            if (entity["PartitionKey"], entity["RowKey"]) != CAP_ROW
+            if (entity["PartitionKey"], entity["RowKey"]) not in BOOKKEEPING_ROWS
         ]
+
+    async def reconcile_cursor(self) -> int:
+        """How many items the unfinished reconciliation pass has already looked at (0: start over)."""
+        try:
+            entity = await self._table.get_entity(*CURSOR_ROW)
+        except ResourceNotFoundError:
+            return 0
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise TransientError(f"reconciliation cursor unavailable: {error}") from error
+        return int(str(entity.get("Offset", 0)))
+
+    async def save_reconcile_cursor(self, offset: int) -> None:
+        row = {"PartitionKey": CURSOR_ROW[0], "RowKey": CURSOR_ROW[1], "Offset": offset}
+        try:
+            await self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise TransientError(f"reconciliation cursor unavailable: {error}") from error
 
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
         """Take slots under the rolling-hour cap, shared by every instance (ETag-guarded row)."""

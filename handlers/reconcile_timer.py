@@ -1,0 +1,15 @@
+"""Timer → reconciliation: repair what the events missed (SPEC §6)."""
+
+import azure.functions as func
+
+from responder.composition import get_services
+from responder.reconcile import reconcile
+
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("on_reconcile_timer")
+@blueprint.timer_trigger(arg_name="timer", schedule="%RESPONDER_RECONCILE_SCHEDULE%", run_on_startup=False)
+async def on_reconcile_timer(timer: func.TimerRequest) -> None:
+    """Bounded per run; a run that stops at the bound is resumed by the next one."""
+    await reconcile(await get_services())

@@ -1,0 +1,126 @@
+"""Reconciliation (SPEC §6): catch what the events missed, through the same decision code.
+
+One pass walks the VMs of every watched subscription (a deallocated VM whose
+device isn't marked, a running one whose device still is: `align_power_mark`),
+then the Intune records of model `Virtual Machine` (no VM of that name anywhere
+and silent for `stale_days`: a cleanup queued through the guarded worker). A
+run looks at no more than `max_items` and saves where it stopped; the next run
+resumes there. Audit mode applies to everything it would change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from responder.adapters.audit_table import AuditEntry
+from responder.cleanup import CleanupRequest
+from responder.composition import Services
+from responder.model import PowerState, SuppressionState, VmRef
+from responder.power import align_power_mark
+from responder.scope import opted_out, out_of_scope_reason
+from responder.suppression import wanted_suppression
+
+log = logging.getLogger("responder")
+
+
+@dataclass
+class ReconcileSummary:
+    checked: int = 0
+    repaired: int = 0  # marks set or lifted (or, in audit mode, planned)
+    refused: int = 0  # drift found but left alone, with a finding (ambiguous, no device...)
+    queued: int = 0  # orphaned records sent to the guarded cleanup
+    resumed_from: int = 0
+    complete: bool = False  # False: the bound was reached; the next run continues
+
+
+class _Pass:
+    """One bounded walk: counts, the cursor it resumed from, and where it is now."""
+
+    def __init__(self, services: Services, cursor: int, now: datetime) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.now = now
+        self.cursor = cursor
+        self.position = 0
+        self.summary = ReconcileSummary(resumed_from=cursor)
+        self.vm_names: set[str] = set()
+
+    def take(self) -> bool | None:
+        """Advance one item: None when the bound is reached, False to skip it (done before), True to look."""
+        self.position += 1
+        if self.position <= self.cursor:
+            return False
+        if self.summary.checked >= self.settings.reconcile.max_items:
+            return None
+        self.summary.checked += 1
+        return True
+
+    async def vms(self) -> bool:
+        for subscription in sorted(self.settings.reconcile.watched_subscriptions):
+            async for vm in self.services.compute.list_vms(subscription):
+                self.vm_names.update(name.lower() for name in (vm.ref.name, vm.computer_name) if name)
+                step = self.take()
+                if step is None:
+                    return False
+                if step and not out_of_scope_reason(vm.ref, self.settings) and not opted_out(vm.tags, self.settings):
+                    await self._align(vm.ref, vm.power_state)
+        return True
+
+    async def _align(self, vm: VmRef, power: PowerState) -> None:
+        record = await self.services.ledger.get(vm)
+        marked = record.suppression if record else SuppressionState.NONE
+        suppression = self.settings.suppression
+        if not suppression.configured or wanted_suppression(power, suppression) is marked:
+            return
+        result = await align_power_mark(vm, self.now, "reconcile", self.services)
+        if result.done:
+            self.summary.repaired += 1
+        elif result.findings:
+            self.summary.refused += 1
+
+    async def records(self) -> bool:
+        silent_since = self.now - timedelta(days=self.settings.reconcile.stale_days)
+        async for device in self.services.directory.windows_virtual_machines():
+            step = self.take()
+            if step is None:
+                return False
+            name = (device.device_name or "").lower()
+            if not step or not name or name in self.vm_names:
+                continue  # done before, or its VM exists in a watched subscription
+            if device.last_sync_at is None or device.last_sync_at > silent_since:
+                continue  # recently active: a machine somewhere still uses it
+            request = CleanupRequest(
+                event_id=f"reconcile-{device.id}-{self.now:%Y%m%d}",
+                resource_id="",
+                subscription_id="",
+                resource_group="",
+                vm_name=name,
+                deleted_at=device.last_sync_at,
+                computer_name=device.device_name,
+                managed_device_id=device.id,
+                entra_device_id=device.azure_ad_device_id,
+                found_by="reconcile",
+            )
+            await self.services.cleanup_queue.send(request.to_text(), 0)
+            self.summary.queued += 1
+        return True
+
+
+async def reconcile(services: Services, now: datetime | None = None) -> ReconcileSummary:
+    walk = _Pass(services, await services.audit.reconcile_cursor(), now or datetime.now(UTC))
+    if await walk.vms() and await walk.records():
+        walk.summary.complete = True
+        return await _stop(services, walk.summary, 0)
+    return await _stop(services, walk.summary, walk.position - 1)
+
+
+async def _stop(services: Services, summary: ReconcileSummary, cursor: int) -> ReconcileSummary:
+    """Save where the next run starts, and report the counts once: a log line and an audit row."""
+    await services.audit.save_reconcile_cursor(cursor)
+    counts = json.dumps(asdict(summary), sort_keys=True)
+    log.info("responder.reconcile %s", counts)
+    await services.audit.record(AuditEntry(None, None, "reconcile", counts, services.settings.mode.value))
+    return summary

@@ -1,0 +1,127 @@
+"""Reconciliation through the real timer function: drift of each kind is repaired, look-alikes
+are left alone, and a bounded run resumes where it stopped (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from handlers import cleanup_worker, reconcile_timer
+from localdev.azurite import Azurite
+from localdev.queue_host import run_queue_trigger
+from localdev.simulators import Simulators
+from responder.adapters.table_ledger import TableLedger
+from responder.composition import Services, close_services, get_services
+from responder.model import SuppressionState, VmRecord, VmRef
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
+WIN11 = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
+WIN10 = VmRef(SUB, "rg-avd-prod", "vm-win10-02")
+WIN11_MANAGED, WIN11_ENTRA = "7d1e0001-aaaa-4bbb-8ccc-000000000001", "e0b10001-1111-4222-8333-000000000001"
+WIN10_ENTRA = "e0b10002-1111-4222-8333-000000000002"
+OLD_MANAGED = "7d1e0009-aaaa-4bbb-8ccc-000000000009"
+LOOK_ALIKE_MANAGED = "7d1e0010-aaaa-4bbb-8ccc-000000000010"  # vm-win11-010: a VM record, recently active
+PHYSICAL_PC = "7d1e0011-aaaa-4bbb-8ccc-000000000011"  # vm-win11-01-pc: a Surface Laptop
+
+on_reconcile_timer = reconcile_timer.on_reconcile_timer.build().get_user_function()
+on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
+
+
+@pytest.fixture
+async def drifted(
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    table_name: str,
+    simulators: Simulators,
+    ledger: TableLedger,
+) -> AsyncIterator[Services]:
+    """Enforce mode, both suppression mechanisms, and drift of every kind."""
+    for name, value in {
+        "RESPONDER_MODE": "enforce",
+        "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
+        "RESPONDER_SUPPRESSION_ATTRIBUTE": "7",
+        "RESPONDER_WATCHED_SUBSCRIPTIONS": SUB,
+        "RESPONDER_RECONCILE_STALE_DAYS": "1",
+        "RESPONDER_CLEANUP_QUEUE": f"recon-{table_name[-12:]}",
+        "RESPONDER_AUDIT_TABLE": f"audit{table_name[-12:]}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # A deallocated VM whose deallocate event was missed (hybrid: the group only).
+    simulators.world.set_power_state(WIN10.resource_id, "deallocated")
+    # A running VM whose start event was missed: still marked.
+    await ledger.insert(
+        VmRecord(
+            WIN11, suppression=SuppressionState.SUPPRESSED, managed_device_id=WIN11_MANAGED, entra_object_id=WIN11_ENTRA
+        )
+    )
+    simulators.tenant.groups[GROUP]["members"].append(WIN11_ENTRA)
+    simulators.tenant.devices[WIN11_ENTRA]["extensionAttributes"]["extensionAttribute7"] = "deallocated earlier"
+    # A look-alike VM record that is still in use somewhere.
+    simulators.tenant.managed_devices[LOOK_ALIKE_MANAGED]["lastSyncDateTime"] = datetime.now(UTC).isoformat()
+    yield await get_services()
+    await close_services()
+
+
+async def run_timer() -> None:
+    await on_reconcile_timer(TimerRequest(past_due=False))  # what the worker builds
+
+
+async def summaries(services: Services) -> list[dict[str, Any]]:
+    rows = [row for row in await services.audit.entries() if row["Decision"] == "reconcile"]
+    return [json.loads(str(row["Reason"])) for row in sorted(rows, key=lambda row: str(row["RowKey"]))]
+
+
+async def test_each_kind_of_drift_is_repaired_and_look_alikes_are_left_alone(
+    drifted: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    await run_timer()
+    await run_queue_trigger(azurite.connection_string, drifted.settings.cleanup.queue, on_cleanup_message)
+
+    (summary,) = await summaries(drifted)
+    assert (summary["repaired"], summary["refused"], summary["queued"], summary["complete"]) == (2, 1, 1, True)
+    assert simulators.tenant.members_of(GROUP) == [WIN10_ENTRA]  # win11 lifted, win10 marked
+    assert simulators.tenant.devices[WIN11_ENTRA]["extensionAttributes"]["extensionAttribute7"] is None
+    assert simulators.tenant.synced == [WIN11_MANAGED]
+    assert OLD_MANAGED not in simulators.tenant.managed_devices  # orphan: cleaned through the guarded worker
+    assert LOOK_ALIKE_MANAGED in simulators.tenant.managed_devices
+    assert PHYSICAL_PC in simulators.tenant.managed_devices
+    assert len(simulators.tenant.managed_devices) == 9
+
+
+async def test_a_bounded_run_stops_and_the_next_one_resumes(
+    drifted: Services, monkeypatch: pytest.MonkeyPatch, simulators: Simulators
+) -> None:
+    await close_services()
+    monkeypatch.setenv("RESPONDER_RECONCILE_MAX_ITEMS", "4")
+    services = await get_services()
+
+    for _ in range(10):
+        await run_timer()
+        if (await summaries(services))[-1]["complete"]:
+            break
+
+    runs = await summaries(services)
+    total_items = len(simulators.world.vms) + 9  # VMs, then Intune records of model Virtual Machine
+    assert len(runs) == -(-total_items // 4)
+    assert all(run["checked"] <= 4 for run in runs)
+    assert sum(run["checked"] for run in runs) == total_items
+    assert [run["resumed_from"] for run in runs] == list(range(0, total_items, 4))
+    assert (sum(run["repaired"] for run in runs), sum(run["queued"] for run in runs)) == (2, 1)
+
+
+async def test_audit_mode_repairs_nothing(
+    drifted: Services, monkeypatch: pytest.MonkeyPatch, simulators: Simulators
+) -> None:
+    await close_services()
+    monkeypatch.setenv("RESPONDER_MODE", "audit")
+    await get_services()
+
+    await run_timer()
+
+    assert [request for request in simulators.graph.served() if request.method != "GET"] == []

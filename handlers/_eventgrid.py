@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from responder.composition import get_services
 from responder.model import EventKind
-from responder.pipeline import Handled, handle
+
+if TYPE_CHECKING:
+    from responder.pipeline import Handled
 
 
 def wire_form(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
@@ -88,4 +89,8 @@ def _moment(value: object) -> dt.datetime | None:
 async def deliver(event: func.EventGridEvent, accepts: Collection[EventKind]) -> Handled:
     """Run one delivery through the core. TransientError and SettingsError escape
     on purpose: the host then lets Event Grid retry and finally dead-letter."""
+    # The core loads on the first event, not when the host indexes the app (cold start).
+    from responder.composition import get_services
+    from responder.pipeline import handle
+
     return await handle(wire_form(event), accepts, await get_services())

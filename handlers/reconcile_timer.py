@@ -2,9 +2,6 @@
 
 import azure.functions as func
 
-from responder.composition import get_services
-from responder.reconcile import reconcile
-
 blueprint = func.Blueprint()
 
 
@@ -12,4 +9,7 @@ blueprint = func.Blueprint()
 @blueprint.timer_trigger(arg_name="timer", schedule="%RESPONDER_RECONCILE_SCHEDULE%", run_on_startup=False)
 async def on_reconcile_timer(timer: func.TimerRequest) -> None:
     """Bounded per run; a run that stops at the bound is resumed by the next one."""
+    from responder.composition import get_services  # on first use: cheap indexing
+    from responder.reconcile import reconcile
+
     await reconcile(await get_services())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from responder.adapters.audit_table import AuditEntry
+from responder.audit import AuditEntry
 from responder.cleanup import (
     CleanupPlan,
     CleanupRequest,

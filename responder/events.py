@@ -18,8 +18,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from azure.mgmt.core.tools import parse_resource_id
-
 from responder.model import EventKind, VmRef
 
 WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
@@ -234,6 +232,8 @@ def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
     Scale-set instances (`virtualMachineScaleSets/x/virtualMachines/0`) and VM
     child resources (extensions, run commands) are not VMs of their own.
     """
+    from azure.mgmt.core.tools import parse_resource_id  # on first use: keeps the app's import cheap
+
     parts = {
         key: value.lower()
         for key, value in parse_resource_id(resource_id.strip().rstrip("/")).items()

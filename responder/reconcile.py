@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from responder.adapters.audit_table import AuditEntry
+from responder.audit import AuditEntry
 from responder.cleanup import CleanupRequest
 from responder.composition import Services
 from responder.model import PowerState, SuppressionState, VmRef

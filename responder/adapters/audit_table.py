@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from azure.core import MatchConditions
@@ -23,6 +22,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from responder.audit import AuditEntry
 from responder.blast_radius import CapState, Reservation, reserve
 from responder.errors import TransientError
 
@@ -30,18 +30,6 @@ CAP_ROW = ("blast-radius", "deletions")
 CURSOR_ROW = ("reconcile", "cursor")
 BOOKKEEPING_ROWS = {CAP_ROW, CURSOR_ROW}
 CAP_ATTEMPTS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    event_id: str | None
-    resource_id: str | None
-    decision: str  # delete | skipped | refused | needs-review | poisoned | failed
-    reason: str
-    mode: str
-    actions: tuple[str, ...] = ()
-    findings: tuple[str, ...] = ()
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class AuditTable:

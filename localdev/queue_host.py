@@ -8,11 +8,13 @@ deliveries (host.json). Used by the local run and the tests, against Azurite.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage as WorkerQueueMessage
@@ -51,33 +53,64 @@ async def run_queue_trigger(
     *,
     retry_after_seconds: int = 0,
 ) -> HostRun:
-    """Deliver every currently visible message until none is left visible."""
+    """Deliver every currently visible message until none is left visible.
+
+    Like the host: up to `batchSize` messages at once, each held invisible while it runs
+    (10 minutes, the host's lease), deleted on success, made visible again on failure,
+    and moved to the poison queue after `maxDequeueCount` deliveries.
+    """
     result = HostRun()
     limit = max_dequeue_count()
+    batch_size = int(json.loads(HOST_JSON.read_text())["extensions"]["queues"].get("batchSize", 16))
     async with (
         queue_client(connection_string, queue) as source,
         queue_client(connection_string, f"{queue}-poison") as poison,
     ):
         while True:
-            batch = [message async for message in source.receive_messages(max_messages=16, visibility_timeout=30)]
+            batch = [
+                message async for message in source.receive_messages(max_messages=batch_size, visibility_timeout=600)
+            ]
             if not batch:
                 return result
-            for message in batch:
-                # The subclass the Python worker builds, with the delivery count.
-                trigger = WorkerQueueMessage(
-                    id=message.id, body=str(message.content).encode(), dequeue_count=message.dequeue_count
+            await asyncio.gather(
+                *(
+                    _deliver(
+                        message,
+                        function=function,
+                        source=source,
+                        poison=poison,
+                        limit=limit,
+                        retry_after_seconds=retry_after_seconds,
+                        result=result,
+                    )
+                    for message in batch
                 )
-                try:
-                    await function(trigger)
-                except Exception as error:  # the host catches everything a function raises
-                    if (message.dequeue_count or 0) >= limit:
-                        await poison.send_message(message.content)  # as the host does: body only
-                        await source.delete_message(message)
-                        result.poisoned += 1
-                    else:
-                        log.info("retrying message %s after %r", message.id, error)
-                        await source.update_message(message, visibility_timeout=retry_after_seconds)
-                        result.retried += 1
-                    continue
-                await source.delete_message(message)
-                result.completed += 1
+            )
+
+
+async def _deliver(
+    message: Any,
+    *,
+    function: Callable[[func.QueueMessage], Awaitable[None]],
+    source: QueueClient,
+    poison: QueueClient,
+    limit: int,
+    retry_after_seconds: int,
+    result: HostRun,
+) -> None:
+    # The subclass the Python worker builds, with the delivery count.
+    trigger = WorkerQueueMessage(id=message.id, body=str(message.content).encode(), dequeue_count=message.dequeue_count)
+    try:
+        await function(trigger)
+    except Exception as error:  # the host catches everything a function raises
+        if (message.dequeue_count or 0) >= limit:
+            await poison.send_message(message.content)  # as the host does: body only
+            await source.delete_message(message)
+            result.poisoned += 1
+        else:
+            log.info("retrying message %s after %r", message.id, error)
+            await source.update_message(message, visibility_timeout=retry_after_seconds)
+            result.retried += 1
+        return
+    await source.delete_message(message)
+    result.completed += 1

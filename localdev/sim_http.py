@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import math
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -61,12 +63,18 @@ class Throttle:
     """
 
     every: int = 0  # 0: off
+    per_window: int = 0  # 0: off; else at most this many requests per `window_seconds`, like Graph's limits
+    window_seconds: float = 20.0
     status: int = HTTPStatus.TOO_MANY_REQUESTS
     retry_after_seconds: float = 1  # Graph's SDK reads whole seconds only; ARM's reads fractions
     _seen: int = 0
+    _window_start: float = 0.0
+    _window_count: int = 0
     refused: int = 0
 
     def should_refuse(self) -> bool:
+        if self.per_window > 0:
+            return self._over_window()
         if self.every <= 0:
             return False
         self._seen += 1
@@ -74,6 +82,18 @@ class Throttle:
             self.refused += 1
             return True
         return False
+
+    def _over_window(self) -> bool:
+        now = time.monotonic()
+        if now >= self._window_start + self.window_seconds:
+            self._window_start, self._window_count = now, 0
+        if self._window_count < self.per_window:
+            self._window_count += 1
+            return False
+        self.refused += 1
+        # Graph sends whole seconds; the SDK waits that long before it tries again.
+        self.retry_after_seconds = max(1, math.ceil(self._window_start + self.window_seconds - now))
+        return True
 
     def response(self) -> Response:
         if self.status == HTTPStatus.TOO_MANY_REQUESTS:

@@ -1,0 +1,324 @@
+"""Benchmarks, run on request (never in the test suite): one table, targets beside measurements.
+
+1. cold import of `function_app` against a bare `import azure.functions` (fresh interpreters, median);
+2. Graph and ARM calls per event kind, counted at the simulators;
+3. a burst of VM deletions through the cleanup worker against a Graph that allows N requests per
+   20 s: wall time against the throttle's lower bound, refused requests, lost cleanups;
+4. peak memory of the worker during the burst, and the size of the deployment package.
+
+    .venv/bin/python -m bench.run [--burst 1000] [--skip-package]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from handlers import cleanup_worker, vm_created, vm_deleted, vm_power  # noqa: E402
+from handlers._eventgrid import trigger_input  # noqa: E402
+from localdev.azurite import running_azurite  # noqa: E402
+from localdev.queue_host import run_queue_trigger  # noqa: E402
+from localdev.simulators import Simulators, load_seed, running_simulators  # noqa: E402
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
+EVENTS = REPO / "tests" / "events"
+
+
+@dataclass
+class Row:
+    measure: str
+    value: str
+    target: str
+    verdict: str = ""
+
+
+def median_import_seconds(module: str, runs: int) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    times = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout.strip()
+        times.append(float(out.splitlines()[-1]))
+    return statistics.median(times)
+
+
+def cold_import(runs: int) -> list[Row]:
+    bare = median_import_seconds("azure.functions", runs)
+    app = median_import_seconds("function_app", runs)
+    ratio = app / bare
+    return [
+        Row("cold import: azure.functions (median)", f"{bare * 1000:.0f} ms", ""),
+        Row("cold import: function_app (median)", f"{app * 1000:.0f} ms", ""),
+        Row("cold import ratio", f"{ratio:.2f}x", "<= 1.3x", "ok" if ratio <= 1.3 else "MISSED"),
+    ]
+
+
+def event(sample: str, vm: str, event_id: str) -> dict[str, Any]:
+    raw: dict[str, Any] = copy.deepcopy(__import__("json").loads((EVENTS / sample).read_text())[0])
+    resource_id = f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/{vm}"
+    raw["subject"] = raw["data"]["resourceUri"] = resource_id
+    raw["id"] = event_id
+    return raw
+
+
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def counted(simulators: Simulators) -> tuple[int, int]:
+    return len(simulators.graph.requests), len(simulators.arm.requests)
+
+
+async def calls_per_event(simulators: Simulators) -> list[Row]:
+    from responder.composition import close_services
+
+    rows = []
+    deallocate = vm_power.on_vm_power_changed.build().get_user_function()
+    create = vm_created.on_vm_created.build().get_user_function()
+    delete = vm_deleted.on_vm_deleted.build().get_user_function()
+    worker = cleanup_worker.on_cleanup_message.build().get_user_function()
+    win11 = f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win11-01"
+
+    async def measure(label: str, call: Any, target_graph: int | None, target_arm: int | None) -> None:
+        simulators.graph.reset_calls()
+        simulators.arm.reset_calls()
+        await call()
+        graph, arm = counted(simulators)
+        targets = []
+        verdict = "ok"
+        if target_graph is not None:
+            targets.append(f"Graph <= {target_graph}")
+            verdict = verdict if graph <= target_graph else "MISSED"
+        if target_arm is not None:
+            targets.append(f"ARM <= {target_arm}")
+            verdict = verdict if arm <= target_arm else "MISSED"
+        rows.append(Row(f"calls per event: {label}", f"Graph {graph}, ARM {arm}", ", ".join(targets), verdict))
+
+    # Warm-up: the ledger learns the VM and its device (the targets assume it knows them).
+    await create_then(create, "vm-win11-01", "warm-write")
+    simulators.world.set_power_state(win11, "deallocated")
+    await deallocate(trigger_input(event("eventgrid-vm-deallocate.json", "vm-win11-01", "warm-deallocate")))
+    simulators.world.set_power_state(win11, "running")
+    await deallocate(trigger_input(event("eventgrid-vm-start.json", "vm-win11-01", "warm-start")))
+
+    simulators.world.vms[win11.lower()]["resources"].append(
+        {
+            "id": f"{win11}/extensions/x",
+            "name": "x",
+            "type": "Microsoft.Compute/virtualMachines/extensions",
+            "properties": {"publisher": "Contoso", "type": "Monitor", "settings": {}},
+        }
+    )
+    await measure(
+        "created (image/extensions changed)",
+        lambda: create(trigger_input(event("eventgrid-vm-write.json", "vm-win11-01", "w2"))),
+        None,
+        3,
+    )
+    simulators.world.set_power_state(win11, "deallocated")
+    await measure(
+        "deallocated",
+        lambda: deallocate(
+            trigger_input(_at(event("eventgrid-vm-deallocate.json", "vm-win11-01", "d2"), "2026-11-22T19:00:00Z"))
+        ),
+        2,
+        None,
+    )
+    simulators.world.set_power_state(win11, "running")
+    await measure(
+        "started",
+        lambda: deallocate(
+            trigger_input(_at(event("eventgrid-vm-start.json", "vm-win11-01", "s2"), "2026-11-23T07:00:00Z"))
+        ),
+        2,
+        None,
+    )
+    simulators.world.delete_vm(win11)
+    await delete(trigger_input(_at(event("eventgrid-vm-delete.json", "vm-win11-01", "x2"), "2026-11-23T18:00:00Z")))
+    from responder.composition import get_services
+
+    services = await get_services()
+    await measure(
+        "cleanup (worker, one deletion)",
+        lambda: run_queue_trigger(os.environ["AzureWebJobsStorage"], services.settings.cleanup.queue, worker),
+        3,
+        None,
+    )
+    await close_services()
+    return rows
+
+
+async def create_then(create: Any, vm: str, event_id: str) -> None:
+    await create(trigger_input(event("eventgrid-vm-write.json", vm, event_id)))
+
+
+def _at(raw: dict[str, Any], moment: str) -> dict[str, Any]:
+    raw["eventTime"] = moment
+    return raw
+
+
+async def burst(simulators: Simulators, count: int, per_window: int) -> list[Row]:
+    from responder.composition import close_services, get_services
+
+    simulators.tenant.managed_devices.clear()
+    simulators.tenant.devices.clear()
+    for index in range(count):
+        name = f"burst{index:05d}"
+        simulators.tenant.managed_devices[f"md-{index}"] = {
+            "id": f"md-{index}",
+            "deviceName": name,
+            "model": "Virtual Machine",
+            "operatingSystem": "Windows",
+            "azureADDeviceId": f"dev-{index}",
+            "enrolledDateTime": "2026-11-01T00:00:00Z",
+            "lastSyncDateTime": "2026-11-20T00:00:00Z",
+        }
+        simulators.tenant.devices[f"obj-{index}"] = {
+            "id": f"obj-{index}",
+            "deviceId": f"dev-{index}",
+            "displayName": name,
+            "trustType": "AzureAd",
+            "physicalIds": [],
+            "extensionAttributes": {},
+        }
+    delete = vm_deleted.on_vm_deleted.build().get_user_function()
+    worker = cleanup_worker.on_cleanup_message.build().get_user_function()
+    for index in range(count):
+        await delete(
+            trigger_input(
+                _at(event("eventgrid-vm-delete.json", f"burst{index:05d}", f"burst-{index}"), "2026-11-22T18:00:00Z")
+            )
+        )
+    services = await get_services()
+    simulators.graph.reset_calls()
+    simulators.graph.throttle.per_window = per_window
+    simulators.graph.throttle.window_seconds = 20
+    simulators.graph.throttle.refused = 0
+
+    tracemalloc.start()
+    started = time.monotonic()
+    connection = os.environ["AzureWebJobsStorage"]
+    while True:  # the host keeps polling until the queue is empty; several instances at once
+        runs = await asyncio.gather(
+            *(run_queue_trigger(connection, services.settings.cleanup.queue, worker) for _ in range(8))
+        )
+        if not any(run.completed or run.retried for run in runs):
+            break
+    elapsed = time.monotonic() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    await close_services()
+
+    calls = len(simulators.graph.requests)
+    served = calls - simulators.graph.throttle.refused
+    lower_bound = ((served - 1) // per_window) * 20
+    lost = len(simulators.tenant.managed_devices) + len(simulators.tenant.devices)
+    ratio = elapsed / lower_bound if lower_bound else float("nan")
+    return [
+        Row(f"burst: {count} deletions, Graph limit {per_window}/20 s", f"{elapsed:.1f} s wall", ""),
+        Row("burst: throttle's lower bound", f"{lower_bound} s ({served} Graph calls served)", ""),
+        Row("burst: wall / lower bound", f"{ratio:.2f}x", "<= 1.2x", "ok" if ratio <= 1.2 else "MISSED"),
+        Row("burst: requests refused by the throttle", str(simulators.graph.throttle.refused), ""),
+        Row("burst: lost cleanups", str(lost), "0", "ok" if lost == 0 else "MISSED"),
+        Row("burst: peak Python memory of the worker", f"{peak / 2**20:.1f} MiB", ""),
+    ]
+
+
+def package_size() -> list[Row]:
+    with tempfile.TemporaryDirectory() as target:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-compile",
+                "--target",
+                target,
+                "-r",
+                str(REPO / "requirements.txt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        size = sum(path.stat().st_size for path in Path(target).rglob("*") if path.is_file())
+    return [Row("deployment package (requirements.txt installed)", f"{size / 2**20:.0f} MiB", "")]
+
+
+async def with_emulators(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    with running_azurite() as azurite, running_simulators(load_seed("sample")) as simulators:
+        settings = {
+            **simulators.settings,
+            "AzureWebJobsStorage": azurite.connection_string,
+            "RESPONDER_LEDGER_TABLE": f"bench{uuid.uuid4().hex[:10]}",
+            "RESPONDER_AUDIT_TABLE": f"benchaudit{uuid.uuid4().hex[:8]}",
+            "RESPONDER_CLEANUP_QUEUE": f"bench-{uuid.uuid4().hex[:10]}",
+            "RESPONDER_CLEANUP_DELAY_SECONDS": "0",
+            "RESPONDER_MODE": "enforce",
+            "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
+            "RESPONDER_MAX_DELETIONS_PER_HOUR": str(10 * args.burst + 10),
+        }
+        with environment(settings):
+            rows += await calls_per_event(simulators)
+        settings["RESPONDER_LEDGER_TABLE"] = f"burst{uuid.uuid4().hex[:10]}"
+        settings["RESPONDER_CLEANUP_QUEUE"] = f"burst-{uuid.uuid4().hex[:10]}"
+        with environment(settings):
+            rows += await burst(simulators, args.burst, args.per_window)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=1000, help="VM deletions in the burst")
+    parser.add_argument("--per-window", type=int, default=2000, help="Graph requests allowed per 20 s")
+    parser.add_argument("--import-runs", type=int, default=15)
+    parser.add_argument("--skip-package", action="store_true", help="don't install requirements.txt to size it")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)
+    rows = cold_import(args.import_runs)
+    rows += asyncio.run(with_emulators(args))
+    if not args.skip_package:
+        rows += package_size()
+    width = max(len(row.measure) for row in rows)
+    print(f"{'measure':<{width}}  {'measured':<38} {'target':<22} verdict")
+    for row in rows:
+        print(f"{row.measure:<{width}}  {row.value:<38} {row.target:<22} {row.verdict}")
+    shutil.rmtree(REPO / "bench" / "__pycache__", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

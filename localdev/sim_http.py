@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import trustme
 
 HOST = "127.0.0.1"
+MAX_BATCH = 20  # Graph's limit per $batch
 POLL_SECONDS = 0.02  # how soon a stopped server notices (the default 0.5 s slows every test)
 
 
@@ -128,8 +129,9 @@ class SimulatorServer:
 
     def __init__(self, name: str, router: Router, tls: LocalCertificateAuthority, tokens: TokenBook) -> None:
         self.name = name
-        self.requests: list[Request] = []
-        self.refused: list[Request] = []  # answered by the throttle, not served
+        self.requests: list[Request] = []  # HTTP calls, as a client pays for them
+        self.operations: list[Request] = []  # API operations: the calls, with a $batch's inner requests unpacked
+        self.refused: list[Request] = []  # operations answered by the throttle, not served
         self.throttle = Throttle()
         self._router = router
         self._tokens = tokens
@@ -158,7 +160,7 @@ class SimulatorServer:
         with self._lock:
             return [
                 request
-                for request in self.requests
+                for request in self.operations
                 if (method is None or request.method == method) and needle in request.path.lower()
             ]
 
@@ -166,11 +168,12 @@ class SimulatorServer:
         """Recorded requests that reached the API (not refused by the throttle)."""
         with self._lock:
             refused = {id(request) for request in self.refused}
-            return [request for request in self.requests if id(request) not in refused]
+            return [request for request in self.operations if id(request) not in refused]
 
     def reset_calls(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.operations.clear()
             self.refused.clear()
 
     def dispatch(self, request: Request, client_host: str) -> Response:
@@ -181,13 +184,43 @@ class SimulatorServer:
             return error(HTTPStatus.UNAUTHORIZED, "InvalidAuthenticationToken", "unknown or missing token")
         with self._lock:
             self.requests.append(request)
-            if self.throttle.should_refuse():
-                self.refused.append(request)
-                return self.throttle.response()
-            try:
-                return self._router(request)
-            except (KeyError, TypeError, ValueError) as problem:
-                return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"{type(problem).__name__}: {problem}")
+            if request.method == "POST" and request.path.rstrip("/").endswith("/$batch"):
+                return self._batch(request)
+            return self._operation(request)
+
+    def _operation(self, request: Request) -> Response:
+        self.operations.append(request)
+        if self.throttle.should_refuse():
+            self.refused.append(request)
+            return self.throttle.response()
+        try:
+            return self._router(request)
+        except (KeyError, TypeError, ValueError) as problem:
+            return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"{type(problem).__name__}: {problem}")
+
+    def _batch(self, request: Request) -> Response:
+        """Graph JSON batching: up to 20 requests in one call, each evaluated (and throttled) on its own."""
+        items = (request.body or {}).get("requests")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"a batch holds 1 to {MAX_BATCH} requests")
+        prefix = request.path.rstrip("/").removesuffix("/$batch")
+        responses = []
+        for item in items:
+            parts = urlsplit(str(item.get("url", "")))
+            inner = Request(
+                method=str(item.get("method", "GET")).upper(),
+                path=prefix + unquote(parts.path),
+                query={key: values[-1] for key, values in parse_qs(parts.query, True).items()},
+                headers={str(name).lower(): str(value) for name, value in (item.get("headers") or {}).items()},
+                body=item.get("body"),
+            )
+            answer = self._operation(inner)
+            entry: dict[str, Any] = {"id": item.get("id"), "status": answer.status, "headers": dict(answer.headers)}
+            if answer.body is not None:
+                entry["headers"]["Content-Type"] = "application/json"
+                entry["body"] = answer.body
+            responses.append(entry)
+        return Response(HTTPStatus.OK, {"responses": responses})
 
 
 class TokenBook:

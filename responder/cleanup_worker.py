@@ -154,6 +154,13 @@ async def _records(request: CleanupRequest, services: Services) -> tuple[list[Ma
     through `azureADDeviceId` when the ledger knows the Entra deviceId.
     """
     directory = services.directory
+    if request.managed_device_id and request.entra_device_id:
+        # Both ids known: one batched read instead of two calls.
+        device, entra = await directory.read_records(request.managed_device_id, request.entra_device_id)
+        candidates = [device] if device is not None else []
+        if device is not None and device.azure_ad_device_id not in {None, request.entra_device_id}:
+            entra = await _entra_of(candidates, None, services)  # the record moved to another Entra object
+        return candidates, entra
     if request.managed_device_id:
         device = await directory.get_managed_device(request.managed_device_id)
         candidates = [device] if device is not None else []
@@ -182,21 +189,19 @@ async def _entra_of(candidates: list[ManagedDevice], device_id: str | None, serv
 
 
 async def _carry_out(plan: CleanupPlan, services: Services) -> tuple[str, ...]:
-    """Delete, then read again: a record that is still there is a failure to retry."""
+    """Delete (one batched call), then read again (another): a record still there is a failure to retry."""
     directory = services.directory
-    done: list[str] = []
-    for action in plan.actions:
-        match action:
-            case DeleteManagedDevice(managed_device_id, _):
-                changed = await directory.delete_managed_device(managed_device_id)
-                if await directory.get_managed_device(managed_device_id) is not None:
-                    raise TransientError(f"managed device {managed_device_id} is still there after its deletion")
-            case DeleteEntraDevice(object_id, _):
-                changed = await directory.delete_entra_device(object_id)
-                if await directory.get_entra_device(object_id) is not None:
-                    raise TransientError(f"Entra device {object_id} is still there after its deletion")
-        done.append(action.describe() + ("" if changed else " (already gone)"))
-    return tuple(done)
+    keys = {DeleteManagedDevice: "managed", DeleteEntraDevice: "entra"}
+    managed = next((a.managed_device_id for a in plan.actions if isinstance(a, DeleteManagedDevice)), None)
+    entra = next((a.object_id for a in plan.actions if isinstance(a, DeleteEntraDevice)), None)
+    changed = await directory.delete_records(managed, entra)
+    still_there = [key for key, exists in (await directory.records_exist(managed, entra)).items() if exists]
+    if still_there:
+        raise TransientError(f"{' and '.join(still_there)} record still there after its deletion")
+    return tuple(
+        action.describe() + ("" if changed.get(keys[type(action)], False) else " (already gone)")
+        for action in plan.actions
+    )
 
 
 def _audit_only(plan: CleanupPlan) -> tuple[str, ...]:

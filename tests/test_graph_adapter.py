@@ -228,3 +228,35 @@ def test_the_local_graph_has_no_device_actions_either(simulators: Simulators) ->
         path = f"/v1.0/deviceManagement/managedDevices/{WIN11_MANAGED}/{action}"
         response = simulators.graph_router(Request("POST", path, {}, {}, None))
         assert response.status == HTTPStatus.NOT_FOUND
+
+
+async def test_a_batched_read_returns_the_record_and_its_entra_object_in_one_call(
+    services: Services, simulators: Simulators
+) -> None:
+    device, entra = await services.directory.read_records(WIN11_MANAGED, WIN11_DEVICE_ID)
+
+    assert device is not None
+    assert device.device_name == "vm-win11-01"
+    assert [item.object_id for item in entra] == [WIN11_ENTRA]
+    assert len(simulators.graph.requests) == 1
+    assert len(simulators.graph.operations) == 2
+
+
+async def test_a_batched_delete_and_read_back_report_what_changed(services: Services, simulators: Simulators) -> None:
+    first = await services.directory.delete_records(WIN11_MANAGED, WIN11_ENTRA)
+    again = await services.directory.delete_records(WIN11_MANAGED, WIN11_ENTRA)
+    left = await services.directory.records_exist(WIN11_MANAGED, WIN11_ENTRA)
+
+    assert (first, again, left) == (
+        {"managed": True, "entra": True},
+        {"managed": False, "entra": False},
+        {"managed": False, "entra": False},
+    )
+
+
+async def test_throttled_requests_inside_a_batch_are_sent_again(services: Services, simulators: Simulators) -> None:
+    simulators.graph.throttle.every = 2  # every second operation, inside batches too
+
+    assert await services.directory.delete_records(WIN11_MANAGED, WIN11_ENTRA) == {"managed": True, "entra": True}
+    assert simulators.graph.throttle.refused >= 1
+    assert WIN11_MANAGED not in simulators.tenant.managed_devices

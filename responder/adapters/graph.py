@@ -10,8 +10,12 @@ TransientError so the event or queue message is retried later.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -19,6 +23,8 @@ import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.request_adapter import RequestAdapter
+from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
@@ -91,15 +97,16 @@ def build_graph_directory(credential: AsyncTokenCredential, base_url: str, ca_fi
     )
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = base_url
-    return GraphDeviceDirectory(GraphServiceClient(request_adapter=adapter), http)
+    return GraphDeviceDirectory(GraphServiceClient(request_adapter=adapter), http, base_url)
 
 
 class GraphDeviceDirectory:
     """Intune managed devices, Entra devices and group membership."""
 
-    def __init__(self, client: GraphServiceClient, http: httpx.AsyncClient) -> None:
+    def __init__(self, client: GraphServiceClient, http: httpx.AsyncClient, base_url: str) -> None:
         self._client = client
         self._http = http
+        self._batching = _Batching(client, base_url)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -151,6 +158,64 @@ class GraphDeviceDirectory:
             if not page.odata_next_link:
                 break
             page = await _call(collection.with_url(page.odata_next_link).get())
+
+    # --- batched, for the cleanup worker (one call instead of two each) -----------
+
+    async def read_records(
+        self, managed_device_id: str, entra_device_id: str
+    ) -> tuple[ManagedDevice | None, list[EntraDevice]]:
+        """The Intune record and the Entra objects with `entra_device_id`, in one call."""
+        managed = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
+        devices = self._client.devices
+        requests = {
+            "managed": managed.to_get_request_information(
+                RequestConfiguration(
+                    query_parameters=ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
+                        select=MANAGED_DEVICE_FIELDS
+                    )
+                )
+            ),
+            "entra": devices.to_get_request_information(
+                RequestConfiguration(
+                    query_parameters=DevicesRequestBuilder.DevicesRequestBuilderGetQueryParameters(
+                        filter=f"deviceId eq {_quote(entra_device_id)}", select=ENTRA_DEVICE_FIELDS
+                    )
+                )
+            ),
+        }
+        answers = await self._batching.send(requests)
+        managed_answer, entra_answer = answers["managed"], answers["entra"]
+        _refuse_unless(managed_answer, {200, 404})
+        _refuse_unless(entra_answer, {200})
+        device = managed_device_from_json(managed_answer.body or {}) if managed_answer.status == 200 else None
+        entra = [entra_device_from_json(item) for item in (entra_answer.body or {}).get("value", [])]
+        return device, entra
+
+    async def delete_records(self, managed_device_id: str | None, entra_object_id: str | None) -> dict[str, bool]:
+        """Delete the Intune record and/or the Entra object in one call; False: it was already gone."""
+        requests = {}
+        if managed_device_id:
+            builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
+            requests["managed"] = builder.to_delete_request_information()
+        if entra_object_id:
+            requests["entra"] = self._client.devices.by_device_id(entra_object_id).to_delete_request_information()
+        answers = await self._batching.send(requests) if requests else {}
+        for answer in answers.values():
+            _refuse_unless(answer, {204, 404})
+        return {key: answer.status == 204 for key, answer in answers.items()}
+
+    async def records_exist(self, managed_device_id: str | None, entra_object_id: str | None) -> dict[str, bool]:
+        """Read both again after a delete, in one call: True means it is still there."""
+        requests = {}
+        if managed_device_id:
+            builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
+            requests["managed"] = builder.to_get_request_information()
+        if entra_object_id:
+            requests["entra"] = self._client.devices.by_device_id(entra_object_id).to_get_request_information()
+        answers = await self._batching.send(requests) if requests else {}
+        for answer in answers.values():
+            _refuse_unless(answer, {200, 404})
+        return {key: answer.status == 200 for key, answer in answers.items()}
 
     # --- Entra ------------------------------------------------------------------
 
@@ -255,6 +320,12 @@ def _entra_device(device: Device) -> EntraDevice:
     )
 
 
+def _refuse_unless(answer: _Answer, expected: set[int]) -> None:
+    if answer.status not in expected:
+        message = str(((answer.body or {}).get("error") or {}).get("message", "")) or "no message"
+        raise RequestRefused(answer.status, message)
+
+
 def _quote(value: str) -> str:
     """An OData string literal: single quotes, inner quotes doubled."""
     return "'" + value.replace("'", "''") + "'"
@@ -303,3 +374,104 @@ async def _done_unless_404(operation: Awaitable[Any]) -> bool:
             return False
         raise
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: dict[str, Any] | None
+
+
+class _Batching:
+    """Graph JSON batching ($batch, up to 20 requests per call), through msgraph-sdk's batch builder.
+
+    Each inner request is throttled on its own: 429/503/504 answers are sent again
+    after their Retry-After, a bounded number of times; other 5xx are transient.
+    """
+
+    def __init__(self, client: GraphServiceClient, base_url: str) -> None:
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+
+    async def send(self, requests: dict[str, RequestInformation]) -> dict[str, _Answer]:
+        from msgraph_core.requests.batch_request_content import BatchRequestContent
+        from msgraph_core.requests.batch_request_item import BatchRequestItem
+
+        pending, answers = dict(requests), {}
+        for attempt in range(MAX_RETRIES + 1):
+            content = BatchRequestContent()
+            for key, information in pending.items():
+                item = BatchRequestItem(request_information=information, id=key)
+                item.url = item.url.removeprefix(self._base_url)  # Graph wants URLs relative to the version
+                content.add_request(key, item)
+            # msgraph-core reads inner bodies as base64 only; Graph sends JSON objects. So the
+            # batch goes through the SDK's request adapter (auth, retries, TLS) and its
+            # response is read as the JSON Graph documents.
+            information = await self._client.batch.to_post_request_information(content)
+            adapter: RequestAdapter = self._client.request_adapter
+            raw: Any = await _call(adapter.send_primitive_async(information, "bytes", {}))
+            document = json.loads(raw or b"{}")
+            by_id = {str(item.get("id")): item for item in document.get("responses", [])}
+            wait = 0
+            for key in list(pending):
+                item = by_id.get(key, {})
+                status = int(item.get("status") or 0)
+                if status in RETRIED_STATUSES:
+                    wait = max(wait, _retry_after(item.get("headers")))
+                    continue
+                if status >= 500 or status == 0:
+                    raise TransientError(f"Microsoft Graph answered {status or 'nothing'} inside a batch")
+                body = item.get("body")
+                answers[key] = _Answer(status, body if isinstance(body, dict) else None)
+                del pending[key]
+            if not pending:
+                return answers
+            if attempt < MAX_RETRIES:
+                await asyncio.sleep(wait)
+        raise TransientError(f"Microsoft Graph kept throttling {len(pending)} batched request(s)")
+
+
+RETRIED_STATUSES = frozenset({429, 503, 504})
+
+
+def _retry_after(headers: dict[str, Any] | None) -> int:
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after" and str(value).isdigit():
+            return max(1, int(value))
+    return 1
+
+
+def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:
+    return ManagedDevice(
+        id=str(document["id"]),
+        device_name=document.get("deviceName"),
+        azure_ad_device_id=document.get("azureADDeviceId"),
+        model=document.get("model"),
+        manufacturer=document.get("manufacturer"),
+        serial_number=document.get("serialNumber"),
+        operating_system=document.get("operatingSystem"),
+        os_version=document.get("osVersion"),
+        enrolled_at=_moment(document.get("enrolledDateTime")),
+        last_sync_at=_moment(document.get("lastSyncDateTime")),
+        enrollment_type=document.get("deviceEnrollmentType"),
+        management_agent=document.get("managementAgent"),
+    )
+
+
+def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
+    return EntraDevice(
+        object_id=str(document["id"]),
+        device_id=document.get("deviceId"),
+        display_name=document.get("displayName"),
+        trust_type=document.get("trustType"),
+        physical_ids=tuple(document.get("physicalIds") or ()),
+        extension_attributes=dict(document.get("extensionAttributes") or {}),
+        on_premises_sync_enabled=bool(document.get("onPremisesSyncEnabled")),
+        last_sign_in_at=_moment(document.get("approximateLastSignInDateTime")),
+    )
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

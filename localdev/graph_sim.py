@@ -193,7 +193,8 @@ class GraphSimulator:
 
     def _page(self, request: Request, items: list[Json], path: str) -> Response:
         query = dict(request.query)
-        matches = [item for item in items if odata_filter(query.get("$filter"))(item)]
+        matches_filter = odata_filter(query.get("$filter"))  # parsed once per request
+        matches = [item for item in items if matches_filter(item)]
         start = int(query.pop("$skiptoken", "0") or 0)
         size = min(int(query.get("$top", self.page_size)), self.page_size)
         page = matches[start : start + size]

@@ -1,9 +1,11 @@
 """The blast-radius cap: at most N destructive actions per rolling hour, across all instances.
 
-The state (the times of recent deletions) lives in one table row updated under
-ETag concurrency, not in memory, so every worker instance counts the same
-deletions. Over the cap, work waits: the caller puts the message back with a
-delay until a slot frees up, and one warning per hour says so.
+The state lives in one table row updated under ETag concurrency, not in memory, so
+every worker instance counts the same deletions. It is kept as per-minute counts
+(at most sixty; the hour rolls by the minute), so the row stays small however large
+the cap. Over the cap, work
+waits: the caller puts the message back with a delay until a slot frees up, and one
+warning per hour says so.
 """
 
 from __future__ import annotations
@@ -12,32 +14,43 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 WINDOW = timedelta(hours=1)
+BUCKET = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
 class CapState:
-    deletions: tuple[datetime, ...] = ()  # within the last WINDOW
+    buckets: tuple[tuple[datetime, int], ...] = ()  # (minute, deletions in it), within the last WINDOW
     last_warning_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
     granted: bool
-    retry_after_seconds: int = 0  # when not granted: until the oldest counted deletion leaves the window
+    retry_after_seconds: int = 0  # when not granted: until enough counted deletions leave the window
     warn: bool = False  # over the cap, and no warning was logged in the last hour
 
 
 def reserve(state: CapState, wanted: int, cap: int, now: datetime) -> tuple[CapState, Reservation]:
     """Take `wanted` slots if the rolling hour has room for them."""
-    recent = tuple(moment for moment in state.deletions if now - moment < WINDOW)
+    recent = sorted((minute, count) for minute, count in state.buckets if now - minute < WINDOW)
+    counted = sum(count for _, count in recent)
     if wanted == 0:
-        return CapState(recent, state.last_warning_at), Reservation(True)
-    if len(recent) + wanted <= cap:
-        return CapState((*recent, *([now] * wanted)), state.last_warning_at), Reservation(True)
-    frees_at = sorted(recent)[max(0, len(recent) + wanted - cap - 1)] + WINDOW if recent else now
+        return CapState(tuple(recent), state.last_warning_at), Reservation(True)
+    if counted + wanted <= cap:
+        minute = now.replace(second=0, microsecond=0)
+        counts = dict(recent)
+        counts[minute] = counts.get(minute, 0) + wanted
+        return CapState(tuple(sorted(counts.items())), state.last_warning_at), Reservation(True)
+    frees_at = now
+    excess = counted + wanted - cap
+    for minute, count in recent:  # oldest first: when has enough left the window?
+        excess -= count
+        frees_at = minute + WINDOW  # a minute's count stops counting an hour after the minute began
+        if excess <= 0:
+            break
     wait = max(1, int((frees_at - now).total_seconds()) + 1)
     warn = state.last_warning_at is None or now - state.last_warning_at >= WINDOW
     return (
-        CapState(recent, now if warn else state.last_warning_at),
+        CapState(tuple(recent), now if warn else state.last_warning_at),
         Reservation(False, retry_after_seconds=wait, warn=warn),
     )

@@ -6,7 +6,9 @@ a row identifies a person (resource and device ids, names of machines, reasons).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -102,7 +104,7 @@ class AuditTable:
             row = {
                 "PartitionKey": CAP_ROW[0],
                 "RowKey": CAP_ROW[1],
-                "Deletions": json.dumps([moment.isoformat() for moment in new_state.deletions]),
+                "Deletions": json.dumps([[minute.isoformat(), count] for minute, count in new_state.buckets]),
                 "LastWarningAt": new_state.last_warning_at.isoformat() if new_state.last_warning_at else "",
             }
             try:
@@ -113,7 +115,9 @@ class AuditTable:
                         row, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
                     )
             except (ResourceExistsError, ResourceModifiedError):
-                continue  # another instance counted first: count again
+                # Another instance counted first: count again, after a short random pause.
+                await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - spreading retries, not security
+                continue
             except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
                 raise TransientError(f"blast-radius state unavailable: {error}") from error
             return reservation
@@ -124,6 +128,9 @@ class AuditTable:
 
 
 def _cap_state(entity: dict[str, object]) -> CapState:
-    deletions = tuple(datetime.fromisoformat(moment) for moment in json.loads(str(entity.get("Deletions") or "[]")))
+    deletions = tuple(
+        (datetime.fromisoformat(minute), int(count))
+        for minute, count in json.loads(str(entity.get("Deletions") or "[]"))
+    )
     warned = str(entity.get("LastWarningAt") or "")
     return CapState(deletions, datetime.fromisoformat(warned) if warned else None)

@@ -165,8 +165,9 @@ class GraphDeviceDirectory:
     async def _json(self, information: RequestInformation) -> dict[str, Any]:
         """Send through the SDK's adapter and read the JSON as Graph wrote it.
 
-        msgraph-sdk's model for managed devices costs tens of milliseconds per object to
-        deserialize; the responder needs a dozen fields, read here from the document.
+        msgraph-sdk's models cost milliseconds of CPU per object to deserialize (its Entity
+        deserializer builds a map of every Graph type each time); the responder needs a
+        dozen fields and reads them here from the document.
         """
         adapter: RequestAdapter = self._client.request_adapter
         raw: Any = await _call(adapter.send_primitive_async(information, "bytes", {}))
@@ -250,8 +251,9 @@ class GraphDeviceDirectory:
     async def get_entra_device(self, object_id: str) -> EntraDevice | None:
         query = DeviceItemRequestBuilder.DeviceItemRequestBuilderGetQueryParameters(select=ENTRA_DEVICE_FIELDS)
         builder = self._client.devices.by_device_id(object_id)
-        device = await _absent_on_404(builder.get(RequestConfiguration(query_parameters=query)))
-        return _entra_device(device) if device is not None else None
+        information = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
+        document = await _absent_on_404(self._json(information))
+        return entra_device_from_json(document) if document else None
 
     async def delete_entra_device(self, object_id: str) -> bool:
         return await _done_unless_404(self._client.devices.by_device_id(object_id).delete())
@@ -276,13 +278,15 @@ class GraphDeviceDirectory:
         config = RequestConfiguration(query_parameters=query)
         if headers:
             config.headers.add_all(headers)
-        page = await _call(self._client.devices.get(config))
-        while page is not None:
-            for device in page.value or []:
-                yield _entra_device(device)
-            if not page.odata_next_link:
+        information = self._client.devices.to_get_request_information(config)
+        while True:
+            page = await self._json(information)
+            for item in page.get("value", []):
+                yield entra_device_from_json(item)
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
                 break
-            page = await _call(self._client.devices.with_url(page.odata_next_link).get())
+            information = self._client.devices.with_url(str(next_link)).to_get_request_information(config)
 
     # --- groups -----------------------------------------------------------------
 
@@ -301,20 +305,6 @@ class GraphDeviceDirectory:
         """Remove a device from a group; False when it was not a member."""
         member = self._client.groups.by_group_id(group_id).members.by_directory_object_id(object_id)
         return await _done_unless_404(member.ref.delete())
-
-
-def _entra_device(device: Device) -> EntraDevice:
-    attributes = (device.additional_data or {}).get("extensionAttributes") or {}
-    return EntraDevice(
-        object_id=str(device.id),
-        device_id=device.device_id,
-        display_name=device.display_name,
-        trust_type=device.trust_type,
-        physical_ids=tuple(device.physical_ids or ()),
-        extension_attributes={str(name): value for name, value in attributes.items()},
-        on_premises_sync_enabled=bool(device.on_premises_sync_enabled),
-        last_sign_in_at=(device.approximate_last_sign_in_date_time),
-    )
 
 
 def _refuse_unless(answer: _Answer, expected: set[int]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from responder.model import EventKind
+from responder.model import EventKind, parse_moment
 
 if TYPE_CHECKING:
     from responder.pipeline import Handled
@@ -58,7 +57,7 @@ def trigger_input(raw: Mapping[str, Any]) -> func.EventGridEvent | func.CloudEve
             datacontenttype=_field(raw, "datacontenttype"),
             dataschema=_field(raw, "dataschema"),
             subject=_field(raw, "subject"),
-            time=_moment(_field(raw, "time")),
+            time=parse_moment(_field(raw, "time")),
             data=_field(raw, "data"),
         )
     return func.EventGridEvent(
@@ -67,7 +66,7 @@ def trigger_input(raw: Mapping[str, Any]) -> func.EventGridEvent | func.CloudEve
         topic=_field(raw, "topic"),
         subject=_field(raw, "subject"),
         event_type=_field(raw, "eventType"),
-        event_time=_moment(_field(raw, "eventTime")),
+        event_time=parse_moment(_field(raw, "eventTime")),
         data_version=_field(raw, "dataVersion"),
     )
 
@@ -75,15 +74,6 @@ def trigger_input(raw: Mapping[str, Any]) -> func.EventGridEvent | func.CloudEve
 def _field(raw: Mapping[str, Any], key: str) -> Any:
     """A field as it is (None when absent): the worker's types are not checked here."""
     return raw.get(key)
-
-
-def _moment(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 async def deliver(event: func.EventGridEvent, accepts: Collection[EventKind]) -> Handled:

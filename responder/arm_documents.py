@@ -4,12 +4,11 @@ read a VM the same way (the adapter hands over the document the SDK received).""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from responder.events import vm_ref_from_resource_id
 from responder.facts import Extension, HostPool, ImageDefinition, ImageReference, VmFacts
-from responder.model import PowerState
+from responder.model import PowerState, parse_moment
 
 _POWER_STATES = {
     "running": PowerState.RUNNING,
@@ -54,7 +53,7 @@ def vm_facts(document: Mapping[str, Any]) -> VmFacts:
         tags={str(name).lower(): str(value) for name, value in (document.get("tags") or {}).items()},
         os_name=instance_view.get("osName"),
         os_version=instance_view.get("osVersion"),
-        time_created=_moment(properties.get("timeCreated")),
+        time_created=parse_moment(properties.get("timeCreated")),
     )
 
 
@@ -128,12 +127,3 @@ def _extension(item: Mapping[str, Any]) -> Extension:
 
 def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None

@@ -110,3 +110,13 @@ class VmRecord:
     lease_owner: str | None = None  # the invocation acting on this VM's device right now
     lease_until: datetime | None = None
     etag: str | None = field(default=None, compare=False)
+
+
+def parse_moment(value: object) -> datetime | None:
+    """An ISO 8601 time from JSON (ARM, Graph, trigger payloads), or None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

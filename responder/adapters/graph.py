@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -45,6 +44,7 @@ from msgraph_core import GraphClientFactory
 
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
+from responder.model import parse_moment
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 DIRECTORY_OBJECT_REF = "https://graph.microsoft.com/v1.0/directoryObjects/"
@@ -152,15 +152,23 @@ class GraphDeviceDirectory:
         query = ManagedDevicesRequestBuilder.ManagedDevicesRequestBuilderGetQueryParameters(
             filter=odata_filter, select=MANAGED_DEVICE_FIELDS, top=PAGE_SIZE
         )
-        information = collection.to_get_request_information(RequestConfiguration(query_parameters=query))
+        config = RequestConfiguration(query_parameters=query)
+        pages = self._pages(collection.to_get_request_information(config), collection.with_url, config)
+        async for item in pages:
+            yield managed_device_from_json(item)
+
+    async def _pages(
+        self, information: RequestInformation, with_url: Callable[[str], Any], config: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a collection, following `@odata.nextLink` (same headers on every page)."""
         while True:
             page = await self._json(information)
             for item in page.get("value", []):
-                yield managed_device_from_json(item)
+                yield item
             next_link = page.get("@odata.nextLink")
             if not next_link:
-                break
-            information = collection.with_url(str(next_link)).to_get_request_information()
+                return
+            information = with_url(str(next_link)).to_get_request_information(config)
 
     async def _json(self, information: RequestInformation) -> dict[str, Any]:
         """Send through the SDK's adapter and read the JSON as Graph wrote it.
@@ -278,15 +286,9 @@ class GraphDeviceDirectory:
         config = RequestConfiguration(query_parameters=query)
         if headers:
             config.headers.add_all(headers)
-        information = self._client.devices.to_get_request_information(config)
-        while True:
-            page = await self._json(information)
-            for item in page.get("value", []):
-                yield entra_device_from_json(item)
-            next_link = page.get("@odata.nextLink")
-            if not next_link:
-                break
-            information = self._client.devices.with_url(str(next_link)).to_get_request_information(config)
+        devices = self._client.devices
+        async for item in self._pages(devices.to_get_request_information(config), devices.with_url, config):
+            yield entra_device_from_json(item)
 
     # --- groups -----------------------------------------------------------------
 
@@ -438,8 +440,8 @@ def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:
         serial_number=document.get("serialNumber"),
         operating_system=document.get("operatingSystem"),
         os_version=document.get("osVersion"),
-        enrolled_at=_moment(document.get("enrolledDateTime")),
-        last_sync_at=_moment(document.get("lastSyncDateTime")),
+        enrolled_at=parse_moment(document.get("enrolledDateTime")),
+        last_sync_at=parse_moment(document.get("lastSyncDateTime")),
         enrollment_type=document.get("deviceEnrollmentType"),
         management_agent=document.get("managementAgent"),
     )
@@ -454,11 +456,5 @@ def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
         physical_ids=tuple(document.get("physicalIds") or ()),
         extension_attributes=dict(document.get("extensionAttributes") or {}),
         on_premises_sync_enabled=bool(document.get("onPremisesSyncEnabled")),
-        last_sign_in_at=_moment(document.get("approximateLastSignInDateTime")),
+        last_sign_in_at=parse_moment(document.get("approximateLastSignInDateTime")),
     )
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

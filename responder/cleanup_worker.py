@@ -45,12 +45,11 @@ _STATUS_AFTER = {
 }
 
 
-async def queue_cleanup(event: ClassifiedEvent, services: Services) -> str:
-    """Queue the cleanup of a just-deleted VM, once per deletion."""
+async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Services) -> str:
+    """Queue the cleanup of a just-deleted VM, once per deletion (`record`: the ledger row the event produced)."""
     if event.vm is None:
         raise ValueError("a delete event names a VM")
-    record = await services.ledger.get(event.vm)
-    if record is None or record.deleted_at is None:
+    if record.deleted_at is None:
         return "nothing known about this deletion"
     if record.cleanup_status is not CleanupStatus.NONE:
         return f"cleanup already {record.cleanup_status.value} for this deletion"

@@ -37,8 +37,10 @@ def fingerprint(facts: VmFacts) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
-async def check_written_vm(event: ClassifiedEvent, services: Services) -> tuple[str, tuple[Finding, ...]]:
-    """Check the VM the event names; returns a summary and the findings."""
+async def check_written_vm(
+    event: ClassifiedEvent, record: VmRecord, services: Services
+) -> tuple[str, tuple[Finding, ...]]:
+    """Check the VM the event names (`record`: the ledger row the event produced); returns a summary and findings."""
     if event.vm is None:
         raise ValueError("a write event names a VM")
     facts = await services.compute.get_vm(event.vm)
@@ -46,9 +48,8 @@ async def check_written_vm(event: ClassifiedEvent, services: Services) -> tuple[
         return "the VM no longer exists", ()
     if opted_out(facts.tags, services.settings):
         return "the VM carries the opt-out tag: not checked", ()
-    record = await services.ledger.get(event.vm)
     checked = fingerprint(facts)
-    if record is not None and record.check_fingerprint == checked:
+    if record.check_fingerprint == checked:
         return "already checked; image and extensions unchanged", record.findings
     findings = tuple(
         check(

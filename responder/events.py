@@ -12,7 +12,7 @@ the responder needs no personal data to do its job (SPEC §9, README "Privacy").
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -280,11 +280,6 @@ def _at(result: IntakeResult, index: int) -> IntakeResult:
     if isinstance(result, IntakeError):
         return IntakeError(result.message, result.event_id, index)
     return result
-
-
-def kinds_to_operation_names(kinds: Sequence[EventKind]) -> list[str]:
-    """Operation names a handler accepts, as the event subscription filter lists them."""
-    return [name for kind in kinds for name in OPERATION_NAMES[kind]]
 
 
 def subscription_filter_kind(raw: object) -> EventKind | None:

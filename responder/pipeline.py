@@ -80,19 +80,19 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
         observation = observe(record, event)
         return observation.record, observation.outcome
 
-    _, outcome = await services.ledger.update(event.vm, decide)
+    record, outcome = await services.ledger.update(event.vm, decide)
     if outcome is Outcome.RECORDED and event.kind in POWER_KINDS:
         result = await respond_to_power_change(event, services)
         handled = Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
         return _logged(handled, logging.INFO)
     if outcome is Outcome.RECORDED and event.kind is EventKind.CREATED:
-        summary, findings = await check_written_vm(event, services)
+        summary, findings = await check_written_vm(event, record, services)
         described = tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings)
         return _logged(
             Handled(outcome.value, event.event_id, event.kind, resource_id, summary, described), logging.INFO
         )
     if outcome is Outcome.RECORDED and event.kind is EventKind.DELETED:
-        summary = await queue_cleanup(event, services)
+        summary = await queue_cleanup(event, record, services)
         return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, summary), logging.INFO)
     reason = {
         Outcome.RECORDED: f"{event.operation_name} at {event.event_time.isoformat()}",

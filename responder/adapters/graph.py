@@ -320,12 +320,6 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _enum_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(getattr(value, "value", value))
-
-
 def _message(problem: APIError) -> str:
     error = getattr(problem, "error", None)
     return str(getattr(error, "message", None) or problem.message or problem)

@@ -115,6 +115,7 @@ class EntraDevice:
     extension_attributes: Mapping[str, str | None] = field(default_factory=dict)
     on_premises_sync_enabled: bool = False
     last_sign_in_at: datetime | None = None
+    registered_at: datetime | None = None
 
     @property
     def is_hybrid(self) -> bool:

@@ -76,6 +76,7 @@ ENTRA_DEVICE_FIELDS = [
     "extensionAttributes",
     "onPremisesSyncEnabled",
     "approximateLastSignInDateTime",
+    "registrationDateTime",
 ]
 
 T = TypeVar("T")
@@ -451,4 +452,5 @@ def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
         extension_attributes=dict(document.get("extensionAttributes") or {}),
         on_premises_sync_enabled=bool(document.get("onPremisesSyncEnabled")),
         last_sign_in_at=parse_moment(document.get("approximateLastSignInDateTime")),
+        registered_at=parse_moment(document.get("registrationDateTime")),
     )

@@ -132,25 +132,25 @@ def decide_ownership(
 ) -> Ownership:
     """Judge every gathered record; `quiet_since`: when the VM stopped being able to act
     (its deallocation or deletion), so later activity proves the record is another machine's."""
-    managed_by_id = {device.id: device for device in managed}
-    entra_by_object = {device.object_id: device for device in entra}
+    managed_by_id = {record.id: record for record in managed}
+    entra_by_object = {obj.object_id: obj for obj in entra}
     entra_by_device_id: dict[str, list[EntraDevice]] = {}
-    for device in entra_by_object.values():
-        if device.device_id:
-            entra_by_device_id.setdefault(device.device_id.lower(), []).append(device)
+    for obj in entra_by_object.values():
+        if obj.device_id:
+            entra_by_device_id.setdefault(obj.device_id.lower(), []).append(obj)
     claims: dict[str, list[str]] = {}
-    for device in managed_by_id.values():
-        if (device_id := device_id_of(device)) is not None:
-            claims.setdefault(device_id, []).append(device.id)
+    for record in managed_by_id.values():
+        if (linked_id := device_id_of(record)) is not None:
+            claims.setdefault(linked_id, []).append(record.id)
 
     judge = _Judge(incarnation, known, quiet_since, claims, list(managed_by_id.values()))
     candidates: list[Candidate] = []
     linked: set[str] = set()
-    for device in managed_by_id.values():
-        device_id = device_id_of(device)
-        objects = entra_by_device_id.get(device_id, []) if device_id else []
+    for record in managed_by_id.values():
+        linked_id = device_id_of(record)
+        objects = entra_by_device_id.get(linked_id, []) if linked_id else []
         linked.update(obj.object_id for obj in objects)
-        candidates.append(judge.candidate(device, objects))
+        candidates.append(judge.candidate(record, objects))
     for obj in entra_by_object.values():
         if obj.object_id not in linked:
             candidates.append(judge.candidate(None, [obj]))
@@ -201,24 +201,10 @@ class _Judge:
     def _judge(
         self, managed: ManagedDevice | None, entra: EntraDevice | None, objects: list[EntraDevice]
     ) -> tuple[Verdict, list[str]]:
+        elsewhere = self._tied_elsewhere(managed, entra, objects)
+        if elsewhere is not None:
+            return Verdict.NOT_OWN, [elsewhere]
         reasons: list[str] = []
-        # --- facts that tie the record to something else ------------------------
-        if managed is not None and not managed.is_virtual_machine:
-            return Verdict.NOT_OWN, [f"Intune says model {managed.model or 'unknown'!r}: not a virtual machine"]
-        for obj in objects:
-            elsewhere = sorted(anchors(obj) - {self.resource_id})
-            if elsewhere:
-                return Verdict.NOT_OWN, [f"its Entra object's physicalIds anchor it to {elsewhere[0]}"]
-        if self._learnt_for_another_vm(managed, entra):
-            assert self.known is not None
-            return Verdict.NOT_OWN, [
-                f"the ledger learnt this record for an earlier VM under this resource id "
-                f"(vmId {self.known.learnt_for_vm_id}, now {self.incarnation.vm_id})"
-            ]
-        if (early := self._before_creation(managed, entra)) is not None:
-            return Verdict.NOT_OWN, [early]
-        if (late := self._active_after(managed, entra)) is not None:
-            return Verdict.NOT_OWN, [late]
         anchored_here = any(self.resource_id in anchors(obj) for obj in objects)
         known_here = self._learnt_for_this_vm(managed, entra)
         if anchored_here:
@@ -230,26 +216,51 @@ class _Judge:
             if anchored_here or known_here:
                 return Verdict.AMBIGUOUS, [*reasons, f"but {mismatch}"]
             return Verdict.NOT_OWN, [mismatch]
-        # --- links that must be consistent ------------------------------------------
+        inconsistent = self._inconsistent_link(managed, entra, objects)
+        if inconsistent is not None:
+            return Verdict.AMBIGUOUS, [*reasons, inconsistent]
+        if known_here or anchored_here:
+            return Verdict.OWN, reasons
+        return self._by_name(managed, entra)
+
+    def _tied_elsewhere(
+        self, managed: ManagedDevice | None, entra: EntraDevice | None, objects: list[EntraDevice]
+    ) -> str | None:
+        """A fact that ties the record to something else than this VM, or None."""
+        if managed is not None and not managed.is_virtual_machine:
+            return f"Intune says model {managed.model or 'unknown'!r}: not a virtual machine"
+        for obj in objects:
+            elsewhere = sorted(anchors(obj) - {self.resource_id})
+            if elsewhere:
+                return f"its Entra object's physicalIds anchor it to {elsewhere[0]}"
+        if self.known is not None and self._learnt_for_another_vm(self.known, managed, entra):
+            return (
+                f"the ledger learnt this record for an earlier VM under this resource id "
+                f"(vmId {self.known.learnt_for_vm_id}, now {self.incarnation.vm_id})"
+            )
+        return self._before_creation(managed, entra) or self._active_after(managed, entra)
+
+    def _inconsistent_link(
+        self, managed: ManagedDevice | None, entra: EntraDevice | None, objects: list[EntraDevice]
+    ) -> str | None:
+        """The deviceId link must be unique both ways: one Entra object, claimed by one Intune record."""
         if len(objects) > 1:
-            ids = ", ".join(obj.object_id for obj in objects)
-            return Verdict.AMBIGUOUS, [*reasons, f"{len(objects)} Entra objects share its deviceId ({ids})"]
+            return f"{len(objects)} Entra objects share its deviceId ({', '.join(obj.object_id for obj in objects)})"
         if entra is not None and entra.device_id:
             claimants = self.claims.get(entra.device_id.lower(), [])
             others = [claimant for claimant in claimants if managed is None or claimant != managed.id]
             if others:
-                return Verdict.AMBIGUOUS, [*reasons, f"Intune record(s) {', '.join(others)} claim the same Entra object"]
-        # --- proof ------------------------------------------------------------------
-        if known_here or anchored_here:
-            return Verdict.OWN, reasons
-        return self._by_name(managed, entra)
+                return f"Intune record(s) {', '.join(others)} claim the same Entra object"
+        return None
 
     def _by_name(self, managed: ManagedDevice | None, entra: EntraDevice | None) -> tuple[Verdict, list[str]]:
         """The weakest proof: exact computer name on both records, one VM record of that name."""
         if self.name is None:
             return Verdict.NOT_OWN, ["the VM's computer name is unknown, and no anchor or ledger mapping names it"]
         if managed is None:
-            return Verdict.NOT_OWN, ["an Entra object with the VM's name but no Intune record, anchor or ledger mapping"]
+            return Verdict.NOT_OWN, [
+                "only an Entra object with the VM's name: no Intune record, anchor or ledger mapping"
+            ]
         if entra is None:
             return Verdict.AMBIGUOUS, ["the exact computer name, but no Entra object confirms it"]
         namesakes = [
@@ -277,22 +288,14 @@ class _Judge:
         known = self.known
         if known is None or not known.learnt_for_vm_id or known.learnt_for_vm_id != self.incarnation.vm_id:
             return False
-        return self._matches_known(managed, entra)
+        return _matches_known(known, managed, entra)
 
-    def _learnt_for_another_vm(self, managed: ManagedDevice | None, entra: EntraDevice | None) -> bool:
-        known = self.known
-        if known is None or not known.learnt_for_vm_id or not self.incarnation.vm_id:
+    def _learnt_for_another_vm(
+        self, known: KnownDevice, managed: ManagedDevice | None, entra: EntraDevice | None
+    ) -> bool:
+        if not known.learnt_for_vm_id or not self.incarnation.vm_id:
             return False
-        return known.learnt_for_vm_id != self.incarnation.vm_id and self._matches_known(managed, entra)
-
-    def _matches_known(self, managed: ManagedDevice | None, entra: EntraDevice | None) -> bool:
-        known = self.known
-        assert known is not None
-        return bool(
-            (managed is not None and known.managed_device_id == managed.id)
-            or (entra is not None and known.entra_object_id == entra.object_id)
-            or (entra is not None and entra.device_id and known.entra_device_id == entra.device_id)
-        )
+        return known.learnt_for_vm_id != self.incarnation.vm_id and _matches_known(known, managed, entra)
 
     def _before_creation(self, managed: ManagedDevice | None, entra: EntraDevice | None) -> str | None:
         created = self.incarnation.created_at
@@ -323,6 +326,14 @@ class _Judge:
                     "another machine uses it"
                 )
         return None
+
+
+def _matches_known(known: KnownDevice, managed: ManagedDevice | None, entra: EntraDevice | None) -> bool:
+    return bool(
+        (managed is not None and known.managed_device_id == managed.id)
+        or (entra is not None and known.entra_object_id == entra.object_id)
+        or (entra is not None and entra.device_id and known.entra_device_id == entra.device_id)
+    )
 
 
 def _same_name(name: str | None, wanted: str) -> bool:

@@ -60,7 +60,9 @@ def entra(
 def test_exact_name_with_a_consistent_entra_link_is_own() -> None:
     result = decide_ownership(HERE, [intune()], [entra()], quiet_since=STOPPED)
     assert result.verdict is Verdict.OWN
-    assert result.own is not None and result.own.managed is not None and result.own.managed.id == "md-1"
+    assert result.own is not None
+    assert result.own.managed is not None
+    assert result.own.managed.id == "md-1"
 
 
 def test_an_anchor_to_this_vm_in_arm_casing_is_own_without_a_known_name() -> None:
@@ -173,7 +175,9 @@ def test_a_physical_pc_with_the_vms_name_is_not_own_and_not_in_the_way() -> None
     laptop = intune("md-9", device_id="dev-9", model="Surface Laptop 5")
     result = decide_ownership(HERE, [intune(), laptop], [entra(), entra("obj-9", device_id="dev-9")])
     assert result.verdict is Verdict.OWN
-    assert result.own is not None and result.own.managed is not None and result.own.managed.id == "md-1"
+    assert result.own is not None
+    assert result.own.managed is not None
+    assert result.own.managed.id == "md-1"
 
 
 def test_look_alike_names_are_not_own() -> None:

@@ -25,25 +25,31 @@ class CapState:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    granted: bool
-    retry_after_seconds: int = 0  # when not granted: until enough counted deletions leave the window
-    warn: bool = False  # over the cap, and no warning was logged in the last hour
+    granted: int  # slots taken: all that were wanted, as many as the hour had room for, or none
+    retry_after_seconds: int = 0  # when fewer than wanted: until a slot frees up
+    warn: bool = False  # the cap held work back, and no warning was logged in the last hour
 
 
 def reserve(state: CapState, wanted: int, cap: int, now: datetime) -> tuple[CapState, Reservation]:
-    """Take `wanted` slots if the rolling hour has room for them."""
+    """Take up to `wanted` slots, as many as the rolling hour has room for.
+
+    Granting part of a request (one record of a VM's two) means a cap smaller than
+    one cleanup still makes progress, one record at a time, instead of waiting forever.
+    """
     recent = sorted((minute, count) for minute, count in state.buckets if now - minute < WINDOW)
     counted = sum(count for _, count in recent)
-    if wanted == 0:
-        return CapState(tuple(recent), state.last_warning_at), Reservation(True)
-    if counted + wanted <= cap:
+    room = max(0, cap - counted)
+    granted = min(wanted, room)
+    counts = dict(recent)
+    if granted:
         minute = now.replace(second=0, microsecond=0)
-        counts = dict(recent)
-        counts[minute] = counts.get(minute, 0) + wanted
-        return CapState(tuple(sorted(counts.items())), state.last_warning_at), Reservation(True)
+        counts[minute] = counts.get(minute, 0) + granted
+    taken = CapState(tuple(sorted(counts.items())), state.last_warning_at)
+    if granted == wanted:
+        return taken, Reservation(granted)
     frees_at = now
-    excess = counted + wanted - cap
-    for minute, count in recent:  # oldest first: when has enough left the window?
+    excess = counted + granted + 1 - cap  # the next slot frees when this many counted deletions left the window
+    for minute, count in taken.buckets:  # oldest first: when has enough left the window?
         excess -= count
         frees_at = minute + WINDOW  # a minute's count stops counting an hour after the minute began
         if excess <= 0:
@@ -51,6 +57,6 @@ def reserve(state: CapState, wanted: int, cap: int, now: datetime) -> tuple[CapS
     wait = max(1, int((frees_at - now).total_seconds()) + 1)
     warn = state.last_warning_at is None or now - state.last_warning_at >= WINDOW
     return (
-        CapState(tuple(recent), now if warn else state.last_warning_at),
-        Reservation(False, retry_after_seconds=wait, warn=warn),
+        CapState(taken.buckets, now if warn else state.last_warning_at),
+        Reservation(granted, retry_after_seconds=wait, warn=warn),
     )

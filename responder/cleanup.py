@@ -1,27 +1,38 @@
 """Cleanup of a deleted VM's orphaned Intune and Entra records (SPEC §5), as pure decisions.
 
-The queue message carries what the ledger knew when the VM was deleted; the
-worker gathers today's facts (is the VM really gone? which devices match?) and
-`plan_cleanup` decides: delete, skip, or refuse, always with a reason. The
-guards are the product's promise: never a device that might not be this VM's.
+The queue message carries what the ledger knew about the deleted incarnation; the
+worker gathers today's facts (is that VM really gone? which records are its own?)
+and `plan_cleanup` decides: delete, skip, refuse or hold for review, always with a
+reason. The plan is then written down as a `CleanupRecord` *before* anything is
+deleted, and each deletion is recorded by record id as it happens, so a redelivery
+after any fault resumes from the recorded ids instead of searching again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from responder.facts import EntraDevice, ManagedDevice
 from responder.model import Finding, VmRef
+from responder.ownership import Ownership, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = frozenset({1, 2})  # version 1 messages (before incarnations) are still read
+MAX_FIELD_LENGTH = 1024  # every id and name this message carries is far shorter
 DOC = "https://learn.microsoft.com/mem/intune/remote-actions/devices-wipe#delete-devices-from-the-intune-admin-center"
 
 
 class MessageError(ValueError):
-    """A queue message this worker can't read: it goes to the poison queue at once."""
+    """A queue message this worker can't read: it goes to the poison queue at once, with this reason."""
+
+
+class Origin(StrEnum):
+    EVENT = "event"  # a delete event
+    RECONCILE = "reconcile"  # reconciliation: a silent VM record and no VM of its name anywhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,169 +45,252 @@ class CleanupRequest:
     resource_group: str
     vm_name: str
     deleted_at: datetime
-    computer_name: str | None = None
-    vm_id: str | None = None
-    managed_device_id: str | None = None
+    computer_name: str | None = None  # as ARM reported it for `vm_id`; None: never known
+    vm_id: str | None = None  # the deleted incarnation
+    created_at: datetime | None = None
+    managed_device_id: str | None = None  # the ledger's mapping, proven for `device_vm_id`
     entra_device_id: str | None = None
+    entra_object_id: str | None = None
+    device_vm_id: str | None = None
+    replaced_by_vm_id: str | None = None  # the delete ended an earlier VM than this later one
     opted_out: bool = False  # the VM carried the opt-out tag when last read
-    found_by: str = "event"  # "event" (a delete event) | "reconcile" (no VM anywhere, record silent)
+    found_by: Origin = Origin.EVENT
     schema: int = SCHEMA_VERSION
 
     @property
     def vm(self) -> VmRef:
         return VmRef(self.subscription_id, self.resource_group, self.vm_name)
 
+    @property
+    def knows_the_vm(self) -> bool:
+        return bool(self.resource_id and self.subscription_id and self.resource_group and self.vm_name)
+
+    @property
+    def key(self) -> str:
+        """One cleanup per deletion of one incarnation: redeliveries and duplicate messages share it."""
+        if self.found_by is Origin.RECONCILE:
+            material = f"reconcile|{self.event_id}"
+        else:
+            material = f"event|{self.resource_id}|{self.vm_id or ''}|{self.deleted_at.isoformat()}"
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
     def to_text(self) -> str:
         document: dict[str, Any] = asdict(self)
         document["deleted_at"] = self.deleted_at.isoformat()
+        document["created_at"] = self.created_at.isoformat() if self.created_at else None
+        document["found_by"] = self.found_by.value
         return json.dumps(document, sort_keys=True)
 
     @classmethod
     def from_text(cls, text: str) -> CleanupRequest:
+        """The whole message checked against the schema; what fails names the field."""
         try:
             document = json.loads(text)
         except ValueError as error:
             raise MessageError(f"not JSON: {error}") from error
         if not isinstance(document, dict):
             raise MessageError("a cleanup message is a JSON object")
-        if document.get("schema") != SCHEMA_VERSION:
+        if document.get("schema") not in READABLE_SCHEMAS:
             raise MessageError(f"unknown schema version {document.get('schema')!r}")
-        try:
-            document["deleted_at"] = datetime.fromisoformat(document["deleted_at"])
-            request = cls(**document)
-        except (KeyError, TypeError, ValueError) as error:
-            raise MessageError(f"missing or invalid field: {error}") from error
-        required: tuple[str, ...] = ("event_id", "subscription_id", "resource_group", "vm_name")
-        if request.found_by == "reconcile":
-            required = ("event_id", "managed_device_id")  # reconciliation knows the record, not the VM
-        elif request.found_by != "event":
-            raise MessageError(f"unknown origin {request.found_by!r}")
-        for name in required:
-            if not isinstance(getattr(request, name), str) or not getattr(request, name):
+        known = {item.name for item in fields(cls)}
+        if unknown := sorted(set(document) - known):
+            raise MessageError(f"unknown field(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name in known - {"deleted_at", "created_at", "opted_out", "found_by", "schema"}:
+            values[name] = _text_field(document, name, required=name in _REQUIRED_TEXT)
+        values["deleted_at"] = _time_field(document, "deleted_at", required=True)
+        values["created_at"] = _time_field(document, "created_at", required=False)
+        opted_out = document.get("opted_out", False)
+        if not isinstance(opted_out, bool):
+            raise MessageError(f"opted_out must be true or false, not {opted_out!r}")
+        raw_origin = document.get("found_by", Origin.EVENT.value)
+        if raw_origin not in Origin._value2member_map_:
+            raise MessageError(f"unknown origin {raw_origin!r}")
+        request = cls(**values, opted_out=opted_out, found_by=Origin(raw_origin), schema=int(document["schema"]))
+        needed = ("managed_device_id",) if request.found_by is Origin.RECONCILE else _REQUIRED_FOR_EVENT
+        for name in needed:
+            if not getattr(request, name):
                 raise MessageError(f"{name} must be a non-empty string")
         return request
 
-    @property
-    def knows_the_vm(self) -> bool:
-        return bool(self.resource_id and self.subscription_id and self.resource_group and self.vm_name)
+
+_REQUIRED_TEXT = frozenset({"event_id"})
+_REQUIRED_FOR_EVENT = ("resource_id", "subscription_id", "resource_group", "vm_name")
+
+
+def _text_field(document: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = document.get(name)
+    if value is None or value == "":
+        if required:
+            raise MessageError(f"{name} must be a non-empty string")
+        return "" if name in {"resource_id", "subscription_id", "resource_group", "vm_name"} else None
+    if not isinstance(value, str):
+        raise MessageError(f"{name} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_FIELD_LENGTH or any(ord(character) < 32 for character in value):
+        raise MessageError(f"{name} is not a plausible id or name ({len(value)} characters)")
+    return value
+
+
+def _time_field(document: dict[str, Any], name: str, *, required: bool) -> datetime | None:
+    value = document.get(name)
+    if value is None:
+        if required:
+            raise MessageError(f"{name} is missing")
+        return None
+    if not isinstance(value, str):
+        raise MessageError(f"{name} must be an ISO 8601 time, not {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise MessageError(f"{name} is not an ISO 8601 time: {error}") from error
+    if moment.tzinfo is None:
+        raise MessageError(f"{name} has no time zone: {value!r}")
+    return moment
+
+
+class Decision(StrEnum):
+    DELETE = "delete"  # the VM is gone and one record is proven its own
+    SKIPPED = "skipped"  # nothing to clean: no record found, or the VM exists again
+    REFUSED = "refused"  # something looked like the VM's record but isn't provably (reason says what)
+    NEEDS_REVIEW = "needs-review"  # more than one record could be the VM's: a person decides
+    PARKED = "parked"  # a step could not be finished after every retry: a person looks (poison queue)
+
+
+class Presence(StrEnum):
+    """What ARM says of the deleted incarnation now."""
+
+    GONE = "gone"
+    EXISTS = "exists"  # a VM with this resource id and the same (or an unknown) vmId
+    REPLACED = "replaced"  # a VM with this resource id but another vmId: the deleted one is gone for good
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteManagedDevice:
-    managed_device_id: str
-    device_name: str | None
+class Target:
+    """One record a cleanup deletes, by id, and whether it is done."""
+
+    kind: str  # "managed" | "entra"
+    record_id: str
+    name: str | None
+    deleted_at: datetime | None = None
+    already_gone: bool = False  # the delete answered 404 (an earlier attempt, or someone else)
 
     def describe(self) -> str:
-        return f"delete Intune managed device {self.managed_device_id} ({self.device_name})"
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteEntraDevice:
-    object_id: str
-    display_name: str | None
-
-    def describe(self) -> str:
-        return f"delete Entra device {self.object_id} ({self.display_name})"
-
-
-CleanupAction = DeleteManagedDevice | DeleteEntraDevice
+        what = "Intune managed device" if self.kind == "managed" else "Entra device"
+        return f"delete {what} {self.record_id} ({self.name})"
 
 
 @dataclass(frozen=True, slots=True)
 class CleanupPlan:
-    decision: str  # "delete" | "skipped" | "refused" | "needs-review"
+    decision: Decision
     reason: str
-    actions: tuple[CleanupAction, ...] = ()
+    targets: tuple[Target, ...] = ()
     findings: tuple[Finding, ...] = ()
 
 
 def plan_cleanup(
     request: CleanupRequest,
     *,
-    vm_exists: bool,
-    candidates: list[ManagedDevice],
-    entra: list[EntraDevice],
+    presence: Presence,
+    ownership: Ownership | None,
     out_of_scope: str | None,
 ) -> CleanupPlan:
-    """Decide what to delete for one deleted VM.
-
-    `candidates` are the Intune records that could be the VM's (by the ledger's
-    id, or by exact name); `entra` the Entra objects with the chosen record's
-    `azureADDeviceId`.
-    """
+    """Decide what to delete for one deleted VM; `ownership` is None when no lookup was made."""
     if out_of_scope is not None:
-        return CleanupPlan("refused", f"out of scope: {out_of_scope}")
+        return CleanupPlan(Decision.REFUSED, f"out of scope: {out_of_scope}")
     if request.opted_out:
-        return CleanupPlan("refused", "the VM carried the opt-out tag: its records are left alone")
-    if vm_exists:
-        return CleanupPlan("skipped", "a VM with this resource id exists again: its records are not orphans")
-    vms = [device for device in candidates if device.is_virtual_machine]
-    if not candidates:
-        return _entra_only(request, entra)
-    if not vms:
-        models = ", ".join(sorted({device.model or "unknown" for device in candidates}))
-        return CleanupPlan("refused", f"the matching record is not a virtual machine (model {models})")
-    if len(vms) > 1:
-        ids = ", ".join(device.id for device in vms)
-        return CleanupPlan(
-            "needs-review",
-            f"{len(vms)} Intune records could be this VM's ({ids}); none is deleted",
-            findings=(Finding("needs-review", "warning", "ambiguous device match on cleanup", ids, DOC),),
-        )
-    (device,) = vms
-    reused = _active_after_deletion(device, request.deleted_at)
-    if reused is not None:
-        return CleanupPlan("refused", reused)
-    actions: list[CleanupAction] = [DeleteManagedDevice(device.id, device.device_name)]
-    findings: list[Finding] = []
-    if len(entra) > 1:
-        findings.append(
-            Finding("needs-review", "warning", "several Entra devices share the deviceId; none deleted", "")
-        )
-    for entra_device in entra[:1] if len(entra) == 1 else []:
-        if entra_device.is_hybrid:
-            findings.append(_delete_in_ad(entra_device))
+        return CleanupPlan(Decision.REFUSED, "the VM carried the opt-out tag: its records are left alone")
+    if presence is Presence.EXISTS:
+        return CleanupPlan(Decision.SKIPPED, "a VM with this resource id exists again: its records are not orphans")
+    if ownership is None or not ownership.candidates:
+        if request.found_by is Origin.EVENT and not request.computer_name:
+            return CleanupPlan(
+                Decision.SKIPPED,
+                "no record anchored to this VM, and its computer name is unknown (the responder never saw it "
+                "running): nothing is matched by its resource name; reconciliation finds silent records later",
+            )
+        return CleanupPlan(Decision.SKIPPED, "no Intune or Entra record left for this VM: nothing to clean up")
+    if ownership.verdict is Verdict.AMBIGUOUS:
+        finding = Finding("needs-review", "warning", "ambiguous device match on cleanup", ownership.reason, DOC)
+        return CleanupPlan(Decision.NEEDS_REVIEW, f"none is deleted: {ownership.reason}", findings=(finding,))
+    own = ownership.own
+    if ownership.verdict is not Verdict.OWN or own is None:
+        return CleanupPlan(Decision.REFUSED, f"no record is provably this VM's: {ownership.reason}")
+    targets: list[Target] = []
+    findings: list[Finding] = [
+        Finding("left-alone", "info", "a record that could not be proven this VM's was left alone", c.describe())
+        for c in ownership.left_alone
+    ]
+    if own.managed is not None:
+        targets.append(Target("managed", own.managed.id, own.managed.device_name))
+    if own.entra is not None:
+        if own.entra.is_hybrid:
+            findings.append(delete_in_ad(own.entra.object_id, own.entra.display_name))
         else:
-            actions.append(DeleteEntraDevice(entra_device.object_id, entra_device.display_name))
-    return CleanupPlan("delete", "the VM is gone and exactly one record is its own", tuple(actions), tuple(findings))
+            targets.append(Target("entra", own.entra.object_id, own.entra.display_name))
+    reason = f"the VM is gone and {ownership.reason}"
+    return CleanupPlan(Decision.DELETE, reason, tuple(targets), tuple(findings))
 
 
-def _entra_only(request: CleanupRequest, entra: list[EntraDevice]) -> CleanupPlan:
-    """The Intune record is gone already (an earlier attempt, or an admin): the Entra object may remain."""
-    if not entra:
-        return CleanupPlan("skipped", "no Intune or Entra record left for this VM: nothing to clean up")
-    if len(entra) > 1:
-        return CleanupPlan("needs-review", f"{len(entra)} Entra devices share the VM's deviceId; none is deleted")
-    (device,) = entra
-    if device.last_sign_in_at is not None and device.last_sign_in_at > request.deleted_at:
-        return CleanupPlan("refused", "the Entra device signed in after the VM's deletion: the name was reused")
-    if device.is_hybrid:
-        return CleanupPlan(
-            "delete",
-            "the Intune record is gone; the hybrid Entra object is on-premises AD's",
-            (),
-            (_delete_in_ad(device),),
-        )
-    return CleanupPlan(
-        "delete",
-        "the Intune record is gone; its cloud-only Entra object remains",
-        (DeleteEntraDevice(device.object_id, device.display_name),),
-    )
-
-
-def _active_after_deletion(device: ManagedDevice, deleted_at: datetime) -> str | None:
-    """A record that enrolled or checked in after the deletion belongs to a new machine."""
-    for what, moment in (("enrolled", device.enrolled_at), ("checked in", device.last_sync_at)):
-        if moment is not None and moment > deleted_at:
-            return f"the record {what} at {moment.isoformat()}, after the VM's deletion: the name was reused"
-    return None
-
-
-def _delete_in_ad(device: EntraDevice) -> Finding:
+def delete_in_ad(object_id: str, name: str | None) -> Finding:
     return Finding(
         "delete-in-ad",
         "info",
         "The device is hybrid-joined: its Entra object is synced from on-premises AD. Delete the computer "
         "object in on-premises AD; the sync then removes the Entra object.",
-        f"Entra device {device.object_id} ({device.display_name})",
+        f"Entra device {object_id} ({name})",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupRecord:
+    """One cleanup's decision and progress: written before the first deletion, updated after each.
+
+    Kept in the audit table under a key derived from the deletion, so it is the one
+    audit row of every record this cleanup deletes, however often the message comes.
+    """
+
+    key: str
+    event_id: str
+    resource_id: str
+    mode: str
+    decision: Decision
+    reason: str
+    started_at: datetime
+    targets: tuple[Target, ...] = ()
+    findings: tuple[str, ...] = ()
+    finished_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    @property
+    def remaining(self) -> tuple[Target, ...]:
+        return tuple(target for target in self.targets if target.deleted_at is None)
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """What was done (or, in audit mode, would be), as the audit row lists it."""
+        if self.mode == "audit":
+            return tuple(f"audit: would {target.describe()}" for target in self.targets)
+        return tuple(
+            target.describe() + (" (already gone)" if target.already_gone else "")
+            for target in self.targets
+            if target.deleted_at is not None
+        )
+
+    def with_deleted(self, done: dict[str, bool], at: datetime) -> CleanupRecord:
+        """Mark the targets in `done` (kind → whether the delete changed anything) as deleted."""
+        return replace(
+            self,
+            targets=tuple(
+                replace(target, deleted_at=at, already_gone=not done[target.kind])
+                if target.kind in done and target.deleted_at is None
+                else target
+                for target in self.targets
+            ),
+        )
+
+    def finish(self, at: datetime, decision: Decision | None = None, reason: str | None = None) -> CleanupRecord:
+        return replace(self, finished_at=at, decision=decision or self.decision, reason=reason or self.reason)

@@ -1,79 +1,96 @@
-"""Queue a deleted VM's cleanup, and carry one cleanup message out.
+"""Queue a deleted VM's cleanup, and carry one cleanup message out, resumably.
 
-Queueing (delete handler): one message per VM deletion, sent with the
-configured delay; the ledger's cleanup status keeps a second delete event for
-the same deletion from queueing another. Working (queue trigger): re-check
-that the VM is gone, re-resolve its records, decide with `plan_cleanup`, act
-(enforce) or only record (audit), verify, and write every decision to the
-audit table. A message that can't be read, or still fails after the last
-attempt, is parked in the poison queue with its reason: nothing is lost.
+Queueing (delete stage): one message per deletion of one incarnation, sent with the
+configured delay. A redelivered delete event may send a second message for the same
+deletion; both carry the same cleanup key, so the second finds the first's row.
+
+Working (queue trigger): the cleanup's row in the audit table is its memory. No row:
+re-check that the VM is gone, gather the records, let the ownership decision pick
+the VM's own (or none), and write the plan, with the ids to delete, *before* the first
+deletion. A row that is not finished: resume from its ids, never search again. Each
+deletion is recorded as it happens; after the last, read again to verify. What still
+fails after the last attempt is parked (row and poison queue) with its reason.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from responder.audit import AuditEntry
 from responder.cleanup import (
     CleanupPlan,
+    CleanupRecord,
     CleanupRequest,
-    DeleteEntraDevice,
-    DeleteManagedDevice,
+    Decision,
     MessageError,
+    Origin,
+    Presence,
+    Target,
     plan_cleanup,
 )
 from responder.composition import Services
 from responder.errors import TransientError
-from responder.events import ClassifiedEvent
-from responder.facts import EntraDevice, Gone, ManagedDevice
-from responder.model import CleanupStatus, VmRecord
+from responder.events import ClassifiedEvent, vm_ref_from_resource_id
+from responder.facts import Gone
+from responder.matching import find_own_device
+from responder.model import CleanupStatus, VmRecord, VmRef
+from responder.observe import deletion_ended_this_incarnation
+from responder.ownership import Incarnation, KnownDevice, anchors
 from responder.scope import out_of_scope_reason
 from responder.settings import Mode
 
 # The Functions host gives a message this many deliveries (host.json
 # `extensions.queues.maxDequeueCount`); the last one parks it with its reason.
 MAX_ATTEMPTS = 5
+# Reconciliation knows a record, not a VM: a placeholder that no physicalIds anchor can name.
+NOWHERE = "not-known"
 
 log = logging.getLogger("responder")
 
 _STATUS_AFTER = {
-    "delete": CleanupStatus.DONE,
-    "skipped": CleanupStatus.DONE,
-    "refused": CleanupStatus.REFUSED,
-    "needs-review": CleanupStatus.NEEDS_REVIEW,
+    Decision.DELETE: CleanupStatus.DONE,
+    Decision.SKIPPED: CleanupStatus.DONE,
+    Decision.REFUSED: CleanupStatus.REFUSED,
+    Decision.NEEDS_REVIEW: CleanupStatus.NEEDS_REVIEW,
+    Decision.PARKED: CleanupStatus.NEEDS_REVIEW,
 }
 
 
 async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Services) -> str:
-    """Queue the cleanup of a just-deleted VM, once per deletion (`record`: the ledger row the event produced)."""
+    """Queue the cleanup of the incarnation the delete event ended (`record`: the row the event produced)."""
     if event.vm is None:
         raise ValueError("a delete event names a VM")
-    if record.deleted_at is None:
-        return "nothing known about this deletion"
-    if record.cleanup_status is not CleanupStatus.NONE:
-        return f"cleanup already {record.cleanup_status.value} for this deletion"
-    request = CleanupRequest(
+    vm = event.vm
+    base = CleanupRequest(
         event_id=event.event_id,
-        resource_id=event.vm.resource_id,
-        subscription_id=event.vm.subscription_id,
-        resource_group=event.vm.resource_group,
-        vm_name=event.vm.name,
-        deleted_at=record.deleted_at,
-        computer_name=record.computer_name,
-        vm_id=record.vm_id,
-        managed_device_id=record.managed_device_id,
-        entra_device_id=record.entra_device_id,
-        opted_out=record.opted_out,
+        resource_id=vm.resource_id,
+        subscription_id=vm.subscription_id,
+        resource_group=vm.resource_group,
+        vm_name=vm.name,
+        deleted_at=event.event_time,
     )
+    if deletion_ended_this_incarnation(record, event):
+        request = replace(
+            base,
+            computer_name=record.computer_name,
+            vm_id=record.vm_id,
+            created_at=record.created_at,
+            managed_device_id=record.managed_device_id,
+            entra_device_id=record.entra_device_id,
+            entra_object_id=record.entra_object_id,
+            device_vm_id=record.device_vm_id,
+            opted_out=record.opted_out,
+        )
+        what = "cleanup queued"
+    else:
+        # The ledger already describes a later VM under this resource id: nothing it knows is the deleted one's.
+        request = replace(base, replaced_by_vm_id=record.vm_id)
+        what = "cleanup of an earlier VM under this resource id queued"
     delay = services.settings.cleanup.delay_seconds
     await services.cleanup_queue.send(request.to_text(), delay)
-
-    def mark_queued(current: VmRecord) -> tuple[VmRecord, None]:
-        return replace(current, cleanup_status=CleanupStatus.QUEUED), None
-
-    await services.ledger.update(event.vm, mark_queued)
-    return f"cleanup queued, visible in {delay} s"
+    return f"{what}, visible in {delay} s"
 
 
 async def process_cleanup(text: str, attempt: int, services: Services) -> AuditEntry:
@@ -89,139 +106,223 @@ async def process_cleanup(text: str, attempt: int, services: Services) -> AuditE
     except TransientError as error:
         if attempt < MAX_ATTEMPTS:
             raise
-        reason = f"still failing after {attempt} attempts: {error}"
-        await services.cleanup_queue.send_poison(text, reason)
-        return await _audit(services, AuditEntry(request.event_id, request.resource_id, "failed", reason, mode.value))
+        return await _park(request, text, f"still failing after {attempt} attempts: {error}", services)
 
 
 async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
-    mode = services.settings.mode
-    # Reconciliation found the record by its silence and no VM in any watched subscription.
-    vm_exists = request.knows_the_vm and not isinstance(await services.compute.get_vm(request.vm), Gone)
-    candidates, entra = ([], []) if vm_exists else await _records(request, services)
-    plan = plan_cleanup(
-        request,
-        vm_exists=vm_exists,
-        candidates=candidates,
-        entra=entra,
-        out_of_scope=out_of_scope_reason(request.vm, services.settings) if request.knows_the_vm else None,
-    )
-    if mode is Mode.ENFORCE and plan.actions:
-        deferred = await _wait_for_the_cap(request, plan, services)
-        if deferred is not None:
-            return deferred
-    done = await _carry_out(plan, services) if mode is Mode.ENFORCE else _audit_only(plan)
-    entry = AuditEntry(
-        request.event_id,
-        request.resource_id,
-        plan.decision,
-        plan.reason,
-        mode.value,
-        actions=done,
-        findings=tuple(f"{finding.rule_id}: {finding.message}" for finding in plan.findings),
-    )
-    await _audit(services, entry)
-    if mode is Mode.ENFORCE:
-        await _record_status(request, plan, services)
-        if services.findings_publisher is not None:
-            for finding in plan.findings:
-                if finding.rule_id == "delete-in-ad":
-                    await services.findings_publisher.publish_delete_in_ad(request.vm, finding)
-    return entry
+    record = await services.audit.cleanup_record(request.key)
+    if record is not None and record.finished:
+        log.info("responder.cleanup already decided: %s %s", record.decision.value, record.key)
+        return _entry(record)
+    if record is None:
+        plan = await _decide(request, services)
+        record = _record_of(request, plan, services.settings.mode)
+        if record.finished or not record.targets:
+            record = await services.audit.save_cleanup(record.finish(_now()))
+            await _settle_ledger(request, record, services)
+            return _logged(record)
+        record = await services.audit.save_cleanup(record)  # the plan and its ids, before the first deletion
+        await _publish(request, plan, services)
+    return await _carry_out(request, record, services)
 
 
-async def _wait_for_the_cap(request: CleanupRequest, plan: CleanupPlan, services: Services) -> AuditEntry | None:
+def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode) -> CleanupRecord:
+    record = CleanupRecord(
+        key=request.key,
+        event_id=request.event_id,
+        resource_id=request.resource_id,
+        mode=mode.value,
+        decision=plan.decision,
+        reason=plan.reason,
+        started_at=_now(),
+        targets=plan.targets,
+        findings=tuple(f"{finding.rule_id}: {finding.message} ({finding.evidence})" for finding in plan.findings),
+    )
+    if mode is Mode.AUDIT and record.targets:
+        # Audit mode records the plan with every id it would delete, and is then finished.
+        return replace(record, finished_at=record.started_at)
+    return record
+
+
+async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
+    """Today's facts (is the VM gone? which records are its own?) → the plan."""
+    settings = services.settings
+    out_of_scope = out_of_scope_reason(request.vm, settings) if request.knows_the_vm else None
+    if out_of_scope is not None or request.opted_out:
+        return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=out_of_scope)
+    if request.found_by is Origin.RECONCILE:
+        return await _decide_orphan(request, services)
+    presence = await _presence(request, services)
+    ownership = None
+    if presence is not Presence.EXISTS:
+        incarnation = Incarnation(request.vm, request.vm_id, request.computer_name, request.created_at)
+        known = KnownDevice(
+            request.device_vm_id, request.managed_device_id, request.entra_object_id, request.entra_device_id
+        )
+        ownership = await find_own_device(incarnation, known, services.directory, quiet_since=request.deleted_at)
+    return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
+
+
+async def _presence(request: CleanupRequest, services: Services) -> Presence:
+    facts = await services.compute.get_vm(request.vm)
+    if isinstance(facts, Gone):
+        return Presence.GONE
+    if request.vm_id and facts.vm_id and facts.vm_id != request.vm_id:
+        return Presence.REPLACED
+    if not request.vm_id and request.replaced_by_vm_id and facts.vm_id == request.replaced_by_vm_id:
+        return Presence.REPLACED
+    return Presence.EXISTS
+
+
+async def _decide_orphan(request: CleanupRequest, services: Services) -> CleanupPlan:
+    """A record reconciliation found silent, with no VM of its name: whose was it?
+
+    Anchored to a VM: that VM must be gone, in scope and not opted out. Not anchored:
+    only the exact-name proof remains, and only when no allow-list narrows the scope
+    (an unanchored record can't be placed in a subscription).
+    """
+    directory = services.directory
+    managed = await directory.get_managed_device(str(request.managed_device_id))
+    if managed is None:
+        return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=None)
+    objects = await directory.find_entra_devices(managed.azure_ad_device_id) if managed.azure_ad_device_id else []
+    anchored = sorted({anchor for obj in objects for anchor in anchors(obj)})
+    if len(anchored) > 1:
+        return CleanupPlan(Decision.NEEDS_REVIEW, f"its Entra objects name several VMs: {', '.join(anchored)}")
+    vm = vm_ref_from_resource_id(anchored[0]) if anchored else None
+    if vm is not None:
+        refusal = await _anchored_vm_refusal(vm, services)
+        if refusal is not None:
+            return refusal
+    elif services.settings.allowed_subscriptions or services.settings.allowed_resource_groups:
+        return CleanupPlan(
+            Decision.REFUSED,
+            "no physicalIds anchor says which subscription this record's VM was in, and allow-lists are set",
+        )
+    incarnation = Incarnation(vm or VmRef(NOWHERE, NOWHERE, NOWHERE), computer_name=managed.device_name)
+    # The record itself and its namesakes: the decision needs to see a clone of the same name.
+    ownership = await find_own_device(
+        incarnation, KnownDevice(None, managed_device_id=managed.id), directory, quiet_since=request.deleted_at
+    )
+    return plan_cleanup(request, presence=Presence.GONE, ownership=ownership, out_of_scope=None)
+
+
+async def _anchored_vm_refusal(vm: VmRef, services: Services) -> CleanupPlan | None:
+    if (reason := out_of_scope_reason(vm, services.settings)) is not None:
+        return CleanupPlan(Decision.REFUSED, f"out of scope: its VM {vm.resource_id}: {reason}")
+    known = await services.ledger.get(vm)
+    if known is not None and known.opted_out:
+        return CleanupPlan(Decision.REFUSED, f"its VM {vm.resource_id} carried the opt-out tag")
+    if not isinstance(await services.compute.get_vm(vm), Gone):
+        return CleanupPlan(Decision.SKIPPED, f"its VM {vm.resource_id} exists: not an orphan")
+    return None
+
+
+async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: Services) -> AuditEntry:
+    """Delete what is left, as many as the blast-radius cap allows; verify once all are done."""
+    directory = services.directory
+    remaining = record.remaining
+    if remaining:
+        cap = services.settings.cleanup.max_deletions_per_hour
+        reservation = await services.audit.reserve_deletions(len(remaining), cap)
+        batch = remaining[: reservation.granted]
+        if batch:
+            changed = await directory.delete_records(_id(batch, "managed"), _id(batch, "entra"))
+            record = await services.audit.save_cleanup(record.with_deleted(changed, _now()))
+        if len(batch) < len(remaining):
+            return await _defer(request, record, reservation.retry_after_seconds, reservation.warn, services)
+    left = await directory.records_exist(_id(record.targets, "managed"), _id(record.targets, "entra"))
+    if still_there := [kind for kind, exists in left.items() if exists]:
+        raise TransientError(f"{' and '.join(still_there)} record still there after its deletion")
+    record = await services.audit.save_cleanup(record.finish(_now()))
+    await _settle_ledger(request, record, services)
+    return _logged(record)
+
+
+async def _defer(
+    request: CleanupRequest, record: CleanupRecord, wait: int, warn: bool, services: Services
+) -> AuditEntry:
     """Over the rolling-hour cap the message goes back on the queue, delayed: waiting, not dropped."""
     cap = services.settings.cleanup.max_deletions_per_hour
-    reservation = await services.audit.reserve_deletions(len(plan.actions), cap)
-    if reservation.granted:
-        return None
-    await services.cleanup_queue.send(request.to_text(), reservation.retry_after_seconds)
-    reason = f"blast-radius cap of {cap} deletions per hour reached; retrying in {reservation.retry_after_seconds} s"
-    if reservation.warn:
+    await services.cleanup_queue.send(request.to_text(), wait)
+    reason = (
+        f"blast-radius cap of {cap} deletions per hour reached with {len(record.remaining)} record(s) "
+        f"left; retrying in {wait} s"
+    )
+    if warn:
         log.warning("responder.blast-radius %s (further cleanups wait in the queue)", reason)
     entry = AuditEntry(request.event_id, request.resource_id, "deferred", reason, services.settings.mode.value)
     await services.audit.record(entry)
     return entry
 
 
-async def _records(request: CleanupRequest, services: Services) -> tuple[list[ManagedDevice], list[EntraDevice]]:
-    """The Intune records that could be the VM's, and the Entra objects of the one chosen (SPEC §2).
-
-    Strongest key first: the ledger's managedDevice id; then an Entra device naming the
-    VM's resource id in `physicalIds`; only then an exact name match, confirmed
-    through `azureADDeviceId` when the ledger knows the Entra deviceId.
-    """
-    directory = services.directory
-    if request.managed_device_id and request.entra_device_id:
-        # Both ids known: one batched read instead of two calls.
-        device, entra = await directory.read_records(request.managed_device_id, request.entra_device_id)
-        candidates = [device] if device is not None else []
-        if device is not None and device.azure_ad_device_id not in {None, request.entra_device_id}:
-            entra = await _entra_of(candidates, None, services)  # the record moved to another Entra object
-        return candidates, entra
-    if request.managed_device_id:
-        device = await directory.get_managed_device(request.managed_device_id)
-        candidates = [device] if device is not None else []
-        return candidates, await _entra_of(candidates, request.entra_device_id, services)
-    name = request.computer_name or request.vm_name
-    anchored = await directory.find_entra_devices_by_resource_id(request.resource_id)
-    if len(anchored) > 1:
-        return [], anchored  # ambiguous: plan_cleanup refuses
-    by_name = await directory.find_managed_devices_by_name(name)
-    known_device_id = anchored[0].device_id if anchored else request.entra_device_id
-    if known_device_id:
-        by_name = [device for device in by_name if device.azure_ad_device_id == known_device_id]
-        if anchored and not by_name:
-            return [], anchored  # the Intune record is gone or renamed; the Entra object remains
-    return by_name, await _entra_of(by_name, known_device_id, services)
+async def _park(request: CleanupRequest, text: str, reason: str, services: Services) -> AuditEntry:
+    """The last attempt failed: the row says so with what was done, and the message waits for a person."""
+    record = await services.audit.cleanup_record(request.key)
+    if record is None:
+        record = CleanupRecord(
+            request.key,
+            request.event_id,
+            request.resource_id,
+            services.settings.mode.value,
+            Decision.PARKED,
+            "",
+            _now(),
+        )
+    if not record.finished:
+        done = f" ({len(record.targets) - len(record.remaining)} of {len(record.targets)} deleted)"
+        record = await services.audit.save_cleanup(
+            record.finish(_now(), Decision.PARKED, reason + (done if record.targets else ""))
+        )
+    await services.cleanup_queue.send_poison(text, record.reason)
+    return _logged(record)
 
 
-async def _entra_of(candidates: list[ManagedDevice], device_id: str | None, services: Services) -> list[EntraDevice]:
-    """The Entra objects of the one VM record among the candidates (physical PCs don't count)."""
-    candidates = [device for device in candidates if device.is_virtual_machine]
-    if len(candidates) > 1:
-        return []
-    if len(candidates) == 1 and candidates[0].azure_ad_device_id:
-        device_id = candidates[0].azure_ad_device_id
-    return await services.directory.find_entra_devices(device_id) if device_id else []
+async def _publish(request: CleanupRequest, plan: CleanupPlan, services: Services) -> None:
+    """Tell the on-premises team which hybrid computer objects to delete (enforce mode only)."""
+    if services.findings_publisher is None or services.settings.mode is not Mode.ENFORCE:
+        return
+    for finding in plan.findings:
+        if finding.rule_id == "delete-in-ad":
+            await services.findings_publisher.publish_delete_in_ad(request.vm, finding)
 
 
-async def _carry_out(plan: CleanupPlan, services: Services) -> tuple[str, ...]:
-    """Delete (one batched call), then read again (another): a record still there is a failure to retry."""
-    directory = services.directory
-    keys = {DeleteManagedDevice: "managed", DeleteEntraDevice: "entra"}
-    managed = next((a.managed_device_id for a in plan.actions if isinstance(a, DeleteManagedDevice)), None)
-    entra = next((a.object_id for a in plan.actions if isinstance(a, DeleteEntraDevice)), None)
-    changed = await directory.delete_records(managed, entra)
-    still_there = [key for key, exists in (await directory.records_exist(managed, entra)).items() if exists]
-    if still_there:
-        raise TransientError(f"{' and '.join(still_there)} record still there after its deletion")
-    return tuple(
-        action.describe() + ("" if changed.get(keys[type(action)], False) else " (already gone)")
-        for action in plan.actions
-    )
-
-
-def _audit_only(plan: CleanupPlan) -> tuple[str, ...]:
-    return tuple(f"audit: would {action.describe()}" for action in plan.actions)
-
-
-async def _record_status(request: CleanupRequest, plan: CleanupPlan, services: Services) -> None:
-    if not request.knows_the_vm:
+async def _settle_ledger(request: CleanupRequest, record: CleanupRecord, services: Services) -> None:
+    """The ledger row shows the last cleanup's outcome, for people (nothing decides by it)."""
+    if not request.knows_the_vm or record.mode != Mode.ENFORCE.value:
         return
 
-    def settle(record: VmRecord) -> tuple[VmRecord, None]:
-        if record.deleted_at != request.deleted_at:
-            return record, None  # the ledger row moved on (the name was reused)
-        return replace(record, cleanup_status=_STATUS_AFTER[plan.decision]), None
+    def settle(row: VmRecord) -> tuple[VmRecord, None]:
+        if row.deleted_at != request.deleted_at:
+            return row, None  # the row moved on (a later VM under this resource id)
+        return replace(row, cleanup_status=_STATUS_AFTER[record.decision]), None
 
     await services.ledger.update(request.vm, settle)
 
 
-async def _audit(services: Services, entry: AuditEntry) -> AuditEntry:
-    await services.audit.record(entry)
-    level = logging.WARNING if entry.decision in {"poisoned", "failed", "needs-review"} else logging.INFO
+def _id(targets: tuple[Target, ...], kind: str) -> str | None:
+    return next((target.record_id for target in targets if target.kind == kind), None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _entry(record: CleanupRecord) -> AuditEntry:
+    return AuditEntry(
+        record.event_id,
+        record.resource_id,
+        record.decision.value,
+        record.reason,
+        record.mode,
+        actions=record.actions,
+        findings=record.findings,
+    )
+
+
+def _logged(record: CleanupRecord) -> AuditEntry:
+    entry = _entry(record)
+    level = logging.WARNING if record.decision in {Decision.PARKED, Decision.NEEDS_REVIEW} else logging.INFO
     log.log(
         level,
         "responder.cleanup decision=%s resource=%s reason=%s actions=%s",
@@ -230,4 +331,10 @@ async def _audit(services: Services, entry: AuditEntry) -> AuditEntry:
         entry.reason,
         list(entry.actions),
     )
+    return entry
+
+
+async def _audit(services: Services, entry: AuditEntry) -> AuditEntry:
+    await services.audit.record(entry)
+    log.warning("responder.cleanup decision=%s resource=%s reason=%s", entry.decision, entry.resource_id, entry.reason)
     return entry

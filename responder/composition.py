@@ -15,25 +15,23 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from responder.ports import Audit, CleanupQueue, Compute, DeviceDirectory, Ledger
 from responder.settings import Settings
 
 if TYPE_CHECKING:
-    from responder.adapters.arm import ArmCompute
-    from responder.adapters.audit_table import AuditTable
     from responder.adapters.findings_publisher import FindingsPublisher
-    from responder.adapters.graph import GraphDeviceDirectory
-    from responder.adapters.storage_queue import CleanupQueue
-    from responder.adapters.table_ledger import TableLedger
 
 
 @dataclass
 class Services:
+    """What the core works with, each behind its protocol (`responder.ports`)."""
+
     settings: Settings
-    ledger: TableLedger
-    directory: GraphDeviceDirectory
-    compute: ArmCompute
+    ledger: Ledger
+    directory: DeviceDirectory
+    compute: Compute
     cleanup_queue: CleanupQueue
-    audit: AuditTable
+    audit: Audit
     findings_publisher: FindingsPublisher | None = None
     _closers: list[Any] = field(default_factory=list, repr=False)
 
@@ -51,7 +49,7 @@ async def build_services(settings: Settings) -> Services:
     from responder.adapters.arm import ArmCompute
     from responder.adapters.audit_table import AuditTable
     from responder.adapters.graph import build_graph_directory
-    from responder.adapters.storage_queue import CleanupQueue
+    from responder.adapters.storage_queue import StorageCleanupQueue
     from responder.adapters.table_ledger import TableLedger
 
     closers: list[Any] = []
@@ -73,7 +71,7 @@ async def build_services(settings: Settings) -> Services:
     closers.extend([table, queues])
     audit = AuditTable(audit_table)
     closers.append(audit)
-    cleanup_queue = CleanupQueue(queues, settings.cleanup.queue, settings.cleanup.poison_queue)
+    cleanup_queue = StorageCleanupQueue(queues, settings.cleanup.queue, settings.cleanup.poison_queue)
     closers.append(cleanup_queue)
 
     # Graph and ARM: the app's managed identity in Azure; locally whatever
@@ -91,9 +89,10 @@ async def build_services(settings: Settings) -> Services:
         publisher = FindingsPublisher(settings.findings_topic_endpoint, cloud_credential, settings.ca_file)
         closers.append(publisher)
 
+    ledger = TableLedger(table)
     services = Services(
         settings=settings,
-        ledger=TableLedger(table),
+        ledger=ledger,
         directory=directory,
         compute=compute,
         cleanup_queue=cleanup_queue,
@@ -102,9 +101,9 @@ async def build_services(settings: Settings) -> Services:
         _closers=closers,
     )
     try:
-        await services.ledger.ensure_table()
-        await services.audit.ensure_table()
-        await services.cleanup_queue.ensure_queues()
+        await ledger.ensure_table()
+        await audit.ensure_table()
+        await cleanup_queue.ensure_queues()
     except BaseException:
         await services.aclose()  # no half-built services with open sessions
         raise

@@ -17,6 +17,7 @@ from responder.composition import Services
 from responder.events import ClassifiedEvent
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.model import Finding, VmRecord
+from responder.observe import adopt_incarnation
 from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
 from responder.scope import opted_out
 
@@ -47,6 +48,10 @@ async def check_written_vm(
     if isinstance(facts, Gone):
         return "the VM no longer exists", ()
     if opted_out(facts.tags, services.settings):
+        # Remembered, so the cleanup after a deletion leaves this VM's records alone too.
+        await services.ledger.update(
+            event.vm, lambda current: (replace(adopt_incarnation(current, facts), opted_out=True), None)
+        )
         return "the VM carries the opt-out tag: not checked", ()
     checked = fingerprint(facts)
     if record.check_fingerprint == checked:
@@ -62,21 +67,6 @@ async def check_written_vm(
         )
     )
 
-    def remember(current: VmRecord) -> tuple[VmRecord, None]:
-        kept = tuple(finding for finding in current.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
-        return (
-            replace(
-                current,
-                findings=(*kept, *findings),
-                check_fingerprint=checked,
-                vm_id=facts.vm_id or current.vm_id,
-                computer_name=facts.computer_name or current.computer_name,
-                os_type=facts.os_type or current.os_type,
-            ),
-            None,
-        )
-
-    await services.ledger.update(event.vm, remember)
     for finding in findings:
         log.log(
             logging.WARNING if finding.severity == "error" else logging.INFO,
@@ -96,6 +86,14 @@ async def check_written_vm(
         await services.compute.merge_tags(event.vm, {services.settings.findings_tag: verdict(findings)})
     if services.findings_publisher is not None:
         await services.findings_publisher.publish(event.vm, facts.vm_id, list(findings))
+
+    def remember(current: VmRecord) -> tuple[VmRecord, None]:
+        adopted = adopt_incarnation(current, facts)
+        kept = tuple(finding for finding in adopted.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
+        return replace(adopted, findings=(*kept, *findings), check_fingerprint=checked, opted_out=False), None
+
+    # Last: the fingerprint says "checked", so a crash before it repeats the check (and its reports).
+    await services.ledger.update(event.vm, remember)
     errors = sum(finding.severity == "error" for finding in findings)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
 

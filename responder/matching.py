@@ -1,51 +1,70 @@
-"""Which Intune/Entra device is this VM's? Strongest key first (SPEC §2).
+"""Gather the records that could be a VM's, and let `responder.ownership` judge them (SPEC §2).
 
-1. the mapping the ledger captured earlier; 2. an Entra device whose
-`physicalIds` names the VM's resource id; 3. an Intune device whose name is
-*exactly* the VM's computer name, model `Virtual Machine`, confirmed through
-its `azureADDeviceId`. Two or more candidates at any step: ambiguous, never a
-guess. The lookups are here; what to do with the answer is decided elsewhere.
+The lookups, strongest first: the ids the ledger saved (for whichever vmId; the
+decision knows whether they still count), the Entra devices whose `physicalIds`
+name the VM's resource id, and the Intune records whose name is *exactly* the
+VM's computer name, with every Entra object their `azureADDeviceId` names (all of
+them: two objects with one deviceId are a finding, not a pick). Only ARM's
+computer name is searched for, never the resource name.
 """
 
 from __future__ import annotations
 
-from responder.model import VmRecord, VmRef
+from datetime import datetime
+
+from responder.facts import EntraDevice, ManagedDevice
+from responder.model import VmRecord
+from responder.ownership import Incarnation, KnownDevice, Ownership, decide_ownership, device_id_of
 from responder.ports import DeviceDirectory
-from responder.suppression import DeviceIds, DeviceMatch, NoDevice
 
 
-async def resolve_device(
-    vm: VmRef, computer_name: str | None, record: VmRecord, directory: DeviceDirectory
-) -> DeviceMatch:
-    if record.managed_device_id or record.entra_object_id:
-        return DeviceIds(record.managed_device_id, record.entra_object_id, record.entra_device_id)
+def incarnation_of(record: VmRecord) -> Incarnation:
+    return Incarnation(record.ref, record.vm_id, record.computer_name, record.created_at)
 
-    by_resource = await directory.find_entra_devices_by_resource_id(vm.resource_id)
-    if len(by_resource) > 1:
-        names = ", ".join(device.object_id for device in by_resource)
-        return NoDevice(f"{len(by_resource)} Entra devices name this VM in physicalIds ({names})", True)
-    anchored = by_resource[0] if by_resource else None
 
-    name = computer_name or (anchored.display_name if anchored else None)
-    if not name:
-        return NoDevice("the VM's computer name is unknown")
-    candidates = [device for device in await directory.find_managed_devices_by_name(name) if device.is_virtual_machine]
-    if anchored is not None:
-        candidates = [device for device in candidates if device.azure_ad_device_id == anchored.device_id]
-        managed = candidates[0].id if len(candidates) == 1 else None
-        return DeviceIds(managed, anchored.object_id, anchored.device_id, anchored.is_hybrid)
-    if not candidates:
-        return NoDevice(f"no Intune device named {name!r} with model 'Virtual Machine'")
-    if len(candidates) > 1:
-        ids = ", ".join(device.id for device in candidates)
-        return NoDevice(f"{len(candidates)} Intune devices are named {name!r} ({ids})", True)
-    (managed_device,) = candidates
-    if not managed_device.azure_ad_device_id:
-        return DeviceIds(managed_device.id, None)
-    entra = await directory.find_entra_devices(managed_device.azure_ad_device_id)
-    if len(entra) > 1:
-        return NoDevice(f"{len(entra)} Entra devices share deviceId {managed_device.azure_ad_device_id}", True)
-    if not entra:
-        return DeviceIds(managed_device.id, None, managed_device.azure_ad_device_id)
-    (entra_device,) = entra
-    return DeviceIds(managed_device.id, entra_device.object_id, entra_device.device_id, entra_device.is_hybrid)
+def known_device_of(record: VmRecord) -> KnownDevice:
+    return KnownDevice(record.device_vm_id, record.managed_device_id, record.entra_object_id, record.entra_device_id)
+
+
+async def find_own_device(
+    incarnation: Incarnation,
+    known: KnownDevice | None,
+    directory: DeviceDirectory,
+    *,
+    quiet_since: datetime | None = None,
+) -> Ownership:
+    managed, entra = await gather_candidates(incarnation, known, directory)
+    return decide_ownership(incarnation, managed, entra, known=known, quiet_since=quiet_since)
+
+
+async def gather_candidates(
+    incarnation: Incarnation, known: KnownDevice | None, directory: DeviceDirectory
+) -> tuple[list[ManagedDevice], list[EntraDevice]]:
+    managed: dict[str, ManagedDevice] = {}
+    entra: dict[str, EntraDevice] = {}
+
+    def keep(*objects: EntraDevice) -> None:
+        entra.update((obj.object_id, obj) for obj in objects)
+
+    if known is not None:
+        if known.managed_device_id and (record := await directory.get_managed_device(known.managed_device_id)):
+            managed[record.id] = record
+        if known.entra_object_id and (obj := await directory.get_entra_device(known.entra_object_id)):
+            keep(obj)
+    anchored = await directory.find_entra_devices_by_resource_id(incarnation.vm.resource_id)
+    keep(*anchored)
+    # The computer name ARM reported; and, for an anchored object, the name Entra gives it.
+    names = {incarnation.computer_name.lower()} if incarnation.computer_name else set()
+    names.update(obj.display_name.lower() for obj in anchored if obj.display_name)
+    for name in sorted(names):
+        for record in await directory.find_managed_devices_by_name(name):
+            managed[record.id] = record
+    # Every Entra object each VM record links to, so a shared deviceId shows.
+    linked_ids = {
+        linked for record in managed.values() if record.is_virtual_machine and (linked := device_id_of(record))
+    }
+    if known is not None and known.entra_device_id:
+        linked_ids.add(known.entra_device_id.lower())
+    for linked in sorted(linked_ids):
+        keep(*await directory.find_entra_devices(linked))
+    return list(managed.values()), list(entra.values())

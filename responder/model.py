@@ -40,7 +40,11 @@ class SuppressionState(StrEnum):
 
 
 class CleanupStatus(StrEnum):
-    """Progress of the orphaned-record cleanup after a deletion (SPEC §5)."""
+    """The last cleanup's state, for people reading the ledger (SPEC §5).
+
+    Informational only: whether a deletion still needs a cleanup is decided by the
+    event id and the cleanup's own progress row, never by this flag.
+    """
 
     NONE = "none"
     QUEUED = "queued"
@@ -90,17 +94,20 @@ class VmRecord:
     """
 
     ref: VmRef
-    vm_id: str | None = None
+    vm_id: str | None = None  # the incarnation the facts below were learnt for (a re-created VM gets a new one)
     computer_name: str | None = None
     os_type: str | None = None
+    created_at: datetime | None = None  # ARM's timeCreated of this incarnation
     managed_device_id: str | None = None
     entra_device_id: str | None = None  # Entra `deviceId` (= Intune azureADDeviceId)
     entra_object_id: str | None = None  # Entra object `id`, for group membership and attributes
+    device_vm_id: str | None = None  # the vmId the device mapping above was proven for
     power_state: PowerState = PowerState.UNKNOWN
     power_state_at: datetime | None = None
     suppression: SuppressionState = SuppressionState.NONE
     last_event_at: dict[EventKind, datetime] = field(default_factory=dict)
-    recent_event_ids: tuple[str, ...] = ()
+    recent_event_ids: tuple[str, ...] = ()  # events whose work is done: a redelivery changes nothing
+    pending_event_ids: tuple[str, ...] = ()  # events seen whose work is not done yet: a redelivery resumes it
     findings: tuple[Finding, ...] = ()
     cleanup_status: CleanupStatus = CleanupStatus.NONE
     deleted_at: datetime | None = None

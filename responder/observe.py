@@ -13,7 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from responder.events import ClassifiedEvent
-from responder.model import EventKind, PowerState, VmRecord
+from responder.facts import VmFacts
+from responder.model import EventKind, PowerState, SuppressionState, VmRecord
 
 # Enough to recognise Event Grid's retries, which arrive within 24 hours,
 # while keeping the ledger row small.
@@ -28,9 +29,13 @@ POWER_STATE_AFTER: dict[EventKind, PowerState] = {
 
 
 class Outcome(StrEnum):
-    RECORDED = "recorded"  # the newest news about this VM
-    DUPLICATE = "duplicate"  # this event id was seen before: nothing changes
-    STALE = "stale"  # older than what the ledger knows: history only
+    RECORDED = "recorded"  # the newest news about this VM: its work is to be done
+    RESUMED = "resumed"  # seen before but its work never finished (a fault): do it now
+    DUPLICATE = "duplicate"  # this event's work is done: nothing changes
+    STALE = "stale"  # older than what the ledger knows: history only, nothing to do
+
+
+NEEDS_WORK = frozenset({Outcome.RECORDED, Outcome.RESUMED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,40 +45,79 @@ class Observation:
 
 
 def observe(record: VmRecord, event: ClassifiedEvent) -> Observation:
-    """The ledger row after `event`, and whether the event was news."""
+    """The ledger row after `event`, and whether the event still has work to do.
+
+    An event is *seen* here and *settled* (`settle`) only once its stage has done its
+    work, so a redelivery after any fault finds it pending and resumes it, and a
+    redelivery after success is a duplicate. A stale event has no work: settled at once.
+    """
     if event.kind is EventKind.IGNORED:
         raise ValueError("ignored events are not recorded in the ledger")
     if event.event_id in record.recent_event_ids:
         return Observation(record, Outcome.DUPLICATE)
-
+    resuming = event.event_id in record.pending_event_ids
+    news = Outcome.RESUMED if resuming else Outcome.RECORDED
     history = replace(
         record,
-        recent_event_ids=(*record.recent_event_ids, event.event_id)[-RECENT_EVENT_IDS_KEPT:],
+        pending_event_ids=record.pending_event_ids
+        if resuming
+        else (*record.pending_event_ids, event.event_id)[-RECENT_EVENT_IDS_KEPT:],
         last_event_at=_latest(record, event),
     )
     if event.kind is EventKind.CREATED:
-        return _observe_write(history, event)
-
-    if record.power_state_at is not None and event.event_time <= record.power_state_at:
-        return Observation(history, Outcome.STALE)
+        return _observe_write(history, event, news)
+    if event.kind is EventKind.DELETED:
+        return _observe_delete(history, event, news)
+    known = record.power_state_at
+    if known is not None and (event.event_time < known or (event.event_time == known and not resuming)):
+        return Observation(settle(history, event.event_id), Outcome.STALE)
     state = POWER_STATE_AFTER[event.kind]
-    return Observation(
-        replace(
-            history,
-            power_state=state,
-            power_state_at=event.event_time,
-            deleted_at=event.event_time if state is PowerState.DELETED else history.deleted_at,
-        ),
-        Outcome.RECORDED,
+    return Observation(replace(history, power_state=state, power_state_at=event.event_time), news)
+
+
+def settle(record: VmRecord, event_id: str) -> VmRecord:
+    """The event's work is done: a redelivery is now a duplicate."""
+    if event_id in record.recent_event_ids:
+        return record
+    return replace(
+        record,
+        pending_event_ids=tuple(seen for seen in record.pending_event_ids if seen != event_id),
+        recent_event_ids=(*record.recent_event_ids, event_id)[-RECENT_EVENT_IDS_KEPT:],
     )
 
 
-def _observe_write(history: VmRecord, event: ClassifiedEvent) -> Observation:
+def deletion_ended_this_incarnation(record: VmRecord, event: ClassifiedEvent) -> bool:
+    """Whether a delete event is about the VM the ledger row describes, not an earlier one."""
+    return record.deleted_at == event.event_time
+
+
+def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> Observation:
+    """Every deletion needs its cleanup, even one that arrives after a re-created VM's events:
+    then it ended an earlier VM under this resource id, and the row's power state stays."""
+    known = history.power_state_at
+    created = history.created_at
+    earlier_vm = (created is not None and event.event_time < created) or (
+        known is not None and event.event_time < known and history.deleted_at != event.event_time
+    )
+    if earlier_vm:
+        return Observation(history, news)
+    return Observation(
+        replace(
+            history,
+            power_state=PowerState.DELETED,
+            power_state_at=event.event_time,
+            deleted_at=event.event_time,
+        ),
+        news,
+    )
+
+
+def _observe_write(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> Observation:
     """A write after the recorded deletion means the name was reused for a new VM."""
     if history.deleted_at is None:
-        return Observation(history, Outcome.RECORDED)
+        return Observation(history, news)
     if event.event_time <= history.deleted_at:
-        return Observation(history, Outcome.STALE)
+        return Observation(settle(history, event.event_id), Outcome.STALE)
     return Observation(
         replace(
             history,
@@ -81,7 +125,7 @@ def _observe_write(history: VmRecord, event: ClassifiedEvent) -> Observation:
             power_state_at=event.event_time,
             deleted_at=None,
         ),
-        Outcome.RECORDED,
+        news,
     )
 
 
@@ -91,3 +135,34 @@ def _latest(record: VmRecord, event: ClassifiedEvent) -> dict[EventKind, datetim
     if known is None or event.event_time > known:
         times[event.kind] = event.event_time
     return times
+
+
+def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
+    """What ARM says about the VM now, bound to its vmId.
+
+    A vmId other than the one the row describes is a new VM under the same resource
+    id (deleted and created again): what the row knew about the old one's computer,
+    device and mark is forgotten, so it can never be taken for the new one's.
+    """
+    if facts.vm_id and record.vm_id and facts.vm_id != record.vm_id:
+        record = replace(
+            record,
+            computer_name=None,
+            os_type=None,
+            created_at=None,
+            managed_device_id=None,
+            entra_device_id=None,
+            entra_object_id=None,
+            device_vm_id=None,
+            suppression=SuppressionState.NONE,
+            findings=(),
+            check_fingerprint=None,
+            opted_out=False,
+        )
+    return replace(
+        record,
+        vm_id=facts.vm_id or record.vm_id,
+        computer_name=facts.computer_name or record.computer_name,
+        os_type=facts.os_type or record.os_type,
+        created_at=facts.time_created or record.created_at,
+    )

@@ -323,7 +323,7 @@ class _Judge:
             if moment is not None and moment > quiet:
                 return (
                     f"{what} at {moment.isoformat()}, after this VM stopped at {quiet.isoformat()}: "
-                    "another machine uses it"
+                    "another machine uses it (the name was reused)"
                 )
         return None
 

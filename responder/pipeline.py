@@ -19,9 +19,10 @@ from typing import Any
 from responder.cleanup_worker import queue_cleanup
 from responder.composition import Services
 from responder.creation import check_written_vm
+from responder.errors import RequestRefused
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import EventKind, VmRecord
-from responder.observe import Outcome, observe
+from responder.observe import NEEDS_WORK, Outcome, observe, settle
 from responder.power import respond_to_power_change
 from responder.scope import out_of_scope_reason
 
@@ -36,7 +37,7 @@ _collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", d
 class Handled:
     """What became of one delivered event: one structured log line, one report row."""
 
-    outcome: str  # malformed | ignored | misrouted | out-of-scope | recorded | duplicate | stale
+    outcome: str  # malformed | ignored | misrouted | out-of-scope | recorded | resumed | duplicate | stale | failed
     event_id: str | None
     kind: EventKind | None = None
     resource_id: str | None = None
@@ -63,10 +64,11 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], service
 
 
 async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKind], services: Services) -> Handled:
-    resource_id = event.vm.resource_id if event.vm else None
     if event.kind is EventKind.IGNORED or event.vm is None:
         reason = event.ignore_reason or "not a VM event"
-        return _logged(Handled("ignored", event.event_id, event.kind, resource_id, reason), logging.DEBUG)
+        ignored_id = event.vm.resource_id if event.vm else None
+        return _logged(Handled("ignored", event.event_id, event.kind, ignored_id, reason), logging.DEBUG)
+    resource_id = event.vm.resource_id
     if event.kind not in accepts:
         # The event subscription's filter should have kept it away: say so loudly.
         reason = f"{event.operation_name} is not handled by this function; check the event subscription filter"
@@ -81,25 +83,35 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
         return observation.record, observation.outcome
 
     record, outcome = await services.ledger.update(event.vm, decide)
-    if outcome is Outcome.RECORDED and event.kind in POWER_KINDS:
+    if outcome not in NEEDS_WORK:
+        reason = {
+            Outcome.DUPLICATE: "event id already handled",
+            Outcome.STALE: "older than what the ledger already knows; history only",
+        }[outcome]
+        return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, reason), logging.INFO)
+    try:
+        handled = await _run_stage(event, resource_id, record, outcome, services)
+    except RequestRefused as refused:
+        # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
+        reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
+        return _logged(Handled("failed", event.event_id, event.kind, resource_id, reason), logging.ERROR)
+    await services.ledger.update(event.vm, lambda current: (settle(current, event.event_id), None))
+    return _logged(handled, logging.INFO)
+
+
+async def _run_stage(
+    event: ClassifiedEvent, resource_id: str, record: VmRecord, outcome: Outcome, services: Services
+) -> Handled:
+    """The event's work. It only counts as handled once this returns (the pipeline then settles it)."""
+    if event.kind in POWER_KINDS:
         result = await respond_to_power_change(event, services)
-        handled = Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
-        return _logged(handled, logging.INFO)
-    if outcome is Outcome.RECORDED and event.kind is EventKind.CREATED:
+        return Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
+    if event.kind is EventKind.CREATED:
         summary, findings = await check_written_vm(event, record, services)
         described = tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings)
-        return _logged(
-            Handled(outcome.value, event.event_id, event.kind, resource_id, summary, described), logging.INFO
-        )
-    if outcome is Outcome.RECORDED and event.kind is EventKind.DELETED:
-        summary = await queue_cleanup(event, record, services)
-        return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, summary), logging.INFO)
-    reason = {
-        Outcome.RECORDED: f"{event.operation_name} at {event.event_time.isoformat()}",
-        Outcome.DUPLICATE: "event id already handled",
-        Outcome.STALE: "older than what the ledger already knows; history only",
-    }[outcome]
-    return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, reason), logging.INFO)
+        return Handled(outcome.value, event.event_id, event.kind, resource_id, summary, described)
+    summary = await queue_cleanup(event, record, services)
+    return Handled(outcome.value, event.event_id, event.kind, resource_id, summary)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeVar
 
+from responder.audit import AuditEntry
+from responder.blast_radius import Reservation
+from responder.cleanup import CleanupRecord
 from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, VmFacts
 from responder.model import VmRecord, VmRef
 
@@ -80,3 +83,37 @@ class Compute(Protocol):
     async def find_host_pool(self, vm: VmRef) -> HostPool | None: ...
 
     def list_vms(self, subscription_id: str) -> AsyncIterator[VmFacts]: ...
+
+    async def merge_tags(self, vm: VmRef, tags: dict[str, str]) -> None: ...
+
+
+class CleanupQueue(Protocol):
+    """The cleanup queue and its poison queue. Failures raise TransientError."""
+
+    async def send(self, text: str, delay_seconds: int) -> None: ...
+
+    async def send_poison(self, text: str, reason: str) -> None: ...
+
+
+class Audit(Protocol):
+    """The audit table: decisions, each cleanup's progress, the blast-radius cap, the reconciliation cursor.
+
+    `save_cleanup` inserts (no ETag) or replaces under the ETag it read; a concurrent
+    change raises LedgerConflict. Failures raise TransientError.
+    """
+
+    async def record(self, entry: AuditEntry) -> None: ...
+
+    async def cleanup_record(self, key: str) -> CleanupRecord | None: ...
+
+    async def save_cleanup(self, record: CleanupRecord) -> CleanupRecord: ...
+
+    async def reserve_deletions(self, wanted: int, cap: int) -> Reservation: ...
+
+    async def reconcile_cursor(self) -> int: ...
+
+    async def save_reconcile_cursor(self, offset: int) -> None: ...
+
+    async def entries(self) -> list[dict[str, object]]:
+        """The decision rows as stored (the local run's report and the tests read them)."""
+        ...

@@ -18,12 +18,14 @@ from responder.composition import Services
 from responder.errors import TransientError
 from responder.events import ClassifiedEvent
 from responder.executor import execute
-from responder.facts import Gone
-from responder.matching import resolve_device
-from responder.model import Finding, PowerState, VmRecord, VmRef
+from responder.facts import Gone, VmFacts
+from responder.matching import find_own_device, incarnation_of, known_device_of
+from responder.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
+from responder.observe import adopt_incarnation
+from responder.ownership import Ownership, Verdict
 from responder.scope import opted_out
 from responder.settings import Mode
-from responder.suppression import DeviceIds, DeviceMatch, Plan, plan_suppression, wanted_suppression
+from responder.suppression import DeviceIds, DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
 
 LEASE = timedelta(minutes=2)
 SUPPRESSION_RULES = frozenset(
@@ -56,52 +58,85 @@ class PowerResult:
 async def respond_to_power_change(event: ClassifiedEvent, services: Services) -> PowerResult:
     if event.vm is None:
         raise ValueError("a power event names a VM")
-    return await align_power_mark(event.vm, event.event_time, event.event_id, services)
+    # A device that was active after the VM went down is another machine's.
+    quiet_since = event.event_time if event.kind in {EventKind.DEALLOCATED, EventKind.POWERED_OFF} else None
+    return await align_power_mark(event.vm, event.event_time, event.event_id, services, quiet_since=quiet_since)
 
 
-async def align_power_mark(vm: VmRef, at: datetime, actor: str, services: Services) -> PowerResult:
+async def align_power_mark(
+    vm: VmRef, at: datetime, actor: str, services: Services, *, quiet_since: datetime | None = None
+) -> PowerResult:
     """Make the device's mark agree with what ARM says now; shared by events and reconciliation.
 
     `at` is when the power change happened (the mark says since when); `actor` names
-    the event or run holding the lease, for the ledger.
+    the event or run holding the lease, for the ledger; `quiet_since` is when the VM
+    stopped, when known.
     """
     owner = f"{actor}/{uuid.uuid4().hex[:8]}"
     record = await _acquire(vm, owner, services)
     try:
-        result, device, computer_name, is_opted_out = await _decide_and_act(at, record, services)
+        decided = await _decide_and_act(at, record, services, quiet_since)
     except BaseException:
         await _release(vm, owner, services)
         raise
-    await _commit(vm, owner, result, device, computer_name=computer_name, is_opted_out=is_opted_out, services=services)
-    return result
+    await _commit(vm, owner, decided, services)
+    return decided.result
 
 
-async def _decide_and_act(
-    at: datetime, record: VmRecord, services: Services
-) -> tuple[PowerResult, DeviceMatch | None, str | None, bool]:
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    result: PowerResult
+    device: DeviceMatch | None  # the VM's own device when proven, for the ledger
+    facts: VmFacts | None  # what ARM said (None: the VM is gone)
+    opted_out: bool
+
+
+async def _decide_and_act(at: datetime, record: VmRecord, services: Services, quiet_since: datetime | None) -> _Decided:
     settings = services.settings
     facts = await services.compute.get_vm(record.ref)
-    power = PowerState.DELETED if isinstance(facts, Gone) else facts.power_state
-    computer_name = None if isinstance(facts, Gone) else facts.computer_name
-    if not isinstance(facts, Gone) and opted_out(facts.tags, settings):
+    if isinstance(facts, Gone):
+        power, current, arm = PowerState.DELETED, record, None
+    else:
+        power, current, arm = facts.power_state, adopt_incarnation(record, facts), facts
+    if arm is not None and opted_out(arm.tags, settings):
         name, value = settings.opt_out_tag
-        plan = Plan((), (), record.suppression, f"the VM is tagged {name}={value}: left alone")
-        return PowerResult(plan, (), ()), None, computer_name, True
+        plan = Plan((), (), current.suppression, f"the VM is tagged {name}={value}: left alone")
+        return _Decided(PowerResult(plan, (), ()), None, arm, True)
     device: DeviceMatch | None = None
+    wanted = wanted_suppression(power, settings.suppression)
     if power not in {PowerState.DELETED, PowerState.UNKNOWN} and (
-        wanted_suppression(power, settings.suppression) is not record.suppression and settings.suppression.configured
+        wanted is not current.suppression and settings.suppression.configured
     ):
-        device = await resolve_device(record.ref, computer_name, record, services.directory)
+        ownership = await find_own_device(
+            incarnation_of(current),
+            known_device_of(current),
+            services.directory,
+            quiet_since=quiet_since if wanted is SuppressionState.SUPPRESSED else None,
+        )
+        device = device_match(ownership)
     plan = plan_suppression(
         power=power,
-        marked=record.suppression,
+        marked=current.suppression,
         device=device,
         settings=settings.suppression,
         event_time=at,
     )
     execution = await execute(plan, services.directory, settings.mode)
-    result = PowerResult(plan, execution.done, (*plan.findings, *execution.refused))
-    return result, device, computer_name, False
+    return _Decided(PowerResult(plan, execution.done, (*plan.findings, *execution.refused)), device, arm, False)
+
+
+def device_match(ownership: Ownership) -> DeviceMatch:
+    """The ownership answer in the terms the suppression plan uses."""
+    own = ownership.own
+    if ownership.verdict is Verdict.OWN and own is not None:
+        managed, entra = own.managed, own.entra
+        return DeviceIds(
+            managed.id if managed else None,
+            entra.object_id if entra else None,
+            entra.device_id if entra else (managed.azure_ad_device_id if managed else None),
+            entra.is_hybrid if entra else None,
+        )
+    return NoDevice(ownership.reason, ambiguous=ownership.verdict is Verdict.AMBIGUOUS)
 
 
 async def _acquire(vm: VmRef, owner: str, services: Services) -> VmRecord:
@@ -127,35 +162,28 @@ async def _release(vm: VmRef, owner: str, services: Services) -> None:
     await services.ledger.update(vm, give_back)
 
 
-async def _commit(
-    vm: VmRef,
-    owner: str,
-    result: PowerResult,
-    device: DeviceMatch | None,
-    *,
-    computer_name: str | None,
-    is_opted_out: bool,
-    services: Services,
-) -> None:
-    """Record what was decided and done, the device mapping learnt, and free the lease."""
+async def _commit(vm: VmRef, owner: str, decided: _Decided, services: Services) -> None:
+    """Record what was decided and done, what ARM said, the device proven, and free the lease."""
     enforced = services.settings.mode is Mode.ENFORCE
+    result, device = decided.result, decided.device
 
     def record_outcome(record: VmRecord) -> tuple[VmRecord, None]:
+        updated = adopt_incarnation(record, decided.facts) if decided.facts is not None else record
         updated = replace(
-            record,
-            findings=_merge_findings(record.findings, result.findings),
+            updated,
+            findings=_merge_findings(updated.findings, result.findings),
             last_plan=result.done,
-            computer_name=computer_name or record.computer_name,
-            opted_out=is_opted_out,
+            opted_out=decided.opted_out,
         )
         if enforced and not any(f.rule_id == "action-refused" for f in result.findings):
             updated = replace(updated, suppression=result.plan.suppression_after)
         if isinstance(device, DeviceIds):
             updated = replace(
                 updated,
-                managed_device_id=device.managed_device_id or record.managed_device_id,
-                entra_object_id=device.entra_object_id or record.entra_object_id,
-                entra_device_id=device.entra_device_id or record.entra_device_id,
+                managed_device_id=device.managed_device_id,
+                entra_object_id=device.entra_object_id,
+                entra_device_id=device.entra_device_id,
+                device_vm_id=updated.vm_id,
             )
         if updated.lease_owner == owner:
             updated = replace(updated, lease_owner=None, lease_until=None)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from responder.audit import AuditEntry
-from responder.cleanup import CleanupRequest
+from responder.cleanup import CleanupRequest, Origin
 from responder.composition import Services
 from responder.model import PowerState, SuppressionState, VmRef
 from responder.power import align_power_mark
@@ -75,7 +75,9 @@ class _Pass:
         suppression = self.settings.suppression
         if not suppression.configured or wanted_suppression(power, suppression) is marked:
             return
-        result = await align_power_mark(vm, self.now, "reconcile", self.services)
+        stopped = record is not None and record.power_state in {PowerState.DEALLOCATED, PowerState.STOPPED}
+        quiet_since = record.power_state_at if record is not None and stopped else None
+        result = await align_power_mark(vm, self.now, "reconcile", self.services, quiet_since=quiet_since)
         if result.done:
             self.summary.repaired += 1
         elif result.findings:
@@ -102,7 +104,7 @@ class _Pass:
                 computer_name=device.device_name,
                 managed_device_id=device.id,
                 entra_device_id=device.azure_ad_device_id,
-                found_by="reconcile",
+                found_by=Origin.RECONCILE,
             )
             await self.services.cleanup_queue.send(request.to_text(), 0)
             self.summary.queued += 1

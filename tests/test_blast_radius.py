@@ -54,5 +54,14 @@ def test_one_warning_per_hour_says_the_cap_holds_work_back() -> None:
     assert third.granted  # by then the first deletion left the window
 
 
-def test_a_plan_with_nothing_to_delete_needs_no_slot() -> None:
-    assert reserve(CapState(buckets=((MINUTE, 1),)), 0, cap=1, now=NOW)[1].granted
+def test_a_plan_with_nothing_to_delete_needs_no_slot_and_never_waits() -> None:
+    reservation = reserve(CapState(buckets=((MINUTE, 1),)), 0, cap=1, now=NOW)[1]
+    assert (reservation.granted, reservation.retry_after_seconds, reservation.warn) == (0, 0, False)
+
+
+def test_a_cap_smaller_than_one_cleanup_grants_what_fits_and_says_when_the_rest_can_go() -> None:
+    state, reservation = reserve(CapState(), 2, cap=1, now=NOW)
+
+    assert reservation.granted == 1
+    assert state.buckets == ((MINUTE, 1),)
+    assert reservation.retry_after_seconds == 3571  # this minute's deletion leaves the window at 13:00:00

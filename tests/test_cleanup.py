@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from handlers import cleanup_worker, vm_deleted, vm_power
+from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from localdev.queue_host import HostRun, queue_client, run_queue_trigger
@@ -33,6 +33,7 @@ QUEUE = "vm-cleanup"
 DELAY = 1  # seconds: the real visibility delay, shortened by the setting
 
 on_vm_deleted = vm_deleted.on_vm_deleted.build().get_user_function()
+on_vm_created = vm_created.on_vm_created.build().get_user_function()
 on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
 
 
@@ -61,6 +62,14 @@ def delete_event(vm: str = "vm-old-09", event_id: str | None = None) -> dict[str
 
 async def deliver(raw: dict[str, Any]) -> None:
     await on_vm_deleted(trigger_input(raw))
+
+
+async def learn(vm: str) -> None:
+    """The VM's write event, while it exists: how the ledger learns its vmId and computer name."""
+    raw = copy.deepcopy(load_event("eventgrid-vm-write.json"))
+    raw["subject"] = raw["data"]["resourceUri"] = VmRef(SUB, "rg-avd-prod", vm).resource_id
+    raw["id"] = f"write-{vm}"
+    await on_vm_created(trigger_input(raw))
 
 
 async def work_queue(services: Services, azurite: Azurite, wait: float = DELAY + 0.5) -> HostRun:
@@ -115,10 +124,10 @@ async def test_a_duplicated_delete_event_yields_one_cleanup(
     await deliver(delete_event())  # Event Grid's retry: same id
     await deliver(delete_event(event_id="another-delivery-of-the-same-deletion"))
 
-    run = await work_queue(services, azurite)
+    await work_queue(services, azurite)
 
-    assert run.completed == 1
     assert len(deleted_requests(simulators)) == 2  # the Intune record and the Entra object, once each
+    assert [row["Decision"] for row in await audit_rows(services)] == ["delete"]  # one cleanup, one row
 
 
 async def test_a_vm_recreated_with_the_same_name_within_the_delay_is_not_cleaned(
@@ -150,6 +159,7 @@ async def test_a_device_that_checked_in_after_the_deletion_is_refused(
 async def test_an_ambiguous_match_is_refused_for_review(
     services: Services, simulators: Simulators, azurite: Azurite, ledger: TableLedger
 ) -> None:
+    await learn("vm-dup-04")
     simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-dup-04").resource_id)
 
     await deliver(delete_event(vm="vm-dup-04"))
@@ -163,6 +173,7 @@ async def test_an_ambiguous_match_is_refused_for_review(
 async def test_a_hybrid_device_loses_its_intune_record_and_keeps_its_synced_entra_object(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
+    await learn("vm-hybrid-06")
     simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-hybrid-06").resource_id)
 
     await deliver(delete_event(vm="vm-hybrid-06"))
@@ -171,8 +182,11 @@ async def test_a_hybrid_device_loses_its_intune_record_and_keeps_its_synced_entr
     assert deleted_requests(simulators) == ["deviceManagement/managedDevices/7d1e0006-aaaa-4bbb-8ccc-000000000006"]
     (row,) = await audit_rows(services)
     assert "delete-in-ad" in row["Findings"]
-    (published,) = simulators.topic_router.events
-    assert published["eventType"] == "IntuneVmResponder.DeleteInActiveDirectory"
+    (published,) = [
+        event
+        for event in simulators.topic_router.events
+        if event["eventType"] == "IntuneVmResponder.DeleteInActiveDirectory"
+    ]
     assert published["subject"].endswith("/vm-hybrid-06")
 
 
@@ -252,3 +266,18 @@ async def test_a_vm_that_carried_the_opt_out_tag_is_not_cleaned(
         "refused",
         "the VM carried the opt-out tag: its records are left alone",
     )
+
+
+async def test_a_vm_never_seen_alive_is_not_matched_by_its_resource_name(
+    services: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    # Class 4 of the ownership issue: the resource name may be another machine's computer name.
+    simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-hybrid-06").resource_id)
+
+    await deliver(delete_event(vm="vm-hybrid-06"))
+    await work_queue(services, azurite)
+
+    assert deleted_requests(simulators) == []
+    (row,) = await audit_rows(services)
+    assert row["Decision"] == "skipped"
+    assert "computer name is unknown" in row["Reason"]

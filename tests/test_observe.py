@@ -10,7 +10,7 @@ import pytest
 
 from responder.events import ClassifiedEvent, Schema
 from responder.model import EventKind, PowerState, VmRecord, VmRef
-from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, observe
+from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, observe, settle
 
 VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg", "vm1")
 T0 = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
@@ -29,9 +29,10 @@ def event(kind: EventKind, minutes: int = 0, event_id: str | None = None) -> Cla
 
 
 def after(*events: ClassifiedEvent) -> VmRecord:
+    """The row after each event was observed and its work done (the pipeline settles it then)."""
     record = VmRecord(ref=VM)
     for item in events:
-        record = observe(record, item).record
+        record = settle(observe(record, item).record, item.event_id)
     return record
 
 
@@ -59,6 +60,43 @@ def test_a_repeated_event_id_changes_nothing() -> None:
 
     assert observation.outcome is Outcome.DUPLICATE
     assert observation.record == record
+
+
+def test_an_event_whose_work_never_finished_is_resumed_on_redelivery() -> None:
+    seen = observe(VmRecord(ref=VM), event(EventKind.DEALLOCATED)).record  # the stage then failed
+
+    observation = observe(seen, event(EventKind.DEALLOCATED))
+
+    assert observation.outcome is Outcome.RESUMED
+    assert observation.record.power_state is PowerState.DEALLOCATED
+    assert observation.record.pending_event_ids == ("deallocated-0",)
+
+
+def test_a_redelivery_after_the_work_is_done_is_a_duplicate() -> None:
+    done = settle(observe(VmRecord(ref=VM), event(EventKind.DEALLOCATED)).record, "deallocated-0")
+
+    assert observe(done, event(EventKind.DEALLOCATED)).outcome is Outcome.DUPLICATE
+    assert done.pending_event_ids == ()
+
+
+def test_a_resumed_event_overtaken_by_a_later_one_is_stale() -> None:
+    seen = observe(VmRecord(ref=VM), event(EventKind.DEALLOCATED, minutes=0)).record
+    started = settle(observe(seen, event(EventKind.STARTED, minutes=5)).record, "started-5")
+
+    observation = observe(started, event(EventKind.DEALLOCATED, minutes=0))
+
+    assert observation.outcome is Outcome.STALE
+    assert "deallocated-0" in observation.record.recent_event_ids
+
+
+def test_a_deletion_older_than_the_vm_on_record_ended_an_earlier_vm_and_still_needs_its_cleanup() -> None:
+    recreated = replace(after(event(EventKind.STARTED, minutes=10)), created_at=T0 + timedelta(minutes=8))
+
+    observation = observe(recreated, event(EventKind.DELETED, minutes=3))
+
+    assert observation.outcome is Outcome.RECORDED
+    assert observation.record.power_state is PowerState.RUNNING
+    assert observation.record.deleted_at is None
 
 
 def test_a_late_deallocate_does_not_override_a_later_start() -> None:

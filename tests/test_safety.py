@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers import cleanup_worker, vm_deleted
+from handlers import cleanup_worker, vm_created, vm_deleted
 from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
@@ -30,6 +30,7 @@ DELETED_AT = datetime(2026, 11, 22, 16, 45, 10, 999000, tzinfo=UTC)  # the sampl
 BEFORE, AFTER = DELETED_AT - timedelta(days=3), DELETED_AT + timedelta(hours=5)
 
 on_vm_deleted = vm_deleted.on_vm_deleted.build().get_user_function()
+on_vm_created = vm_created.on_vm_created.build().get_user_function()
 on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
 counter = itertools.count()
 
@@ -110,6 +111,30 @@ def expected_deletion(base: str, devices: dict[str, Device]) -> str | None:
     return candidates[0] if device.enrolled <= DELETED_AT and device.last_sync <= DELETED_AT else None
 
 
+def add_vm(simulators: Simulators, name: str) -> VmRef:
+    """A VM in the simulated ARM like the sample's vm-win11-01, created well before the generated records."""
+    ref = VmRef(SUB, "rg-avd-prod", name)
+    document = copy.deepcopy(simulators.world.vms[VmRef(SUB, "rg-avd-prod", "vm-win11-01").resource_id])
+    document["id"] = document["id"].replace("vm-win11-01", name)
+    document["name"] = name
+    document["properties"]["vmId"] = f"vmid-{name}"
+    document["properties"]["timeCreated"] = (BEFORE - timedelta(days=30)).isoformat()
+    document["properties"]["osProfile"]["computerName"] = name
+    document["properties"].get("instanceView", {})["computerName"] = name
+    simulators.world.vms[ref.resource_id] = document
+    return ref
+
+
+async def seen_then_deleted(simulators: Simulators, name: str) -> None:
+    """The VM's write event reaches the responder while it exists (the ledger learns it); then it is deleted."""
+    ref = add_vm(simulators, name)
+    raw = copy.deepcopy(load_event("eventgrid-vm-write.json"))
+    raw["subject"] = raw["data"]["resourceUri"] = ref.resource_id
+    raw["id"] = f"write-{name}-{next(counter)}"
+    await on_vm_created(trigger_input(raw))
+    simulators.world.delete_vm(ref.resource_id)
+
+
 def delete_event(vm: str) -> dict[str, Any]:
     raw = copy.deepcopy(load_event("eventgrid-vm-delete.json"))
     raw["subject"] = raw["data"]["resourceUri"] = VmRef(SUB, "rg-avd-prod", vm).resource_id
@@ -154,6 +179,7 @@ def test_cleanup_deletes_the_vms_own_record_and_nothing_else(
         # Each example is its own loop: services are per loop, so build them here.
         services = await get_services()
         try:
+            await seen_then_deleted(simulators, base)
             await on_vm_deleted(trigger_input(delete_event(base)))
             await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)
         finally:
@@ -186,6 +212,7 @@ async def test_the_cap_holds_under_a_burst_with_two_concurrent_workers(
     seed_tenant(simulators, [Device(name) for name in names])  # 8 VMs x (Intune + Entra) = 16 deletions owed
     services = await get_services()
     for name in names:
+        await seen_then_deleted(simulators, name)
         await on_vm_deleted(trigger_input(delete_event(name)))
 
     queue = services.settings.cleanup.queue

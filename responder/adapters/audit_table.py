@@ -1,7 +1,10 @@
-"""The audit table: one row per cleanup decision, done, skipped, refused or parked.
+"""The audit table: one row per cleanup, and one per other decision (deferred, poisoned, reconcile).
 
-Partitioned by day, so an admin can list a day's decisions cheaply; nothing in
-a row identifies a person (resource and device ids, names of machines, reasons).
+A cleanup's row (partition `cleanup`, keyed by the deletion) holds its decision and
+its progress, record by record, so there is exactly one row for every deletion
+however often its message is delivered. Other rows are partitioned by day, so an
+admin can list a day's decisions cheaply. Nothing in a row identifies a person
+(resource and device ids, names of machines, reasons).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import asyncio
 import json
 import random
 import uuid
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -26,8 +31,11 @@ from azure.data.tables.aio import TableClient
 
 from responder.audit import AuditEntry
 from responder.blast_radius import CapState, Reservation, reserve
-from responder.errors import TransientError
+from responder.cleanup import CleanupRecord, Decision, Target
+from responder.errors import LedgerConflict, TransientError
+from responder.model import parse_moment
 
+CLEANUP_PARTITION = "cleanup"
 CAP_ROW = ("blast-radius", "deletions")
 CURSOR_ROW = ("reconcile", "cursor")
 BOOKKEEPING_ROWS = {CAP_ROW, CURSOR_ROW}
@@ -63,6 +71,32 @@ class AuditTable:
             await self._table.create_entity(row)
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
             raise TransientError(f"could not write the audit row: {error}") from error
+
+    async def cleanup_record(self, key: str) -> CleanupRecord | None:
+        """The decision and progress of one cleanup, or None when it was never decided."""
+        try:
+            entity = await self._table.get_entity(CLEANUP_PARTITION, key)
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise TransientError(f"audit table unavailable: {error}") from error
+        return cleanup_record_from_entity(entity, entity.metadata["etag"])
+
+    async def save_cleanup(self, record: CleanupRecord) -> CleanupRecord:
+        """Insert (no ETag yet) or replace under the ETag read: a concurrent worker's change wins."""
+        entity = entity_from_cleanup_record(record)
+        try:
+            if record.etag is None:
+                metadata = await self._table.create_entity(entity)
+            else:
+                metadata = await self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=record.etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+            raise LedgerConflict(f"cleanup {record.key} was changed by another worker") from error
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise TransientError(f"could not write the cleanup row: {error}") from error
+        return replace(record, etag=metadata.get("etag"))
 
     async def entries(self) -> list[dict[str, object]]:
         """The decision rows (the cap's bookkeeping row left out)."""
@@ -134,3 +168,58 @@ def _cap_state(entity: dict[str, object]) -> CapState:
     )
     warned = str(entity.get("LastWarningAt") or "")
     return CapState(deletions, datetime.fromisoformat(warned) if warned else None)
+
+
+def entity_from_cleanup_record(record: CleanupRecord) -> dict[str, Any]:
+    targets = [
+        {**asdict(target), "deleted_at": target.deleted_at.isoformat() if target.deleted_at else None}
+        for target in record.targets
+    ]
+    entity: dict[str, Any] = {
+        "PartitionKey": CLEANUP_PARTITION,
+        "RowKey": record.key,
+        "EventId": record.event_id,
+        "ResourceId": record.resource_id,
+        "Decision": record.decision.value,
+        "Reason": record.reason,
+        "Mode": record.mode,
+        "Targets": json.dumps(targets),
+        "Actions": json.dumps(list(record.actions)),
+        "Findings": json.dumps(list(record.findings)),
+        "At": record.started_at,
+        "FinishedAt": record.finished_at,
+    }
+    return {name: value for name, value in entity.items() if value is not None}
+
+
+def cleanup_record_from_entity(entity: dict[str, Any], etag: str | None) -> CleanupRecord:
+    targets = tuple(
+        Target(
+            kind=str(item["kind"]),
+            record_id=str(item["record_id"]),
+            name=item.get("name"),
+            deleted_at=parse_moment(item.get("deleted_at")),
+            already_gone=bool(item.get("already_gone")),
+        )
+        for item in json.loads(str(entity.get("Targets") or "[]"))
+    )
+    return CleanupRecord(
+        key=str(entity["RowKey"]),
+        event_id=str(entity.get("EventId", "")),
+        resource_id=str(entity.get("ResourceId", "")),
+        mode=str(entity.get("Mode", "")),
+        decision=Decision(str(entity["Decision"])),
+        reason=str(entity.get("Reason", "")),
+        started_at=_plain(entity.get("At")) or datetime.now(UTC),
+        targets=targets,
+        findings=tuple(json.loads(str(entity.get("Findings") or "[]"))),
+        finished_at=_plain(entity.get("FinishedAt")),
+        etag=etag,
+    )
+
+
+def _plain(value: object) -> datetime | None:
+    """Table datetimes come back as a datetime subclass; keep plain datetimes."""
+    if isinstance(value, datetime):
+        return datetime.fromtimestamp(value.timestamp(), tz=value.tzinfo or UTC)
+    return None

@@ -23,7 +23,7 @@ from azure.storage.queue.aio import QueueServiceClient
 from responder.errors import TransientError
 
 
-class CleanupQueue:
+class StorageCleanupQueue:
     def __init__(self, service: QueueServiceClient, queue: str, poison_queue: str) -> None:
         self._queue = service.get_queue_client(
             queue,

@@ -54,6 +54,33 @@ class GraphTenant:
     def members_of(self, group_id: str) -> list[str]:
         return list(self.groups[group_id]["members"])
 
+    def owner_of(self, record: Json) -> Owner:
+        """Ground truth a test seeded (`_owner`): whose machine the record really is. Never served."""
+        return owner_from_seed(record.get("_owner"))
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The machine a seeded record belongs to: a VM incarnation, or a physical PC (`physical`)."""
+
+    resource_id: str | None = None  # lower case
+    vm_id: str | None = None
+    physical: bool = False
+
+    @property
+    def unknown(self) -> bool:
+        return self.resource_id is None and not self.physical
+
+
+def owner_from_seed(value: Any) -> Owner:
+    """`"physical"`, `{"resourceId": ..., "vmId": ...}`, or absent (unknown)."""
+    if value == "physical":
+        return Owner(physical=True)
+    if isinstance(value, dict) and isinstance(value.get("resourceId"), str):
+        vm_id = value.get("vmId")
+        return Owner(str(value["resourceId"]).lower(), str(vm_id) if vm_id else None)
+    return Owner()
+
 
 class GraphSimulator:
     """Routes Graph requests to a `GraphTenant`."""
@@ -160,7 +187,7 @@ class GraphSimulator:
         if group not in self.tenant.groups:
             return _not_found(f"group {group} not found")
         members = [
-            {"@odata.type": "#microsoft.graph.device", **self.tenant.devices[member]}
+            {"@odata.type": "#microsoft.graph.device", **_select(self.tenant.devices[member], None)}
             for member in self.tenant.groups[group]["members"]
             if member in self.tenant.devices
         ]
@@ -212,10 +239,12 @@ def _not_found(message: str) -> Response:
 
 
 def _select(item: Json, select: str | None) -> Json:
+    """The item as Graph serves it: `$select`ed, and never the test's ground truth (`_owner`)."""
+    served = {name: value for name, value in item.items() if not name.startswith("_")}
     if not select:
-        return copy.deepcopy(item)
+        return copy.deepcopy(served)
     wanted = {name.strip() for name in select.split(",")} | {"id", "@odata.type"}
-    return {name: copy.deepcopy(value) for name, value in item.items() if name in wanted}
+    return {name: copy.deepcopy(value) for name, value in served.items() if name in wanted}
 
 
 _ANY = re.compile(r"^(?P<prop>\w+)/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*\)$")

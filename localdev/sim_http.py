@@ -7,6 +7,11 @@ Requests must carry the token that the local managed-identity endpoint issued,
 and come from a loopback address. Every request is recorded (for call counts
 and for asserting exactly which writes happened), and a throttle answers a
 share of requests with 429 + Retry-After or 503, deterministically.
+
+The API itself (`SimulatedApi`: routing, records, throttle, injected faults) is
+apart from the HTTPS server that serves it, so the same API can also be reached
+in-process through `InProcessTransport`, an httpx transport: the product's real
+SDK clients then run thousands of generated scenarios without sockets or TLS.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import httpx
 import trustme
 
 HOST = "127.0.0.1"
@@ -122,37 +128,53 @@ class LocalCertificateAuthority:
 
 
 Router = Callable[[Request], Response]
+WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
-class SimulatorServer:
-    """One simulated API on an HTTPS loopback port, served from a background thread."""
+@dataclass
+class Faults:
+    """Faults a test switches on at the API's edge, each for the next matching operations.
 
-    def __init__(self, name: str, router: Router, tls: LocalCertificateAuthority, tokens: TokenBook) -> None:
+    `fail` answers with an error status without applying the operation (throttling
+    past the client's retries, an outage); `lose` applies the operation and then loses
+    the response (the connection drops: the client can't know it happened).
+    """
+
+    fail: list[int] = field(default_factory=list)  # statuses for the next matching operations, in order
+    lose: int = 0  # the next this many matching operations are applied, their responses lost
+    methods: frozenset[str] = frozenset()  # empty: every method; else only these (e.g. WRITES)
+    injected: int = 0
+
+    def applies_to(self, request: Request) -> bool:
+        return not self.methods or request.method in self.methods
+
+    def clear(self) -> None:
+        self.fail.clear()
+        self.lose = 0
+        self.methods = frozenset()
+
+
+LOST = Response(0)  # a marker: the server drops the connection instead of answering
+
+
+class SimulatedApi:
+    """One simulated API: authentication, routing, records, throttle and faults; no transport."""
+
+    def __init__(self, name: str, router: Router, tokens: TokenBook) -> None:
         self.name = name
         self.requests: list[Request] = []  # HTTP calls, as a client pays for them
         self.operations: list[Request] = []  # API operations: the calls, with a $batch's inner requests unpacked
-        self.refused: list[Request] = []  # operations answered by the throttle, not served
+        self.refused: list[Request] = []  # operations answered by the throttle or a fault, not served
         self.throttle = Throttle()
+        self.faults = Faults()
         self._router = router
         self._tokens = tokens
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((HOST, 0), _handler_class(self))
-        self._server.daemon_threads = True
-        self._server.socket = tls.server_context().wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(POLL_SECONDS,), name=f"{name}-sim", daemon=True
-        )
+        self._lost = False
 
     @property
     def url(self) -> str:
-        return f"https://{HOST}:{self._server.server_address[1]}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"https://{self.name}.simulated.invalid"
 
     def calls(self, method: str | None = None, path_contains: str = "") -> list[Request]:
         """Recorded requests that were served (throttled ones included), filtered."""
@@ -184,19 +206,32 @@ class SimulatorServer:
             return error(HTTPStatus.UNAUTHORIZED, "InvalidAuthenticationToken", "unknown or missing token")
         with self._lock:
             self.requests.append(request)
+            self._lost = False
             if request.method == "POST" and request.path.rstrip("/").endswith("/$batch"):
-                return self._batch(request)
-            return self._operation(request)
+                response = self._batch(request)
+            else:
+                response = self._operation(request)
+            return LOST if self._lost else response
 
     def _operation(self, request: Request) -> Response:
         self.operations.append(request)
+        faults = self.faults
+        if faults.fail and faults.applies_to(request):
+            faults.injected += 1
+            self.refused.append(request)
+            return error(faults.fail.pop(0), "InjectedFault", "a fault injected by the test")
         if self.throttle.should_refuse():
             self.refused.append(request)
             return self.throttle.response()
         try:
-            return self._router(request)
+            response = self._router(request)
         except (KeyError, TypeError, ValueError) as problem:
             return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"{type(problem).__name__}: {problem}")
+        if faults.lose and faults.applies_to(request):
+            faults.lose -= 1
+            faults.injected += 1
+            self._lost = True
+        return response
 
     def _batch(self, request: Request) -> Response:
         """Graph JSON batching: up to 20 requests in one call, each evaluated (and throttled) on its own."""
@@ -223,6 +258,64 @@ class SimulatorServer:
         return Response(HTTPStatus.OK, {"responses": responses})
 
 
+class SimulatorServer(SimulatedApi):
+    """One simulated API on an HTTPS loopback port, served from a background thread."""
+
+    def __init__(self, name: str, router: Router, tls: LocalCertificateAuthority, tokens: TokenBook) -> None:
+        super().__init__(name, router, tokens)
+        self._server = ThreadingHTTPServer((HOST, 0), _handler_class(self))
+        self._server.daemon_threads = True
+        self._server.socket = tls.server_context().wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(POLL_SECONDS,), name=f"{name}-sim", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOST}:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class InProcessTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that hands each request to a `SimulatedApi` in this process.
+
+    The SDK above it (msgraph-sdk's request adapter, middleware and retries) runs
+    unchanged; only sockets and TLS are left out. A lost response surfaces as the
+    protocol error a dropped connection gives.
+    """
+
+    def __init__(self, api: SimulatedApi) -> None:
+        self.api = api
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raw = await request.aread()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        simulated = Request(
+            method=request.method,
+            path=unquote(request.url.path),
+            query={key: values[-1] for key, values in parse_qs(request.url.query.decode(), True).items()},
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=body,
+        )
+        response = self.api.dispatch(simulated, HOST)
+        if response is LOST:
+            raise httpx.RemoteProtocolError("the connection dropped before the response (injected)", request=request)
+        payload = b"" if response.body is None else json.dumps(response.body).encode()
+        headers = dict(response.headers)
+        if response.body is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        return httpx.Response(response.status, headers=headers, content=payload, request=request)
+
+
 class TokenBook:
     """The tokens the local managed-identity endpoint has issued."""
 
@@ -242,7 +335,7 @@ class TokenBook:
             return token in self._issued
 
 
-def _handler_class(simulator: SimulatorServer) -> type[BaseHTTPRequestHandler]:
+def _handler_class(simulator: SimulatedApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as they are written: no 40 ms delayed-ACK stalls
@@ -263,7 +356,11 @@ def _handler_class(simulator: SimulatorServer) -> type[BaseHTTPRequestHandler]:
                 headers={name.lower(): value for name, value in self.headers.items()},
                 body=body,
             )
-            self._send(simulator.dispatch(request, self.client_address[0]))
+            response = simulator.dispatch(request, self.client_address[0])
+            if response is LOST:
+                self.close_connection = True  # applied, and the client never hears of it
+                return
+            self._send(response)
 
         def _send(self, response: Response) -> None:
             payload = b"" if response.body is None else json.dumps(response.body).encode()

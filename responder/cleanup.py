@@ -26,6 +26,9 @@ MAX_FIELD_LENGTH = 1024  # every id and name this message carries is far shorter
 DOC = "https://learn.microsoft.com/mem/intune/remote-actions/devices-wipe#delete-devices-from-the-intune-admin-center"
 
 
+VM_EXISTS = "the VM exists (again, or its deletion did not go through): its records are not orphans"
+
+
 class MessageError(ValueError):
     """A queue message this worker can't read: it goes to the poison queue at once, with this reason."""
 
@@ -48,6 +51,7 @@ class CleanupRequest:
     computer_name: str | None = None  # as ARM reported it for `vm_id`; None: never known
     vm_id: str | None = None  # the deleted incarnation
     created_at: datetime | None = None
+    join_kind: str | None = None  # "entra" | "domain"
     managed_device_id: str | None = None  # the ledger's mapping, proven for `device_vm_id`
     entra_device_id: str | None = None
     entra_object_id: str | None = None
@@ -67,11 +71,14 @@ class CleanupRequest:
 
     @property
     def key(self) -> str:
-        """One cleanup per deletion of one incarnation: redeliveries and duplicate messages share it."""
+        """One cleanup per incarnation (resource id + vmId): redeliveries, duplicate messages and a second
+        delete event of the same VM share it; a VM re-created under the resource id gets its own."""
         if self.found_by is Origin.RECONCILE:
             material = f"reconcile|{self.event_id}"
+        elif self.vm_id:
+            material = f"event|{self.resource_id}|{self.vm_id}"
         else:
-            material = f"event|{self.resource_id}|{self.vm_id or ''}|{self.deleted_at.isoformat()}"
+            material = f"event|{self.resource_id}||{self.deleted_at.isoformat()}"
         return hashlib.sha256(material.encode()).hexdigest()[:32]
 
     def to_text(self) -> str:
@@ -172,7 +179,8 @@ class Target:
     record_id: str
     name: str | None
     deleted_at: datetime | None = None
-    already_gone: bool = False  # the delete answered 404 (an earlier attempt, or someone else)
+    attempted: bool = False  # a delete was sent: a 404 after it means this cleanup's delete went through
+    already_gone: bool = False  # gone before this cleanup ever sent its delete (someone else)
 
     def describe(self) -> str:
         what = "Intune managed device" if self.kind == "managed" else "Entra device"
@@ -199,8 +207,14 @@ def plan_cleanup(
         return CleanupPlan(Decision.REFUSED, f"out of scope: {out_of_scope}")
     if request.opted_out:
         return CleanupPlan(Decision.REFUSED, "the VM carried the opt-out tag: its records are left alone")
+    if request.found_by is Origin.EVENT and not request.vm_id:
+        return CleanupPlan(
+            Decision.REFUSED,
+            "the responder never read this VM while it existed (no event of it was handled in time), so its "
+            "vmId, computer name and opt-out tag are unknown: its records are left alone for a person to check",
+        )
     if presence is Presence.EXISTS:
-        return CleanupPlan(Decision.SKIPPED, "a VM with this resource id exists again: its records are not orphans")
+        return CleanupPlan(Decision.SKIPPED, VM_EXISTS)
     if ownership is None or not ownership.candidates:
         if request.found_by is Origin.EVENT and not request.computer_name:
             return CleanupPlan(
@@ -280,12 +294,27 @@ class CleanupRecord:
             if target.deleted_at is not None
         )
 
-    def with_deleted(self, done: dict[str, bool], at: datetime) -> CleanupRecord:
-        """Mark the targets in `done` (kind → whether the delete changed anything) as deleted."""
+    def attempting(self, kinds: set[str]) -> CleanupRecord:
+        """Written before the deletes are sent, so a lost answer can't pass for someone else's deletion."""
+        return replace(
+            self,
+            targets=tuple(replace(t, attempted=True) if t.kind in kinds else t for t in self.targets),
+        )
+
+    def with_deleted(self, done: dict[str, bool], at: datetime, tried_before: set[str]) -> CleanupRecord:
+        """Mark the targets in `done` (kind → whether the delete changed anything) as deleted.
+
+        A 404 for a target whose delete was already sent (`tried_before`) is this cleanup's own
+        deletion whose answer was lost; only a 404 on a first try means someone else deleted it.
+        """
         return replace(
             self,
             targets=tuple(
-                replace(target, deleted_at=at, already_gone=not done[target.kind])
+                replace(
+                    target,
+                    deleted_at=at,
+                    already_gone=not done[target.kind] and target.kind not in tried_before,
+                )
                 if target.kind in done and target.deleted_at is None
                 else target
                 for target in self.targets

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from responder.audit import AuditEntry
 from responder.cleanup import (
+    VM_EXISTS,
     CleanupPlan,
     CleanupRecord,
     CleanupRequest,
@@ -42,8 +43,10 @@ from responder.scope import out_of_scope_reason
 from responder.settings import Mode
 
 # The Functions host gives a message this many deliveries (host.json
-# `extensions.queues.maxDequeueCount`); the last one parks it with its reason.
+# `extensions.queues.maxDequeueCount`). A cleanup still failing at the last but one is
+# parked with its reason, which leaves the last delivery to park it should storage fail then.
 MAX_ATTEMPTS = 5
+PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
 # Reconciliation knows a record, not a VM: a placeholder that no physicalIds anchor can name.
 NOWHERE = "not-known"
 
@@ -77,6 +80,7 @@ async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Serv
             computer_name=record.computer_name,
             vm_id=record.vm_id,
             created_at=record.created_at,
+            join_kind=record.join_kind,
             managed_device_id=record.managed_device_id,
             entra_device_id=record.entra_device_id,
             entra_object_id=record.entra_object_id,
@@ -102,20 +106,27 @@ async def process_cleanup(text: str, attempt: int, services: Services) -> AuditE
         await services.cleanup_queue.send_poison(text, f"unreadable cleanup message: {error}")
         return await _audit(services, AuditEntry(None, None, "poisoned", str(error), mode.value))
     try:
-        return await _clean_up(request, services)
+        return await _clean_up(request, text, services)
     except TransientError as error:
-        if attempt < MAX_ATTEMPTS:
+        if attempt < PARK_FROM_ATTEMPT:
             raise
         return await _park(request, text, f"still failing after {attempt} attempts: {error}", services)
 
 
-async def _clean_up(request: CleanupRequest, services: Services) -> AuditEntry:
+async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:
     record = await services.audit.cleanup_record(request.key)
     if record is not None and record.finished:
+        if record.decision is Decision.PARKED:
+            await services.cleanup_queue.send_poison(text, record.reason)  # the park's last step may not have run
         log.info("responder.cleanup already decided: %s %s", record.decision.value, record.key)
         return _entry(record)
     if record is None:
         plan = await _decide(request, services)
+        if plan.decision is Decision.SKIPPED and plan.reason == VM_EXISTS:
+            # Not a decision about the VM's records: its real deletion, if it comes, decides under this key.
+            entry = AuditEntry(request.event_id, request.resource_id, plan.decision.value, plan.reason, _mode(services))
+            await services.audit.record(entry)
+            return _logged_entry(entry)
         record = _record_of(request, plan, services.settings.mode)
         if record.finished or not record.targets:
             record = await services.audit.save_cleanup(record.finish(_now()))
@@ -148,25 +159,39 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
     """Today's facts (is the VM gone? which records are its own?) → the plan."""
     settings = services.settings
     out_of_scope = out_of_scope_reason(request.vm, settings) if request.knows_the_vm else None
-    if out_of_scope is not None or request.opted_out:
+    unknown_vm = request.found_by is Origin.EVENT and not request.vm_id
+    if out_of_scope is not None or request.opted_out or unknown_vm:
         return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=out_of_scope)
     if request.found_by is Origin.RECONCILE:
         return await _decide_orphan(request, services)
     presence = await _presence(request, services)
     ownership = None
     if presence is not Presence.EXISTS:
-        incarnation = Incarnation(request.vm, request.vm_id, request.computer_name, request.created_at)
+        incarnation = Incarnation(
+            request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind
+        )
         known = KnownDevice(
             request.device_vm_id, request.managed_device_id, request.entra_object_id, request.entra_device_id
         )
-        ownership = await find_own_device(incarnation, known, services.directory, quiet_since=request.deleted_at)
+        quiet_since = await _last_deletion(request, services)
+        ownership = await find_own_device(incarnation, known, services.directory, quiet_since=quiet_since)
     return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
+
+
+async def _last_deletion(request: CleanupRequest, services: Services) -> datetime:
+    """When the VM really went: a later delete event of the same VM (the first did not go through) counts."""
+    row = await services.ledger.get(request.vm)
+    if row is not None and row.vm_id == request.vm_id and row.deleted_at and row.deleted_at > request.deleted_at:
+        return row.deleted_at
+    return request.deleted_at
 
 
 async def _presence(request: CleanupRequest, services: Services) -> Presence:
     facts = await services.compute.get_vm(request.vm)
     if isinstance(facts, Gone):
         return Presence.GONE
+    if facts.time_created is not None and facts.time_created <= request.deleted_at:
+        return Presence.EXISTS  # created before the deletion: the deletion did not go through
     if request.vm_id and facts.vm_id and facts.vm_id != request.vm_id:
         return Presence.REPLACED
     if not request.vm_id and request.replaced_by_vm_id and facts.vm_id == request.replaced_by_vm_id:
@@ -227,8 +252,10 @@ async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: S
         reservation = await services.audit.reserve_deletions(len(remaining), cap)
         batch = remaining[: reservation.granted]
         if batch:
+            tried_before = {target.kind for target in batch if target.attempted}
+            record = await services.audit.save_cleanup(record.attempting({target.kind for target in batch}))
             changed = await directory.delete_records(_id(batch, "managed"), _id(batch, "entra"))
-            record = await services.audit.save_cleanup(record.with_deleted(changed, _now()))
+            record = await services.audit.save_cleanup(record.with_deleted(changed, _now(), tried_before))
         if len(batch) < len(remaining):
             return await _defer(request, record, reservation.retry_after_seconds, reservation.warn, services)
     left = await directory.records_exist(_id(record.targets, "managed"), _id(record.targets, "entra"))
@@ -320,9 +347,16 @@ def _entry(record: CleanupRecord) -> AuditEntry:
     )
 
 
+def _mode(services: Services) -> str:
+    return services.settings.mode.value
+
+
 def _logged(record: CleanupRecord) -> AuditEntry:
-    entry = _entry(record)
-    level = logging.WARNING if record.decision in {Decision.PARKED, Decision.NEEDS_REVIEW} else logging.INFO
+    return _logged_entry(_entry(record))
+
+
+def _logged_entry(entry: AuditEntry) -> AuditEntry:
+    level = logging.WARNING if entry.decision in {Decision.PARKED, Decision.NEEDS_REVIEW} else logging.INFO
     log.log(
         level,
         "responder.cleanup decision=%s resource=%s reason=%s actions=%s",

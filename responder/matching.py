@@ -19,7 +19,7 @@ from responder.ports import DeviceDirectory
 
 
 def incarnation_of(record: VmRecord) -> Incarnation:
-    return Incarnation(record.ref, record.vm_id, record.computer_name, record.created_at)
+    return Incarnation(record.ref, record.vm_id, record.computer_name, record.created_at, record.join_kind)
 
 
 def known_device_of(record: VmRecord) -> KnownDevice:

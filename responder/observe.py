@@ -15,6 +15,7 @@ from enum import StrEnum
 from responder.events import ClassifiedEvent
 from responder.facts import VmFacts
 from responder.model import EventKind, PowerState, SuppressionState, VmRecord
+from responder.prerequisites import join_kind
 
 # Enough to recognise Event Grid's retries, which arrive within 24 hours,
 # while keeping the ledger row small.
@@ -76,30 +77,31 @@ def observe(record: VmRecord, event: ClassifiedEvent) -> Observation:
 
 
 def settle(record: VmRecord, event_id: str) -> VmRecord:
-    """The event's work is done: a redelivery is now a duplicate."""
+    """The event's work is done (or there is none left): a redelivery is now a duplicate,
+    and a lease the event still held after a crash is given back."""
     if event_id in record.recent_event_ids:
         return record
-    return replace(
+    settled = replace(
         record,
         pending_event_ids=tuple(seen for seen in record.pending_event_ids if seen != event_id),
         recent_event_ids=(*record.recent_event_ids, event_id)[-RECENT_EVENT_IDS_KEPT:],
     )
+    if settled.lease_owner == event_id:
+        settled = replace(settled, lease_owner=None, lease_until=None)
+    return settled
 
 
 def deletion_ended_this_incarnation(record: VmRecord, event: ClassifiedEvent) -> bool:
-    """Whether a delete event is about the VM the ledger row describes, not an earlier one."""
-    return record.deleted_at == event.event_time
+    """Whether a delete event is about the VM the ledger row describes, not an earlier one:
+    a VM created after the deletion can't be the one deleted."""
+    return record.created_at is None or event.event_time >= record.created_at
 
 
 def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> Observation:
-    """Every deletion needs its cleanup, even one that arrives after a re-created VM's events:
-    then it ended an earlier VM under this resource id, and the row's power state stays."""
+    """Every deletion needs its cleanup, even one that arrives late: after a re-created VM's
+    events (it ended an earlier VM) or after newer power news (the row's state stays)."""
     known = history.power_state_at
-    created = history.created_at
-    earlier_vm = (created is not None and event.event_time < created) or (
-        known is not None and event.event_time < known and history.deleted_at != event.event_time
-    )
-    if earlier_vm:
+    if not deletion_ended_this_incarnation(history, event) or (known is not None and event.event_time < known):
         return Observation(history, news)
     return Observation(
         replace(
@@ -150,6 +152,7 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
             computer_name=None,
             os_type=None,
             created_at=None,
+            join_kind=None,
             managed_device_id=None,
             entra_device_id=None,
             entra_object_id=None,
@@ -165,4 +168,5 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
         computer_name=facts.computer_name or record.computer_name,
         os_type=facts.os_type or record.os_type,
         created_at=facts.time_created or record.created_at,
+        join_kind=join_kind(facts.extensions) or record.join_kind,
     )

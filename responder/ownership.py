@@ -53,6 +53,7 @@ class Incarnation:
     vm_id: str | None = None
     computer_name: str | None = None  # as ARM reported it for this vmId; never guessed from the resource name
     created_at: datetime | None = None  # ARM's timeCreated: a record enrolled before it belongs to an earlier machine
+    join_kind: str | None = None  # "entra" | "domain" from the VM's extensions: the Entra object's join must agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +234,25 @@ class _Judge:
             elsewhere = sorted(anchors(obj) - {self.resource_id})
             if elsewhere:
                 return f"its Entra object's physicalIds anchor it to {elsewhere[0]}"
+        if (wrong_join := self._other_join(entra)) is not None:
+            return wrong_join
         if self.known is not None and self._learnt_for_another_vm(self.known, managed, entra):
             return (
                 f"the ledger learnt this record for an earlier VM under this resource id "
                 f"(vmId {self.known.learnt_for_vm_id}, now {self.incarnation.vm_id})"
             )
         return self._before_creation(managed, entra) or self._active_after(managed, entra)
+
+    def _other_join(self, entra: EntraDevice | None) -> str | None:
+        """An Entra-joined VM's object is cloud-joined; an AD-joined VM's is hybrid (synced)."""
+        kind = self.incarnation.join_kind
+        if entra is None or kind is None:
+            return None
+        if kind == "entra" and entra.is_hybrid:
+            return "its Entra object is hybrid-joined, but this VM joins Entra directly (AADLoginForWindows)"
+        if kind == "domain" and not entra.is_hybrid:
+            return "its Entra object is cloud-joined, but this VM joins an AD domain (hybrid)"
+        return None
 
     def _inconsistent_link(
         self, managed: ManagedDevice | None, entra: EntraDevice | None, objects: list[EntraDevice]
@@ -263,6 +277,12 @@ class _Judge:
             ]
         if entra is None:
             return Verdict.AMBIGUOUS, ["the exact computer name, but no Entra object confirms it"]
+        if not entra.is_hybrid and not anchors(entra):
+            # Entra-joined Azure VMs carry a physicalIds anchor; one without is likely another machine of that name.
+            return Verdict.AMBIGUOUS, [
+                "the exact computer name, but an Entra-joined object without a physicalIds anchor: "
+                "Azure VMs carry one, so this may be another machine (an on-premises VM) of that name"
+            ]
         namesakes = [
             device.id
             for device in self.managed

@@ -10,7 +10,6 @@ holder dies.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -72,7 +71,9 @@ async def align_power_mark(
     the event or run holding the lease, for the ledger; `quiet_since` is when the VM
     stopped, when known.
     """
-    owner = f"{actor}/{uuid.uuid4().hex[:8]}"
+    # The lease is the event's (or the run's): a redelivery after a crash takes over its own lease
+    # at once instead of waiting for it to expire; another event still waits.
+    owner = actor
     record = await _acquire(vm, owner, services)
     try:
         decided = await _decide_and_act(at, record, services, quiet_since)
@@ -143,7 +144,7 @@ async def _acquire(vm: VmRef, owner: str, services: Services) -> VmRecord:
     now = datetime.now(UTC)
 
     def take(record: VmRecord) -> tuple[VmRecord, bool]:
-        if record.lease_owner and record.lease_until and record.lease_until > now:
+        if record.lease_owner not in {None, owner} and record.lease_until and record.lease_until > now:
             return record, False
         return replace(record, lease_owner=owner, lease_until=now + LEASE), True
 
@@ -168,13 +169,10 @@ async def _commit(vm: VmRef, owner: str, decided: _Decided, services: Services) 
     result, device = decided.result, decided.device
 
     def record_outcome(record: VmRecord) -> tuple[VmRecord, None]:
-        updated = adopt_incarnation(record, decided.facts) if decided.facts is not None else record
-        updated = replace(
-            updated,
-            findings=_merge_findings(updated.findings, result.findings),
-            last_plan=result.done,
-            opted_out=decided.opted_out,
-        )
+        updated = record
+        if decided.facts is not None:  # what ARM said; a VM that is gone keeps what was known of it
+            updated = replace(adopt_incarnation(record, decided.facts), opted_out=decided.opted_out)
+        updated = replace(updated, findings=_merge_findings(updated.findings, result.findings), last_plan=result.done)
         if enforced and not any(f.rule_id == "action-refused" for f in result.findings):
             updated = replace(updated, suppression=result.plan.suppression_after)
         if isinstance(device, DeviceIds):

@@ -418,6 +418,14 @@ def has_errors(findings: list[Finding]) -> bool:
     return any(finding.severity == "error" for finding in findings)
 
 
+def join_kind(extensions: tuple[Extension, ...]) -> str | None:
+    """How the VM joins a directory, from its extensions: `entra`, `domain` (hybrid), or None (unknown, or both)."""
+    entra, domain = _entra_join(extensions) is not None, _domain_join(extensions) is not None
+    if entra == domain:
+        return None
+    return "entra" if entra else "domain"
+
+
 def _entra_join(extensions: tuple[Extension, ...]) -> tuple[str | None, str] | None:
     for extension in extensions:
         if extension.type.lower() == "aadloginforwindows":

@@ -72,6 +72,12 @@ async def learn(vm: str) -> None:
     await on_vm_created(trigger_input(raw))
 
 
+async def seen_then_deleted(simulators: Simulators, vm: str = "vm-old-09") -> None:
+    """As in Azure: the responder saw the VM while it existed, then ARM deleted it."""
+    await learn(vm)
+    simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", vm).resource_id)
+
+
 async def work_queue(services: Services, azurite: Azurite, wait: float = DELAY + 0.5) -> HostRun:
     await asyncio.sleep(wait)
     return await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)
@@ -93,6 +99,7 @@ def deleted_requests(simulators: Simulators) -> list[str]:
 async def test_a_deletion_ends_with_both_records_gone_and_an_audit_row(
     services: Services, simulators: Simulators, azurite: Azurite, ledger: TableLedger
 ) -> None:
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
     run = await work_queue(services, azurite)
 
@@ -109,6 +116,7 @@ async def test_a_deletion_ends_with_both_records_gone_and_an_audit_row(
 async def test_the_message_stays_invisible_for_the_configured_delay(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
 
     early = await work_queue(services, azurite, wait=0)
@@ -120,6 +128,7 @@ async def test_the_message_stays_invisible_for_the_configured_delay(
 async def test_a_duplicated_delete_event_yields_one_cleanup(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
     await deliver(delete_event())  # Event Grid's retry: same id
     await deliver(delete_event(event_id="another-delivery-of-the-same-deletion"))
@@ -133,6 +142,7 @@ async def test_a_duplicated_delete_event_yields_one_cleanup(
 async def test_a_vm_recreated_with_the_same_name_within_the_delay_is_not_cleaned(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
+    await learn("vm-win11-01")
     await deliver(delete_event(vm="vm-win11-01"))  # ARM still (again) has vm-win11-01
 
     await work_queue(services, azurite)
@@ -147,6 +157,7 @@ async def test_a_device_that_checked_in_after_the_deletion_is_refused(
 ) -> None:
     simulators.tenant.managed_devices[OLD_MANAGED]["lastSyncDateTime"] = "2026-11-23T09:00:00Z"
 
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
     await work_queue(services, azurite)
 
@@ -159,8 +170,7 @@ async def test_a_device_that_checked_in_after_the_deletion_is_refused(
 async def test_an_ambiguous_match_is_refused_for_review(
     services: Services, simulators: Simulators, azurite: Azurite, ledger: TableLedger
 ) -> None:
-    await learn("vm-dup-04")
-    simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-dup-04").resource_id)
+    await seen_then_deleted(simulators, "vm-dup-04")
 
     await deliver(delete_event(vm="vm-dup-04"))
     await work_queue(services, azurite)
@@ -173,8 +183,7 @@ async def test_an_ambiguous_match_is_refused_for_review(
 async def test_a_hybrid_device_loses_its_intune_record_and_keeps_its_synced_entra_object(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
-    await learn("vm-hybrid-06")
-    simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-hybrid-06").resource_id)
+    await seen_then_deleted(simulators, "vm-hybrid-06")
 
     await deliver(delete_event(vm="vm-hybrid-06"))
     await work_queue(services, azurite)
@@ -195,6 +204,7 @@ async def test_a_throttled_graph_still_completes_the_cleanup(
 ) -> None:
     simulators.graph.throttle.every = 3
 
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
     await work_queue(services, azurite)
 
@@ -221,12 +231,14 @@ async def test_a_message_that_keeps_failing_lands_in_the_poison_queue_with_its_r
     simulators.graph.throttle.every = 1
     simulators.graph.throttle.status = HTTPStatus.INTERNAL_SERVER_ERROR
 
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
     run = await work_queue(services, azurite)
 
     (parked,) = await poison_messages(services, azurite)
-    assert (run.retried, run.completed, run.poisoned) == (4, 1, 0)
-    assert "still failing after 5 attempts" in parked["reason"]
+    # Parked by the worker at the last but one delivery (the last is kept for parking should storage fail).
+    assert (run.retried, run.completed, run.poisoned) == (3, 1, 0)
+    assert "still failing after 4 attempts" in parked["reason"]
     assert OLD_MANAGED in simulators.tenant.managed_devices
 
 
@@ -238,6 +250,7 @@ async def test_audit_mode_deletes_nothing_and_records_the_plan(
     monkeypatch.setenv("RESPONDER_MODE", mode)
     services = await get_services()
 
+    await seen_then_deleted(simulators)
     await deliver(delete_event())
     await work_queue(services, azurite)
 
@@ -268,11 +281,29 @@ async def test_a_vm_that_carried_the_opt_out_tag_is_not_cleaned(
     )
 
 
-async def test_a_vm_never_seen_alive_is_not_matched_by_its_resource_name(
+async def test_a_vm_never_seen_alive_is_left_alone_and_reported(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
-    # Class 4 of the ownership issue: the resource name may be another machine's computer name.
     simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-hybrid-06").resource_id)
+
+    await deliver(delete_event(vm="vm-hybrid-06"))
+    await work_queue(services, azurite)
+
+    assert deleted_requests(simulators) == []
+    (row,) = await audit_rows(services)
+    assert row["Decision"] == "refused"
+    assert "never read this VM while it existed" in row["Reason"]
+
+
+async def test_an_unknown_computer_name_is_never_replaced_by_the_resource_name(
+    services: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    # Class 4 of the ownership issue: ARM reports no computer name (a VM from a specialized disk
+    # has no osProfile); the resource name vm-hybrid-06 is also the name of an Intune record.
+    document = simulators.world.vms[VmRef(SUB, "rg-avd-prod", "vm-hybrid-06").resource_id]
+    document["properties"].pop("osProfile", None)
+    document["properties"]["instanceView"].pop("computerName", None)
+    await seen_then_deleted(simulators, "vm-hybrid-06")
 
     await deliver(delete_event(vm="vm-hybrid-06"))
     await work_queue(services, azurite)

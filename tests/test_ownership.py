@@ -57,12 +57,30 @@ def entra(
     )
 
 
-def test_exact_name_with_a_consistent_entra_link_is_own() -> None:
-    result = decide_ownership(HERE, [intune()], [entra()], quiet_since=STOPPED)
+def test_exact_name_with_a_consistent_link_to_a_hybrid_object_is_own() -> None:
+    result = decide_ownership(HERE, [intune()], [entra(hybrid=True)], quiet_since=STOPPED)
     assert result.verdict is Verdict.OWN
     assert result.own is not None
     assert result.own.managed is not None
     assert result.own.managed.id == "md-1"
+
+
+def test_an_entra_joined_object_without_an_anchor_is_not_proven_by_its_name() -> None:
+    result = decide_ownership(HERE, [intune()], [entra()])
+    assert result.verdict is Verdict.AMBIGUOUS
+    assert "without a physicalIds anchor" in result.reason
+
+
+def test_an_entra_joined_vm_does_not_own_a_hybrid_object() -> None:
+    entra_joined = Incarnation(VM, vm_id="vmid-now", computer_name="avd-01", join_kind="entra")
+    result = decide_ownership(entra_joined, [intune()], [entra(hybrid=True)])
+    assert result.verdict is Verdict.NOT_OWN
+
+
+def test_an_ad_joined_vm_does_not_own_a_cloud_joined_object() -> None:
+    domain_joined = Incarnation(VM, vm_id="vmid-now", computer_name="avd-01", join_kind="domain")
+    result = decide_ownership(domain_joined, [intune()], [entra(physical_ids=(arm_anchor(VM),))])
+    assert result.verdict is Verdict.NOT_OWN
 
 
 def test_an_anchor_to_this_vm_in_arm_casing_is_own_without_a_known_name() -> None:
@@ -173,7 +191,7 @@ def test_two_vm_records_with_the_vms_name_are_ambiguous() -> None:
 
 def test_a_physical_pc_with_the_vms_name_is_not_own_and_not_in_the_way() -> None:
     laptop = intune("md-9", device_id="dev-9", model="Surface Laptop 5")
-    result = decide_ownership(HERE, [intune(), laptop], [entra(), entra("obj-9", device_id="dev-9")])
+    result = decide_ownership(HERE, [intune(), laptop], [entra(hybrid=True), entra("obj-9", device_id="dev-9")])
     assert result.verdict is Verdict.OWN
     assert result.own is not None
     assert result.own.managed is not None
@@ -187,7 +205,7 @@ def test_look_alike_names_are_not_own() -> None:
 
 
 def test_names_compare_case_insensitively() -> None:
-    assert decide_ownership(HERE, [intune(name="AVD-01")], [entra(name="Avd-01")]).verdict is Verdict.OWN
+    assert decide_ownership(HERE, [intune(name="AVD-01")], [entra(name="Avd-01", hybrid=True)]).verdict is Verdict.OWN
 
 
 def test_an_anchor_to_this_vm_under_another_name_is_ambiguous() -> None:

@@ -62,6 +62,8 @@ async def drifted(
     )
     simulators.tenant.groups[GROUP]["members"].append(WIN11_ENTRA)
     simulators.tenant.devices[WIN11_ENTRA]["extensionAttributes"]["extensionAttribute7"] = "deallocated earlier"
+    # A VM deleted while its events were missed: its records are orphans.
+    simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-old-09").resource_id)
     # A look-alike VM record that is still in use somewhere.
     simulators.tenant.managed_devices[LOOK_ALIKE_MANAGED]["lastSyncDateTime"] = datetime.now(UTC).isoformat()
     yield await get_services()

@@ -26,6 +26,7 @@ from responder.model import VmRef
 from tests.conftest import load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+OTHER_SUB = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"
 DELETED_AT = datetime(2026, 11, 22, 16, 45, 10, 999000, tzinfo=UTC)  # the sample delete event's time
 BEFORE, AFTER = DELETED_AT - timedelta(days=3), DELETED_AT + timedelta(hours=5)
 
@@ -44,10 +45,18 @@ class Device:
     enrolled: datetime = BEFORE
     last_sync: datetime = BEFORE
     hybrid: bool = False
+    anchor: str | None = None  # the resource id its Entra object's physicalIds name (ARM casing)
+
+
+def arm_id(subscription: str, name: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/RG-AVD-PROD/providers/Microsoft.Compute/virtualMachines/{name}"
+    )
 
 
 def own(base: str) -> st.SearchStrategy[Device]:
-    return st.builds(Device, name=st.just(base), hybrid=st.booleans())
+    """The deleted VM's own record: Entra-joined like the VM, anchored to it (in ARM casing)."""
+    return st.builds(Device, name=st.just(base), anchor=st.just(arm_id(SUB, base)))
 
 
 def look_alikes(base: str) -> st.SearchStrategy[Device]:
@@ -59,6 +68,9 @@ def look_alikes(base: str) -> st.SearchStrategy[Device]:
         st.builds(Device, name=st.just(base), model=st.sampled_from(["Surface Laptop 5", "OptiPlex 7010"])),
         st.builds(Device, name=st.just(base), enrolled=st.just(AFTER), last_sync=st.just(AFTER)),  # name reused
         st.builds(Device, name=st.just(base), last_sync=st.just(AFTER)),  # checked in after the deletion
+        # the same computer name on a VM of another subscription, anchored there
+        st.builds(Device, name=st.just(base), anchor=st.just(arm_id(OTHER_SUB, base))),
+        st.builds(Device, name=st.just(base), hybrid=st.just(True)),  # hybrid-joined: not an Entra-joined VM's
     )
 
 
@@ -93,7 +105,7 @@ def seed_tenant(simulators: Simulators, devices: list[Device]) -> dict[str, Devi
             "displayName": device.name,
             "trustType": "ServerAd" if device.hybrid else "AzureAd",
             "onPremisesSyncEnabled": device.hybrid or None,
-            "physicalIds": [],
+            "physicalIds": [f"[AzureResourceId]:{device.anchor}"] if device.anchor else [],
             "extensionAttributes": {},
         }
         by_id[managed_id] = device
@@ -101,14 +113,12 @@ def seed_tenant(simulators: Simulators, devices: list[Device]) -> dict[str, Devi
 
 
 def expected_deletion(base: str, devices: dict[str, Device]) -> str | None:
-    """The one record that is provably the deleted VM's, if there is exactly one."""
-    candidates = [
-        key for key, device in devices.items() if device.name.lower() == base and device.model == "Virtual Machine"
-    ]
-    if len(candidates) != 1:
-        return None
-    device = devices[candidates[0]]
-    return candidates[0] if device.enrolled <= DELETED_AT and device.last_sync <= DELETED_AT else None
+    """The record that is provably the deleted VM's: anchored to it, and quiet since its deletion."""
+    mine = arm_id(SUB, base)
+    for key, device in devices.items():
+        if device.anchor == mine and device.enrolled <= DELETED_AT and device.last_sync <= DELETED_AT:
+            return key
+    return None
 
 
 def add_vm(simulators: Simulators, name: str) -> VmRef:
@@ -209,7 +219,7 @@ async def test_the_cap_holds_under_a_burst_with_two_concurrent_workers(
     monkeypatch.setenv("RESPONDER_MAX_DELETIONS_PER_HOUR", "6")
     caplog.set_level(logging.INFO, logger="responder")
     names = [f"burst{index}" for index in range(8)]
-    seed_tenant(simulators, [Device(name) for name in names])  # 8 VMs x (Intune + Entra) = 16 deletions owed
+    seed_tenant(simulators, [Device(name, anchor=arm_id(SUB, name)) for name in names])  # 8 x 2 = 16 deletions owed
     services = await get_services()
     for name in names:
         await seen_then_deleted(simulators, name)

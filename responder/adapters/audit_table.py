@@ -199,6 +199,7 @@ def cleanup_record_from_entity(entity: dict[str, Any], etag: str | None) -> Clea
             record_id=str(item["record_id"]),
             name=item.get("name"),
             deleted_at=parse_moment(item.get("deleted_at")),
+            attempted=bool(item.get("attempted")),
             already_gone=bool(item.get("already_gone")),
         )
         for item in json.loads(str(entity.get("Targets") or "[]"))

@@ -82,17 +82,23 @@ ENTRA_DEVICE_FIELDS = [
 T = TypeVar("T")
 
 
-def build_graph_directory(credential: AsyncTokenCredential, base_url: str, ca_file: str | None) -> GraphDeviceDirectory:
+def build_graph_directory(
+    credential: AsyncTokenCredential,
+    base_url: str,
+    ca_file: str | None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> GraphDeviceDirectory:
     """A GraphServiceClient on the real kiota HTTP stack, pointed at `base_url`.
 
     `ca_file` replaces the system trust store (the local simulators' CA); the
-    token is only ever sent to the host of `base_url`, over HTTPS.
+    token is only ever sent to the host of `base_url`, over HTTPS. `transport`
+    replaces the network (tests that run the simulator in-process).
     """
     host = urlsplit(base_url).hostname or ""
     auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host])
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
     http = GraphClientFactory.create_with_default_middleware(
-        client=httpx.AsyncClient(verify=verify, timeout=TIMEOUT_SECONDS),
+        client=httpx.AsyncClient(verify=verify, timeout=TIMEOUT_SECONDS, transport=transport),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=MAX_RETRIES)},
     )
     adapter = GraphRequestAdapter(auth, client=http)

@@ -9,11 +9,9 @@ two events for one VM handled at once can't overwrite each other.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -40,14 +38,9 @@ from responder.model import (
     VmRecord,
     VmRef,
 )
+from responder.optimistic import OptimisticUpdates
 
 T = TypeVar("T")
-
-# Concurrent events for one VM are rare and short; after this many lost races
-# the event goes back to Event Grid, which retries it later. Between attempts
-# a random, growing pause spreads the contenders out (full jitter).
-UPDATE_ATTEMPTS = 8
-UPDATE_BACKOFF_SECONDS = 0.02
 
 _LAST_EVENT_COLUMNS: dict[EventKind, str] = {
     EventKind.CREATED: "LastCreatedAt",
@@ -58,7 +51,7 @@ _LAST_EVENT_COLUMNS: dict[EventKind, str] = {
 }
 
 
-class TableLedger:
+class TableLedger(OptimisticUpdates):
     """`responder.ports.Ledger` on one Azure table."""
 
     def __init__(self, table: TableClient) -> None:
@@ -99,27 +92,6 @@ class TableLedger:
             raise LedgerConflict(f"ledger row for {record.ref.resource_id} changed since it was read") from error
         return _with_etag(record, metadata)
 
-    async def update(self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]]) -> tuple[VmRecord, T]:
-        """Read, decide, write with If-Match; on a lost race read again and re-decide.
-
-        `decide` must be pure: it may run more than once.
-        """
-        for attempt in range(UPDATE_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF_SECONDS * 2**attempt))  # noqa: S311
-            current = await self.get(vm)
-            base = current if current is not None else VmRecord(ref=vm)
-            wanted, result = decide(base)
-            if current is not None and wanted == current:
-                return current, result
-            try:
-                if current is None:
-                    return await self.insert(wanted), result
-                return await self.replace(wanted), result
-            except LedgerConflict:
-                continue
-        raise LedgerConflict(f"gave up after {UPDATE_ATTEMPTS} concurrent updates of {vm.resource_id}")
-
     async def records(self) -> AsyncIterator[VmRecord]:
         try:
             async for entity in self._table.list_entities():
@@ -144,6 +116,7 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "ComputerName": record.computer_name,
         "OsType": record.os_type,
         "CreatedAt": record.created_at,
+        "JoinKind": record.join_kind,
         "ManagedDeviceId": record.managed_device_id,
         "EntraDeviceId": record.entra_device_id,
         "EntraObjectId": record.entra_object_id,
@@ -176,6 +149,7 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         computer_name=entity.get("ComputerName"),
         os_type=entity.get("OsType"),
         created_at=_moment(entity.get("CreatedAt")),
+        join_kind=entity.get("JoinKind"),
         managed_device_id=entity.get("ManagedDeviceId"),
         entra_device_id=entity.get("EntraDeviceId"),
         entra_object_id=entity.get("EntraObjectId"),

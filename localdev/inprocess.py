@@ -1,0 +1,285 @@
+"""The responder's services in one process, for tests that run thousands of generated scenarios.
+
+Graph is the product's real adapter (msgraph-sdk, its middleware and retries) over
+`InProcessTransport` to the same `GraphSimulator` the HTTPS tests serve. ARM reads
+the simulator's `ArmWorld` through the product's own document parser. Storage (the
+ledger, the audit table, the cleanup queue) is kept in memory with the semantics the
+product relies on from Azure: ETags, visibility delays, dequeue counts, poison. Each
+store takes injected faults: fail before applying, or apply and lose the answer.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.credentials import AccessToken
+
+from localdev.arm_sim import ArmWorld
+from localdev.graph_sim import GraphSimulator, GraphTenant
+from localdev.sim_http import InProcessTransport, SimulatedApi, TokenBook
+from responder import arm_documents
+from responder.audit import AuditEntry
+from responder.blast_radius import CapState, Reservation, reserve
+from responder.cleanup import CleanupRecord
+from responder.composition import Services
+from responder.errors import LedgerConflict, TransientError
+from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
+from responder.model import VmRecord, VmRef
+from responder.optimistic import OptimisticUpdates
+from responder.settings import Settings
+
+GRAPH_BASE = "https://graph.simulated.invalid/v1.0"
+
+
+@dataclass
+class StorageFaults:
+    """Faults for one store's writes: `fail` refuses the next N (storage down), `lose` applies
+    the next N and raises as if the answer never came (a crash between the write and the next step)."""
+
+    fail: int = 0
+    lose: int = 0
+    injected: int = 0
+
+    def before(self, what: str) -> None:
+        if self.fail:
+            self.fail -= 1
+            self.injected += 1
+            raise TransientError(f"storage unavailable (injected) while {what}")
+
+    def after(self, what: str) -> None:
+        if self.lose:
+            self.lose -= 1
+            self.injected += 1
+            raise TransientError(f"storage answer lost (injected) after {what}")
+
+    def clear(self) -> None:
+        self.fail = self.lose = 0
+
+
+class MemoryLedger(OptimisticUpdates):
+    """The ledger with Azure Tables' optimistic concurrency, in memory."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, VmRecord] = {}
+        self.faults = StorageFaults()
+        self._version = 0
+
+    async def get(self, vm: VmRef) -> VmRecord | None:
+        return self.rows.get(vm.resource_id)
+
+    async def insert(self, record: VmRecord) -> VmRecord:
+        self.faults.before("inserting a ledger row")
+        if record.ref.resource_id in self.rows:
+            raise LedgerConflict("row exists")
+        return self._store(record)
+
+    async def replace(self, record: VmRecord) -> VmRecord:
+        self.faults.before("replacing a ledger row")
+        current = self.rows.get(record.ref.resource_id)
+        if current is None or current.etag != record.etag:
+            raise LedgerConflict("row changed")
+        return self._store(record)
+
+    def _store(self, record: VmRecord) -> VmRecord:
+        self._version += 1
+        stored = replace(record, etag=str(self._version))
+        self.rows[record.ref.resource_id] = stored
+        self.faults.after("writing a ledger row")
+        return stored
+
+    async def records(self) -> AsyncIterator[VmRecord]:
+        for record in list(self.rows.values()):
+            yield record
+
+
+class MemoryAudit:
+    """The audit table's rows, the cleanup rows under their ETags, the cap and the cursor."""
+
+    def __init__(self) -> None:
+        self.rows: list[AuditEntry] = []
+        self.cleanups: dict[str, CleanupRecord] = {}
+        self.cap = CapState()
+        self.cursor = 0
+        self.faults = StorageFaults()
+        self._version = 0
+
+    async def record(self, entry: AuditEntry) -> None:
+        self.faults.before("writing an audit row")
+        self.rows.append(entry)
+        self.faults.after("writing an audit row")
+
+    async def cleanup_record(self, key: str) -> CleanupRecord | None:
+        return self.cleanups.get(key)
+
+    async def save_cleanup(self, record: CleanupRecord) -> CleanupRecord:
+        self.faults.before("writing a cleanup row")
+        current = self.cleanups.get(record.key)
+        if (current is None) != (record.etag is None) or (current is not None and current.etag != record.etag):
+            raise LedgerConflict(f"cleanup {record.key} changed")
+        self._version += 1
+        stored = replace(record, etag=str(self._version))
+        self.cleanups[record.key] = stored
+        self.faults.after("writing a cleanup row")
+        return stored
+
+    async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
+        self.cap, reservation = reserve(self.cap, wanted, cap, datetime.now(UTC))
+        return reservation
+
+    async def reconcile_cursor(self) -> int:
+        return self.cursor
+
+    async def save_reconcile_cursor(self, offset: int) -> None:
+        self.cursor = offset
+
+    async def entries(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = [
+            {"Decision": entry.decision, "ResourceId": entry.resource_id or "", "Reason": entry.reason}
+            for entry in self.rows
+        ]
+        rows.extend(
+            {"Decision": record.decision.value, "ResourceId": record.resource_id, "Reason": record.reason}
+            for record in self.cleanups.values()
+        )
+        return rows
+
+
+@dataclass
+class QueuedMessage:
+    text: str
+    visible_at: float
+    dequeue_count: int = 0
+
+
+@dataclass
+class MemoryQueue:
+    """The cleanup queue and its poison queue, on a clock the test moves (seconds)."""
+
+    clock: Callable[[], float]
+    messages: list[QueuedMessage] = field(default_factory=list)
+    poison: list[dict[str, Any]] = field(default_factory=list)
+    faults: StorageFaults = field(default_factory=StorageFaults)
+
+    async def send(self, text: str, delay_seconds: int) -> None:
+        self.faults.before("queueing a message")
+        self.messages.append(QueuedMessage(text, self.clock() + delay_seconds))
+        self.faults.after("queueing a message")
+
+    async def send_poison(self, text: str, reason: str) -> None:
+        self.faults.before("parking a message")
+        self.poison.append({"reason": reason, "message": text})
+        self.faults.after("parking a message")
+
+    def visible(self) -> list[QueuedMessage]:
+        return [message for message in self.messages if message.visible_at <= self.clock()]
+
+
+async def run_queue(
+    queue: MemoryQueue,
+    function: Callable[[str, int], Awaitable[object]],
+    *,
+    max_dequeue_count: int,
+    retry_after_seconds: float = 0,
+) -> int:
+    """What the Functions host does with visible messages: deliver each, delete on success,
+    make visible again on failure, move to the poison queue (body only) after the last delivery."""
+    delivered = 0
+    for message in sorted(queue.visible(), key=lambda item: item.visible_at):
+        message.dequeue_count += 1
+        delivered += 1
+        try:
+            await function(message.text, message.dequeue_count)
+        except Exception:  # the host catches everything a function raises
+            if message.dequeue_count >= max_dequeue_count:
+                queue.messages.remove(message)
+                queue.poison.append({"reason": None, "message": message.text})
+            else:
+                message.visible_at = queue.clock() + retry_after_seconds
+            continue
+        queue.messages.remove(message)
+    return delivered
+
+
+class WorldCompute:
+    """ARM as the simulator's world says it is, read through the product's document parser."""
+
+    def __init__(self, world: ArmWorld) -> None:
+        self.world = world
+
+    async def get_vm(self, vm: VmRef) -> VmFacts | Gone:
+        document = self.world.vms.get(vm.resource_id)
+        return arm_documents.vm_facts(copy.deepcopy(document)) if document else Gone(vm.resource_id)
+
+    async def get_image_definition(self, image_id: str) -> ImageDefinition | Gone:
+        document = self.world.gallery_images.get(image_id.lower())
+        return arm_documents.image_definition(document) if document else Gone(image_id)
+
+    async def find_host_pool(self, vm: VmRef) -> HostPool | None:
+        return None
+
+    async def list_vms(self, subscription_id: str) -> AsyncIterator[VmFacts]:
+        prefix = f"/subscriptions/{subscription_id}/"
+        for key, document in list(self.world.vms.items()):
+            if key.startswith(prefix):
+                yield arm_documents.vm_facts(copy.deepcopy(document))
+
+    async def merge_tags(self, vm: VmRef, tags: dict[str, str]) -> None:
+        document = self.world.vms.get(vm.resource_id)
+        if document is not None:
+            document.setdefault("tags", {}).update(tags)
+
+
+class LocalTokens:
+    """An async token credential that hands out the simulators' tokens (no identity endpoint needed)."""
+
+    def __init__(self, tokens: TokenBook) -> None:
+        self._tokens = tokens
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._tokens.issue(), 2**31 - 1)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> LocalTokens:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
+@dataclass
+class InProcess:
+    """Everything one generated scenario runs against, and the services built on it."""
+
+    services: Services
+    graph: SimulatedApi
+    tenant: GraphTenant
+    world: ArmWorld
+    ledger: MemoryLedger
+    audit: MemoryAudit
+    queue: MemoryQueue
+
+
+def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, clock: Callable[[], float]) -> InProcess:
+    """The product's services over in-process simulators and in-memory storage."""
+    from responder.adapters.graph import build_graph_directory
+
+    tokens = TokenBook()
+    graph = SimulatedApi("graph", GraphSimulator(tenant), tokens)
+    directory = build_graph_directory(LocalTokens(tokens), GRAPH_BASE, None, transport=InProcessTransport(graph))
+    ledger, audit, queue = MemoryLedger(), MemoryAudit(), MemoryQueue(clock)
+    services = Services(
+        settings=settings,
+        ledger=ledger,
+        directory=directory,
+        compute=WorldCompute(world),
+        cleanup_queue=queue,
+        audit=audit,
+        _closers=[directory],
+    )
+    return InProcess(services, graph, tenant, world, ledger, audit, queue)

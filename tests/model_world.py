@@ -1,0 +1,362 @@
+"""The world the stateful model test drives: VMs in ARM, their records in Intune and Entra,
+and the truth of whose each record is, which the product never sees.
+
+The world changes as Azure would (deallocate, start, delete, re-create, enrol, check
+in) and each change emits the ARM event Event Grid would deliver. The oracle
+(`Oracle`) reads the Graph simulator's log of writes and says which were wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from localdev.arm_sim import ArmWorld
+from localdev.graph_sim import GraphTenant
+from localdev.sim_http import Request
+from responder.model import VmRef
+
+SUB_A = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"  # watched and allowed
+SUB_B = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"  # another subscription: outside the allow-list
+GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
+ATTRIBUTE = 7
+OPT_OUT = {"intune-responder": "ignore"}
+T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
+
+OPERATIONS = {
+    "write": ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Compute/virtualMachines/write"),
+    "deallocate": ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.Compute/virtualMachines/deallocate/action"),
+    "start": ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.Compute/virtualMachines/start/action"),
+    "restart": ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.Compute/virtualMachines/restart/action"),
+    "delete": ("Microsoft.Resources.ResourceDeleteSuccess", "Microsoft.Compute/virtualMachines/delete"),
+}
+
+
+@dataclass
+class Vm:
+    """One VM resource id over its lives; `vm_id` names the current (or last) incarnation."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    computer_name: str
+    anchored: bool  # a hybrid VM's Entra object may lack the physicalIds anchor; an Entra-joined VM's always has it
+    hybrid: bool  # AD-joined (hybrid), else Entra-joined
+    opted_out: bool
+    vm_id: str = ""
+    created_at: datetime = T0
+    exists: bool = True
+    power: str = "running"
+    enrolled_vm_ids: set[str] = field(default_factory=set)
+    incarnations: int = 0
+
+    @property
+    def ref(self) -> VmRef:
+        return VmRef(self.subscription, self.resource_group.lower(), self.name.lower())
+
+    @property
+    def arm_id(self) -> str:
+        """As ARM spells it (and Entra's physicalIds store it): casing kept."""
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
+        )
+
+    @property
+    def in_scope(self) -> bool:
+        return self.subscription == SUB_A and not self.opted_out
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Whose a record is: a VM incarnation (resource id + vmId), or a physical PC."""
+
+    kind: str  # "managed" | "entra"
+    resource_id: str | None  # lower case; None: a physical PC
+    vm_id: str | None
+    hybrid: bool = False
+
+
+@dataclass
+class PendingEvent:
+    raw: dict[str, Any]
+    vm: Vm
+    kind: str
+    vm_id: str  # the incarnation the event is about
+
+
+class World:
+    """ARM, Intune and Entra as they really are, plus the events on their way."""
+
+    def __init__(self, arm: ArmWorld, tenant: GraphTenant, template: dict[str, Any], hybrid: dict[str, Any]) -> None:
+        self.arm = arm
+        self.tenant = tenant
+        self.template = template  # an Entra-joined VM's ARM document
+        self.hybrid_template = hybrid  # an AD-joined VM's
+        self.now = T0
+        self.vms: list[Vm] = []
+        self.truth: dict[str, Truth] = {}  # record id → owner, for every record ever created
+        self.pending: list[PendingEvent] = []
+        self.delivered_deletions: set[tuple[str, str | None]] = set()  # (resource id, vmId) whose delete was handled
+        self._ids = itertools.count(1)
+
+    # --- time -------------------------------------------------------------------
+
+    def tick(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+
+    def seconds(self) -> float:
+        return (self.now - T0).total_seconds()
+
+    # --- ARM ----------------------------------------------------------------------
+
+    def add_vm(self, vm: Vm) -> None:
+        """One AD domain: a hybrid VM can't take a computer name another hybrid VM holds."""
+        if vm.hybrid and not self.hybrid_name_free(vm.computer_name, vm):
+            vm.hybrid = False
+        vm.anchored = vm.anchored or not vm.hybrid
+        self.vms.append(vm)
+        self.tick(7)  # VMs are created one after another
+        self._incarnate(vm)
+
+    def hybrid_name_free(self, name: str, vm: Vm) -> bool:
+        return not any(
+            other is not vm and other.hybrid and other.computer_name.lower() == name.lower() for other in self.vms
+        )
+
+    def _incarnate(self, vm: Vm) -> None:
+        vm.incarnations += 1
+        vm.vm_id = f"{vm.name.lower()}-{vm.subscription[:4]}-life{vm.incarnations}-{next(self._ids)}"
+        vm.created_at = self.now
+        vm.exists, vm.power = True, "running"
+        document = _clone(self.hybrid_template if vm.hybrid else self.template)
+        document["id"], document["name"] = vm.arm_id, vm.name
+        for extension in document.get("resources", []):
+            extension["id"] = f"{vm.arm_id}/extensions/{extension['name']}"
+        document["tags"] = dict(OPT_OUT) if vm.opted_out else {}
+        properties = document["properties"]
+        properties["vmId"] = vm.vm_id
+        properties["timeCreated"] = vm.created_at.isoformat()
+        properties["osProfile"]["computerName"] = vm.computer_name
+        properties["instanceView"]["computerName"] = vm.computer_name
+        self.arm.vms[vm.ref.resource_id] = document
+        self.arm.set_power_state(vm.ref.resource_id, "running")
+        self.emit(vm, "write")
+
+    def set_power(self, vm: Vm, action: str) -> bool:
+        if not vm.exists:
+            return False
+        state = "deallocated" if action == "deallocate" else "running"
+        if vm.power == state and action != "restart":
+            return False
+        vm.power = state
+        self.arm.set_power_state(vm.ref.resource_id, state)
+        self.emit(vm, action)
+        return True
+
+    def delete(self, vm: Vm) -> bool:
+        if not vm.exists:
+            return False
+        vm.exists, vm.power = False, "deleted"
+        self.arm.vms.pop(vm.ref.resource_id, None)
+        self.emit(vm, "delete")
+        return True
+
+    def recreate(self, vm: Vm, computer_name: str) -> bool:
+        if vm.exists:
+            return False
+        if not vm.hybrid or self.hybrid_name_free(computer_name, vm):
+            vm.computer_name = computer_name
+        self._incarnate(vm)
+        return True
+
+    def spurious_delete(self, vm: Vm) -> bool:
+        """A delete event for a VM ARM still has (a delete that did not go through)."""
+        if not vm.exists:
+            return False
+        self.emit(vm, "delete")
+        return True
+
+    # --- Intune and Entra -------------------------------------------------------
+
+    def enrol(self, vm: Vm) -> bool:
+        """The running VM joins Entra and enrols in Intune: one record each, owned by this incarnation."""
+        if not vm.exists or vm.power != "running" or vm.vm_id in vm.enrolled_vm_ids or self.now <= vm.created_at:
+            return False
+        vm.enrolled_vm_ids.add(vm.vm_id)
+        owner = {"resourceId": vm.ref.resource_id, "vmId": vm.vm_id}
+        self._records(
+            vm.computer_name,
+            "Virtual Machine",
+            owner,
+            anchor=vm.arm_id if vm.anchored else None,
+            hybrid=vm.hybrid,
+            truth=(vm.ref.resource_id, vm.vm_id),
+        )
+        return True
+
+    def add_physical_pc(self, name: str) -> None:
+        self._records(name, "Surface Laptop 5", "physical", anchor=None, hybrid=False, truth=(None, None))
+
+    def _records(
+        self,
+        name: str,
+        model: str,
+        owner: Any,
+        *,
+        anchor: str | None,
+        hybrid: bool,
+        truth: tuple[str | None, str | None],
+    ) -> None:
+        number = next(self._ids)
+        managed_id, object_id, device_id = f"md-{number:04d}", f"obj-{number:04d}", f"dev-{number:04d}"
+        moment = self.now.isoformat()
+        self.tenant.managed_devices[managed_id] = {
+            "id": managed_id,
+            "deviceName": name,
+            "model": model,
+            "operatingSystem": "Windows",
+            "azureADDeviceId": device_id,
+            "enrolledDateTime": moment,
+            "lastSyncDateTime": moment,
+            "_owner": owner,
+        }
+        self.tenant.devices[object_id] = {
+            "id": object_id,
+            "deviceId": device_id,
+            "displayName": name,
+            "trustType": "ServerAd" if hybrid else "AzureAd",
+            "onPremisesSyncEnabled": True if hybrid else None,
+            "physicalIds": [f"[AzureResourceId]:{anchor}"] if anchor else [],
+            "registrationDateTime": moment,
+            "approximateLastSignInDateTime": moment,
+            "extensionAttributes": {f"extensionAttribute{n}": None for n in range(1, 16)},
+            "_owner": owner,
+        }
+        resource_id, vm_id = truth
+        self.truth[managed_id] = Truth("managed", resource_id, vm_id, hybrid)
+        self.truth[object_id] = Truth("entra", resource_id, vm_id, hybrid)
+
+    def check_in(self) -> None:
+        """Every running VM (and every physical PC) reports in."""
+        moment = self.now.isoformat()
+        for record_id, truth in self.truth.items():
+            if truth.resource_id is not None and not self._running(truth):
+                continue
+            if truth.kind == "managed" and record_id in self.tenant.managed_devices:
+                self.tenant.managed_devices[record_id]["lastSyncDateTime"] = moment
+            if truth.kind == "entra" and record_id in self.tenant.devices:
+                self.tenant.devices[record_id]["approximateLastSignInDateTime"] = moment
+
+    def _running(self, truth: Truth) -> bool:
+        vm = self.owner(truth)
+        return vm is not None and vm.exists and vm.vm_id == truth.vm_id and vm.power == "running"
+
+    def owner(self, truth: Truth) -> Vm | None:
+        """The VM resource the record belongs to (its incarnation may be gone)."""
+        return next((vm for vm in self.vms if truth.resource_id == vm.ref.resource_id), None)
+
+    def incarnation_exists(self, truth: Truth) -> bool:
+        vm = self.owner(truth)
+        return vm is not None and vm.exists and vm.vm_id == truth.vm_id
+
+    # --- events -----------------------------------------------------------------
+
+    def emit(self, vm: Vm, action: str) -> None:
+        event_type, operation = OPERATIONS[action]
+        event_id = f"evt-{next(self._ids):05d}"
+        data = {
+            "operationName": operation,
+            "resourceUri": vm.arm_id,
+            "resourceProvider": "Microsoft.Compute",
+            "status": "Succeeded",
+            "subscriptionId": vm.subscription,
+            "correlationId": f"corr-{event_id}",
+        }
+        moment = self.now.isoformat().replace("+00:00", "Z")
+        if len(self.pending) % 3 == 2:  # some deliveries in the CloudEvents schema
+            raw = {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": f"/subscriptions/{vm.subscription}",
+                "subject": vm.arm_id,
+                "type": event_type,
+                "time": moment,
+                "data": data,
+            }
+        else:
+            raw = {
+                "id": event_id,
+                "topic": f"/subscriptions/{vm.subscription}",
+                "subject": vm.arm_id,
+                "eventType": event_type,
+                "eventTime": moment,
+                "data": data,
+                "dataVersion": "2",
+            }
+        self.pending.append(PendingEvent(raw, vm, action, vm.vm_id))
+
+
+def _clone(document: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(document)
+
+
+@dataclass
+class Oracle:
+    """Says which of the Graph writes a step made were wrong, by the ground truth."""
+
+    world: World
+    violations: list[str] = field(default_factory=list)
+
+    def check(self, writes: list[Request], acting_for: Vm | None) -> None:
+        for request in writes:
+            problem = self._judge(request, acting_for)
+            if problem:
+                self.violations.append(f"{request.method} {request.path}: {problem}")
+
+    def _judge(self, request: Request, acting_for: Vm | None) -> str | None:
+        parts = request.path.strip("/").split("/")[1:]  # without "v1.0"
+        kind, target = self._target(request, parts)
+        if target is None:
+            return None
+        truth = self.world.truth.get(target)
+        if truth is None:
+            return f"{target} is no record the world holds"
+        if truth.resource_id is None:
+            return f"{kind} on a physical PC's record"
+        vm = self.world.owner(truth)
+        if vm is None or not vm.in_scope:
+            return f"{kind} on a record of a VM outside the allow-lists or opted out"
+        if kind == "delete":
+            if self.world.incarnation_exists(truth):
+                return f"deleted a record of {truth.resource_id} ({truth.vm_id}), which still exists"
+            return None
+        if acting_for is not None and (acting_for is not vm or vm.vm_id != truth.vm_id):
+            return f"{kind} for {acting_for.ref.resource_id} landed on a record of {truth.resource_id} ({truth.vm_id})"
+        if not self.world.incarnation_exists(truth):
+            return f"{kind} on a record of a VM that no longer exists"
+        if kind == "mark" and vm.power != "deallocated":
+            return f"marked a record of a {vm.power} VM"
+        if kind == "unmark" and vm.power == "deallocated":
+            return "lifted the mark of a deallocated VM"
+        return None
+
+    @staticmethod
+    def _target(request: Request, parts: list[str]) -> tuple[str, str | None]:
+        if request.method == "DELETE" and len(parts) == 3 and parts[0] == "deviceManagement":
+            return "delete", parts[2]
+        if request.method == "DELETE" and len(parts) == 2 and parts[0] == "devices":
+            return "delete", parts[1]
+        if request.method == "POST" and parts[-1] == "$ref" and parts[0] == "groups":
+            return "mark", str((request.body or {}).get("@odata.id", "")).rsplit("/", 1)[-1]
+        if request.method == "DELETE" and parts[0] == "groups":
+            return "unmark", parts[3]
+        if request.method == "PATCH" and parts[0] == "devices":
+            values = ((request.body or {}).get("extensionAttributes") or {}).values()
+            return ("unmark" if all(value is None for value in values) else "mark"), parts[1]
+        if request.method == "POST" and parts[-1] == "syncDevice":
+            return "sync", parts[2]
+        return "", None

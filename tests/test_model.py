@@ -1,0 +1,357 @@
+"""A stateful model of the product against generated tenants, with ground truth and injected faults.
+
+Hypothesis generates a tenant (VMs in an allowed and another subscription, computer
+names that collide and look alike, anchored, hybrid and opted-out VMs, physical PCs
+with VM names) and a sequence of what happens to it: deallocations, starts, deletions,
+re-creations under the same resource id, enrolments, check-ins, deliveries in any
+order and more than once, cleanup runs, and faults (Graph refusing or losing the
+answer, storage failing or losing the answer: a crash between two steps). After every
+step no Graph write may touch a record that is not provably the acting VM's own
+(safety). When the events are all delivered and the queue has drained, every record of
+a VM that is gone for good is deleted or reported with a reason (liveness), and every
+Graph deletion has exactly one audit row.
+
+The product runs in-process here (its real Graph adapter over an in-process transport
+to the Graph simulator, in-memory storage with Azure's semantics), fast enough for
+the thousand sequences CI runs; `test_model_https.py` runs the same model over HTTPS,
+Azurite and the real handler functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from handlers import vm_created, vm_deleted, vm_power
+from localdev.arm_sim import ArmWorld
+from localdev.graph_sim import GraphTenant
+from localdev.inprocess import InProcess, in_process, run_queue
+from localdev.sim_http import WRITES, Request
+from localdev.simulators import load_seed
+from responder.cleanup import Decision
+from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
+from responder.events import subscription_filter_kind
+from responder.model import EventKind
+from responder.pipeline import handle
+from responder.settings import Settings
+from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
+
+SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "1000"))
+COMPUTER_NAMES = ("avd-1", "avd-10", "avd-2", "AVD-1", "avd-1-pc", "vm-a")
+RESOURCE_NAMES = ("vm-a", "vm-b", "avd-1", "VM-C")
+ACCEPTS: Mapping[EventKind, frozenset[EventKind]] = {
+    kind: accepts for accepts in (vm_created.ACCEPTS, vm_power.ACCEPTS, vm_deleted.ACCEPTS) for kind in accepts
+}
+
+
+def settings_for_model() -> Settings:
+    return Settings.from_env(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "RESPONDER_MODE": "enforce",
+            "RESPONDER_ALLOWED_SUBSCRIPTIONS": SUB_A,
+            "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
+            "RESPONDER_SUPPRESSION_ATTRIBUTE": "7",
+            "RESPONDER_CLEANUP_DELAY_SECONDS": "3600",
+            "RESPONDER_MAX_DELETIONS_PER_HOUR": "100000",
+        }
+    )
+
+
+vm_specs = st.lists(
+    st.fixed_dictionaries(
+        {
+            "subscription": st.sampled_from([SUB_A, SUB_A, SUB_A, SUB_B]),
+            "name": st.sampled_from(RESOURCE_NAMES),
+            "computer_name": st.sampled_from(COMPUTER_NAMES),
+            "anchored": st.booleans(),
+            "hybrid": st.booleans(),
+            "opted_out": st.sampled_from([False, False, False, True]),
+            "enrolled": st.booleans(),
+        }
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+class ResponderModel(RuleBasedStateMachine):
+    """The world, the product acting on it, and the oracle watching every Graph write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        seed = load_seed("sample")
+        template = next(vm for vm in seed["virtualMachines"] if vm["name"] == "vm-win11-01")
+        hybrid = next(vm for vm in seed["virtualMachines"] if vm["name"] == "vm-win10-02")
+        tenant = GraphTenant.from_seed({"groups": seed["groups"]})
+        self.world = World(ArmWorld(), tenant, template, hybrid)
+        self.product: InProcess = in_process(settings_for_model(), tenant, self.world.arm, self.world.seconds)
+        self.oracle = Oracle(self.world)
+        self.deleted_records: set[str] = set()
+        self.last_errors: dict[str, str] = {}  # event id → why its last delivery failed
+
+    # --- the tenant -------------------------------------------------------------
+
+    @initialize(specs=vm_specs, pcs=st.lists(st.sampled_from(COMPUTER_NAMES), max_size=2))
+    def tenant(self, specs: list[dict[str, Any]], pcs: list[str]) -> None:
+        seen: set[tuple[str, str]] = set()
+        for spec in specs:
+            key = (spec["subscription"], spec["name"].lower())
+            if key in seen:
+                continue  # one resource id, one VM
+            seen.add(key)
+            vm = Vm(
+                subscription=spec["subscription"],
+                resource_group="RG-AVD" if spec["subscription"] == SUB_A else "rg-other",
+                name=spec["name"],
+                computer_name=spec["computer_name"],
+                anchored=spec["anchored"],
+                hybrid=spec["hybrid"],
+                opted_out=spec["opted_out"],
+            )
+            self.world.add_vm(vm)
+            if spec["enrolled"]:
+                self.world.tick(10)
+                self.world.enrol(vm)
+        for name in pcs:
+            self.world.add_physical_pc(name)
+
+    # --- what happens in Azure ----------------------------------------------------
+
+    def _vm(self, index: int) -> Vm:
+        return self.world.vms[index % len(self.world.vms)]
+
+    @rule(
+        index=st.integers(0, 7), action=st.sampled_from(["deallocate", "start", "restart"]), minutes=st.integers(1, 90)
+    )
+    def power(self, index: int, action: str, minutes: int) -> None:
+        self.world.tick(minutes)
+        self.world.set_power(self._vm(index), action)
+
+    @rule(index=st.integers(0, 7))
+    def delete(self, index: int) -> None:
+        self.world.tick(5)
+        self.world.delete(self._vm(index))
+
+    @rule(index=st.integers(0, 7), computer_name=st.sampled_from(COMPUTER_NAMES))
+    def recreate(self, index: int, computer_name: str) -> None:
+        self.world.tick(10)
+        self.world.recreate(self._vm(index), computer_name)
+
+    @rule(index=st.integers(0, 7))
+    def spurious_delete(self, index: int) -> None:
+        self.world.tick(1)
+        self.world.spurious_delete(self._vm(index))
+
+    @rule(index=st.integers(0, 7))
+    def enrol(self, index: int) -> None:
+        self.world.tick(15)
+        self.world.enrol(self._vm(index))
+
+    @rule(minutes=st.integers(1, 600))
+    def check_in(self, minutes: int) -> None:
+        self.world.tick(minutes)
+        self.world.check_in()
+
+    # --- what Event Grid and the queue host do -----------------------------------
+
+    @precondition(lambda self: bool(self.world.pending))
+    @rule(index=st.integers(0, 30), keep=st.booleans())
+    def deliver(self, index: int, keep: bool) -> None:
+        """Deliver one pending event, in any order; `keep`: Event Grid will deliver it again."""
+        pending = self.world.pending[index % len(self.world.pending)]
+        if self._deliver(pending.raw, pending.vm, pending.vm_id) and not keep:
+            self.world.pending.remove(pending)
+
+    @precondition(lambda self: bool(self.world.pending))
+    @rule(shuffle=st.randoms(use_true_random=False), keep_some=st.booleans())
+    def deliver_everything(self, shuffle: random.Random, keep_some: bool) -> None:
+        """Event Grid catches up: every pending event, in some order, some of them to come again."""
+        pending = list(self.world.pending)
+        shuffle.shuffle(pending)
+        for item in pending:
+            if self._deliver(item.raw, item.vm, item.vm_id) and not (keep_some and shuffle.random() < 0.3):
+                self.world.pending.remove(item)
+
+    @rule(hours=st.integers(0, 3))
+    def work_the_queue(self, hours: int) -> None:
+        self.world.tick(60 * hours)
+        self._work_queue()
+
+    # --- faults -------------------------------------------------------------------
+
+    @rule(
+        where=st.sampled_from(
+            ["graph-fail", "graph-lose-write", "ledger-fail", "ledger-lose", "audit-lose", "queue-lose"]
+        ),
+        count=st.integers(1, 3),
+    )
+    def fault(self, where: str, count: int) -> None:
+        product = self.product
+        if where == "graph-fail":
+            product.graph.faults.fail.extend([500] * count)
+        elif where == "graph-lose-write":
+            product.graph.faults.lose, product.graph.faults.methods = count, WRITES
+        elif where == "ledger-fail":
+            product.ledger.faults.fail = count
+        elif where == "ledger-lose":
+            product.ledger.faults.lose = count
+        elif where == "audit-lose":
+            product.audit.faults.lose = count
+        else:
+            product.queue.faults.lose = count
+
+    # --- the product --------------------------------------------------------------
+
+    def _deliver(self, raw: dict[str, Any], vm: Vm, vm_id: str) -> bool:
+        kind = subscription_filter_kind(raw)
+        assert kind is not None
+        writes_before = len(self.product.graph.operations)
+        try:
+            handled = self._run(handle(copy.deepcopy(raw), ACCEPTS[kind], self.product.services))
+        except Exception as error:  # what the host does: Event Grid redelivers later
+            self.last_errors[str(raw["id"])] = repr(error)
+            self._check_writes(writes_before, vm)
+            if "injected" not in str(error) and not _transient(error):
+                raise
+            return False
+        self._check_writes(writes_before, vm)
+        if kind is EventKind.DELETED and handled.outcome in {"recorded", "resumed"}:
+            self.world.delivered_deletions.add((vm.ref.resource_id, vm_id))
+        return True
+
+    def _work_queue(self) -> None:
+        writes_before = len(self.product.graph.operations)
+
+        async def work(text: str, attempt: int) -> object:
+            return await process_cleanup(text, attempt, self.product.services)
+
+        self._run(run_queue(self.product.queue, work, max_dequeue_count=MAX_ATTEMPTS))
+        self._check_writes(writes_before, None)
+
+    def _check_writes(self, since: int, acting_for: Vm | None) -> None:
+        operations = self.product.graph.operations[since:]
+        refused = {id(request) for request in self.product.graph.refused}
+        writes = [request for request in operations if request.method in WRITES and id(request) not in refused]
+        self.oracle.check(writes, acting_for)
+        self.deleted_records.update(_deleted_ids(writes))
+
+    def _run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    # --- what must always hold ----------------------------------------------------
+
+    @invariant()
+    def no_wrong_write(self) -> None:
+        assert not self.oracle.violations, self.oracle.violations
+
+    def teardown(self) -> None:
+        try:
+            if self.world.vms:
+                self._drain()
+                self._check_liveness_and_audit()
+        finally:
+            self._run(self.product.services.aclose())
+            self.loop.close()
+
+    def _drain(self) -> None:
+        """Event Grid delivers what is pending until it succeeds, the queue runs dry: a first round
+        with the faults still armed, then none."""
+        for attempt in range(12):
+            if attempt == 1:
+                for faults in (self.product.ledger.faults, self.product.audit.faults, self.product.queue.faults):
+                    faults.clear()
+                self.product.graph.faults.clear()
+            for pending in list(self.world.pending):
+                if self._deliver(pending.raw, pending.vm, pending.vm_id):
+                    self.world.pending.remove(pending)
+            self.world.tick(24 * 60)
+            self._work_queue()
+            if not self.world.pending and not self.product.queue.messages:
+                break
+        assert not self.world.pending, [self.last_errors.get(str(p.raw["id"])) for p in self.world.pending]
+        assert not self.product.queue.messages, "cleanup messages left in the queue"
+        assert not self.oracle.violations, self.oracle.violations
+
+    def _check_liveness_and_audit(self) -> None:
+        cleanups = list(self.product.audit.cleanups.values())
+        marks = [r for r in self.product.graph.served() if r.method == "POST" and r.path.endswith("/$ref")]
+        # What the sequences exercised (shown with --hypothesis-show-statistics): not only refusals.
+        event(f"records deleted: {'some' if self.deleted_records else 'none'}")
+        event(f"devices marked: {'some' if marks else 'none'}")
+        event(f"faults injected: {'some' if self._faults_injected() else 'none'}")
+        # Every cleanup is finished or parked with its reason; nothing is lost.
+        assert all(record.finished for record in cleanups), [r for r in cleanups if not r.finished]
+        assert all(item["reason"] for item in self.product.queue.poison), self.product.queue.poison
+        # Every Graph deletion has exactly one audit row that lists it as done by that cleanup.
+        for record_id in self.deleted_records:
+            rows = [
+                r
+                for r in cleanups
+                for t in r.targets
+                if t.record_id == record_id and t.deleted_at and not t.already_gone
+            ]
+            assert len(rows) == 1, (record_id, rows)
+        # Every record of a VM gone for good is deleted or reported with a reason.
+        reported = {r.resource_id for r in cleanups if r.decision is not Decision.DELETE or r.findings}
+        for record_id, truth in self.world.truth.items():
+            if not self._owed(record_id, truth):
+                continue
+            assert record_id in self.deleted_records or truth.resource_id in reported, (
+                record_id,
+                truth,
+                [(r.decision, r.reason) for r in cleanups],
+            )
+
+    def _faults_injected(self) -> int:
+        return _faults_injected_in(self.product)
+
+    def _owed(self, record_id: str, truth: Truth) -> bool:
+        """A record the product must clean up or report: its VM's deletion reached the product."""
+        if truth.resource_id is None or (truth.resource_id, truth.vm_id) not in self.world.delivered_deletions:
+            return False
+        vm = self.world.owner(truth)
+        if vm is None or not vm.in_scope or self.world.incarnation_exists(truth):
+            return False
+        present = record_id in self.product.tenant.managed_devices or record_id in self.product.tenant.devices
+        return present or record_id in self.deleted_records
+
+
+def _faults_injected_in(product: InProcess) -> int:
+    stores = (product.ledger.faults, product.audit.faults, product.queue.faults)
+    return product.graph.faults.injected + sum(store.injected for store in stores)
+
+
+def _deleted_ids(writes: list[Request]) -> set[str]:
+    ids = set()
+    for request in writes:
+        parts = request.path.strip("/").split("/")[1:]
+        if request.method == "DELETE" and parts and parts[0] in {"deviceManagement", "devices"} and "$ref" not in parts:
+            ids.add(parts[-1])
+    return ids
+
+
+def _transient(error: BaseException) -> bool:
+    from responder.errors import TransientError
+
+    return isinstance(error, TransientError)
+
+
+TestResponderModel = ResponderModel.TestCase
+TestResponderModel.settings = settings(
+    max_examples=SEQUENCES,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    # Shrinking finds the shortest story of a failure; a debugging session may skip it.
+    phases=[phase for phase in Phase if os.environ.get("RESPONDER_MODEL_SHRINK", "1") == "1" or phase != Phase.shrink],
+)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from azure.core.credentials import AccessToken
@@ -99,7 +99,8 @@ class MemoryLedger(OptimisticUpdates):
 class MemoryAudit:
     """The audit table's rows, the cleanup rows under their ETags, the cap and the cursor."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self.now = now
         self.rows: list[AuditEntry] = []
         self.cleanups: dict[str, CleanupRecord] = {}
         self.cap = CapState()
@@ -127,7 +128,7 @@ class MemoryAudit:
         return stored
 
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
-        self.cap, reservation = reserve(self.cap, wanted, cap, datetime.now(UTC))
+        self.cap, reservation = reserve(self.cap, wanted, cap, self.now())
         return reservation
 
     async def reconcile_cursor(self) -> int:
@@ -265,14 +266,14 @@ class InProcess:
     queue: MemoryQueue
 
 
-def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, clock: Callable[[], float]) -> InProcess:
+def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, now: Callable[[], datetime]) -> InProcess:
     """The product's services over in-process simulators and in-memory storage."""
     from responder.adapters.graph import build_graph_directory
 
     tokens = TokenBook()
     graph = SimulatedApi("graph", GraphSimulator(tenant), tokens)
     directory = build_graph_directory(LocalTokens(tokens), GRAPH_BASE, None, transport=InProcessTransport(graph))
-    ledger, audit, queue = MemoryLedger(), MemoryAudit(), MemoryQueue(clock)
+    ledger, audit, queue = MemoryLedger(), MemoryAudit(now), MemoryQueue(lambda: now().timestamp())
     services = Services(
         settings=settings,
         ledger=ledger,
@@ -280,6 +281,7 @@ def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, clock: 
         compute=WorldCompute(world),
         cleanup_queue=queue,
         audit=audit,
+        clock=now,
         _closers=[directory],
     )
     return InProcess(services, graph, tenant, world, ledger, audit, queue)

@@ -143,15 +143,17 @@ class Faults:
     fail: list[int] = field(default_factory=list)  # statuses for the next matching operations, in order
     lose: int = 0  # the next this many matching operations are applied, their responses lost
     methods: frozenset[str] = frozenset()  # empty: every method; else only these (e.g. WRITES)
+    path_prefix: str = ""  # empty: every path; else only operations under it (e.g. "/v1.0/devices/")
     injected: int = 0
 
     def applies_to(self, request: Request) -> bool:
-        return not self.methods or request.method in self.methods
+        return (not self.methods or request.method in self.methods) and request.path.startswith(self.path_prefix)
 
     def clear(self) -> None:
         self.fail.clear()
         self.lose = 0
         self.methods = frozenset()
+        self.path_prefix = ""
 
 
 LOST = Response(0)  # a marker: the server drops the connection instead of answering

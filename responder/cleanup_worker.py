@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from responder.audit import AuditEntry
 from responder.cleanup import (
@@ -127,9 +127,9 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
             entry = AuditEntry(request.event_id, request.resource_id, plan.decision.value, plan.reason, _mode(services))
             await services.audit.record(entry)
             return _logged_entry(entry)
-        record = _record_of(request, plan, services.settings.mode)
+        record = _record_of(request, plan, services.settings.mode, services.clock())
         if record.finished or not record.targets:
-            record = await services.audit.save_cleanup(record.finish(_now()))
+            record = await services.audit.save_cleanup(record.finish(services.clock()))
             await _settle_ledger(request, record, services)
             return _logged(record)
         record = await services.audit.save_cleanup(record)  # the plan and its ids, before the first deletion
@@ -137,7 +137,7 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     return await _carry_out(request, record, services)
 
 
-def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode) -> CleanupRecord:
+def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode, now: datetime) -> CleanupRecord:
     record = CleanupRecord(
         key=request.key,
         event_id=request.event_id,
@@ -145,7 +145,7 @@ def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode) -> Cleanu
         mode=mode.value,
         decision=plan.decision,
         reason=plan.reason,
-        started_at=_now(),
+        started_at=now,
         targets=plan.targets,
         findings=tuple(f"{finding.rule_id}: {finding.message} ({finding.evidence})" for finding in plan.findings),
     )
@@ -255,13 +255,13 @@ async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: S
             tried_before = {target.kind for target in batch if target.attempted}
             record = await services.audit.save_cleanup(record.attempting({target.kind for target in batch}))
             changed = await directory.delete_records(_id(batch, "managed"), _id(batch, "entra"))
-            record = await services.audit.save_cleanup(record.with_deleted(changed, _now(), tried_before))
+            record = await services.audit.save_cleanup(record.with_deleted(changed, services.clock(), tried_before))
         if len(batch) < len(remaining):
             return await _defer(request, record, reservation.retry_after_seconds, reservation.warn, services)
     left = await directory.records_exist(_id(record.targets, "managed"), _id(record.targets, "entra"))
     if still_there := [kind for kind, exists in left.items() if exists]:
         raise TransientError(f"{' and '.join(still_there)} record still there after its deletion")
-    record = await services.audit.save_cleanup(record.finish(_now()))
+    record = await services.audit.save_cleanup(record.finish(services.clock()))
     await _settle_ledger(request, record, services)
     return _logged(record)
 
@@ -294,15 +294,24 @@ async def _park(request: CleanupRequest, text: str, reason: str, services: Servi
             services.settings.mode.value,
             Decision.PARKED,
             "",
-            _now(),
+            services.clock(),
         )
     if not record.finished:
-        done = f" ({len(record.targets) - len(record.remaining)} of {len(record.targets)} deleted)"
         record = await services.audit.save_cleanup(
-            record.finish(_now(), Decision.PARKED, reason + (done if record.targets else ""))
+            record.finish(services.clock(), Decision.PARKED, reason + _progress(record))
         )
     await services.cleanup_queue.send_poison(text, record.reason)
     return _logged(record)
+
+
+def _progress(record: CleanupRecord) -> str:
+    """What a person picking up a parked cleanup must know: what is done, what may be."""
+    if not record.targets:
+        return ""
+    done = len(record.targets) - len(record.remaining)
+    unconfirmed = [t.record_id for t in record.remaining if t.attempted]
+    sent = f"; deletion sent but never confirmed for {', '.join(unconfirmed)}" if unconfirmed else ""
+    return f" ({done} of {len(record.targets)} deleted{sent})"
 
 
 async def _publish(request: CleanupRequest, plan: CleanupPlan, services: Services) -> None:
@@ -329,10 +338,6 @@ async def _settle_ledger(request: CleanupRequest, record: CleanupRecord, service
 
 def _id(targets: tuple[Target, ...], kind: str) -> str | None:
     return next((target.record_id for target in targets if target.kind == kind), None)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _entry(record: CleanupRecord) -> AuditEntry:

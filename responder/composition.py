@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from responder.ports import Audit, CleanupQueue, Compute, DeviceDirectory, Ledger
@@ -33,6 +35,8 @@ class Services:
     cleanup_queue: CleanupQueue
     audit: Audit
     findings_publisher: FindingsPublisher | None = None
+    # What time it is: leases, cleanup records and reconciliation read it here, so a test can move it.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     async def aclose(self) -> None:

@@ -103,6 +103,9 @@ def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) ->
     known = history.power_state_at
     if not deletion_ended_this_incarnation(history, event) or (known is not None and event.event_time < known):
         return Observation(history, news)
+    if history.deleted_at is not None and event.event_time > history.deleted_at:
+        # Deleted again: a VM came and went under this resource id, unseen. Nothing known is its.
+        history = forget_incarnation(history)
     return Observation(
         replace(
             history,
@@ -115,14 +118,15 @@ def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) ->
 
 
 def _observe_write(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> Observation:
-    """A write after the recorded deletion means the name was reused for a new VM."""
+    """A write after the recorded deletion is a new VM under the same resource id: until ARM
+    names its vmId, the row knows nothing of it (its deletion, if first, is its own cleanup)."""
     if history.deleted_at is None:
         return Observation(history, news)
     if event.event_time <= history.deleted_at:
         return Observation(settle(history, event.event_id), Outcome.STALE)
     return Observation(
         replace(
-            history,
+            forget_incarnation(history),
             power_state=PowerState.UNKNOWN,
             power_state_at=event.event_time,
             deleted_at=None,
@@ -139,6 +143,26 @@ def _latest(record: VmRecord, event: ClassifiedEvent) -> dict[EventKind, datetim
     return times
 
 
+def forget_incarnation(record: VmRecord) -> VmRecord:
+    """The row once a new VM holds the resource id: nothing known of the old one carries over."""
+    return replace(
+        record,
+        vm_id=None,
+        computer_name=None,
+        os_type=None,
+        created_at=None,
+        join_kind=None,
+        managed_device_id=None,
+        entra_device_id=None,
+        entra_object_id=None,
+        device_vm_id=None,
+        suppression=SuppressionState.NONE,
+        findings=(),
+        check_fingerprint=None,
+        opted_out=False,
+    )
+
+
 def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
     """What ARM says about the VM now, bound to its vmId.
 
@@ -147,21 +171,7 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
     device and mark is forgotten, so it can never be taken for the new one's.
     """
     if facts.vm_id and record.vm_id and facts.vm_id != record.vm_id:
-        record = replace(
-            record,
-            computer_name=None,
-            os_type=None,
-            created_at=None,
-            join_kind=None,
-            managed_device_id=None,
-            entra_device_id=None,
-            entra_object_id=None,
-            device_vm_id=None,
-            suppression=SuppressionState.NONE,
-            findings=(),
-            check_fingerprint=None,
-            opted_out=False,
-        )
+        record = forget_incarnation(record)
     return replace(
         record,
         vm_id=facts.vm_id or record.vm_id,

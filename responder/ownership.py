@@ -321,10 +321,12 @@ class _Judge:
         created = self.incarnation.created_at
         if created is None:
             return None
+        # A hybrid object follows the on-premises computer account, which can outlive a re-created VM:
+        # it is this VM's only when an Intune record enrolled since links to it.
+        hybrid_vouched = entra is not None and entra.is_hybrid and managed is not None
         for what, moment in (
             ("enrolled in Intune", managed.enrolled_at if managed else None),
-            # A hybrid object follows the on-premises computer account, which outlives a re-created VM.
-            ("registered in Entra", entra.registered_at if entra and not entra.is_hybrid else None),
+            ("registered in Entra", entra.registered_at if entra and not hybrid_vouched else None),
         ):
             if moment is not None and moment < created:
                 return f"{what} at {moment.isoformat()}, before this VM was created at {created.isoformat()}"

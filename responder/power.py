@@ -11,7 +11,7 @@ holder dies.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from responder.composition import Services
 from responder.errors import TransientError
@@ -141,7 +141,7 @@ def device_match(ownership: Ownership) -> DeviceMatch:
 
 
 async def _acquire(vm: VmRef, owner: str, services: Services) -> VmRecord:
-    now = datetime.now(UTC)
+    now = services.clock()
 
     def take(record: VmRecord) -> tuple[VmRecord, bool]:
         if record.lease_owner not in {None, owner} and record.lease_until and record.lease_until > now:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from responder.audit import AuditEntry
 from responder.cleanup import CleanupRequest, Origin
@@ -112,7 +112,7 @@ class _Pass:
 
 
 async def reconcile(services: Services, now: datetime | None = None) -> ReconcileSummary:
-    walk = _Pass(services, await services.audit.reconcile_cursor(), now or datetime.now(UTC))
+    walk = _Pass(services, await services.audit.reconcile_cursor(), now or services.clock())
     if await walk.vms() and await walk.records():
         walk.summary.complete = True
         return await _stop(services, walk.summary, 0)

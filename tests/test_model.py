@@ -26,6 +26,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -34,18 +35,21 @@ from handlers import vm_created, vm_deleted, vm_power
 from localdev.arm_sim import ArmWorld
 from localdev.graph_sim import GraphTenant
 from localdev.inprocess import InProcess, in_process, run_queue
-from localdev.sim_http import WRITES, Request
+from localdev.sim_http import WRITES, Request, SimulatedApi
 from localdev.simulators import load_seed
-from responder.cleanup import Decision
+from responder.cleanup import CleanupRecord, CleanupRequest, Decision, Target
 from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
 from responder.events import subscription_filter_kind
 from responder.model import EventKind
-from responder.pipeline import handle
+from responder.pipeline import Handled, handle
 from responder.settings import Settings
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
 
-SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "1000"))
-COMPUTER_NAMES = ("avd-1", "avd-10", "avd-2", "AVD-1", "avd-1-pc", "vm-a")
+# The thousands of sequences CI runs take about a minute; pytest's per-test default is for ordinary tests.
+pytestmark = pytest.mark.timeout(900)
+SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "2000"))
+# Look-alikes (a prefix, a suffix, another case, a resource name) and names only one VM has.
+COMPUTER_NAMES = ("avd-1", "avd-10", "avd-2", "AVD-1", "avd-1-pc", "vm-a", "host-3", "host-4", "host-5")
 RESOURCE_NAMES = ("vm-a", "vm-b", "avd-1", "VM-C")
 ACCEPTS: Mapping[EventKind, frozenset[EventKind]] = {
     kind: accepts for accepts in (vm_created.ACCEPTS, vm_power.ACCEPTS, vm_deleted.ACCEPTS) for kind in accepts
@@ -66,6 +70,8 @@ def settings_for_model() -> Settings:
     )
 
 
+GRAPH_FAULTS = ("graph-fail", "graph-lose-write")
+
 vm_specs = st.lists(
     st.fixed_dictionaries(
         {
@@ -75,7 +81,7 @@ vm_specs = st.lists(
             "anchored": st.booleans(),
             "hybrid": st.booleans(),
             "opted_out": st.sampled_from([False, False, False, True]),
-            "enrolled": st.booleans(),
+            "enrolled": st.sampled_from([True, True, True, False]),
         }
     ),
     min_size=1,
@@ -94,15 +100,28 @@ class ResponderModel(RuleBasedStateMachine):
         hybrid = next(vm for vm in seed["virtualMachines"] if vm["name"] == "vm-win10-02")
         tenant = GraphTenant.from_seed({"groups": seed["groups"]})
         self.world = World(ArmWorld(), tenant, template, hybrid)
-        self.product: InProcess = in_process(settings_for_model(), tenant, self.world.arm, self.world.seconds)
+        self.product = self.build_product()
         self.oracle = Oracle(self.world)
         self.deleted_records: set[str] = set()
         self.last_errors: dict[str, str] = {}  # event id → why its last delivery failed
 
+    def build_product(self) -> Any:
+        """The product under test: here in-process, its real Graph adapter over an in-process transport."""
+        return in_process(settings_for_model(), self.world.tenant, self.world.arm, lambda: self.world.now)
+
+    @property
+    def graph(self) -> SimulatedApi:
+        return self.product.graph  # type: ignore[no-any-return]
+
     # --- the tenant -------------------------------------------------------------
 
-    @initialize(specs=vm_specs, pcs=st.lists(st.sampled_from(COMPUTER_NAMES), max_size=2))
-    def tenant(self, specs: list[dict[str, Any]], pcs: list[str]) -> None:
+    @initialize(
+        specs=vm_specs,
+        pcs=st.lists(st.sampled_from(COMPUTER_NAMES), max_size=2),
+        running_since=st.sampled_from([True, True, True, False]),
+    )
+    def tenant(self, specs: list[dict[str, Any]], pcs: list[str], running_since: bool) -> None:
+        """`running_since`: the product was deployed before these VMs were created, and saw them."""
         seen: set[tuple[str, str]] = set()
         for spec in specs:
             key = (spec["subscription"], spec["name"].lower())
@@ -124,6 +143,10 @@ class ResponderModel(RuleBasedStateMachine):
                 self.world.enrol(vm)
         for name in pcs:
             self.world.add_physical_pc(name)
+        if running_since:
+            for pending in list(self.world.pending):
+                if self._deliver(pending.raw, pending.vm, pending.vm_id):
+                    self.world.pending.remove(pending)
 
     # --- what happens in Azure ----------------------------------------------------
 
@@ -131,11 +154,19 @@ class ResponderModel(RuleBasedStateMachine):
         return self.world.vms[index % len(self.world.vms)]
 
     @rule(
-        index=st.integers(0, 7), action=st.sampled_from(["deallocate", "start", "restart"]), minutes=st.integers(1, 90)
+        index=st.integers(0, 7),
+        action=st.sampled_from(["deallocate", "deallocate", "start", "restart"]),
+        minutes=st.integers(1, 90),
     )
     def power(self, index: int, action: str, minutes: int) -> None:
         self.world.tick(minutes)
         self.world.set_power(self._vm(index), action)
+
+    @rule(index=st.integers(0, 7), minutes=st.integers(1, 90))
+    def deallocate(self, index: int, minutes: int) -> None:
+        """The evening scale-in (a second way to reach a deallocation, so sequences reach it often)."""
+        self.world.tick(minutes)
+        self.world.set_power(self._vm(index), "deallocate")
 
     @rule(index=st.integers(0, 7))
     def delete(self, index: int) -> None:
@@ -190,18 +221,15 @@ class ResponderModel(RuleBasedStateMachine):
     # --- faults -------------------------------------------------------------------
 
     @rule(
-        where=st.sampled_from(
-            ["graph-fail", "graph-lose-write", "ledger-fail", "ledger-lose", "audit-lose", "queue-lose"]
-        ),
+        where=st.sampled_from([*GRAPH_FAULTS, "ledger-fail", "ledger-lose", "audit-lose", "queue-lose"]),
         count=st.integers(1, 3),
     )
     def fault(self, where: str, count: int) -> None:
+        if where in GRAPH_FAULTS:
+            inject_graph_fault(self.graph, where, count)
+            return
         product = self.product
-        if where == "graph-fail":
-            product.graph.faults.fail.extend([500] * count)
-        elif where == "graph-lose-write":
-            product.graph.faults.lose, product.graph.faults.methods = count, WRITES
-        elif where == "ledger-fail":
+        if where == "ledger-fail":
             product.ledger.faults.fail = count
         elif where == "ledger-lose":
             product.ledger.faults.lose = count
@@ -212,12 +240,15 @@ class ResponderModel(RuleBasedStateMachine):
 
     # --- the product --------------------------------------------------------------
 
+    def handle(self, raw: dict[str, Any], kind: EventKind) -> Handled:
+        return self._run(handle(raw, ACCEPTS[kind], self.product.services))  # type: ignore[no-any-return]
+
     def _deliver(self, raw: dict[str, Any], vm: Vm, vm_id: str) -> bool:
         kind = subscription_filter_kind(raw)
         assert kind is not None
-        writes_before = len(self.product.graph.operations)
+        writes_before = len(self.graph.operations)
         try:
-            handled = self._run(handle(copy.deepcopy(raw), ACCEPTS[kind], self.product.services))
+            handled = self.handle(copy.deepcopy(raw), kind)
         except Exception as error:  # what the host does: Event Grid redelivers later
             self.last_errors[str(raw["id"])] = repr(error)
             self._check_writes(writes_before, vm)
@@ -230,17 +261,39 @@ class ResponderModel(RuleBasedStateMachine):
         return True
 
     def _work_queue(self) -> None:
-        writes_before = len(self.product.graph.operations)
+        writes_before = len(self.graph.operations)
+        self.run_worker()
+        self._check_writes(writes_before, None)
 
+    def run_worker(self) -> None:
         async def work(text: str, attempt: int) -> object:
             return await process_cleanup(text, attempt, self.product.services)
 
         self._run(run_queue(self.product.queue, work, max_dequeue_count=MAX_ATTEMPTS))
-        self._check_writes(writes_before, None)
+
+    def queued(self) -> int:
+        return len(self.product.queue.messages)
+
+    def poison(self) -> list[dict[str, Any]]:
+        return list(self.product.queue.poison)
+
+    def cleanups(self) -> list[CleanupRecord]:
+        return list(self.product.audit.cleanups.values())
+
+    def clear_faults(self) -> None:
+        for faults in (self.product.ledger.faults, self.product.audit.faults, self.product.queue.faults):
+            faults.clear()
+        self.graph.faults.clear()
+
+    def faults_injected(self) -> int:
+        return _faults_injected_in(self.product)
+
+    def close(self) -> None:
+        self._run(self.product.services.aclose())
 
     def _check_writes(self, since: int, acting_for: Vm | None) -> None:
-        operations = self.product.graph.operations[since:]
-        refused = {id(request) for request in self.product.graph.refused}
+        operations = self.graph.operations[since:]
+        refused = {id(request) for request in self.graph.refused}
         writes = [request for request in operations if request.method in WRITES and id(request) not in refused]
         self.oracle.check(writes, acting_for)
         self.deleted_records.update(_deleted_ids(writes))
@@ -260,7 +313,7 @@ class ResponderModel(RuleBasedStateMachine):
                 self._drain()
                 self._check_liveness_and_audit()
         finally:
-            self._run(self.product.services.aclose())
+            self.close()
             self.loop.close()
 
     def _drain(self) -> None:
@@ -268,38 +321,40 @@ class ResponderModel(RuleBasedStateMachine):
         with the faults still armed, then none."""
         for attempt in range(12):
             if attempt == 1:
-                for faults in (self.product.ledger.faults, self.product.audit.faults, self.product.queue.faults):
-                    faults.clear()
-                self.product.graph.faults.clear()
+                self.clear_faults()
             for pending in list(self.world.pending):
                 if self._deliver(pending.raw, pending.vm, pending.vm_id):
                     self.world.pending.remove(pending)
             self.world.tick(24 * 60)
             self._work_queue()
-            if not self.world.pending and not self.product.queue.messages:
+            if not self.world.pending and not self.queued():
                 break
         assert not self.world.pending, [self.last_errors.get(str(p.raw["id"])) for p in self.world.pending]
-        assert not self.product.queue.messages, "cleanup messages left in the queue"
+        assert not self.queued(), "cleanup messages left in the queue"
         assert not self.oracle.violations, self.oracle.violations
 
     def _check_liveness_and_audit(self) -> None:
-        cleanups = list(self.product.audit.cleanups.values())
-        marks = [r for r in self.product.graph.served() if r.method == "POST" and r.path.endswith("/$ref")]
+        cleanups = self.cleanups()
+        marks = [r for r in self.graph.served() if r.method in {"POST", "PATCH"} and "/syncDevice" not in r.path]
         # What the sequences exercised (shown with --hypothesis-show-statistics): not only refusals.
         event(f"records deleted: {'some' if self.deleted_records else 'none'}")
         event(f"devices marked: {'some' if marks else 'none'}")
-        event(f"faults injected: {'some' if self._faults_injected() else 'none'}")
+        event(f"faults injected: {'some' if self.faults_injected() else 'none'}")
+        for decision in sorted({record.decision.value for record in cleanups}):
+            event(f"cleanups decided: {decision}")
         # Every cleanup is finished or parked with its reason; nothing is lost.
         assert all(record.finished for record in cleanups), [r for r in cleanups if not r.finished]
-        assert all(item["reason"] for item in self.product.queue.poison), self.product.queue.poison
-        # Every Graph deletion has exactly one audit row that lists it as done by that cleanup.
+        # A message the host moved to the poison queue (body only, after a park whose answer was lost)
+        # still has its reason: in the worker's own copy, or on its cleanup row.
+        poison = self.poison()
+        explained = {item["message"] for item in poison if item["reason"]}
+        explained |= {record.key for record in cleanups if record.finished and record.reason}
+        for item in poison:
+            assert item["reason"] or {item["message"], CleanupRequest.from_text(item["message"]).key} & explained, item
+        # Every Graph deletion has exactly one audit row that lists it as done by that cleanup, or,
+        # when every answer to it was lost, as sent and unconfirmed in a parked cleanup.
         for record_id in self.deleted_records:
-            rows = [
-                r
-                for r in cleanups
-                for t in r.targets
-                if t.record_id == record_id and t.deleted_at and not t.already_gone
-            ]
+            rows = [r for r in cleanups for t in r.targets if t.record_id == record_id and _claims(r, t)]
             assert len(rows) == 1, (record_id, rows)
         # Every record of a VM gone for good is deleted or reported with a reason.
         reported = {r.resource_id for r in cleanups if r.decision is not Decision.DELETE or r.findings}
@@ -312,9 +367,6 @@ class ResponderModel(RuleBasedStateMachine):
                 [(r.decision, r.reason) for r in cleanups],
             )
 
-    def _faults_injected(self) -> int:
-        return _faults_injected_in(self.product)
-
     def _owed(self, record_id: str, truth: Truth) -> bool:
         """A record the product must clean up or report: its VM's deletion reached the product."""
         if truth.resource_id is None or (truth.resource_id, truth.vm_id) not in self.world.delivered_deletions:
@@ -322,8 +374,23 @@ class ResponderModel(RuleBasedStateMachine):
         vm = self.world.owner(truth)
         if vm is None or not vm.in_scope or self.world.incarnation_exists(truth):
             return False
-        present = record_id in self.product.tenant.managed_devices or record_id in self.product.tenant.devices
+        present = record_id in self.world.tenant.managed_devices or record_id in self.world.tenant.devices
         return present or record_id in self.deleted_records
+
+
+def _claims(record: CleanupRecord, target: Target) -> bool:
+    if target.deleted_at is not None:
+        return not target.already_gone
+    return record.decision is Decision.PARKED and target.attempted and target.record_id in record.reason
+
+
+def inject_graph_fault(graph: SimulatedApi, where: str, count: int) -> None:
+    """Graph answers the next operations with a 500 (past the client's retries), or applies
+    the next writes and drops the connection before answering (a crash between two steps)."""
+    if where == "graph-fail":
+        graph.faults.fail.extend([500] * count)
+    else:
+        graph.faults.lose, graph.faults.methods = count, WRITES
 
 
 def _faults_injected_in(product: InProcess) -> int:

@@ -128,6 +128,26 @@ def test_a_write_after_the_deletion_is_a_new_vm_with_the_same_name() -> None:
     assert record.power_state is PowerState.UNKNOWN
 
 
+def test_a_write_after_the_deletion_forgets_everything_known_of_the_deleted_vm() -> None:
+    known = replace(VmRecord(ref=VM), vm_id="vm-life-1", computer_name="host-1", managed_device_id="md-1")
+    deleted = settle(observe(known, event(EventKind.DELETED, minutes=5)).record, "deleted-5")
+
+    record = observe(deleted, event(EventKind.CREATED, minutes=6)).record
+
+    assert (record.vm_id, record.computer_name, record.managed_device_id) == (None, None, None)
+
+
+def test_a_second_deletion_ended_a_vm_the_ledger_never_saw_and_knows_nothing_of() -> None:
+    known = replace(VmRecord(ref=VM), vm_id="vm-life-1", computer_name="host-1", managed_device_id="md-1")
+    deleted = settle(observe(known, event(EventKind.DELETED, minutes=5)).record, "deleted-5")
+
+    observation = observe(deleted, event(EventKind.DELETED, minutes=60))  # its creation event is still on the way
+
+    assert observation.outcome is Outcome.RECORDED
+    assert (observation.record.vm_id, observation.record.managed_device_id) == (None, None)
+    assert observation.record.deleted_at == T0 + timedelta(minutes=60)
+
+
 def test_a_late_write_of_a_deleted_vm_is_stale() -> None:
     record = after(event(EventKind.DELETED, minutes=5))
 

@@ -13,4 +13,4 @@ async def on_cleanup_message(message: func.QueueMessage) -> None:
     from responder.cleanup_worker import process_cleanup  # on first use: cheap indexing
     from responder.composition import get_services
 
-    await process_cleanup(message.get_body().decode("utf-8"), message.dequeue_count or 1, await get_services())
+    await process_cleanup(message.get_body(), message.dequeue_count or 1, await get_services())

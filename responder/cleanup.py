@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from responder.model import Finding, VmRef
+from responder.names import clip
 from responder.ownership import Ownership, Verdict
 
 SCHEMA_VERSION = 2
@@ -71,8 +72,10 @@ class CleanupRequest:
 
     @property
     def key(self) -> str:
-        """One cleanup per incarnation (resource id + vmId): redeliveries, duplicate messages and a second
-        delete event of the same VM share it; a VM re-created under the resource id gets its own."""
+        """One cleanup per incarnation (resource id + vmId): redeliveries, duplicate messages and a
+        second delete event of the same VM share it, so two cleanups never chase the same records; a VM
+        re-created under the resource id gets its own. A deletion of a VM the ledger never saw (no vmId)
+        is keyed by its time."""
         if self.found_by is Origin.RECONCILE:
             material = f"reconcile|{self.event_id}"
         elif self.vm_id:
@@ -94,7 +97,7 @@ class CleanupRequest:
         try:
             document = json.loads(text)
         except ValueError as error:
-            raise MessageError(f"not JSON: {error}") from error
+            raise MessageError(f"not JSON: {clip(str(error))}") from error
         if not isinstance(document, dict):
             raise MessageError("a cleanup message is a JSON object")
         if document.get("schema") not in READABLE_SCHEMAS:
@@ -149,9 +152,9 @@ def _time_field(document: dict[str, Any], name: str, *, required: bool) -> datet
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as error:
-        raise MessageError(f"{name} is not an ISO 8601 time: {error}") from error
+        raise MessageError(f"{name} is not an ISO 8601 time: {clip(str(error))}") from error
     if moment.tzinfo is None:
-        raise MessageError(f"{name} has no time zone: {value!r}")
+        raise MessageError(f"{name} has no time zone: {clip(value)!r}")
     return moment
 
 

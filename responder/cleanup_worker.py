@@ -36,7 +36,7 @@ from responder.errors import TransientError
 from responder.events import ClassifiedEvent, vm_ref_from_resource_id
 from responder.facts import Gone
 from responder.matching import find_own_device
-from responder.model import CleanupStatus, VmRecord, VmRef
+from responder.model import CleanupStatus, PowerState, VmRecord, VmRef
 from responder.observe import deletion_ended_this_incarnation
 from responder.ownership import Incarnation, KnownDevice, anchors
 from responder.scope import out_of_scope_reason
@@ -97,11 +97,17 @@ async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Serv
     return f"{what}, visible in {delay} s"
 
 
-async def process_cleanup(text: str, attempt: int, services: Services) -> AuditEntry:
+async def process_cleanup(body: str | bytes, attempt: int, services: Services) -> AuditEntry:
     """Handle one cleanup message; raises TransientError only while retries remain."""
     mode = services.settings.mode
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     try:
+        if isinstance(body, bytes):
+            body.decode("utf-8")  # a body that isn't UTF-8 is parked with that reason, not retried
         request = CleanupRequest.from_text(text)
+    except UnicodeDecodeError as error:
+        await services.cleanup_queue.send_poison(text, f"unreadable cleanup message: not UTF-8 ({error.reason})")
+        return await _audit(services, AuditEntry(None, None, "poisoned", "not UTF-8", mode.value))
     except MessageError as error:
         await services.cleanup_queue.send_poison(text, f"unreadable cleanup message: {error}")
         return await _audit(services, AuditEntry(None, None, "poisoned", str(error), mode.value))
@@ -123,7 +129,8 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     if record is None:
         plan = await _decide(request, services)
         if plan.decision is Decision.SKIPPED and plan.reason == VM_EXISTS:
-            # Not a decision about the VM's records: its real deletion, if it comes, decides under this key.
+            # Not a decision about the VM's records: its real deletion, when it comes, gets its own cleanup.
+            await _deletion_did_not_happen(request, services)
             entry = AuditEntry(request.event_id, request.resource_id, plan.decision.value, plan.reason, _mode(services))
             await services.audit.record(entry)
             return _logged_entry(entry)
@@ -176,6 +183,19 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         quiet_since = await _last_deletion(request, services)
         ownership = await find_own_device(incarnation, known, services.directory, quiet_since=quiet_since)
     return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
+
+
+async def _deletion_did_not_happen(request: CleanupRequest, services: Services) -> None:
+    """The VM the deletion was about still exists: the ledger row stops saying it was deleted, so
+    its real deletion later is taken for this VM's (and not for an unseen VM's)."""
+
+    def undelete(row: VmRecord) -> tuple[VmRecord, None]:
+        if row.deleted_at != request.deleted_at or row.vm_id != request.vm_id:
+            return row, None  # the row moved on since
+        return replace(row, deleted_at=None, power_state=PowerState.UNKNOWN), None
+
+    if request.knows_the_vm and request.vm_id:
+        await services.ledger.update(request.vm, undelete)
 
 
 async def _last_deletion(request: CleanupRequest, services: Services) -> datetime:

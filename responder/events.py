@@ -14,11 +14,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from responder.model import EventKind, VmRef
+from responder.names import (
+    MAX_RESOURCE_ID,
+    clip,
+    event_id_problem,
+    event_time_problem,
+    resource_group_problem,
+    subscription_problem,
+    vm_name_problem,
+)
 
 WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
 ACTION_SUCCESS = "microsoft.resources.resourceactionsuccess"
@@ -105,38 +114,42 @@ class IntakeError:
 IntakeResult = ClassifiedEvent | IntakeError
 
 
-def parse_payload(payload: str | bytes) -> list[IntakeResult]:
+def parse_payload(payload: str | bytes, now: datetime | None = None) -> list[IntakeResult]:
     """Parse a request body: a JSON object or an array of them (a batch)."""
     try:
         document = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as error:
-        return [IntakeError(f"not JSON: {error}")]
+        return [IntakeError(f"not JSON: {clip(str(error))}")]
     if isinstance(document, list):
         if not document:
             return [IntakeError("empty batch")]
-        return [_at(parse_event(item), index) for index, item in enumerate(document)]
-    return [parse_event(document)]
+        return [_at(parse_event(item, now), index) for index, item in enumerate(document)]
+    return [parse_event(document, now)]
 
 
-def parse_event(raw: object) -> IntakeResult:
-    """Parse one event in either schema; never raises."""
+def parse_event(raw: object, now: datetime | None = None) -> IntakeResult:
+    """Parse one event in either schema; never raises. `now` bounds the event's time."""
     if not isinstance(raw, Mapping):
         return IntakeError(f"an event must be a JSON object, got {type(raw).__name__}")
     event_id = raw.get("id")
     if not isinstance(event_id, str) or not event_id:
         return IntakeError("missing or non-string 'id'")
+    if (problem := event_id_problem(event_id)) is not None:
+        return IntakeError(problem)
+    moment = now or datetime.now(UTC)
     if "specversion" in raw:
         return _parse_envelope(
-            raw, event_id, schema=Schema.CLOUD_EVENTS, type_key="type", time_key="time", topic_key="source"
+            raw, event_id, moment, schema=Schema.CLOUD_EVENTS, type_key="type", time_key="time", topic_key="source"
         )
     return _parse_envelope(
-        raw, event_id, schema=Schema.EVENT_GRID, type_key="eventType", time_key="eventTime", topic_key="topic"
+        raw, event_id, moment, schema=Schema.EVENT_GRID, type_key="eventType", time_key="eventTime", topic_key="topic"
     )
 
 
 def _parse_envelope(
     raw: Mapping[str, Any],
     event_id: str,
+    now: datetime,
     *,
     schema: Schema,
     type_key: str,
@@ -150,7 +163,12 @@ def _parse_envelope(
         return IntakeError(f"missing or non-string '{type_key}'", event_id)
     event_time = _parse_time(raw.get(time_key))
     if event_time is None:
-        return IntakeError(f"missing or unparseable '{time_key}': {raw.get(time_key)!r}", event_id)
+        return IntakeError(f"missing or unparseable '{time_key}': {clip(raw.get(time_key))}", event_id)
+    if (problem := event_time_problem(event_time, now)) is not None:
+        return IntakeError(problem, event_id)
+    for key in ("subject", topic_key):
+        if key in raw and not isinstance(raw[key], str):
+            return IntakeError(f"'{key}' must be a string, got {type(raw[key]).__name__}", event_id)
     data = raw.get("data")
     if data is not None and not isinstance(data, Mapping):
         return IntakeError(f"'data' must be an object, got {type(data).__name__}", event_id)
@@ -208,11 +226,17 @@ def _classify(
     resource_uri = data.get("resourceUri", subject)
     if not isinstance(resource_uri, str) or not resource_uri:
         return IntakeError("missing 'data.resourceUri' and 'subject'", event_id)
+    if len(resource_uri) > MAX_RESOURCE_ID:
+        return IntakeError(f"resource id of {len(resource_uri)} characters: {clip(resource_uri)}", event_id)
+    if isinstance(subject, str) and subject and _normalised(subject) != _normalised(resource_uri):
+        return IntakeError(f"subject {clip(subject)} disagrees with data.resourceUri {clip(resource_uri)}", event_id)
     vm = vm_ref_from_resource_id(resource_uri)
     if vm is None:
-        return ignored(f"resource is not a virtual machine: {resource_uri}")
+        return ignored(f"resource is not a virtual machine: {clip(resource_uri)}")
+    if (problem := _vm_ref_problem(vm)) is not None:
+        return IntakeError(problem, event_id)
     if isinstance(topic, str) and topic and not _same_subscription(topic, vm):
-        return IntakeError(f"resource {resource_uri} is outside the event's topic {topic}", event_id)
+        return IntakeError(f"resource {clip(resource_uri)} is outside the event's topic {clip(topic)}", event_id)
 
     return ClassifiedEvent(
         kind=kind,
@@ -252,6 +276,19 @@ def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
         subscription_id=parts["subscription"],
         resource_group=parts["resource_group"],
         name=parts["name"],
+    )
+
+
+def _normalised(resource_id: str) -> str:
+    return resource_id.strip().rstrip("/").lower()
+
+
+def _vm_ref_problem(vm: VmRef) -> str | None:
+    """A VM reference that Azure could not have produced: it must never reach a ledger key or a log."""
+    return (
+        subscription_problem(vm.subscription_id)
+        or resource_group_problem(vm.resource_group)
+        or (vm_name_problem(vm.name))
     )
 
 

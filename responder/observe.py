@@ -104,7 +104,8 @@ def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) ->
     if not deletion_ended_this_incarnation(history, event) or (known is not None and event.event_time < known):
         return Observation(history, news)
     if history.deleted_at is not None and event.event_time > history.deleted_at:
-        # Deleted again: a VM came and went under this resource id, unseen. Nothing known is its.
+        # Deleted again: a VM came and went under this resource id unseen (its write event is late or
+        # lost). What the row knows is the earlier VM's, whose cleanup is already on its way.
         history = forget_incarnation(history)
     return Observation(
         replace(

@@ -57,7 +57,7 @@ class Handled:
 
 async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], services: Services) -> Handled:
     """Handle one delivered event addressed to a function that accepts `accepts`."""
-    parsed = parse_event(raw)
+    parsed = parse_event(raw, services.clock())
     if isinstance(parsed, IntakeError):
         return _logged(Handled("malformed", parsed.event_id, reason=parsed.message), logging.ERROR)
     return await _handle_classified(parsed, accepts, services)

@@ -14,6 +14,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from azure.functions.queue import QueueMessage as WorkerQueueMessage
 
 from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
@@ -223,6 +224,42 @@ async def test_an_unreadable_message_is_parked_with_its_reason(services: Service
     assert run.completed == 1
     assert "unknown schema version 99" in parked["reason"]
     assert parked["message"] == '{"schema": 99}'
+
+
+def _message(**changes: object) -> str:
+    base = {
+        "schema": 2,
+        "event_id": "delete-1",
+        "resource_id": OLD.resource_id,
+        "subscription_id": SUB,
+        "resource_group": "rg-avd-prod",
+        "vm_name": "vm-old-09",
+        "deleted_at": "2026-11-22T16:45:10+00:00",
+        "vm_id": "vmid-old-09",
+    }
+    return json.dumps({**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_message(deleted_at="2026-11-22T16:45:10"), "no time zone"),
+        (_message(vm_name=["vm-old-09"]), "vm_name must be a string"),
+        (_message(managed_device_id=42), "managed_device_id must be a string"),
+        (b"\xff\xfe{not utf-8", "not UTF-8"),
+    ],
+    ids=["deleted_at without a time zone", "a list for a name", "a number for an id", "not UTF-8"],
+)
+async def test_a_malformed_message_is_parked_with_its_reason_on_the_first_delivery(
+    services: Services, simulators: Simulators, azurite: Azurite, body: str | bytes, reason: str
+) -> None:
+    raw = body if isinstance(body, bytes) else body.encode()
+    await on_cleanup_message(WorkerQueueMessage(id="m1", body=raw, dequeue_count=1))  # returns: not retried
+
+    async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
+        (parked,) = [json.loads(message.content) async for message in poison.receive_messages(max_messages=32)]
+    assert reason in parked["reason"]
+    assert deleted_requests(simulators) == []
 
 
 async def test_a_message_that_keeps_failing_lands_in_the_poison_queue_with_its_reason(

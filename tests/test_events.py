@@ -110,7 +110,7 @@ def test_anything_else_is_ignored_with_a_reason(sample: str, reason_fragment: st
 
 def test_a_scale_set_instance_with_a_vm_operation_name_is_not_a_vm() -> None:
     raw = load_event("eventgrid-vm-deallocate.json")
-    raw["data"]["resourceUri"] = (
+    raw["subject"] = raw["data"]["resourceUri"] = (
         f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/"
         "virtualMachineScaleSets/pool/virtualMachines/3"
     )

@@ -141,7 +141,7 @@ def test_a_second_deletion_ended_a_vm_the_ledger_never_saw_and_knows_nothing_of(
     known = replace(VmRecord(ref=VM), vm_id="vm-life-1", computer_name="host-1", managed_device_id="md-1")
     deleted = settle(observe(known, event(EventKind.DELETED, minutes=5)).record, "deleted-5")
 
-    observation = observe(deleted, event(EventKind.DELETED, minutes=60))  # its creation event is still on the way
+    observation = observe(deleted, event(EventKind.DELETED, minutes=60))  # its creation event is late
 
     assert observation.outcome is Outcome.RECORDED
     assert (observation.record.vm_id, observation.record.managed_device_id) == (None, None)

@@ -42,22 +42,30 @@ class StorageFaults:
 
     fail: int = 0
     lose: int = 0
+    skip: int = 0  # writes that go through before the faults apply (to hit one step, e.g. a commit)
     injected: int = 0
+    _skipping: bool = False
 
     def before(self, what: str) -> None:
+        self._skipping = self.skip > 0
+        if self._skipping:
+            self.skip -= 1
+            return
         if self.fail:
             self.fail -= 1
             self.injected += 1
             raise TransientError(f"storage unavailable (injected) while {what}")
 
     def after(self, what: str) -> None:
+        if self._skipping:
+            return
         if self.lose:
             self.lose -= 1
             self.injected += 1
             raise TransientError(f"storage answer lost (injected) after {what}")
 
     def clear(self) -> None:
-        self.fail = self.lose = 0
+        self.fail = self.lose = self.skip = 0
 
 
 class MemoryLedger(OptimisticUpdates):

@@ -22,12 +22,14 @@ from responder.creation import check_written_vm
 from responder.errors import RequestRefused
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import EventKind, VmRecord
+from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
 from responder.power import respond_to_power_change
 from responder.scope import out_of_scope_reason
 
 log = logging.getLogger("responder")
 
+MAX_REASON = 4000  # a reason names every candidate record; more than this is never useful in one line
 POWER_KINDS = frozenset({EventKind.DEALLOCATED, EventKind.POWERED_OFF, EventKind.STARTED})
 
 _collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", default=None)
@@ -45,13 +47,14 @@ class Handled:
     actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
 
     def to_json(self) -> dict[str, Any]:
+        """Bounded: whatever came from outside is clipped before it reaches a log line."""
         return {
             "outcome": self.outcome,
-            "event_id": self.event_id,
+            "event_id": clip(self.event_id, MAX_EVENT_ID) if self.event_id else None,
             "kind": self.kind.value if self.kind else None,
-            "resource_id": self.resource_id,
-            "reason": self.reason,
-            "actions": list(self.actions),
+            "resource_id": clip(self.resource_id, MAX_RESOURCE_ID) if self.resource_id else None,
+            "reason": clip(self.reason, MAX_REASON),
+            "actions": [clip(action, MAX_REASON) for action in self.actions],
         }
 
 

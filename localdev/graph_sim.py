@@ -160,13 +160,8 @@ class GraphSimulator:
         unknown = set(body) - {"extensionAttributes"}
         if unknown:
             return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"cannot patch {sorted(unknown)} here")
-        if device.get("onPremisesSyncEnabled"):
-            # Synced (hybrid) devices: the on-premises directory owns them.
-            return error(
-                HTTPStatus.BAD_REQUEST,
-                "Request_BadRequest",
-                "Unable to update the specified properties for on-premises mastered Directory Sync objects",
-            )
+        # extensionAttributes of a device are mastered in Entra for synced (hybrid) devices too
+        # (Graph v1.0, onPremisesExtensionAttributes resource type).
         for name, value in body.get("extensionAttributes", {}).items():
             if not re.fullmatch(r"extensionAttribute([1-9]|1[0-5])", name):
                 return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"no property {name}")

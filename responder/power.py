@@ -33,7 +33,6 @@ SUPPRESSION_RULES = frozenset(
         "needs-review",
         "no-intune-device",
         "no-entra-device",
-        "hybrid-attribute-not-writable",
         "action-refused",
     }
 )

@@ -144,10 +144,8 @@ def _suppress(device: DeviceIds, settings: SuppressionSettings, event_time: date
         if settings.group_id:
             actions.append(AddToGroup(settings.group_id, device.entra_object_id))
         if settings.attribute is not None:
-            if device.hybrid:
-                findings.append(_hybrid_attribute(device, settings.attribute))
-            else:
-                actions.append(SetAttribute(device.entra_object_id, settings.attribute, mark_value(event_time)))
+            # Graph: a device's extensionAttributes are mastered in Entra, hybrid-joined or not.
+            actions.append(SetAttribute(device.entra_object_id, settings.attribute, mark_value(event_time)))
     after = SuppressionState.SUPPRESSED if actions else SuppressionState.NONE
     return Plan(tuple(actions), tuple(findings), after, "deallocated: mark the device")
 
@@ -157,7 +155,7 @@ def _lift(device: DeviceIds, settings: SuppressionSettings) -> Plan:
     if device.entra_object_id is not None:
         if settings.group_id:
             actions.append(RemoveFromGroup(settings.group_id, device.entra_object_id))
-        if settings.attribute is not None and not device.hybrid:
+        if settings.attribute is not None:
             actions.append(SetAttribute(device.entra_object_id, settings.attribute, None))
     if device.managed_device_id is not None:
         actions.append(SyncDevice(device.managed_device_id))
@@ -187,15 +185,4 @@ def _no_entra_object(device: DeviceIds) -> Finding:
         "The Intune device has no Entra device object, so it can't be put in the suppression group "
         "or given the extension attribute.",
         f"managedDevice {device.managed_device_id}",
-    )
-
-
-def _hybrid_attribute(device: DeviceIds, number: int) -> Finding:
-    return Finding(
-        "hybrid-attribute-not-writable",
-        "warning",
-        f"The device is hybrid-joined: its Entra object is synced from on-premises AD, so "
-        f"extensionAttribute{number} can't be written by Graph. Use the suppression group for "
-        "hybrid devices.",
-        f"Entra device {device.entra_object_id}",
     )

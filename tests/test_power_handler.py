@@ -180,7 +180,7 @@ async def test_two_devices_with_one_name_are_left_alone_for_review(simulators: S
 
 
 @pytest.mark.usefixtures("enforce")
-async def test_a_hybrid_device_joins_the_group_and_gets_a_finding_for_the_attribute(
+async def test_a_hybrid_device_joins_the_group_and_gets_the_attribute(
     simulators: Simulators, ledger: TableLedger
 ) -> None:
     hybrid = VmRef(SUB, "rg-avd-prod", "vm-hybrid-06")
@@ -188,10 +188,12 @@ async def test_a_hybrid_device_joins_the_group_and_gets_a_finding_for_the_attrib
 
     await deliver(event("eventgrid-vm-deallocate.json", vm="vm-hybrid-06"))
 
-    assert graph_writes(simulators) == [("POST", f"groups/{GROUP}/members/$ref")]
+    writes = graph_writes(simulators)
+    assert writes[0] == ("POST", f"groups/{GROUP}/members/$ref")
+    assert [method for method, _ in writes[1:]] == ["PATCH"]
     record = await ledger.get(hybrid)
     assert record is not None
-    assert [finding.rule_id for finding in record.findings] == ["hybrid-attribute-not-writable"]
+    assert record.findings == ()
 
 
 async def test_audit_mode_records_the_plan_and_writes_nothing(

@@ -127,3 +127,33 @@ async def test_audit_mode_repairs_nothing(
     await run_timer()
 
     assert [request for request in simulators.graph.served() if request.method != "GET"] == []
+
+
+async def test_an_orphan_of_a_vm_outside_the_allow_lists_is_not_cleaned(
+    drifted: Services, simulators: Simulators, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await close_services()
+    monkeypatch.setenv("RESPONDER_ALLOWED_RESOURCE_GROUPS", f"{SUB}/rg-avd-pool")  # vm-old-09 was in rg-avd-prod
+    services = await get_services()
+
+    await run_timer()
+    await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)
+
+    assert OLD_MANAGED in simulators.tenant.managed_devices
+    (row,) = [row for row in await services.audit.entries() if row["PartitionKey"] == "cleanup"]
+    assert row["Decision"] == "refused"
+    assert "out of scope" in str(row["Reason"])
+
+
+async def test_an_orphan_of_a_vm_that_carried_the_opt_out_tag_is_not_cleaned(
+    drifted: Services, simulators: Simulators, azurite: Azurite, ledger: TableLedger
+) -> None:
+    await ledger.insert(VmRecord(VmRef(SUB, "rg-avd-prod", "vm-old-09"), opted_out=True))
+
+    await run_timer()
+    await run_queue_trigger(azurite.connection_string, drifted.settings.cleanup.queue, on_cleanup_message)
+
+    assert OLD_MANAGED in simulators.tenant.managed_devices
+    (row,) = [row for row in await drifted.audit.entries() if row["PartitionKey"] == "cleanup"]
+    assert row["Decision"] == "refused"
+    assert "opt-out" in str(row["Reason"])

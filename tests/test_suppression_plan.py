@@ -103,13 +103,13 @@ def test_a_vm_without_an_intune_device_is_a_finding_not_an_error() -> None:
     assert [finding.rule_id for finding in result.findings] == ["no-intune-device"]
 
 
-def test_a_hybrid_device_gets_the_group_but_not_the_attribute() -> None:
+def test_a_hybrid_device_gets_the_group_and_the_attribute_like_any_other() -> None:
     hybrid = DeviceIds("md-2", "obj-2", "dev-2", hybrid=True)
 
     result = plan(PowerState.DEALLOCATED, device=hybrid)
 
-    assert result.actions == (AddToGroup(GROUP, "obj-2"),)
-    assert [finding.rule_id for finding in result.findings] == ["hybrid-attribute-not-writable"]
+    assert [type(action).__name__ for action in result.actions] == ["AddToGroup", "SetAttribute"]
+    assert result.findings == ()
 
 
 def test_a_device_without_an_entra_object_can_only_be_reported() -> None:

@@ -32,7 +32,7 @@ from responder.cleanup import (
     plan_cleanup,
 )
 from responder.composition import Services
-from responder.errors import TransientError
+from responder.errors import RequestRefused, TransientError
 from responder.events import ClassifiedEvent, vm_ref_from_resource_id
 from responder.facts import Gone
 from responder.matching import find_own_device
@@ -117,6 +117,8 @@ async def process_cleanup(body: str | bytes, attempt: int, services: Services) -
         if attempt < PARK_FROM_ATTEMPT:
             raise
         return await _park(request, text, f"still failing after {attempt} attempts: {error}", services)
+    except RequestRefused as refused:  # a missing role or a bad request: retrying won't help
+        return await _park(request, text, f"refused: {refused}", services)
 
 
 async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:

@@ -22,3 +22,8 @@ class RequestRefused(Exception):
         self.status = status
         super().__init__(f"{status}: {message}")
         self.message = message
+
+
+class AccessDenied(RequestRefused):
+    """401/403, or no token at all: the app's identity lacks a role or a setting is wrong.
+    The message names what is missing; nothing retries it."""

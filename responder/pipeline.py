@@ -21,7 +21,7 @@ from responder.composition import Services
 from responder.creation import check_written_vm
 from responder.errors import RequestRefused
 from responder.events import ClassifiedEvent, IntakeError, parse_event
-from responder.model import EventKind, VmRecord
+from responder.model import EventKind, VmRecord, VmRef
 from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
 from responder.power import respond_to_power_change
@@ -81,24 +81,30 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
         handled = Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
         return _logged(handled, logging.INFO)
 
+    try:
+        return await _record_and_work(event, event.vm, resource_id, services)
+    except RequestRefused as refused:
+        # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
+        reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
+        return _logged(Handled("failed", event.event_id, event.kind, resource_id, reason), logging.ERROR)
+
+
+async def _record_and_work(event: ClassifiedEvent, vm: VmRef, resource_id: str, services: Services) -> Handled:
+    """Seen (the ledger row), the work, then settled: a redelivery before the settle resumes."""
+
     def decide(record: VmRecord) -> tuple[VmRecord, Outcome]:
         observation = observe(record, event)
         return observation.record, observation.outcome
 
-    record, outcome = await services.ledger.update(event.vm, decide)
+    record, outcome = await services.ledger.update(vm, decide)
     if outcome not in NEEDS_WORK:
         reason = {
             Outcome.DUPLICATE: "event id already handled",
             Outcome.STALE: "older than what the ledger already knows; history only",
         }[outcome]
         return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, reason), logging.INFO)
-    try:
-        handled = await _run_stage(event, resource_id, record, outcome, services)
-    except RequestRefused as refused:
-        # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
-        reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
-        return _logged(Handled("failed", event.event_id, event.kind, resource_id, reason), logging.ERROR)
-    await services.ledger.update(event.vm, lambda current: (settle(current, event.event_id), None))
+    handled = await _run_stage(event, resource_id, record, outcome, services)
+    await services.ledger.update(vm, lambda current: (settle(current, event.event_id), None))
     return _logged(handled, logging.INFO)
 
 

@@ -12,7 +12,7 @@ from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.adapters.graph import GraphDeviceDirectory
 from responder.composition import Services
-from responder.errors import RequestRefused, TransientError
+from responder.errors import TransientError
 from responder.ports import DeviceDirectory
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -149,11 +149,11 @@ async def test_an_extension_attribute_is_set_and_cleared(services: Services, sim
     assert simulators.tenant.devices[WIN11_ENTRA]["extensionAttributes"]["extensionAttribute7"] is None
 
 
-async def test_a_hybrid_device_refuses_an_extension_attribute(services: Services) -> None:
-    with pytest.raises(RequestRefused) as refused:
-        await services.directory.set_extension_attribute(HYBRID_ENTRA, 7, "deallocated")
+async def test_a_hybrid_device_takes_an_extension_attribute(services: Services, simulators: Simulators) -> None:
+    # Graph: a device's extensionAttributes are mastered in Entra, synced from on-premises or not.
+    await services.directory.set_extension_attribute(HYBRID_ENTRA, 7, "deallocated")
 
-    assert refused.value.status == HTTPStatus.BAD_REQUEST
+    assert simulators.tenant.devices[HYBRID_ENTRA]["extensionAttributes"]["extensionAttribute7"] == "deallocated"
 
 
 async def test_there_are_only_fifteen_extension_attributes(services: Services) -> None:

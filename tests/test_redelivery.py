@@ -221,3 +221,24 @@ async def test_a_message_queued_twice_after_a_lost_answer_cleans_up_once(product
     deletes = [r for r in product.graph.served() if r.method == "DELETE"]
     assert len(deletes) == 2  # the Intune record and the Entra object, once each
     assert cleanup.finished
+
+
+async def test_graph_refusing_the_deletion_parks_the_cleanup_at_once_naming_the_roles(
+    enforcing: Services, simulators: Simulators, azurite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localdev.queue_host import queue_client, run_queue_trigger
+
+    await close_services()
+    monkeypatch.setenv("RESPONDER_CLEANUP_DELAY_SECONDS", "0")
+    services = await get_services()
+    assert await through(on_vm_created, load_event("eventgrid-vm-create-old-09.json")) is not None
+    simulators.world.delete_vm(OLD.resource_id)
+    await through(on_vm_deleted, load_event("eventgrid-vm-delete.json"))
+    simulators.graph.faults.fail, simulators.graph.faults.methods = [403], frozenset({"DELETE"})
+
+    run = await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)
+
+    assert (run.completed, run.retried) == (1, 0)
+    async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
+        (parked,) = [message async for message in poison.receive_messages()]
+    assert "Graph app roles" in parked.content

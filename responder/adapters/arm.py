@@ -22,7 +22,7 @@ from azure.mgmt.core.tools import parse_resource_id
 from azure.mgmt.desktopvirtualization.aio import DesktopVirtualizationMgmtClient
 
 from responder import arm_documents
-from responder.errors import RequestRefused, TransientError
+from responder.adapters._errors import ARM, service_failure
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.model import VmRef
 
@@ -146,13 +146,8 @@ async def _call(operation: Awaitable[T]) -> T:
         return await operation
     except ResourceNotFoundError:
         raise
-    except (ServiceRequestError, ServiceResponseError) as problem:
-        raise TransientError(f"Azure Resource Manager unreachable: {problem}") from problem
-    except HttpResponseError as problem:
-        status = problem.status_code or 0
-        if status == 429 or status >= 500:
-            raise TransientError(f"Azure Resource Manager answered {status}") from problem
-        raise RequestRefused(status, problem.message or str(problem)) from problem
+    except (ServiceRequestError, ServiceResponseError, HttpResponseError) as problem:
+        raise service_failure(problem, ARM) from problem
 
 
 async def _iterate(pages: Any) -> AsyncIterator[Any]:

@@ -29,6 +29,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from responder.adapters._errors import TABLES, service_failure
 from responder.audit import AuditEntry
 from responder.blast_radius import CapState, Reservation, reserve
 from responder.cleanup import CleanupRecord, Decision, Target
@@ -52,7 +53,7 @@ class AuditTable:
         except ResourceExistsError:
             pass
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"audit table unavailable: {error}") from error
+            raise service_failure(error, TABLES) from error
 
     async def record(self, entry: AuditEntry) -> None:
         row = {
@@ -70,7 +71,7 @@ class AuditTable:
         try:
             await self._table.create_entity(row)
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"could not write the audit row: {error}") from error
+            raise service_failure(error, TABLES) from error
 
     async def cleanup_record(self, key: str) -> CleanupRecord | None:
         """The decision and progress of one cleanup, or None when it was never decided."""
@@ -79,7 +80,7 @@ class AuditTable:
         except ResourceNotFoundError:
             return None
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"audit table unavailable: {error}") from error
+            raise service_failure(error, TABLES) from error
         return cleanup_record_from_entity(entity, entity.metadata["etag"])
 
     async def save_cleanup(self, record: CleanupRecord) -> CleanupRecord:
@@ -95,7 +96,7 @@ class AuditTable:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
             raise LedgerConflict(f"cleanup {record.key} was changed by another worker") from error
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"could not write the cleanup row: {error}") from error
+            raise service_failure(error, TABLES) from error
         return replace(record, etag=metadata.get("etag"))
 
     async def entries(self) -> list[dict[str, object]]:
@@ -113,7 +114,7 @@ class AuditTable:
         except ResourceNotFoundError:
             return 0
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"reconciliation cursor unavailable: {error}") from error
+            raise service_failure(error, TABLES) from error
         return int(str(entity.get("Offset", 0)))
 
     async def save_reconcile_cursor(self, offset: int) -> None:
@@ -121,7 +122,7 @@ class AuditTable:
         try:
             await self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"reconciliation cursor unavailable: {error}") from error
+            raise service_failure(error, TABLES) from error
 
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
         """Take slots under the rolling-hour cap, shared by every instance (ETag-guarded row)."""
@@ -133,7 +134,7 @@ class AuditTable:
             except ResourceNotFoundError:
                 state, etag = CapState(), None
             except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise TransientError(f"blast-radius state unavailable: {error}") from error
+                raise service_failure(error, TABLES) from error
             new_state, reservation = reserve(state, wanted, cap, now)
             row = {
                 "PartitionKey": CAP_ROW[0],
@@ -153,7 +154,7 @@ class AuditTable:
                 await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - spreading retries, not security
                 continue
             except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise TransientError(f"blast-radius state unavailable: {error}") from error
+                raise service_failure(error, TABLES) from error
             return reservation
         raise TransientError("too many concurrent updates of the blast-radius state")
 

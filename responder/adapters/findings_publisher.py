@@ -13,7 +13,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.eventgrid import EventGridEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from responder.errors import TransientError
+from responder.adapters._errors import EVENT_GRID, service_failure
 from responder.model import Finding, VmRef
 
 EVENT_TYPE = "IntuneVmResponder.PrerequisiteFindings"
@@ -61,12 +61,8 @@ class FindingsPublisher:
     async def _send(self, event: EventGridEvent) -> None:
         try:
             await self._client.send([event])
-        except (ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"Event Grid topic unreachable: {error}") from error
-        except HttpResponseError as error:
-            if error.status_code is not None and (error.status_code == 429 or error.status_code >= 500):
-                raise TransientError(f"Event Grid topic answered {error.status_code}") from error
-            raise
+        except (ServiceRequestError, ServiceResponseError, HttpResponseError) as error:
+            raise service_failure(error, EVENT_GRID) from error
 
     async def close(self) -> None:
         await self._client.close()

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.request_adapter import RequestAdapter
@@ -42,9 +43,11 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
+from responder.adapters._errors import GRAPH, service_failure, status_failure
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
 from responder.model import parse_moment
+from responder.names import clip
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 DIRECTORY_OBJECT_REF = "https://graph.microsoft.com/v1.0/directoryObjects/"
@@ -319,7 +322,7 @@ class GraphDeviceDirectory:
 def _refuse_unless(answer: _Answer, expected: set[int]) -> None:
     if answer.status not in expected:
         message = str(((answer.body or {}).get("error") or {}).get("message", "")) or "no message"
-        raise RequestRefused(answer.status, message)
+        raise status_failure(answer.status, clip(message), GRAPH)
 
 
 def _quote(value: str) -> str:
@@ -338,12 +341,11 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except APIError as problem:
-        status = problem.response_status_code or 0
-        if status == 429 or status >= 500:
-            raise TransientError(f"Microsoft Graph answered {status}: {_message(problem)}") from problem
-        raise RequestRefused(status, _message(problem)) from problem
+        raise status_failure(problem.response_status_code, clip(_message(problem)), GRAPH) from problem
     except httpx.TransportError as problem:
         raise TransientError(f"Microsoft Graph unreachable: {problem!r}") from problem
+    except ClientAuthenticationError as problem:  # the identity could not get a token for Graph
+        raise service_failure(problem, GRAPH) from problem
 
 
 async def _absent_on_404(operation: Awaitable[T | None]) -> T | None:

@@ -20,7 +20,7 @@ from azure.core.exceptions import (
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
-from responder.errors import TransientError
+from responder.adapters._errors import QUEUES, service_failure
 
 
 class StorageCleanupQueue:
@@ -44,13 +44,13 @@ class StorageCleanupQueue:
             except ResourceExistsError:
                 pass
             except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise TransientError(f"queue storage unavailable: {error}") from error
+                raise service_failure(error, QUEUES) from error
 
     async def send(self, text: str, delay_seconds: int) -> None:
         try:
             await self._queue.send_message(text, visibility_timeout=delay_seconds or None)
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"could not queue the cleanup: {error}") from error
+            raise service_failure(error, QUEUES) from error
 
     async def send_poison(self, text: str, reason: str) -> None:
         """Park a message with the reason it can't be processed; a person looks at it."""
@@ -58,7 +58,7 @@ class StorageCleanupQueue:
         try:
             await self._poison.send_message(json.dumps(envelope, sort_keys=True))
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"could not park the message: {error}") from error
+            raise service_failure(error, QUEUES) from error
 
     async def close(self) -> None:
         await self._queue.close()

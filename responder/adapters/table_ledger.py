@@ -28,7 +28,8 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from responder.errors import LedgerConflict, TransientError
+from responder.adapters._errors import TABLES, service_failure
+from responder.errors import LedgerConflict
 from responder.model import (
     CleanupStatus,
     EventKind,
@@ -97,9 +98,7 @@ class TableLedger(OptimisticUpdates):
             async for entity in self._table.list_entities():
                 yield record_from_entity(entity, entity.metadata["etag"])
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            if (transient := _as_transient(error)) is not None:
-                raise transient from error
-            raise
+            raise service_failure(error, TABLES) from error
 
 
 def row_key(vm: VmRef) -> tuple[str, str]:
@@ -201,18 +200,7 @@ async def _call(operation: Any) -> Any:
     """Await a table call, turning throttling, 5xx and network failures into TransientError."""
     try:
         return await operation
+    except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
+        raise  # each means something to the caller (absent row, lost race)
     except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-        if (transient := _as_transient(error)) is not None:
-            raise transient from error
-        raise
-
-
-def _as_transient(error: Exception) -> TransientError | None:
-    """Throttling, 5xx and network failures are worth a retry; anything else is not."""
-    if isinstance(error, ServiceRequestError | ServiceResponseError):
-        return TransientError(f"table storage unreachable: {error}")
-    if isinstance(error, HttpResponseError) and (
-        error.status_code is not None and (error.status_code == 429 or error.status_code >= 500)
-    ):
-        return TransientError(f"table storage answered {error.status_code}")
-    return None
+        raise service_failure(error, TABLES) from error

@@ -1,0 +1,67 @@
+"""One mapping of a service's failure to what happens next, for every adapter.
+
+- throttling (429), timeouts (408), 5xx and network failures → `TransientError`: the host
+  delivers the event or message again, and the retry resumes the work;
+- 401/403, and a token the identity can't get → `AccessDenied`, naming the role or setting
+  that is missing: retrying for a day would not help, so it is logged once and not retried;
+- any other refusal (400, 409, ...) → `RequestRefused` with the service's message.
+
+404 and the optimistic-concurrency answers (409/412 on tables) mean something to each
+adapter, so adapters handle those before they get here.
+"""
+
+from __future__ import annotations
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from responder.errors import AccessDenied, RequestRefused, TransientError
+from responder.names import clip
+
+TABLES, QUEUES, ARM, GRAPH, EVENT_GRID = (
+    "Azure Table storage",
+    "Azure Queue storage",
+    "Azure Resource Manager",
+    "Microsoft Graph",
+    "Event Grid",
+)
+
+# What each service needs the app's identity to hold (README "Permissions").
+NEEDS = {
+    TABLES: "the 'Storage Table Data Contributor' role on the storage account",
+    QUEUES: "the 'Storage Queue Data Contributor' role on the storage account",
+    ARM: "the 'Reader' role (and 'Tag Contributor' for findings tags) on the watched scope",
+    GRAPH: "the Graph app roles listed in the README's Permissions section, with admin consent",
+    EVENT_GRID: "the 'EventGrid Data Sender' role on the findings topic",
+}
+
+
+def is_transient(status: int | None) -> bool:
+    """Statuses a later retry can fix."""
+    return status is None or status in {408, 429} or status >= 500
+
+
+def service_failure(problem: Exception, service: str) -> Exception:
+    """The exception to raise instead of `problem` (an azure-core failure of `service`)."""
+    if isinstance(problem, ClientAuthenticationError) and problem.status_code is None:
+        return AccessDenied(
+            401, f"no token for {service}: {clip(str(problem))} (check the managed identity and AZURE_CLIENT_ID)"
+        )
+    if isinstance(problem, (ServiceRequestError, ServiceResponseError)):
+        return TransientError(f"{service} unreachable: {clip(str(problem))}")
+    if isinstance(problem, HttpResponseError):
+        return status_failure(problem.status_code, clip(problem.message or str(problem)), service)
+    return problem
+
+
+def status_failure(status: int | None, message: str, service: str) -> Exception:
+    """The same mapping from an HTTP status, for clients that are not azure-core (msgraph-sdk)."""
+    if status is None or is_transient(status):
+        return TransientError(f"{service} answered {status}: {message}")
+    if status in {401, 403}:
+        return AccessDenied(status, f"{service} refused the app's identity: it needs {NEEDS[service]} ({message})")
+    return RequestRefused(status, f"{service}: {message}")

@@ -1,0 +1,51 @@
+"""One mapping of a service's failure to what happens next, for every adapter: retry what a
+retry can fix; say once, naming the missing role, what it can't."""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+
+from responder.adapters._errors import ARM, GRAPH, QUEUES, TABLES, service_failure, status_failure
+from responder.errors import AccessDenied, RequestRefused, TransientError
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_throttling_timeouts_and_server_errors_are_retried(status: int) -> None:
+    assert isinstance(status_failure(status, "busy", GRAPH), TransientError)
+
+
+def test_a_network_failure_is_retried() -> None:
+    assert isinstance(service_failure(ServiceRequestError("connection refused"), TABLES), TransientError)
+
+
+@pytest.mark.parametrize(("service", "role"), [(TABLES, "Storage Table Data Contributor"), (ARM, "Reader")])
+def test_a_403_names_the_role_the_identity_lacks_and_is_not_retried(service: str, role: str) -> None:
+    problem = HttpResponseError(message="This request is not authorized to perform this operation.")
+    problem.status_code = 403
+
+    failure = service_failure(problem, service)
+
+    assert isinstance(failure, AccessDenied)
+    assert role in str(failure)
+
+
+def test_a_401_from_storage_is_access_denied() -> None:
+    problem = ClientAuthenticationError(message="Server failed to authenticate the request.")
+    problem.status_code = 401
+
+    assert isinstance(service_failure(problem, QUEUES), AccessDenied)
+
+
+def test_no_token_for_the_identity_is_access_denied_naming_the_setting() -> None:
+    failure = service_failure(ClientAuthenticationError("ManagedIdentityCredential authentication unavailable"), GRAPH)
+
+    assert isinstance(failure, AccessDenied)
+    assert "AZURE_CLIENT_ID" in str(failure)
+
+
+def test_a_bad_request_is_refused_with_the_services_message() -> None:
+    failure = status_failure(400, "Invalid filter clause", GRAPH)
+
+    assert type(failure) is RequestRefused
+    assert "Invalid filter clause" in str(failure)

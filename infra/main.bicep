@@ -81,10 +81,13 @@ param grantGraphRoles bool = false
 param tags object = {}
 
 // subscriptionId: the subscription to watch; resourceGroupName: an existing resource group in it
-// that will hold the subscription's Event Grid system topic.
+// that holds (or will hold) the subscription's Event Grid system topic; existingSystemTopicName: the
+// subscription's Microsoft.Resources.Subscriptions system topic when it already has one (one per
+// subscription: find it with `az eventgrid system-topic list --query "[?topicType=='Microsoft.Resources.Subscriptions']"`).
 type watchedSubscription = {
   subscriptionId: string
   resourceGroupName: string
+  existingSystemTopicName: string?
 }
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -143,6 +146,7 @@ module watchedTopics 'modules/watched-subscription.bicep' = [
       deliveryIdentityId: app.outputs.deliveryIdentityId
       deadLetterStorageId: app.outputs.storageId
       createEventSubscriptions: createEventSubscriptions
+      existingSystemTopicName: watched.?existingSystemTopicName ?? ''
       tags: allTags
     }
   }
@@ -169,3 +173,5 @@ output AZURE_RESOURCE_GROUP string = appGroup.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
 output RESPONDER_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
 output RESPONDER_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
+@description('The identity Event Grid delivers and dead-letters with: assign it to an existing system topic.')
+output RESPONDER_DELIVERY_IDENTITY_ID string = app.outputs.deliveryIdentityId

@@ -249,7 +249,7 @@ _AND = re.compile(r"\s+and\s+(?=(?:[^']*'[^']*')*[^']*$)")
 
 def odata_filter(expression: str | None) -> Callable[[Json], bool]:
     """The `$filter` subset the responder uses: `eq` on strings (case-insensitive,
-    as Graph compares them), booleans and null, `any()` over a string collection,
+    as Graph compares them), booleans and null, `any()` over a string collection (exact),
     joined by `and`. Anything else raises ValueError (served as 400, like Graph)."""
     if not expression:
         return lambda item: True
@@ -259,8 +259,10 @@ def odata_filter(expression: str | None) -> Callable[[Json], bool]:
 
 def _clause(clause: str) -> Callable[[Json], bool]:
     if match := _ANY.match(clause):
-        prop, wanted = match["prop"], match["value"].replace("''", "'").lower()
-        return lambda item: any(str(value).lower() == wanted for value in item.get(prop) or [])
+        # A collection's values are compared as stored: the conservative reading (Entra keeps
+        # `physicalIds` in ARM's casing, `[AzureResourceId]:/subscriptions/../resourceGroups/..`).
+        prop, wanted = match["prop"], match["value"].replace("''", "'")
+        return lambda item: any(str(value) == wanted for value in item.get(prop) or [])
     if match := _EQ.match(clause):
         path = match["prop"].split("/")
         if match["literal"] is not None:

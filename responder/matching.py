@@ -51,7 +51,7 @@ async def gather_candidates(
             managed[record.id] = record
         if known.entra_object_id and (obj := await directory.get_entra_device(known.entra_object_id)):
             keep(obj)
-    anchored = await directory.find_entra_devices_by_resource_id(incarnation.vm.resource_id)
+    anchored = await directory.find_entra_devices_by_resource_id(incarnation.vm.arm_cased_id)
     keep(*anchored)
     # The computer name ARM reported; and, for an anchored object, the name Entra gives it.
     names = {incarnation.computer_name.lower()} if incarnation.computer_name else set()

@@ -72,6 +72,14 @@ class VmRef:
             f"/providers/microsoft.compute/virtualmachines/{self.name}"
         )
 
+    @property
+    def arm_cased_id(self) -> str:
+        """The id with ARM's segment casing, as Entra stores it in `physicalIds` (names as known here)."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:

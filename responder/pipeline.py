@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Collection, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from responder.cleanup_worker import queue_cleanup
@@ -45,6 +45,7 @@ class Handled:
     resource_id: str | None = None
     reason: str = ""
     actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
+    correlation_id: str | None = None  # the ARM operation's, to join the Activity Log
 
     def to_json(self) -> dict[str, Any]:
         """Bounded: whatever came from outside is clipped before it reaches a log line."""
@@ -55,38 +56,39 @@ class Handled:
             "resource_id": clip(self.resource_id, MAX_RESOURCE_ID) if self.resource_id else None,
             "reason": clip(self.reason, MAX_REASON),
             "actions": [clip(action, MAX_REASON) for action in self.actions],
+            "correlation_id": clip(self.correlation_id, MAX_EVENT_ID) if self.correlation_id else None,
         }
 
 
 async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], services: Services) -> Handled:
-    """Handle one delivered event addressed to a function that accepts `accepts`."""
+    """Handle one delivered event addressed to a function that accepts `accepts`: one outcome,
+    one log line (with the ARM operation's correlation id, to join the Activity Log)."""
     parsed = parse_event(raw, services.clock())
     if isinstance(parsed, IntakeError):
-        return _logged(Handled("malformed", parsed.event_id, reason=parsed.message), logging.ERROR)
-    return await _handle_classified(parsed, accepts, services)
+        return _logged(Handled("malformed", parsed.event_id, reason=parsed.message))
+    handled = await _handle_classified(parsed, accepts, services)
+    return _logged(replace(handled, correlation_id=parsed.correlation_id))
 
 
 async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKind], services: Services) -> Handled:
     if event.kind is EventKind.IGNORED or event.vm is None:
         reason = event.ignore_reason or "not a VM event"
         ignored_id = event.vm.resource_id if event.vm else None
-        return _logged(Handled("ignored", event.event_id, event.kind, ignored_id, reason), logging.DEBUG)
+        return Handled("ignored", event.event_id, event.kind, ignored_id, reason)
     resource_id = event.vm.resource_id
     if event.kind not in accepts:
         # The event subscription's filter should have kept it away: say so loudly.
         reason = f"{event.operation_name} is not handled by this function; check the event subscription filter"
-        return _logged(Handled("misrouted", event.event_id, event.kind, resource_id, reason), logging.WARNING)
+        return Handled("misrouted", event.event_id, event.kind, resource_id, reason)
     scope_reason = out_of_scope_reason(event.vm, services.settings)
     if scope_reason is not None:
-        handled = Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
-        return _logged(handled, logging.INFO)
-
+        return Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
     try:
         return await _record_and_work(event, event.vm, resource_id, services)
     except RequestRefused as refused:
         # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
         reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
-        return _logged(Handled("failed", event.event_id, event.kind, resource_id, reason), logging.ERROR)
+        return Handled("failed", event.event_id, event.kind, resource_id, reason)
 
 
 async def _record_and_work(event: ClassifiedEvent, vm: VmRef, resource_id: str, services: Services) -> Handled:
@@ -102,10 +104,10 @@ async def _record_and_work(event: ClassifiedEvent, vm: VmRef, resource_id: str, 
             Outcome.DUPLICATE: "event id already handled",
             Outcome.STALE: "older than what the ledger already knows; history only",
         }[outcome]
-        return _logged(Handled(outcome.value, event.event_id, event.kind, resource_id, reason), logging.INFO)
+        return Handled(outcome.value, event.event_id, event.kind, resource_id, reason)
     handled = await _run_stage(event, resource_id, record, outcome, services)
     await services.ledger.update(vm, lambda current: (settle(current, event.event_id), None))
-    return _logged(handled, logging.INFO)
+    return handled
 
 
 async def _run_stage(
@@ -138,7 +140,12 @@ def collecting() -> Iterator[list[Handled]]:
         _collector.reset(token)
 
 
-def _logged(handled: Handled, level: int) -> Handled:
+# How loud each outcome is: what a person must act on is a warning or an error.
+LEVELS = {"malformed": logging.ERROR, "failed": logging.ERROR, "misrouted": logging.WARNING, "ignored": logging.DEBUG}
+
+
+def _logged(handled: Handled) -> Handled:
+    level = LEVELS.get(handled.outcome, logging.INFO)
     log.log(level, "responder.event %s", json.dumps(handled.to_json(), sort_keys=True))
     if (sink := _collector.get()) is not None:
         sink.append(handled)

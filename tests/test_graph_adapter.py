@@ -28,6 +28,16 @@ def vm_resource_id(name: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/{name}"
 
 
+async def test_the_anchor_lookup_asks_in_arm_casing_as_entra_stores_it(services: Services) -> None:
+    from responder.model import VmRef
+
+    lower_cased = VmRef(SUB, "rg-avd-prod", "vm-win11-01")  # how the responder keeps ids
+
+    (device,) = await services.directory.find_entra_devices_by_resource_id(lower_cased.arm_cased_id)
+
+    assert device.display_name == "vm-win11-01"
+
+
 async def test_a_name_lookup_is_exact_and_never_a_prefix_match(services: Services) -> None:
     found = await services.directory.find_managed_devices_by_name("vm-win11-01")
 

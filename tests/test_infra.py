@@ -86,10 +86,29 @@ def test_the_event_subscriptions_filter_on_operation_name_and_vm_subject_with_de
 
 
 def test_the_system_topic_watches_the_subscription_it_is_deployed_for() -> None:
-    topic = parsed("modules/watched-subscription.bicep")["resources"]["topic"]["config"]
+    topic = parsed("modules/watched-subscription.bicep")["resources"]["topic"]["config"]["config"]
 
     assert topic["properties"]["topicType"] == "Microsoft.Resources.Subscriptions"
     assert topic["properties"]["source"] == "/subscriptions/${subscriptionId}"
+
+
+def test_a_subscription_that_has_a_system_topic_gets_the_event_subscriptions_on_it_not_a_second_topic() -> None:
+    # Azure allows one Microsoft.Resources.Subscriptions system topic per subscription.
+    module = parsed("modules/watched-subscription.bicep")
+    resources, variables = module["resources"], module["variables"]
+
+    assert resources["topic"]["config"]["condition"] == "createTopic"
+    assert resources["existingTopic"]["existing"] is True
+    assert resources["existingTopic"]["config"]["config"]["name"] == "topicName"
+    assert variables["topicName"]["value"]["operator"]["operands"]["false_value"] == "existingSystemTopicName"
+    assert resources["subscriptions"]["config"]["config"]["name"].startswith("${topicName}/")
+
+
+def test_main_passes_each_watched_subscriptions_existing_topic_to_its_module() -> None:
+    text = (INFRA / "main.bicep").read_text()
+
+    assert "existingSystemTopicName: string?" in text
+    assert "existingSystemTopicName: watched.?existingSystemTopicName ?? ''" in text
 
 
 def test_the_cleanup_worker_has_its_queue_and_poison_queue() -> None:

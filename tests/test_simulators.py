@@ -66,8 +66,15 @@ def test_graph_filters_compare_strings_case_insensitively() -> None:
 def test_graph_filters_support_any_over_a_collection() -> None:
     matches = odata_filter("physicalIds/any(p:p eq '[AzureResourceId]:/x')")
 
-    assert matches({"physicalIds": ["[ZTDID]:1", "[AzureResourceId]:/X"]})
+    assert matches({"physicalIds": ["[ZTDID]:1", "[AzureResourceId]:/x"]})
     assert not matches({"physicalIds": []})
+
+
+def test_a_collection_value_matches_only_as_stored() -> None:
+    # The conservative reading of Graph: physicalIds keep ARM's casing, so the adapter must ask in it.
+    matches = odata_filter("physicalIds/any(p:p eq '[AzureResourceId]:/x')")
+
+    assert not matches({"physicalIds": ["[AzureResourceId]:/X"]})
 
 
 def test_graph_filters_join_clauses_with_and() -> None:

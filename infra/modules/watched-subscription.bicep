@@ -7,6 +7,11 @@ param deliveryIdentityId string
 param deadLetterStorageId string
 param createEventSubscriptions bool
 param tags object
+@description('The name of the subscription\'s existing Microsoft.Resources.Subscriptions system topic in this resource group, when it has one (Azure allows one per subscription): the event subscriptions attach to it. Empty: the template creates the topic.')
+param existingSystemTopicName string = ''
+
+var createTopic = empty(existingSystemTopicName)
+var topicName = createTopic ? 'evgt-responder-${uniqueString(subscriptionId)}' : existingSystemTopicName
 
 var vmSubject = '/providers/Microsoft.Compute/virtualMachines/'
 
@@ -34,8 +39,8 @@ var functions = [
   }
 ]
 
-resource topic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
-  name: 'evgt-responder-${uniqueString(subscriptionId)}'
+resource topic 'Microsoft.EventGrid/systemTopics@2025-02-15' = if (createTopic) {
+  name: topicName
   location: 'global'
   tags: tags
   identity: {
@@ -48,10 +53,15 @@ resource topic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   }
 }
 
+// An existing topic (made by the portal, Defender for Cloud, other automation) is left as it is.
+resource existingTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = if (!createTopic) {
+  name: topicName
+}
+
 resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = [
   for function in (createEventSubscriptions ? functions : []): {
-    parent: topic
-    name: replace(function.name, '_', '-')
+    name: '${topicName}/${replace(function.name, '_', '-')}'
+    dependsOn: [topic, existingTopic]
     properties: {
       eventDeliverySchema: 'EventGridSchema'
       destination: {
@@ -99,4 +109,4 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
   }
 ]
 
-output systemTopicId string = topic.id
+output systemTopicId string = resourceId('Microsoft.EventGrid/systemTopics', topicName)

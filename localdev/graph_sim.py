@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from localdev.sim_http import Request, Response, error
+from responder.clouds import PUBLIC, Cloud
 
-GRAPH_ODATA_ID = "https://graph.microsoft.com/v1.0/directoryObjects/"
 DEFAULT_PAGE_SIZE = 100
 _MANAGED = r"/v1\.0/deviceManagement/managedDevices"
 
@@ -85,8 +85,9 @@ def owner_from_seed(value: Any) -> Owner:
 class GraphSimulator:
     """Routes Graph requests to a `GraphTenant`."""
 
-    def __init__(self, tenant: GraphTenant, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+    def __init__(self, tenant: GraphTenant, page_size: int = DEFAULT_PAGE_SIZE, cloud: Cloud = PUBLIC) -> None:
         self.tenant = tenant
+        self.directory_root = cloud.directory_object_root  # what @odata.id references must start with
         self.page_size = page_size
         self.base_url = ""  # set once the server has a port, for @odata.nextLink
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
@@ -193,7 +194,7 @@ class GraphSimulator:
             return _not_found(f"group {group} not found")
         reference = str((request.body or {}).get("@odata.id", ""))
         member = reference.rsplit("/", 1)[-1]
-        if not reference.startswith(GRAPH_ODATA_ID) or member not in self.tenant.devices:
+        if not reference.startswith(self.directory_root) or member not in self.tenant.devices:
             return error(HTTPStatus.BAD_REQUEST, "Request_BadRequest", f"invalid reference {reference!r}")
         members = self.tenant.groups[group]["members"]
         if member in members:

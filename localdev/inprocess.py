@@ -249,7 +249,8 @@ class LocalTokens:
         self._tokens = tokens
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self._tokens.issue(), 2**31 - 1)
+        resource = scopes[0].removesuffix("/.default") if scopes else ""
+        return AccessToken(self._tokens.issue(resource), 2**31 - 1)
 
     async def close(self) -> None:
         return None
@@ -279,7 +280,7 @@ def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, now: Ca
     from responder.adapters.graph import build_graph_directory
 
     tokens = TokenBook()
-    graph = SimulatedApi("graph", GraphSimulator(tenant), tokens)
+    graph = SimulatedApi("graph", GraphSimulator(tenant, cloud=settings.cloud), tokens, audience=settings.cloud.graph)
     directory = build_graph_directory(LocalTokens(tokens), GRAPH_BASE, None, transport=InProcessTransport(graph))
     ledger, audit, queue = MemoryLedger(), MemoryAudit(now), MemoryQueue(lambda: now().timestamp())
     services = Services(

@@ -162,8 +162,9 @@ LOST = Response(0)  # a marker: the server drops the connection instead of answe
 class SimulatedApi:
     """One simulated API: authentication, routing, records, throttle and faults; no transport."""
 
-    def __init__(self, name: str, router: Router, tokens: TokenBook) -> None:
+    def __init__(self, name: str, router: Router, tokens: TokenBook, audience: str | None = None) -> None:
         self.name = name
+        self.audience = audience  # the resource a token must be for (the cloud's Graph or ARM); None: any
         self.requests: list[Request] = []  # HTTP calls, as a client pays for them
         self.operations: list[Request] = []  # API operations: the calls, with a $batch's inner requests unpacked
         self.refused: list[Request] = []  # operations answered by the throttle or a fault, not served
@@ -204,8 +205,12 @@ class SimulatedApi:
         if not ipaddress.ip_address(client_host).is_loopback:
             return error(HTTPStatus.FORBIDDEN, "Forbidden", "the simulators serve loopback clients only")
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not self._tokens.is_valid(token):
-            return error(HTTPStatus.UNAUTHORIZED, "InvalidAuthenticationToken", "unknown or missing token")
+        if not self._tokens.is_valid(token, self.audience):
+            return error(
+                HTTPStatus.UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "unknown or missing token, or for another audience",
+            )
         with self._lock:
             self.requests.append(request)
             self._lost = False
@@ -263,8 +268,15 @@ class SimulatedApi:
 class SimulatorServer(SimulatedApi):
     """One simulated API on an HTTPS loopback port, served from a background thread."""
 
-    def __init__(self, name: str, router: Router, tls: LocalCertificateAuthority, tokens: TokenBook) -> None:
-        super().__init__(name, router, tokens)
+    def __init__(
+        self,
+        name: str,
+        router: Router,
+        tls: LocalCertificateAuthority,
+        tokens: TokenBook,
+        audience: str | None = None,
+    ) -> None:
+        super().__init__(name, router, tokens, audience)
         self._server = ThreadingHTTPServer((HOST, 0), _handler_class(self))
         self._server.daemon_threads = True
         self._server.socket = tls.server_context().wrap_socket(self._server.socket, server_side=True)
@@ -323,18 +335,20 @@ class TokenBook:
 
     def __init__(self) -> None:
         self.identity_header = secrets.token_urlsafe(16)
-        self._issued: set[str] = set()
+        self._issued: dict[str, str] = {}  # token → the resource (audience) it was issued for
         self._lock = threading.Lock()
 
-    def issue(self) -> str:
+    def issue(self, resource: str = "") -> str:
         token = f"local-{secrets.token_urlsafe(24)}"
         with self._lock:
-            self._issued.add(token)
+            self._issued[token] = resource.rstrip("/")
         return token
 
-    def is_valid(self, token: str) -> bool:
+    def is_valid(self, token: str, audience: str | None = None) -> bool:
+        """Issued here, and (when the API names its audience) for that API, as Entra's `aud` claim."""
         with self._lock:
-            return token in self._issued
+            issued_for = self._issued.get(token)
+        return issued_for is not None and (audience is None or issued_for == audience.rstrip("/"))
 
 
 def _handler_class(simulator: SimulatedApi) -> type[BaseHTTPRequestHandler]:
@@ -410,7 +424,7 @@ class IdentityEndpoint:
                 self._send(
                     HTTPStatus.OK,
                     {
-                        "access_token": tokens.issue(),
+                        "access_token": tokens.issue(query["resource"][0]),
                         "expires_in": "3600",
                         "resource": query["resource"][0],
                         "token_type": "Bearer",

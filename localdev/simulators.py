@@ -20,6 +20,7 @@ from localdev.arm_sim import ArmSimulator, ArmWorld
 from localdev.eventgrid_sim import EventGridTopicSimulator
 from localdev.graph_sim import GraphSimulator, GraphTenant
 from localdev.sim_http import IdentityEndpoint, LocalCertificateAuthority, SimulatorServer, TokenBook, serving
+from responder.clouds import PUBLIC, Cloud
 
 TENANTS = Path(__file__).resolve().parent / "tenants"
 
@@ -36,11 +37,13 @@ class Simulators:
     tenant: GraphTenant
     world: ArmWorld
     ca_file: Path
+    cloud: Cloud = PUBLIC
 
     @property
     def settings(self) -> dict[str, str]:
         """App settings (environment variables) that point the responder here."""
         return {
+            "RESPONDER_CLOUD": self.cloud.name,
             "RESPONDER_GRAPH_URL": f"{self.graph.url}/v1.0",
             "RESPONDER_ARM_URL": self.arm.url,
             "RESPONDER_CA_FILE": str(self.ca_file),
@@ -60,23 +63,27 @@ def load_seed(name_or_path: str | Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_simulators(seed: dict[str, Any], page_size: int | None = None) -> Iterator[Simulators]:
+def running_simulators(
+    seed: dict[str, Any], page_size: int | None = None, cloud: Cloud = PUBLIC
+) -> Iterator[Simulators]:
+    """Graph, ARM and an Event Grid topic on HTTPS loopback ports, as `cloud`'s services: they
+    accept only tokens issued for that cloud's Graph and ARM, and its `@odata.id` root."""
     tokens = TokenBook()
     tenant, world = GraphTenant.from_seed(seed), ArmWorld.from_seed(seed)
-    graph_router, arm_router = GraphSimulator(tenant), ArmSimulator(world)
+    graph_router, arm_router = GraphSimulator(tenant, cloud=cloud), ArmSimulator(world)
     if page_size is not None:
         graph_router.page_size = arm_router.page_size = page_size
     with tempfile.TemporaryDirectory(prefix="simulators-") as folder:
         tls = LocalCertificateAuthority(Path(folder))
-        graph = SimulatorServer("graph", graph_router, tls, tokens)
-        arm = SimulatorServer("arm", arm_router, tls, tokens)
+        graph = SimulatorServer("graph", graph_router, tls, tokens, audience=cloud.graph)
+        arm = SimulatorServer("arm", arm_router, tls, tokens, audience=cloud.arm)
         graph_router.base_url, arm_router.base_url = graph.url, arm.url
         topic_router = EventGridTopicSimulator()
         topic = SimulatorServer("eventgrid", topic_router, tls, tokens)
         identity = IdentityEndpoint(tokens)
         with serving(graph, arm, topic, identity):
             yield Simulators(
-                graph, arm, graph_router, arm_router, topic, topic_router, identity, tenant, world, tls.ca_file
+                graph, arm, graph_router, arm_router, topic, topic_router, identity, tenant, world, tls.ca_file, cloud
             )
 
 

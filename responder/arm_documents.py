@@ -39,6 +39,7 @@ def vm_facts(document: Mapping[str, Any]) -> VmFacts:
     image = _object(storage.get("imageReference"))
     return VmFacts(
         ref=ref,
+        arm_id=document.get("id") if isinstance(document.get("id"), str) else None,
         vm_id=properties.get("vmId"),
         computer_name=os_profile.get("computerName") or instance_view.get("computerName"),
         os_type=os_disk.get("osType"),

@@ -53,6 +53,7 @@ class CleanupRequest:
     vm_id: str | None = None  # the deleted incarnation
     created_at: datetime | None = None
     join_kind: str | None = None  # "entra" | "domain"
+    arm_id: str | None = None  # the resource id as ARM spelt it (Entra anchors keep that casing)
     managed_device_id: str | None = None  # the ledger's mapping, proven for `device_vm_id`
     entra_device_id: str | None = None
     entra_object_id: str | None = None

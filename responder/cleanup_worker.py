@@ -81,6 +81,7 @@ async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Serv
             vm_id=record.vm_id,
             created_at=record.created_at,
             join_kind=record.join_kind,
+            arm_id=record.arm_id,
             managed_device_id=record.managed_device_id,
             entra_device_id=record.entra_device_id,
             entra_object_id=record.entra_object_id,
@@ -177,7 +178,7 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
     ownership = None
     if presence is not Presence.EXISTS:
         incarnation = Incarnation(
-            request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind
+            request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind, request.arm_id
         )
         known = KnownDevice(
             request.device_vm_id, request.managed_device_id, request.entra_object_id, request.entra_device_id

@@ -80,11 +80,13 @@ async def build_services(settings: Settings) -> Services:
 
     # Graph and ARM: the app's managed identity in Azure; locally whatever
     # DefaultAzureCredential finds (az login, or the simulators' identity endpoint).
-    cloud_credential = DefaultAzureCredential(managed_identity_client_id=settings.identity_client_id)
+    cloud_credential = DefaultAzureCredential(
+        managed_identity_client_id=settings.identity_client_id, authority=settings.cloud.authority
+    )
     closers.append(cloud_credential)
-    directory = build_graph_directory(cloud_credential, settings.graph_url, settings.ca_file)
+    directory = build_graph_directory(cloud_credential, settings.graph_url, settings.ca_file, cloud=settings.cloud)
     closers.append(directory)
-    compute = ArmCompute(cloud_credential, settings.arm_url, settings.ca_file)
+    compute = ArmCompute(cloud_credential, settings.arm_url, settings.ca_file, settings.cloud)
     closers.append(compute)
     publisher = None
     if settings.findings_topic_endpoint:

@@ -51,6 +51,7 @@ class VmFacts:
     computer_name: str | None
     os_type: str | None  # "Windows" | "Linux"
     power_state: PowerState
+    arm_id: str | None = None  # the resource id as ARM spells it (casing kept: Entra anchors keep it too)
     image: ImageReference | None = None
     os_disk_create_option: str | None = None  # FromImage | Attach | Copy ...
     license_type: str | None = None

@@ -19,7 +19,9 @@ from responder.ports import DeviceDirectory
 
 
 def incarnation_of(record: VmRecord) -> Incarnation:
-    return Incarnation(record.ref, record.vm_id, record.computer_name, record.created_at, record.join_kind)
+    return Incarnation(
+        record.ref, record.vm_id, record.computer_name, record.created_at, record.join_kind, record.arm_id
+    )
 
 
 def known_device_of(record: VmRecord) -> KnownDevice:
@@ -51,7 +53,11 @@ async def gather_candidates(
             managed[record.id] = record
         if known.entra_object_id and (obj := await directory.get_entra_device(known.entra_object_id)):
             keep(obj)
-    anchored = await directory.find_entra_devices_by_resource_id(incarnation.vm.arm_cased_id)
+    anchored = [
+        obj
+        for spelling in incarnation.anchor_spellings
+        for obj in await directory.find_entra_devices_by_resource_id(spelling)
+    ]
     keep(*anchored)
     # The computer name ARM reported; and, for an anchored object, the name Entra gives it.
     names = {incarnation.computer_name.lower()} if incarnation.computer_name else set()

@@ -107,6 +107,7 @@ class VmRecord:
     os_type: str | None = None
     created_at: datetime | None = None  # ARM's timeCreated of this incarnation
     join_kind: str | None = None  # "entra" | "domain", from the VM's extensions; None: unknown
+    arm_id: str | None = None  # the resource id as ARM spells it (Entra's physicalIds keep that casing)
     managed_device_id: str | None = None
     entra_device_id: str | None = None  # Entra `deviceId` (= Intune azureADDeviceId)
     entra_object_id: str | None = None  # Entra object `id`, for group membership and attributes

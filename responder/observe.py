@@ -180,4 +180,5 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
         os_type=facts.os_type or record.os_type,
         created_at=facts.time_created or record.created_at,
         join_kind=join_kind(facts.extensions) or record.join_kind,
+        arm_id=facts.arm_id or record.arm_id,
     )

@@ -54,6 +54,12 @@ class Incarnation:
     computer_name: str | None = None  # as ARM reported it for this vmId; never guessed from the resource name
     created_at: datetime | None = None  # ARM's timeCreated: a record enrolled before it belongs to an earlier machine
     join_kind: str | None = None  # "entra" | "domain" from the VM's extensions: the Entra object's join must agree
+    arm_id: str | None = None  # the resource id as ARM spells it, when known
+
+    @property
+    def anchor_spellings(self) -> tuple[str, ...]:
+        """How Entra may have stored this VM's anchor: as ARM spells the id, and with ARM's segment casing."""
+        return tuple(dict.fromkeys(spelling for spelling in (self.arm_id, self.vm.arm_cased_id) if spelling))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from responder.clouds import CLOUDS, PUBLIC, Cloud
+
 _Reader = Callable[[str], "str | None"]
 
 
@@ -36,6 +38,7 @@ LEDGER_TABLE = "RESPONDER_LEDGER_TABLE"
 ALLOWED_SUBSCRIPTIONS = "RESPONDER_ALLOWED_SUBSCRIPTIONS"
 ALLOWED_RESOURCE_GROUPS = "RESPONDER_ALLOWED_RESOURCE_GROUPS"
 OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
+CLOUD = "RESPONDER_CLOUD"
 GRAPH_URL = "RESPONDER_GRAPH_URL"
 ARM_URL = "RESPONDER_ARM_URL"
 CA_FILE = "RESPONDER_CA_FILE"
@@ -68,6 +71,7 @@ SETTING_NAMES: tuple[str, ...] = (
     ALLOWED_SUBSCRIPTIONS,
     ALLOWED_RESOURCE_GROUPS,
     OPT_OUT_TAG,
+    CLOUD,
     GRAPH_URL,
     ARM_URL,
     CA_FILE,
@@ -93,8 +97,8 @@ NOT_DEPLOYED: dict[str, str] = {
     STORAGE_CONNECTION_STRING: "a connection string carries a key: local emulator only",
     STORAGE_TABLE_URI: "derived from the account name",
     STORAGE_QUEUE_URI: "derived from the account name",
-    GRAPH_URL: "defaults to the public cloud's Graph; other clouds and the local simulator set it",
-    ARM_URL: "defaults to the public cloud's ARM; other clouds and the local simulator set it",
+    GRAPH_URL: "derived from RESPONDER_CLOUD; the local simulators (or a DoD Graph) set it",
+    ARM_URL: "derived from RESPONDER_CLOUD; the local simulators set it",
     CA_FILE: "only the local simulators' throw-away CA",
 }
 
@@ -179,6 +183,7 @@ class Settings:
     opt_out_tag: tuple[str, str] = ("intune-responder", "ignore")
     graph_url: str = DEFAULT_GRAPH_URL
     arm_url: str = DEFAULT_ARM_URL
+    cloud: Cloud = PUBLIC
     ca_file: str | None = None  # PEM bundle to verify Graph/ARM TLS with (local simulators)
     identity_client_id: str | None = None
     suppression: SuppressionSettings = SuppressionSettings()
@@ -204,7 +209,8 @@ class Settings:
         else:
             problems.append(f"{MODE}: expected 'audit' or 'enforce', got {raw_mode!r}")
 
-        storage = _storage(text, problems)
+        cloud = _cloud_named(text(CLOUD), problems)
+        storage = _storage(text, problems, cloud)
 
         ledger_table = text(LEDGER_TABLE) or DEFAULT_LEDGER_TABLE
         if not _TABLE_NAME.match(ledger_table):
@@ -229,7 +235,7 @@ class Settings:
         if not separator or not tag_name.strip() or not tag_value.strip():
             problems.append(f"{OPT_OUT_TAG}: expected 'name=value', got {raw_tag!r}")
 
-        graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems)
+        graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems, cloud)
         suppression = _suppression(text, problems)
         cleanup = _cleanup(text, problems)
         reconcile = _reconcile(text, problems)
@@ -248,6 +254,7 @@ class Settings:
             opt_out_tag=(tag_name.strip().lower(), tag_value.strip().lower()),
             graph_url=graph_url,
             arm_url=arm_url,
+            cloud=cloud,
             ca_file=ca_file,
             identity_client_id=identity_client_id,
             suppression=suppression,
@@ -259,7 +266,18 @@ class Settings:
         )
 
 
-def _storage(text: _Reader, problems: list[str]) -> StorageSettings:
+def _cloud_named(name: str | None, problems: list[str]) -> Cloud:
+    if name is None:
+        return PUBLIC
+    cloud = CLOUDS.get(name.strip().lower())
+    if cloud is None:
+        known = ", ".join(sorted(c.name for c in CLOUDS.values()))
+        problems.append(f"{CLOUD}: {name!r} is not a cloud this app knows ({known}; Bicep: environment().name)")
+        return PUBLIC
+    return cloud
+
+
+def _storage(text: _Reader, problems: list[str], cloud: Cloud) -> StorageSettings:
     connection_string = text(STORAGE_CONNECTION_STRING)
     account = text(STORAGE_ACCOUNT_NAME)
     table_uri = text(STORAGE_TABLE_URI)
@@ -270,8 +288,8 @@ def _storage(text: _Reader, problems: list[str]) -> StorageSettings:
             problems.append(f"{STORAGE_CONNECTION_STRING}: not a storage connection string")
         return StorageSettings(connection_string=connection_string)
     if account:
-        table_uri = table_uri or f"https://{account}.table.core.windows.net"
-        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+        table_uri = table_uri or f"https://{account}.table.{cloud.storage_suffix}"
+        queue_uri = queue_uri or f"https://{account}.queue.{cloud.storage_suffix}"
     if not table_uri or not queue_uri:
         problems.append(
             f"storage: set {STORAGE_ACCOUNT_NAME} (managed identity), or "
@@ -287,10 +305,10 @@ def _storage(text: _Reader, problems: list[str]) -> StorageSettings:
     return StorageSettings(table_service_uri=table_uri, queue_service_uri=queue_uri, client_id=client_id)
 
 
-def _cloud(text: _Reader, problems: list[str]) -> tuple[str, str, str | None, str | None]:
+def _cloud(text: _Reader, problems: list[str], cloud: Cloud) -> tuple[str, str, str | None, str | None]:
     """Where Graph and ARM are, which CA to trust for them, and which identity calls them."""
-    graph_url = (text(GRAPH_URL) or DEFAULT_GRAPH_URL).rstrip("/")
-    arm_url = (text(ARM_URL) or DEFAULT_ARM_URL).rstrip("/")
+    graph_url = (text(GRAPH_URL) or f"{cloud.graph}/v1.0").rstrip("/")
+    arm_url = (text(ARM_URL) or cloud.arm).rstrip("/")
     for name, url in ((GRAPH_URL, graph_url), (ARM_URL, arm_url)):
         if not url.startswith("https://"):
             problems.append(f"{name}: {url!r} must be an https:// URL (tokens are never sent in clear)")

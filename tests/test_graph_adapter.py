@@ -270,3 +270,28 @@ async def test_throttled_requests_inside_a_batch_are_sent_again(services: Servic
     assert await services.directory.delete_records(WIN11_MANAGED, WIN11_ENTRA) == {"managed": True, "entra": True}
     assert simulators.graph.throttle.refused >= 1
     assert WIN11_MANAGED not in simulators.tenant.managed_devices
+
+
+async def test_an_anchor_in_a_mixed_case_resource_group_is_found_by_the_id_as_arm_spells_it(
+    services: Services, simulators: Simulators
+) -> None:
+    from responder.matching import gather_candidates
+    from responder.model import VmRef
+    from responder.ownership import Incarnation
+
+    arm_id = f"/subscriptions/{SUB}/resourceGroups/RG-AVD-Prod/providers/Microsoft.Compute/virtualMachines/AVD-Host-7"
+    simulators.tenant.devices["obj-mixed"] = {
+        "id": "obj-mixed",
+        "deviceId": "dev-mixed",
+        "displayName": "renamed-host",  # only the anchor can find it
+        "trustType": "AzureAd",
+        "physicalIds": [f"[AzureResourceId]:{arm_id}"],
+        "extensionAttributes": {},
+    }
+    vm = VmRef(SUB, "rg-avd-prod", "avd-host-7")  # how the responder keeps ids: lower case
+
+    _, unknown_spelling = await gather_candidates(Incarnation(vm), None, services.directory)
+    _, known_spelling = await gather_candidates(Incarnation(vm, arm_id=arm_id), None, services.directory)
+
+    assert [obj.object_id for obj in unknown_spelling] == []
+    assert [obj.object_id for obj in known_spelling] == ["obj-mixed"]

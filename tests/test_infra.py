@@ -185,3 +185,10 @@ def test_the_readme_names_every_deployment_parameter() -> None:
     deploy = readme[readme.index("## Deploy") : readme.index("## ", readme.index("## Deploy") + 3)]
 
     assert [name for name in parsed("main.bicep")["parameters"] if f"`{name}`" not in deploy] == []
+
+
+def test_the_app_is_told_the_cloud_it_is_deployed_to() -> None:
+    accessor = app_settings()["RESPONDER_CLOUD"]["operator"]
+
+    assert accessor["type"] == "property_accessor"
+    assert accessor["operands"] == {"operand_1": {"function": {"type": "environment"}}, "operand_2": "name"}

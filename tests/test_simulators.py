@@ -51,7 +51,7 @@ def test_an_issued_token_opens_the_simulators(simulators: Simulators) -> None:
 
 
 def test_a_client_off_loopback_is_refused_even_with_a_token(simulators: Simulators) -> None:
-    token = simulators.identity.tokens.issue()
+    token = simulators.identity.tokens.issue("https://graph.microsoft.com")
     request = Request("GET", "/v1.0/devices", {}, {"authorization": f"Bearer {token}"}, None)
 
     assert simulators.graph.dispatch(request, "10.1.2.3").status == HTTPStatus.FORBIDDEN

@@ -247,6 +247,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
     AZURE_CLIENT_ID: identity.properties.clientId
     RESPONDER_MODE: responderMode
+    // The cloud this is deployed to: Graph, ARM, token scopes and storage suffixes follow it.
+    RESPONDER_CLOUD: environment().name
     RESPONDER_LEDGER_TABLE: ledgerTableName
     RESPONDER_AUDIT_TABLE: auditTableName
     RESPONDER_CLEANUP_QUEUE: cleanupQueueName

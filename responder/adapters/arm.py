@@ -23,10 +23,10 @@ from azure.mgmt.desktopvirtualization.aio import DesktopVirtualizationMgmtClient
 
 from responder import arm_documents
 from responder.adapters._errors import ARM, service_failure
+from responder.clouds import PUBLIC, Cloud
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.model import VmRef
 
-ARM_SCOPE = "https://management.azure.com/.default"
 RETRY_TOTAL = 5  # per call; beyond it the event or message is retried later
 
 T = TypeVar("T")
@@ -35,11 +35,13 @@ T = TypeVar("T")
 class ArmCompute:
     """VMs, gallery images and AVD host pools, read with the app's identity."""
 
-    def __init__(self, credential: AsyncTokenCredential, base_url: str, ca_file: str | None) -> None:
+    def __init__(
+        self, credential: AsyncTokenCredential, base_url: str, ca_file: str | None, cloud: Cloud = PUBLIC
+    ) -> None:
         self._credential = credential
         self._client_options: dict[str, Any] = {
             "base_url": base_url,
-            "credential_scopes": [ARM_SCOPE],
+            "credential_scopes": [cloud.arm_scope],  # the cloud's ARM, wherever it is reached
             "retry_total": RETRY_TOTAL,
         }
         if ca_file:

@@ -44,13 +44,12 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from responder.adapters._errors import GRAPH, service_failure, status_failure
+from responder.clouds import PUBLIC, Cloud
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
 from responder.model import parse_moment
 from responder.names import clip
 
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-DIRECTORY_OBJECT_REF = "https://graph.microsoft.com/v1.0/directoryObjects/"
 # Retries inside one call; beyond them the whole event is retried later.
 MAX_RETRIES = 5
 TIMEOUT_SECONDS = 30.0
@@ -90,15 +89,17 @@ def build_graph_directory(
     base_url: str,
     ca_file: str | None,
     transport: httpx.AsyncBaseTransport | None = None,
+    cloud: Cloud = PUBLIC,
 ) -> GraphDeviceDirectory:
     """A GraphServiceClient on the real kiota HTTP stack, pointed at `base_url`.
 
     `ca_file` replaces the system trust store (the local simulators' CA); the
     token is only ever sent to the host of `base_url`, over HTTPS. `transport`
-    replaces the network (tests that run the simulator in-process).
+    replaces the network (tests that run the simulator in-process). `cloud` names the
+    token's audience and the `@odata.id` root, whatever URL Graph is reached at.
     """
     host = urlsplit(base_url).hostname or ""
-    auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host])
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=[cloud.graph_scope], allowed_hosts=[host])
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
     http = GraphClientFactory.create_with_default_middleware(
         client=httpx.AsyncClient(verify=verify, timeout=TIMEOUT_SECONDS, transport=transport),
@@ -106,15 +107,16 @@ def build_graph_directory(
     )
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = base_url
-    return GraphDeviceDirectory(GraphServiceClient(request_adapter=adapter), http, base_url)
+    return GraphDeviceDirectory(GraphServiceClient(request_adapter=adapter), http, base_url, cloud)
 
 
 class GraphDeviceDirectory:
     """Intune managed devices, Entra devices and group membership."""
 
-    def __init__(self, client: GraphServiceClient, http: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, client: GraphServiceClient, http: httpx.AsyncClient, base_url: str, cloud: Cloud) -> None:
         self._client = client
         self._http = http
+        self._directory_root = cloud.directory_object_root
         self._batching = _Batching(client, base_url)
 
     async def close(self) -> None:
@@ -304,7 +306,7 @@ class GraphDeviceDirectory:
 
     async def add_group_member(self, group_id: str, object_id: str) -> bool:
         """Add a device to a group; False when it already was a member."""
-        body = ReferenceCreate(odata_id=f"{DIRECTORY_OBJECT_REF}{object_id}")
+        body = ReferenceCreate(odata_id=f"{self._directory_root}{object_id}")
         try:
             await _call(self._client.groups.by_group_id(group_id).members.ref.post(body))
         except RequestRefused as refused:

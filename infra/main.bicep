@@ -161,7 +161,9 @@ module topicSender 'modules/topic-sender.bicep' = if (!empty(findingsTopicResour
   }
 }
 
-module graphRoles 'modules/graph-roles.bicep' = if (grantGraphRoles) {
+// Granted by the first provision only: re-creating an existing appRoleAssignedTo fails (a known
+// behaviour of the Graph Bicep extension), and the second provision only adds the event subscriptions.
+module graphRoles 'modules/graph-roles.bicep' = if (grantGraphRoles && !createEventSubscriptions) {
   name: 'responder-graph-roles'
   scope: appGroup
   params: {

@@ -88,6 +88,9 @@ class GraphSimulator:
     def __init__(self, tenant: GraphTenant, page_size: int = DEFAULT_PAGE_SIZE, cloud: Cloud = PUBLIC) -> None:
         self.tenant = tenant
         self.directory_root = cloud.directory_object_root  # what @odata.id references must start with
+        # Properties whose $filter clauses are dropped silently, as Graph may do for a property it
+        # does not document as filterable: the client must not rely on them.
+        self.ignored_filter_properties: frozenset[str] = frozenset()
         self.page_size = page_size
         self.base_url = ""  # set once the server has a port, for @odata.nextLink
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
@@ -216,7 +219,7 @@ class GraphSimulator:
 
     def _page(self, request: Request, items: list[Json], path: str) -> Response:
         query = dict(request.query)
-        matches_filter = odata_filter(query.get("$filter"))  # parsed once per request
+        matches_filter = odata_filter(query.get("$filter"), self.ignored_filter_properties)  # parsed once
         matches = [item for item in items if matches_filter(item)]
         start = int(query.pop("$skiptoken", "0") or 0)
         size = min(int(query.get("$top", self.page_size)), self.page_size)
@@ -248,13 +251,14 @@ _EQ = re.compile(r"^(?P<prop>[\w/]+)\s+eq\s+(?:'(?P<text>(?:[^']|'')*)'|(?P<lite
 _AND = re.compile(r"\s+and\s+(?=(?:[^']*'[^']*')*[^']*$)")
 
 
-def odata_filter(expression: str | None) -> Callable[[Json], bool]:
+def odata_filter(expression: str | None, ignored: frozenset[str] = frozenset()) -> Callable[[Json], bool]:
     """The `$filter` subset the responder uses: `eq` on strings (case-insensitive,
     as Graph compares them), booleans and null, `any()` over a string collection (exact),
     joined by `and`. Anything else raises ValueError (served as 400, like Graph)."""
     if not expression:
         return lambda item: True
-    tests = [_clause(part.strip()) for part in _AND.split(expression.strip())]
+    clauses = [part.strip() for part in _AND.split(expression.strip())]
+    tests = [_clause(clause) for clause in clauses if clause.split("/")[0].split(" ")[0] not in ignored]
     return lambda item: all(test(item) for test in tests)
 
 

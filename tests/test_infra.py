@@ -192,3 +192,11 @@ def test_the_app_is_told_the_cloud_it_is_deployed_to() -> None:
 
     assert accessor["type"] == "property_accessor"
     assert accessor["operands"] == {"operand_1": {"function": {"type": "environment"}}, "operand_2": "name"}
+
+
+def test_the_graph_roles_are_granted_by_the_first_provision_only() -> None:
+    # The postdeploy hook provisions again with createEventSubscriptions=true; re-creating an
+    # existing appRoleAssignedTo fails with the Graph Bicep extension.
+    text = (INFRA / "main.bicep").read_text()
+
+    assert "module graphRoles 'modules/graph-roles.bicep' = if (grantGraphRoles && !createEventSubscriptions)" in text

@@ -157,3 +157,24 @@ async def test_an_orphan_of_a_vm_that_carried_the_opt_out_tag_is_not_cleaned(
     (row,) = [row for row in await drifted.audit.entries() if row["PartitionKey"] == "cleanup"]
     assert row["Decision"] == "refused"
     assert "opt-out" in str(row["Reason"])
+
+
+async def test_the_bound_counts_only_vm_records_even_when_graph_ignores_the_filter(
+    drifted: Services, simulators: Simulators
+) -> None:
+    # Graph may drop a $filter clause on a property it does not document as filterable.
+    simulators.graph_router.ignored_filter_properties = frozenset({"model", "operatingSystem"})
+    for number in range(5):
+        simulators.tenant.managed_devices[f"phone-{number}"] = {
+            "id": f"phone-{number}",
+            "deviceName": f"phone-{number}",
+            "model": "iPhone 15",
+            "operatingSystem": "iOS",
+            "lastSyncDateTime": "2025-01-01T00:00:00Z",
+        }
+
+    await run_timer()
+
+    (summary,) = await summaries(drifted)
+    assert summary["checked"] == len(simulators.world.vms) + 9  # VMs, then the Intune VM records only
+    assert summary["queued"] == 1

@@ -1,0 +1,70 @@
+"""The ARM simulator and the document reader against Microsoft's REST examples for
+`Microsoft.Compute/virtualMachines` (api-version 2026-03-01, vendored in tests/contracts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from azure.mgmt.compute.models import VirtualMachine
+
+from localdev.arm_sim import ArmWorld
+from localdev.simulators import load_seed
+from responder import arm_documents
+from responder.model import PowerState
+
+EXAMPLES = Path(__file__).parent / "contracts" / "arm" / "Microsoft.Compute" / "2026-03-01"
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+# Free-form by definition: an extension's public settings and a resource's tags.
+FREE_FORM = ("resources[].properties.settings.", "tags.")
+
+
+def example(name: str) -> Any:
+    text = (EXAMPLES / f"{name}.json").read_text().replace("{subscription-id}", SUB)
+    return json.loads(text)["responses"]["200"]["body"]
+
+
+def key_paths(value: Any, prefix: str = "") -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            found |= {path, *key_paths(item, path)}
+    elif isinstance(value, list):
+        for item in value:
+            found |= key_paths(item, f"{prefix}[]")
+    return found
+
+
+def test_the_simulated_vms_have_only_the_shapes_microsofts_examples_show() -> None:
+    documented = key_paths(example("VirtualMachine_Get")) | {"properties.instanceView"}
+    documented |= key_paths(example("VirtualMachine_Get_InstanceView"), "properties.instanceView")
+    for item in example("VirtualMachine_ListAll_MaximumSet_Gen")["value"]:
+        documented |= key_paths(item)
+
+    for document in ArmWorld.from_seed(load_seed("sample")).vms.values():
+        served = {path for path in key_paths(document) if not path.startswith(FREE_FORM)}
+        assert served <= documented, (document["name"], sorted(served - documented))
+
+
+def test_microsofts_vm_example_reads_through_the_sdk_model_as_the_simulators_do() -> None:
+    body = example("VirtualMachine_Get")
+
+    facts = arm_documents.vm_facts(VirtualMachine(body).as_dict())
+
+    assert (facts.vm_id, facts.computer_name) == (body["properties"]["vmId"], "myVM")
+    assert facts.arm_id == body["id"]
+    assert facts.time_created is not None
+    assert facts.power_state is PowerState.UNKNOWN  # no instance view asked for
+
+
+def test_microsofts_instance_view_example_gives_the_power_state() -> None:
+    body = example("VirtualMachine_Get")
+    body["properties"]["instanceView"] = example("VirtualMachine_Get_InstanceView")
+
+    facts = arm_documents.vm_facts(VirtualMachine(body).as_dict())
+
+    codes = [status["code"] for status in body["properties"]["instanceView"]["statuses"]]
+    power = next(code for code in codes if code.startswith("PowerState/")).removeprefix("PowerState/")
+    assert facts.power_state.value == power

@@ -1,0 +1,47 @@
+"""Every resource body in `infra/` type-checks against Microsoft's Bicep types of its exact
+apiVersion (vendored in tests/contracts/bicep-types): no unknown property, no read-only one
+set, no literal outside a closed set, no unknown discriminator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pycep import BicepParser
+
+from tests.bicep_types import BicepTypes, Resource, identifiers_of, resources_of
+
+INFRA = Path(__file__).resolve().parent.parent / "infra"
+TYPES = BicepTypes(Path(__file__).parent / "contracts" / "bicep-types")
+TEMPLATES = sorted(path.relative_to(INFRA).as_posix() for path in INFRA.rglob("*.bicep"))
+
+
+def parsed(name: str) -> tuple[list[Resource], set[str]]:
+    path = INFRA / name
+    document = BicepParser().parse(file_path=path)
+    return resources_of(document), identifiers_of(document, path.read_text())
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_resource_body_matches_its_api_versions_types(template: str) -> None:
+    resources, identifiers = parsed(template)
+
+    for resource in resources:
+        assert TYPES.knows(resource.type_and_version), f"no vendored types for {resource.type_and_version}"
+        assert TYPES.problems(resource, identifiers) == [], resource.type_and_version
+
+
+def test_the_checker_finds_an_unknown_property_a_read_only_one_and_an_unknown_discriminator() -> None:
+    body = {
+        "name": "evgt",
+        "location": "global",
+        "properties": {"source": "/subscriptions/x", "topicType": "x", "provisioningState": "Succeeded", "sauce": 1},
+    }
+    config = {"name": "appsetings", "properties": {}}  # a typo in the discriminator
+
+    problems = TYPES.problems(Resource("Microsoft.EventGrid/systemTopics@2025-02-15", body), set())
+    discriminated = TYPES.problems(Resource("Microsoft.Web/sites/config@2024-04-01", config), set())
+
+    assert any("sauce: no such property" in problem for problem in problems)
+    assert any("provisioningState: read-only" in problem for problem in problems)
+    assert any("name: 'appsetings' is not one of" in problem for problem in discriminated)

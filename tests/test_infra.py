@@ -163,7 +163,7 @@ def test_the_app_runs_python_3_11_on_flex_consumption() -> None:
     runtime = resources["functionApp"]["config"]["properties"]["functionAppConfig"]["runtime"]
 
     assert resources["plan"]["config"]["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
-    assert runtime == {"name": "python", "version": "3.11"}
+    assert runtime == {"name": "python", "version": "3.13"}
 
 
 def test_the_graph_roles_are_exactly_the_least_privileged_set() -> None:

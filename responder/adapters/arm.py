@@ -8,7 +8,7 @@ bounded number of times; what still fails becomes a TransientError.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -28,8 +28,6 @@ from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.model import VmRef
 
 RETRY_TOTAL = 5  # per call; beyond it the event or message is retried later
-
-T = TypeVar("T")
 
 
 class ArmCompute:
@@ -143,7 +141,7 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
-async def _call(operation: Awaitable[T]) -> T:
+async def _call[T](operation: Awaitable[T]) -> T:
     try:
         return await operation
     except ResourceNotFoundError:

@@ -15,7 +15,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -80,8 +80,6 @@ ENTRA_DEVICE_FIELDS = [
     "approximateLastSignInDateTime",
     "registrationDateTime",
 ]
-
-T = TypeVar("T")
 
 
 def build_graph_directory(
@@ -337,7 +335,7 @@ def _message(problem: APIError) -> str:
     return str(getattr(error, "message", None) or problem.message or problem)
 
 
-async def _call(operation: Awaitable[T]) -> T:
+async def _call[T](operation: Awaitable[T]) -> T:
     """Await a Graph call: what a later retry can fix becomes TransientError,
     any other refusal RequestRefused (no SDK exception leaves this module)."""
     try:
@@ -350,7 +348,7 @@ async def _call(operation: Awaitable[T]) -> T:
         raise service_failure(problem, GRAPH) from problem
 
 
-async def _absent_on_404(operation: Awaitable[T | None]) -> T | None:
+async def _absent_on_404[T](operation: Awaitable[T | None]) -> T | None:
     try:
         return await _call(operation)
     except RequestRefused as refused:

@@ -146,5 +146,6 @@ def identifiers_of(document: dict[str, Any], text: str) -> set[str]:
     for section in ("parameters", "variables", "resources", "modules", "outputs"):
         names |= set(document.get(section, {}))
     names |= set(re.findall(r"\bfor\s+(\w+)\s+in\b", text))
-    names |= set(re.findall(r"\bfor\s+\((\w+),\s*(\w+)\)\s+in\b", text)[0]) if re.search(r"for\s+\(", text) else set()
+    for item, position in re.findall(r"\bfor\s+\((\w+),\s*(\w+)\)\s+in\b", text):
+        names |= {item, position}
     return names

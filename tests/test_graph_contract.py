@@ -9,6 +9,7 @@ Microsoft's v1.0 reference documents on an open type is listed here, with its so
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from functools import cache
@@ -146,3 +147,40 @@ def test_the_simulated_tenant_carries_only_properties_graph_declares(simulators:
         for record in records.values():
             served = {key for key in record if not key.startswith("_")}  # `_owner`: ground truth, never served
             assert served <= declared(entity) | {"id"}, (entity, served - declared(entity))
+
+
+PERMISSIONS = Path(__file__).parent / "contracts" / "graph" / "permissions" / "permissions.json"
+# Calls Microsoft's permission index leaves out, with the permission the v1.0 reference names.
+DOCUMENTED_PERMISSIONS = {
+    ("POST", "/groups/{id}/members"): "GroupMember.ReadWrite.All",  # "Add members", Graph v1.0 reference
+}
+
+
+def granted_roles() -> set[str]:
+    text = (Path(__file__).resolve().parent.parent / "infra" / "modules" / "graph-roles.bicep").read_text()
+    return set(re.findall(r"^\s*'([A-Za-z.]+)'", text, re.MULTILINE))
+
+
+def permission_path(request: Request) -> str:
+    """The path as the permission index spells it: lower case, ids as {id}, no /$ref."""
+    parts = request.path.removeprefix("/v1.0").removesuffix("/$ref").strip("/").split("/")
+    named = {"devicemanagement", "manageddevices", "devices", "groups", "members", "syncdevice"}
+    return "/" + "/".join(part.lower() if part.lower() in named else "{id}" for part in parts)
+
+
+async def test_every_call_is_allowed_by_an_app_role_the_template_grants(every_call: list[Request]) -> None:
+    roles = granted_roles()
+    index = json.loads(PERMISSIONS.read_text())["permissions"]
+    allowed: dict[tuple[str, str], set[str]] = {}
+    for role in roles:
+        for path_set in index[role]["pathSets"]:
+            if "Application" in path_set["schemeKeys"]:
+                for method in path_set["methods"]:
+                    for path in path_set["paths"]:
+                        allowed.setdefault((method, path), set()).add(role)
+    for call, role in DOCUMENTED_PERMISSIONS.items():
+        allowed.setdefault(call, set()).add(role)
+
+    for request in every_call:
+        call = (request.method, permission_path(request))
+        assert allowed.get(call, set()) & roles, f"{call} is not allowed by any granted role ({sorted(roles)})"

@@ -84,15 +84,16 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
     if scope_reason is not None:
         return Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
     try:
-        return await _record_and_work(event, event.vm, resource_id, services)
+        return await _record_and_work(event, event.vm, services)
     except RequestRefused as refused:
         # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
         reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
         return Handled("failed", event.event_id, event.kind, resource_id, reason)
 
 
-async def _record_and_work(event: ClassifiedEvent, vm: VmRef, resource_id: str, services: Services) -> Handled:
+async def _record_and_work(event: ClassifiedEvent, vm: VmRef, services: Services) -> Handled:
     """Seen (the ledger row), the work, then settled: a redelivery before the settle resumes."""
+    resource_id = vm.resource_id
 
     def decide(record: VmRecord) -> tuple[VmRecord, Outcome]:
         observation = observe(record, event)

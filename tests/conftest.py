@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.data.tables.aio import TableClient
 
+from handlers._eventgrid import trigger_input
+from localdev.arm_sim import ArmWorld
 from localdev.azurite import Azurite, running_azurite
+from localdev.graph_sim import GraphTenant
+from localdev.inprocess import InProcess, in_process
 from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
+from responder.pipeline import Handled, collecting
+from responder.settings import Settings
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -30,6 +37,22 @@ def load_event(name: str) -> dict[str, Any]:
     (event,) = load_events(name)
     assert isinstance(event, dict)
     return event
+
+
+async def outcome_of(function: Callable[[Any], Awaitable[None]], raw: Mapping[str, Any]) -> Handled:
+    """Run a real trigger function on one delivered event: what the pipeline decided
+    (the host discards a trigger's return value, so it is collected, not returned)."""
+    with collecting() as handled:
+        await function(trigger_input(raw))
+    (outcome,) = handled
+    return outcome
+
+
+def sample_in_process(env: Mapping[str, str], now: Callable[[], datetime]) -> InProcess:
+    """The sample tenant with the product in-process (storage in memory), with these app settings."""
+    seed = load_seed("sample")
+    settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **env})
+    return in_process(settings, GraphTenant.from_seed(seed), ArmWorld.from_seed(seed), now)
 
 
 @pytest.fixture(autouse=True)

@@ -60,10 +60,7 @@ class Vm:
     @property
     def arm_id(self) -> str:
         """As ARM spells it (and Entra's physicalIds store it): casing kept."""
-        return (
-            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
-        )
+        return VmRef(self.subscription, self.resource_group, self.name).arm_cased_id
 
     @property
     def in_scope(self) -> bool:
@@ -107,9 +104,6 @@ class World:
 
     def tick(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
-
-    def seconds(self) -> float:
-        return (self.now - T0).total_seconds()
 
     # --- ARM ----------------------------------------------------------------------
 

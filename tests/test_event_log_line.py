@@ -12,22 +12,13 @@ from datetime import UTC, datetime
 import pytest
 
 from handlers import vm_power
-from localdev.arm_sim import ArmWorld
-from localdev.graph_sim import GraphTenant
-from localdev.inprocess import in_process
-from localdev.simulators import load_seed
 from responder.pipeline import handle
-from responder.settings import Settings
-from tests.conftest import load_event
+from tests.conftest import load_event, sample_in_process
 
 
 def test_the_event_line_carries_the_arm_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="responder")
-    seed = load_seed("sample")
-    settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-    product = in_process(
-        settings, GraphTenant.from_seed(seed), ArmWorld.from_seed(seed), lambda: datetime(2026, 11, 21, tzinfo=UTC)
-    )
+    product = sample_in_process({}, lambda: datetime(2026, 11, 21, tzinfo=UTC))
     raw = copy.deepcopy(load_event("eventgrid-vm-deallocate.json"))
 
     asyncio.run(handle(raw, vm_power.ACCEPTS, product.services))

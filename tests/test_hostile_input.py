@@ -13,15 +13,11 @@ from typing import Any
 import pytest
 
 from handlers import vm_power
-from localdev.arm_sim import ArmWorld
-from localdev.graph_sim import GraphTenant
-from localdev.inprocess import InProcess, in_process
-from localdev.simulators import load_seed
+from localdev.inprocess import InProcess
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import VmRef
 from responder.pipeline import handle
-from responder.settings import Settings
-from tests.conftest import load_event
+from tests.conftest import load_event, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -146,9 +142,7 @@ def test_an_unprintable_or_huge_event_id_is_malformed(event_id: str) -> None:
 
 @pytest.fixture
 def product() -> Iterator[InProcess]:
-    settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-    seed = load_seed("sample")
-    running = in_process(settings, GraphTenant.from_seed(seed), ArmWorld.from_seed(seed), lambda: NOW)
+    running = sample_in_process({}, lambda: NOW)
     yield running
     asyncio.run(running.services.aclose())
 

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
 
 from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
-from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.sim_http import SimulatedApi
@@ -32,7 +31,8 @@ from responder.adapters.audit_table import CLEANUP_PARTITION, cleanup_record_fro
 from responder.cleanup import CleanupRecord
 from responder.composition import Services, close_services, get_services
 from responder.model import EventKind
-from responder.pipeline import Handled, collecting
+from responder.pipeline import Handled
+from tests.conftest import outcome_of
 from tests.model_world import GROUP, SUB_A
 from tests.test_model import GRAPH_FAULTS, ResponderModel, inject_graph_fault
 
@@ -83,13 +83,7 @@ class WireModel(ResponderModel):
         inject_graph_fault(self.graph, where, count)
 
     def handle(self, raw: dict[str, Any], kind: EventKind) -> Handled:
-        async def through_the_function() -> Handled:
-            with collecting() as handled:
-                await FUNCTIONS[kind](trigger_input(raw))
-            (outcome,) = handled
-            return outcome
-
-        return self._run(through_the_function())  # type: ignore[no-any-return]
+        return self._run(outcome_of(FUNCTIONS[kind], raw))  # type: ignore[no-any-return]
 
     def run_worker(self) -> None:
         self._run(

@@ -19,17 +19,14 @@ import pytest
 
 from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
-from localdev.arm_sim import ArmWorld
-from localdev.graph_sim import GraphTenant
-from localdev.inprocess import InProcess, in_process, run_queue
-from localdev.simulators import Simulators, load_seed
+from localdev.inprocess import InProcess, run_queue
+from localdev.simulators import Simulators
 from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
 from responder.composition import Services, close_services, get_services
 from responder.errors import TransientError
 from responder.model import EventKind, SuppressionState, VmRef
-from responder.pipeline import Handled, collecting, handle
-from responder.settings import Settings
-from tests.conftest import load_event
+from responder.pipeline import handle
+from tests.conftest import load_event, outcome_of, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -55,13 +52,6 @@ async def enforcing(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
     await close_services()
 
 
-async def through(function: Any, raw: dict[str, Any]) -> Handled:
-    with collecting() as handled:
-        await function(trigger_input(raw))
-    (outcome,) = handled
-    return outcome
-
-
 async def test_graph_failing_past_the_retries_leaves_the_deallocation_to_its_redelivery(
     enforcing: Services, simulators: Simulators
 ) -> None:
@@ -71,7 +61,7 @@ async def test_graph_failing_past_the_retries_leaves_the_deallocation_to_its_red
 
     with pytest.raises(TransientError):
         await on_vm_power_changed(trigger_input(raw))
-    redelivered = await through(on_vm_power_changed, raw)
+    redelivered = await outcome_of(on_vm_power_changed, raw)
 
     assert redelivered.outcome == "resumed"
     assert simulators.tenant.members_of(GROUP) == [WIN11_ENTRA]
@@ -85,7 +75,7 @@ async def test_an_arm_refusal_of_a_power_event_is_logged_once_and_not_retried(
 ) -> None:
     simulators.arm.faults.fail = [403]
 
-    handled = await through(on_vm_power_changed, load_event("eventgrid-vm-deallocate.json"))
+    handled = await outcome_of(on_vm_power_changed, load_event("eventgrid-vm-deallocate.json"))
 
     assert handled.outcome == "failed"
     assert "403" in handled.reason
@@ -98,7 +88,7 @@ async def test_an_arm_refusal_of_a_write_event_is_logged_once_and_not_retried(
 ) -> None:
     simulators.arm.faults.fail = [403]
 
-    handled = await through(on_vm_created, load_event("eventgrid-vm-write.json"))
+    handled = await outcome_of(on_vm_created, load_event("eventgrid-vm-write.json"))
 
     assert handled.outcome == "failed"
     assert "403" in handled.reason
@@ -109,17 +99,9 @@ async def test_an_arm_refusal_of_a_write_event_is_logged_once_and_not_retried(
 
 @pytest.fixture
 def product() -> InProcess:
-    settings = Settings.from_env(
-        {
-            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-            "RESPONDER_MODE": "enforce",
-            "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
-            "RESPONDER_CLEANUP_DELAY_SECONDS": "0",
-        }
-    )
-    seed = load_seed("sample")
+    env = {"RESPONDER_MODE": "enforce", "RESPONDER_SUPPRESSION_GROUP_ID": GROUP, "RESPONDER_CLEANUP_DELAY_SECONDS": "0"}
     clock = {"now": NOW}
-    running = in_process(settings, GraphTenant.from_seed(seed), ArmWorld.from_seed(seed), lambda: clock["now"])
+    running = sample_in_process(env, lambda: clock["now"])
     running.clock = clock  # type: ignore[attr-defined]
     return running
 
@@ -231,9 +213,9 @@ async def test_graph_refusing_the_deletion_parks_the_cleanup_at_once_naming_the_
     await close_services()
     monkeypatch.setenv("RESPONDER_CLEANUP_DELAY_SECONDS", "0")
     services = await get_services()
-    assert await through(on_vm_created, load_event("eventgrid-vm-create-old-09.json")) is not None
+    assert await outcome_of(on_vm_created, load_event("eventgrid-vm-create-old-09.json")) is not None
     simulators.world.delete_vm(OLD.resource_id)
-    await through(on_vm_deleted, load_event("eventgrid-vm-delete.json"))
+    await outcome_of(on_vm_deleted, load_event("eventgrid-vm-delete.json"))
     simulators.graph.faults.fail, simulators.graph.faults.methods = [403], frozenset({"DELETE"})
 
     run = await run_queue_trigger(azurite.connection_string, services.settings.cleanup.queue, on_cleanup_message)

@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 
 from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
-from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from localdev.queue_host import run_queue_trigger
 from localdev.sim_http import WRITES
 from localdev.simulators import Simulators
 from responder.composition import Services, close_services, get_services
 from responder.model import VmRef
-from responder.pipeline import Handled, collecting
-from tests.conftest import load_event
+from responder.pipeline import Handled
+from tests.conftest import load_event, outcome_of
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 OTHER_SUB = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"  # watched, not in the allow-list
@@ -119,12 +118,7 @@ def add_device(
         "lastSyncDateTime": (last_sync or enrolled).isoformat(),
     }
     if links_to is None:
-        arm_id = (
-            f"/subscriptions/{anchor.subscription_id}/resourceGroups/{anchor.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{anchor.name}"
-            if anchor
-            else None
-        )
+        arm_id = anchor.arm_cased_id if anchor else None
         simulators.tenant.devices[object_id] = {
             "id": object_id,
             "deviceId": device_id,
@@ -149,10 +143,7 @@ async def deliver(action: str, vm: VmRef, at: datetime) -> Handled:
     raw["subject"] = raw["data"]["resourceUri"] = vm.resource_id
     raw["id"] = f"{action}-{vm.name}-{next(numbers)}"
     raw["eventTime"] = at.isoformat().replace("+00:00", "Z")
-    with collecting() as handled:
-        await FUNCTIONS[action](trigger_input(raw))
-    (outcome,) = handled
-    return outcome
+    return await outcome_of(FUNCTIONS[action], raw)
 
 
 async def work_queue(services: Services, azurite: Azurite) -> None:

@@ -40,9 +40,9 @@ NEEDS = {
 }
 
 
-def is_transient(status: int | None) -> bool:
+def is_transient(status: int) -> bool:
     """Statuses a later retry can fix."""
-    return status is None or status in {408, 429} or status >= 500
+    return status in {408, 429} or status >= 500
 
 
 def service_failure(problem: Exception, service: str) -> Exception:

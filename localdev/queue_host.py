@@ -9,6 +9,7 @@ deliveries (host.json). Used by the local run and the tests, against Azurite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as WorkerQueueMessage
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
@@ -46,6 +48,15 @@ def queue_client(connection_string: str, queue: str) -> QueueClient:
     )
 
 
+async def provision_queues(connection_string: str, *queues: str) -> None:
+    """Create the queues as the deployment does in Azure (Bicep); the app itself creates
+    them only when it first sends."""
+    for name in queues:
+        async with queue_client(connection_string, name) as client:
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_queue()
+
+
 async def run_queue_trigger(
     connection_string: str,
     queue: str,
@@ -67,9 +78,13 @@ async def run_queue_trigger(
         queue_client(connection_string, f"{queue}-poison") as poison,
     ):
         while True:
-            batch = [
-                message async for message in source.receive_messages(max_messages=batch_size, visibility_timeout=600)
-            ]
+            try:
+                batch = [
+                    message
+                    async for message in source.receive_messages(max_messages=batch_size, visibility_timeout=600)
+                ]
+            except ResourceNotFoundError:  # the app creates the queue with its first message
+                return result
             if not batch:
                 return result
             await asyncio.gather(

@@ -47,6 +47,7 @@ class Request:
     query: Mapping[str, str]
     headers: Mapping[str, str]  # lower-cased names
     body: Any  # parsed JSON, or None
+    received: float = field(default_factory=time.monotonic, compare=False)  # for replaying calls in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,9 @@ from responder.ports import Audit, CleanupQueue, Compute, DeviceDirectory, Ledge
 from responder.settings import Settings
 
 if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.storage.queue.aio import QueueServiceClient
+
     from responder.adapters.findings_publisher import FindingsPublisher
 
 
@@ -47,8 +50,6 @@ class Services:
 
 async def build_services(settings: Settings) -> Services:
     from azure.data.tables.aio import TableClient
-    from azure.identity.aio import DefaultAzureCredential
-    from azure.storage.queue.aio import QueueServiceClient
 
     from responder.adapters.arm import ArmCompute
     from responder.adapters.audit_table import AuditTable
@@ -61,28 +62,35 @@ async def build_services(settings: Settings) -> Services:
     if storage.connection_string:
         table = TableClient.from_connection_string(storage.connection_string, settings.ledger_table)
         audit_table = TableClient.from_connection_string(storage.connection_string, settings.cleanup.audit_table)
-        queues = QueueServiceClient.from_connection_string(storage.connection_string)
+        connection_string = storage.connection_string
+
+        def connect_queues() -> QueueServiceClient:
+            from azure.storage.queue.aio import QueueServiceClient
+
+            return QueueServiceClient.from_connection_string(connection_string)
     else:
         if storage.table_service_uri is None or storage.queue_service_uri is None:
             raise RuntimeError("storage settings name neither a connection string nor service endpoints")
-        storage_credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
+        storage_credential = _credential(storage.client_id, settings.cloud.authority)
         closers.append(storage_credential)
         table = TableClient(storage.table_service_uri, settings.ledger_table, credential=storage_credential)
         audit_table = TableClient(
             storage.table_service_uri, settings.cleanup.audit_table, credential=storage_credential
         )
-        queues = QueueServiceClient(storage.queue_service_uri, credential=storage_credential)
-    closers.extend([table, queues])
+        queue_service_uri = storage.queue_service_uri
+
+        def connect_queues() -> QueueServiceClient:
+            from azure.storage.queue.aio import QueueServiceClient
+
+            return QueueServiceClient(queue_service_uri, credential=storage_credential)
+
+    closers.append(table)
     audit = AuditTable(audit_table)
     closers.append(audit)
-    cleanup_queue = StorageCleanupQueue(queues, settings.cleanup.queue, settings.cleanup.poison_queue)
+    cleanup_queue = StorageCleanupQueue(connect_queues, settings.cleanup.queue, settings.cleanup.poison_queue)
     closers.append(cleanup_queue)
 
-    # Graph and ARM: the app's managed identity in Azure; locally whatever
-    # DefaultAzureCredential finds (az login, or the simulators' identity endpoint).
-    cloud_credential = DefaultAzureCredential(
-        managed_identity_client_id=settings.identity_client_id, authority=settings.cloud.authority
-    )
+    cloud_credential = _credential(settings.identity_client_id, settings.cloud.authority)
     closers.append(cloud_credential)
     directory = build_graph_directory(cloud_credential, settings.graph_url, settings.ca_file, cloud=settings.cloud)
     closers.append(directory)
@@ -109,11 +117,24 @@ async def build_services(settings: Settings) -> Services:
     try:
         await ledger.ensure_table()
         await audit.ensure_table()
-        await cleanup_queue.ensure_queues()
     except BaseException:
         await services.aclose()  # no half-built services with open sessions
         raise
     return services
+
+
+def _credential(client_id: str | None, authority: str) -> AsyncTokenCredential:
+    """The app's managed identity where the platform offers one (Functions sets `IDENTITY_ENDPOINT`;
+    so do the local simulators); elsewhere (a developer's machine) whatever DefaultAzureCredential
+    finds, such as `az login`. Deterministic in Azure, and ~100 ms cheaper on a cold start than
+    building DefaultAzureCredential's chain."""
+    if os.environ.get("IDENTITY_ENDPOINT"):
+        from azure.identity.aio import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id)
+    from azure.identity.aio import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id, authority=authority)
 
 
 _services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Services] = weakref.WeakKeyDictionary()

@@ -18,6 +18,7 @@ from localdev.arm_sim import ArmWorld
 from localdev.azurite import Azurite, running_azurite
 from localdev.graph_sim import GraphTenant
 from localdev.inprocess import InProcess, in_process
+from localdev.queue_host import provision_queues
 from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
@@ -114,8 +115,17 @@ def simulators(seed: dict[str, Any]) -> Iterator[Simulators]:
         yield running
 
 
+async def deployed_services() -> Services:
+    """`get_services()` with the queues the deployment creates in Azure (the app creates
+    them only when it first sends)."""
+    services = await get_services()
+    cleanup = services.settings.cleanup
+    await provision_queues(services.settings.storage.connection_string or "", cleanup.queue, cleanup.poison_queue)
+    return services
+
+
 @pytest.fixture
 async def services(app_env: dict[str, str]) -> AsyncIterator[Services]:
     """The app's services as the handlers get them, pointed at Azurite and the simulators."""
-    yield await get_services()
+    yield await deployed_services()
     await close_services()

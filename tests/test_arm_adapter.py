@@ -1,4 +1,4 @@
-"""The ARM adapter through azure-mgmt-compute / -desktopvirtualization against the local ARM."""
+"""The ARM adapter (azure-mgmt-core's ARM pipeline) against the local ARM."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
 from responder.model import CleanupStatus, VmRef
-from tests.conftest import load_event
+from tests.conftest import deployed_services, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 OLD = VmRef(SUB, "rg-avd-prod", "vm-old-09")  # deleted 2026-11-22T16:45:10Z; its records remain
@@ -48,7 +48,7 @@ async def services(
     # A fresh queue and audit table per test, as a fresh ledger table.
     monkeypatch.setenv("RESPONDER_CLEANUP_QUEUE", f"cleanup-{table_name[-12:]}")
     monkeypatch.setenv("RESPONDER_AUDIT_TABLE", f"audit{table_name[-12:]}")
-    yield await get_services()
+    yield await deployed_services()
     await close_services()
 
 

@@ -29,10 +29,10 @@ from localdev.sim_http import SimulatedApi
 from localdev.simulators import Simulators
 from responder.adapters.audit_table import CLEANUP_PARTITION, cleanup_record_from_entity
 from responder.cleanup import CleanupRecord
-from responder.composition import Services, close_services, get_services
+from responder.composition import Services, close_services
 from responder.model import EventKind
 from responder.pipeline import Handled
-from tests.conftest import outcome_of
+from tests.conftest import deployed_services, outcome_of
 from tests.model_world import GROUP, SUB_A
 from tests.test_model import GRAPH_FAULTS, ResponderModel, inject_graph_fault
 
@@ -70,7 +70,7 @@ class WireModel(ResponderModel):
         for api in (self.simulators.graph, self.simulators.arm):
             api.faults.clear()
             api.reset_calls()
-        services: Services = self._run(get_services())
+        services: Services = self._run(deployed_services())
         services.clock = lambda: self.world.now  # leases and cleanup records on the world's clock
         return services
 

@@ -18,6 +18,7 @@ from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
 from responder.model import SuppressionState, VmRecord, VmRef
+from tests.conftest import deployed_services
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -66,7 +67,7 @@ async def drifted(
     simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-old-09").resource_id)
     # A look-alike VM record that is still in use somewhere.
     simulators.tenant.managed_devices[LOOK_ALIKE_MANAGED]["lastSyncDateTime"] = datetime.now(UTC).isoformat()
-    yield await get_services()
+    yield await deployed_services()
     await close_services()
 
 

@@ -26,7 +26,7 @@ from responder.composition import Services, close_services, get_services
 from responder.errors import TransientError
 from responder.model import EventKind, SuppressionState, VmRef
 from responder.pipeline import handle
-from tests.conftest import load_event, outcome_of, sample_in_process
+from tests.conftest import deployed_services, load_event, outcome_of, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -48,7 +48,7 @@ on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function
 async def enforcing(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Services]:
     monkeypatch.setenv("RESPONDER_MODE", "enforce")
     monkeypatch.setenv("RESPONDER_SUPPRESSION_GROUP_ID", GROUP)
-    yield await get_services()
+    yield await deployed_services()
     await close_services()
 
 

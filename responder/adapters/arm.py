@@ -1,25 +1,39 @@
-"""`responder.ports.Compute` over azure-mgmt-compute and azure-mgmt-desktopvirtualization.
+"""`responder.ports.Compute` over ARM's REST API, through azure-mgmt-core's pipeline.
 
-One management client per subscription, built on first use. 404 is a typed
-`Gone`. azure-core's retry policy retries 429/5xx honouring Retry-After, a
-bounded number of times; what still fails becomes a TransientError.
+Four read operations don't need the whole of azure-mgmt-compute and
+azure-mgmt-desktopvirtualization: their generated operations and models cost
+about 170 ms of imports on every cold start, for two GETs. The requests go
+through `AsyncARMPipelineClient` with the policies those SDKs' clients use
+(ARM challenge authentication, retry of 429/5xx honouring Retry-After, redirect,
+resource-provider registration, logging), at the api-versions those SDK releases
+send; the JSON ARM returns goes to `arm_documents`, which reads the documented
+shapes (tests/test_arm_contract.py). 404 is a typed `Gone`; what still fails
+after the retries becomes a TransientError or a refusal (`_errors`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     HttpResponseError,
-    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.core.pipeline import policies
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.rest import AsyncHttpResponse, HttpRequest
+from azure.mgmt.core import AsyncARMPipelineClient
+from azure.mgmt.core.exceptions import ARMErrorFormat
+from azure.mgmt.core.policies import (
+    ARMHttpLoggingPolicy,
+    AsyncARMAutoResourceProviderRegistrationPolicy,
+    AsyncARMChallengeAuthenticationPolicy,
+)
 from azure.mgmt.core.tools import parse_resource_id
-from azure.mgmt.desktopvirtualization.aio import DesktopVirtualizationMgmtClient
 
 from responder import arm_documents
 from responder.adapters._errors import ARM, service_failure
@@ -27,7 +41,14 @@ from responder.clouds import PUBLIC, Cloud
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.model import VmRef
 
+T = TypeVar("T")
+
 RETRY_TOTAL = 5  # per call; beyond it the event or message is retried later
+# The api-versions azure-mgmt-compute 39.0.0 and azure-mgmt-desktopvirtualization 2.0.0 send.
+VIRTUAL_MACHINES_API = "2026-04-01"
+GALLERIES_API = "2026-03-03"
+DESKTOP_VIRTUALIZATION_API = "2024-04-03"
+USER_AGENT = "intune-vm-responder"
 
 
 class ArmCompute:
@@ -37,6 +58,7 @@ class ArmCompute:
         self, credential: AsyncTokenCredential, base_url: str, ca_file: str | None, cloud: Cloud = PUBLIC
     ) -> None:
         self._credential = credential
+        self._base_url = base_url.rstrip("/")
         self._client_options: dict[str, Any] = {
             "base_url": base_url,
             "credential_scopes": [cloud.arm_scope],  # the cloud's ARM, wherever it is reached
@@ -44,58 +66,105 @@ class ArmCompute:
         }
         if ca_file:
             self._client_options["connection_verify"] = ca_file
-        self._compute: dict[str, ComputeManagementClient] = {}
-        self._avd: dict[str, DesktopVirtualizationMgmtClient] = {}
+        transport = AioHttpTransport(connection_verify=ca_file) if ca_file else AioHttpTransport()
+        redirect = policies.AsyncRedirectPolicy()
+        self._client: AsyncARMPipelineClient[HttpRequest, AsyncHttpResponse] = AsyncARMPipelineClient(
+            base_url=self._base_url,
+            transport=transport,
+            policies=[  # the order of the generated management clients
+                policies.RequestIdPolicy(),
+                policies.HeadersPolicy(),
+                policies.UserAgentPolicy(sdk_moniker=USER_AGENT),
+                policies.ProxyPolicy(),
+                policies.ContentDecodePolicy(),
+                AsyncARMAutoResourceProviderRegistrationPolicy(),
+                redirect,
+                policies.AsyncRetryPolicy(retry_total=RETRY_TOTAL),
+                AsyncARMChallengeAuthenticationPolicy(credential, cloud.arm_scope),
+                policies.CustomHookPolicy(),
+                policies.NetworkTraceLoggingPolicy(),
+                policies.DistributedTracingPolicy(),
+                policies.SensitiveHeaderCleanupPolicy(),
+                ARMHttpLoggingPolicy(),
+            ],
+        )
         self._resources: dict[str, Any] = {}
 
     async def close(self) -> None:
-        clients: list[Any] = [*self._compute.values(), *self._avd.values(), *self._resources.values()]
-        for client in clients:
+        await self._client.close()
+        for client in self._resources.values():
             await client.close()
-        self._compute.clear()
-        self._avd.clear()
         self._resources.clear()
 
     async def get_vm(self, vm: VmRef) -> VmFacts | Gone:
-        compute = self._compute_client(vm.subscription_id)
-        try:
-            model = await _call(compute.virtual_machines.get(vm.resource_group, vm.name, expand="instanceView"))
-        except ResourceNotFoundError:
-            return Gone(vm.resource_id)
-        return arm_documents.vm_facts(model.as_dict())
+        path = (
+            f"/subscriptions/{_segment(vm.subscription_id)}/resourceGroups/{_segment(vm.resource_group)}"
+            f"/providers/Microsoft.Compute/virtualMachines/{_segment(vm.name)}"
+        )
+        document = await self._get(path, VIRTUAL_MACHINES_API, {"$expand": "instanceView"})
+        return Gone(vm.resource_id) if document is None else arm_documents.vm_facts(document)
 
     async def get_image_definition(self, image_id: str) -> ImageDefinition | Gone:
         definition_id = arm_documents.gallery_image_definition_id(image_id)
         parts = parse_resource_id(definition_id or "")
         if definition_id is None or not parts.get("child_name_1"):
             raise ValueError(f"not a gallery image: {image_id}")
-        compute = self._compute_client(str(parts["subscription"]))
-        try:
-            image = await _call(
-                compute.gallery_images.get(str(parts["resource_group"]), str(parts["name"]), str(parts["child_name_1"]))
-            )
-        except ResourceNotFoundError:
-            return Gone(definition_id)
-        return arm_documents.image_definition(image.as_dict())
+        path = (
+            f"/subscriptions/{_segment(parts['subscription'])}/resourceGroups/{_segment(parts['resource_group'])}"
+            f"/providers/Microsoft.Compute/galleries/{_segment(parts['name'])}"
+            f"/images/{_segment(parts['child_name_1'])}"
+        )
+        document = await self._get(path, GALLERIES_API)
+        return Gone(definition_id) if document is None else arm_documents.image_definition(document)
 
     async def find_host_pool(self, vm: VmRef) -> HostPool | None:
         """The AVD host pool the VM is a session host of, or None when it is not one."""
-        avd = self._avd_client(vm.subscription_id)
         wanted = vm.resource_id
-        async for pool in _iterate(avd.host_pools.list()):
-            pool_parts = parse_resource_id(str(pool.id))
-            hosts = avd.session_hosts.list(str(pool_parts["resource_group"]), str(pool.name))
-            async for host in _iterate(hosts):
-                if (host.resource_id or "").lower() == wanted:
-                    document = {"id": pool.id, "name": pool.name, "properties": _pool_properties(pool)}
-                    return arm_documents.host_pool(document, agent_version=host.agent_version)
+        pools = f"/subscriptions/{_segment(vm.subscription_id)}/providers/Microsoft.DesktopVirtualization/hostPools"
+        async for pool in self._list(pools, DESKTOP_VIRTUALIZATION_API):
+            pool_parts = parse_resource_id(str(pool.get("id", "")))
+            hosts = (
+                f"/subscriptions/{_segment(pool_parts['subscription'])}"
+                f"/resourceGroups/{_segment(pool_parts['resource_group'])}"
+                f"/providers/Microsoft.DesktopVirtualization/hostPools/{_segment(pool_parts['name'])}/sessionHosts"
+            )
+            async for host in self._list(hosts, DESKTOP_VIRTUALIZATION_API):
+                properties = host.get("properties") or {}
+                if str(properties.get("resourceId") or "").lower() == wanted:
+                    return arm_documents.host_pool(pool, agent_version=properties.get("agentVersion"))
         return None
 
     async def list_vms(self, subscription_id: str) -> AsyncIterator[VmFacts]:
         """Every VM of the subscription with its power state (`statusOnly=true`), paged."""
-        compute = self._compute_client(subscription_id)
-        async for vm in _iterate(compute.virtual_machines.list_all(status_only="true")):
-            yield arm_documents.vm_facts(vm.as_dict())
+        path = f"/subscriptions/{_segment(subscription_id)}/providers/Microsoft.Compute/virtualMachines"
+        async for document in self._list(path, VIRTUAL_MACHINES_API, {"statusOnly": "true"}):
+            yield arm_documents.vm_facts(document)
+
+    async def _get(self, path: str, api_version: str, params: dict[str, str] | None = None) -> Any:
+        """The resource's JSON document, or None when ARM says it doesn't exist (404)."""
+        request = HttpRequest("GET", f"{self._base_url}{path}", params={**(params or {}), "api-version": api_version})
+        return await _call(self._fetch(request, absent_is_none=True))
+
+    async def _list(self, path: str, api_version: str, params: dict[str, str] | None = None) -> AsyncIterator[Any]:
+        """Items of an ARM collection, following `nextLink` (which carries its own api-version)."""
+        request = HttpRequest("GET", f"{self._base_url}{path}", params={**(params or {}), "api-version": api_version})
+        while True:
+            page = await _call(self._fetch(request))
+            for item in page.get("value") or []:
+                yield item
+            next_link = page.get("nextLink")
+            if not next_link:
+                return
+            request = HttpRequest("GET", str(next_link))
+
+    async def _fetch(self, request: HttpRequest, absent_is_none: bool = False) -> Any:
+        """The answer's JSON; an error answer as the azure-core exception ARM's error body makes."""
+        response = await self._client.send_request(request)
+        if response.status_code == 404 and absent_is_none:
+            return None
+        if response.status_code != 200:
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        return response.json()
 
     async def merge_tags(self, vm: VmRef, tags: dict[str, str]) -> None:
         """Add or update tags on the VM without touching its others (Tags API, `Merge`).
@@ -114,48 +183,13 @@ class ArmCompute:
         poller = await _call(client.tags.begin_update_at_scope(vm.resource_id, patch))
         await _call(poller.result())
 
-    def _compute_client(self, subscription_id: str) -> ComputeManagementClient:
-        if subscription_id not in self._compute:
-            self._compute[subscription_id] = ComputeManagementClient(
-                self._credential, subscription_id, **self._client_options
-            )
-        return self._compute[subscription_id]
 
-    def _avd_client(self, subscription_id: str) -> DesktopVirtualizationMgmtClient:
-        if subscription_id not in self._avd:
-            self._avd[subscription_id] = DesktopVirtualizationMgmtClient(
-                self._credential, subscription_id, **self._client_options
-            )
-        return self._avd[subscription_id]
+def _segment(value: Any) -> str:
+    return quote(str(value), safe="")
 
 
-def _pool_properties(pool: Any) -> dict[str, Any]:
-    return {
-        "hostPoolType": _text(pool.host_pool_type),
-        "loadBalancerType": _text(pool.load_balancer_type),
-        "personalDesktopAssignmentType": _text(pool.personal_desktop_assignment_type),
-    }
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(getattr(value, "value", value))
-
-
-async def _call[T](operation: Awaitable[T]) -> T:
+async def _call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 stays importable for the benchmark)
     try:
         return await operation
-    except ResourceNotFoundError:
-        raise
     except (ServiceRequestError, ServiceResponseError, HttpResponseError) as problem:
         raise service_failure(problem, ARM) from problem
-
-
-async def _iterate(pages: Any) -> AsyncIterator[Any]:
-    """Items of an SDK pager, with its failures mapped like single calls."""
-    iterator = pages.__aiter__()
-    while True:
-        try:
-            item = await _call(iterator.__anext__())
-        except StopAsyncIteration:
-            return
-        yield item

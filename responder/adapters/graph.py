@@ -1,5 +1,11 @@
 """`responder.ports.DeviceDirectory` over msgraph-sdk (Microsoft Graph v1.0).
 
+The requests go through msgraph-sdk's request adapter on its HTTP stack (kiota
+authentication with the app's identity, retry of 429/503/504 honouring
+Retry-After, Graph's error model); they are written here as the URLs Graph
+documents rather than through the generated request builders, whose imports
+cost tens of milliseconds on every cold start for a dozen URLs.
+
 Every read names its fields with `$select`, so user data (UPN, e-mail, phone)
 never leaves Graph. Name lookups are exact (`eq`), never `startswith`: `VM1`
 must not find `VM10` (SPEC §2). 404 on a read is "absent", on a delete "already
@@ -13,34 +19,27 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
+from kiota_abstractions.api_client_builder import register_default_deserializer, register_default_serializer
 from kiota_abstractions.api_error import APIError
-from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.method import Method
 from kiota_abstractions.request_adapter import RequestAdapter
 from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
 from kiota_http.middleware.options import RetryHandlerOption
-from msgraph.generated.device_management.managed_devices.item.managed_device_item_request_builder import (
-    ManagedDeviceItemRequestBuilder,
-)
-from msgraph.generated.device_management.managed_devices.managed_devices_request_builder import (
-    ManagedDevicesRequestBuilder,
-)
-from msgraph.generated.devices.devices_request_builder import DevicesRequestBuilder
-from msgraph.generated.devices.item.device_item_request_builder import DeviceItemRequestBuilder
-from msgraph.generated.models.device import Device
-from msgraph.generated.models.reference_create import ReferenceCreate
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+from kiota_serialization_json.json_serialization_writer_factory import JsonSerializationWriterFactory
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
-from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from responder.adapters._errors import GRAPH, service_failure, status_failure
@@ -51,6 +50,8 @@ from responder.model import parse_moment
 from responder.names import clip
 
 # Retries inside one call; beyond them the whole event is retried later.
+T = TypeVar("T")
+
 MAX_RETRIES = 5
 TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100
@@ -89,7 +90,7 @@ def build_graph_directory(
     transport: httpx.AsyncBaseTransport | None = None,
     cloud: Cloud = PUBLIC,
 ) -> GraphDeviceDirectory:
-    """A GraphServiceClient on the real kiota HTTP stack, pointed at `base_url`.
+    """msgraph-sdk's request adapter on the real kiota HTTP stack, pointed at `base_url`.
 
     `ca_file` replaces the system trust store (the local simulators' CA); the
     token is only ever sent to the host of `base_url`, over HTTPS. `transport`
@@ -103,19 +104,23 @@ def build_graph_directory(
         client=httpx.AsyncClient(verify=verify, timeout=TIMEOUT_SECONDS, transport=transport),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=MAX_RETRIES)},
     )
+    # Graph speaks JSON: what the SDK's client registers for it (error bodies, $batch content).
+    register_default_serializer(JsonSerializationWriterFactory)
+    register_default_deserializer(JsonParseNodeFactory)
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = base_url
-    return GraphDeviceDirectory(GraphServiceClient(request_adapter=adapter), http, base_url, cloud)
+    return GraphDeviceDirectory(adapter, http, base_url, cloud)
 
 
 class GraphDeviceDirectory:
     """Intune managed devices, Entra devices and group membership."""
 
-    def __init__(self, client: GraphServiceClient, http: httpx.AsyncClient, base_url: str, cloud: Cloud) -> None:
-        self._client = client
+    def __init__(self, adapter: RequestAdapter, http: httpx.AsyncClient, base_url: str, cloud: Cloud) -> None:
+        self._adapter = adapter
         self._http = http
+        self._base_url = base_url.rstrip("/")
         self._directory_root = cloud.directory_object_root
-        self._batching = _Batching(client, base_url)
+        self._batching = _Batching(adapter, self._base_url)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -134,22 +139,16 @@ class GraphDeviceDirectory:
         return found
 
     async def get_managed_device(self, managed_device_id: str) -> ManagedDevice | None:
-        query = ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
-            select=MANAGED_DEVICE_FIELDS
-        )
-        builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
-        document = await _absent_on_404(
-            self._json(builder.to_get_request_information(RequestConfiguration(query_parameters=query)))
-        )
+        information = self._request(Method.GET, _managed(managed_device_id), {"$select": MANAGED_DEVICE_FIELDS})
+        document = await _absent_on_404(self._json(information))
         return managed_device_from_json(document) if document else None
 
     async def delete_managed_device(self, managed_device_id: str) -> bool:
-        builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
-        return await _done_unless_404(builder.delete())
+        return await _done_unless_404(self._send(self._request(Method.DELETE, _managed(managed_device_id))))
 
     async def sync_device(self, managed_device_id: str) -> bool:
-        builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
-        return await _done_unless_404(builder.sync_device.post())
+        information = self._request(Method.POST, f"{_managed(managed_device_id)}/syncDevice")
+        return await _done_unless_404(self._send(information))
 
     async def windows_virtual_machines(self) -> AsyncIterator[ManagedDevice]:
         """All Windows managed devices whose model is `Virtual Machine`, page by page."""
@@ -158,18 +157,11 @@ class GraphDeviceDirectory:
                 yield device
 
     async def _managed_devices(self, odata_filter: str) -> AsyncIterator[ManagedDevice]:
-        collection = self._client.device_management.managed_devices
-        query = ManagedDevicesRequestBuilder.ManagedDevicesRequestBuilderGetQueryParameters(
-            filter=odata_filter, select=MANAGED_DEVICE_FIELDS, top=PAGE_SIZE
-        )
-        config = RequestConfiguration(query_parameters=query)
-        pages = self._pages(collection.to_get_request_information(config), collection.with_url, config)
-        async for item in pages:
+        query = {"$filter": odata_filter, "$select": MANAGED_DEVICE_FIELDS, "$top": str(PAGE_SIZE)}
+        async for item in self._pages(self._request(Method.GET, MANAGED_DEVICES, query)):
             yield managed_device_from_json(item)
 
-    async def _pages(
-        self, information: RequestInformation, with_url: Callable[[str], Any], config: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _pages(self, information: RequestInformation) -> AsyncIterator[dict[str, Any]]:
         """Every item of a collection, following `@odata.nextLink` (same headers on every page)."""
         while True:
             page = await self._json(information)
@@ -178,7 +170,7 @@ class GraphDeviceDirectory:
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 return
-            information = with_url(str(next_link)).to_get_request_information(config)
+            information.url = str(next_link)
 
     async def _json(self, information: RequestInformation) -> dict[str, Any]:
         """Send through the SDK's adapter and read the JSON as Graph wrote it.
@@ -187,10 +179,29 @@ class GraphDeviceDirectory:
         deserializer builds a map of every Graph type each time); the responder needs a
         dozen fields and reads them here from the document.
         """
-        adapter: RequestAdapter = self._client.request_adapter
-        raw: Any = await _call(adapter.send_primitive_async(information, "bytes", {}))
+        raw: Any = await _call(self._adapter.send_primitive_async(information, "bytes", GRAPH_ERRORS))
         document = json.loads(raw or b"{}")
         return document if isinstance(document, dict) else {}
+
+    async def _send(self, information: RequestInformation) -> None:
+        """Send a request whose answer has no content Graph documents (204, or 200 to ignore)."""
+        await self._adapter.send_no_response_content_async(information, GRAPH_ERRORS)
+
+    def _request(
+        self,
+        method: Method,
+        path: str,
+        query: Mapping[str, str | Sequence[str]] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> RequestInformation:
+        """A request for `path` under the Graph version URL, as the generated builders make it."""
+        information = RequestInformation()
+        information.http_method = method
+        information.url = f"{self._base_url}{path}" + (f"?{_query(query)}" if query else "")
+        information.headers.try_add("Accept", "application/json")
+        if body is not None:
+            information.set_stream_content(json.dumps(body).encode(), "application/json")
+        return information
 
     # --- batched, for the cleanup worker (one call instead of two each) -----------
 
@@ -198,22 +209,12 @@ class GraphDeviceDirectory:
         self, managed_device_id: str, entra_device_id: str
     ) -> tuple[ManagedDevice | None, list[EntraDevice]]:
         """The Intune record and the Entra objects with `entra_device_id`, in one call."""
-        managed = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
-        devices = self._client.devices
         requests = {
-            "managed": managed.to_get_request_information(
-                RequestConfiguration(
-                    query_parameters=ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
-                        select=MANAGED_DEVICE_FIELDS
-                    )
-                )
-            ),
-            "entra": devices.to_get_request_information(
-                RequestConfiguration(
-                    query_parameters=DevicesRequestBuilder.DevicesRequestBuilderGetQueryParameters(
-                        filter=f"deviceId eq {_quote(entra_device_id)}", select=ENTRA_DEVICE_FIELDS
-                    )
-                )
+            "managed": self._request(Method.GET, _managed(managed_device_id), {"$select": MANAGED_DEVICE_FIELDS}),
+            "entra": self._request(
+                Method.GET,
+                DEVICES,
+                {"$filter": f"deviceId eq {_quote(entra_device_id)}", "$select": ENTRA_DEVICE_FIELDS},
             ),
         }
         answers = await self._batching.send(requests)
@@ -228,10 +229,9 @@ class GraphDeviceDirectory:
         """Delete the Intune record and/or the Entra object in one call; False: it was already gone."""
         requests = {}
         if managed_device_id:
-            builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
-            requests["managed"] = builder.to_delete_request_information()
+            requests["managed"] = self._request(Method.DELETE, _managed(managed_device_id))
         if entra_object_id:
-            requests["entra"] = self._client.devices.by_device_id(entra_object_id).to_delete_request_information()
+            requests["entra"] = self._request(Method.DELETE, _device(entra_object_id))
         answers = await self._batching.send(requests) if requests else {}
         for answer in answers.values():
             _refuse_unless(answer, {204, 404})
@@ -241,10 +241,9 @@ class GraphDeviceDirectory:
         """Read both again after a delete, in one call: True means it is still there."""
         requests = {}
         if managed_device_id:
-            builder = self._client.device_management.managed_devices.by_managed_device_id(managed_device_id)
-            requests["managed"] = builder.to_get_request_information()
+            requests["managed"] = self._request(Method.GET, _managed(managed_device_id))
         if entra_object_id:
-            requests["entra"] = self._client.devices.by_device_id(entra_object_id).to_get_request_information()
+            requests["entra"] = self._request(Method.GET, _device(entra_object_id))
         answers = await self._batching.send(requests) if requests else {}
         for answer in answers.values():
             _refuse_unless(answer, {200, 404})
@@ -267,14 +266,12 @@ class GraphDeviceDirectory:
         return [device async for device in found if marker.lower() in (p.lower() for p in device.physical_ids)]
 
     async def get_entra_device(self, object_id: str) -> EntraDevice | None:
-        query = DeviceItemRequestBuilder.DeviceItemRequestBuilderGetQueryParameters(select=ENTRA_DEVICE_FIELDS)
-        builder = self._client.devices.by_device_id(object_id)
-        information = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
+        information = self._request(Method.GET, _device(object_id), {"$select": ENTRA_DEVICE_FIELDS})
         document = await _absent_on_404(self._json(information))
         return entra_device_from_json(document) if document else None
 
     async def delete_entra_device(self, object_id: str) -> bool:
-        return await _done_unless_404(self._client.devices.by_device_id(object_id).delete())
+        return await _done_unless_404(self._send(self._request(Method.DELETE, _device(object_id))))
 
     async def set_extension_attribute(self, object_id: str, number: int, value: str | None) -> None:
         """Set (or clear, with None) `extensionAttribute<number>` of an Entra device.
@@ -284,29 +281,30 @@ class GraphDeviceDirectory:
         """
         if not 1 <= number <= 15:
             raise ValueError(f"extension attributes are numbered 1 to 15, not {number}")
-        patch = Device(additional_data={"extensionAttributes": {f"extensionAttribute{number}": value}})
-        await _call(self._client.devices.by_device_id(object_id).patch(patch))
+        patch = {"extensionAttributes": {f"extensionAttribute{number}": value}}
+        await _call(self._send(self._request(Method.PATCH, _device(object_id), body=patch)))
 
     async def _entra_devices(self, odata_filter: str, *, advanced: bool = False) -> AsyncIterator[EntraDevice]:
-        query = DevicesRequestBuilder.DevicesRequestBuilderGetQueryParameters(
-            filter=odata_filter, select=ENTRA_DEVICE_FIELDS, top=PAGE_SIZE, count=True if advanced else None
-        )
-        # Filters on collections need Graph's advanced query capabilities.
-        headers = {"ConsistencyLevel": "eventual"} if advanced else None
-        config = RequestConfiguration(query_parameters=query)
-        if headers:
-            config.headers.add_all(headers)
-        devices = self._client.devices
-        async for item in self._pages(devices.to_get_request_information(config), devices.with_url, config):
+        query: dict[str, str | Sequence[str]] = {
+            "$filter": odata_filter,
+            "$select": ENTRA_DEVICE_FIELDS,
+            "$top": str(PAGE_SIZE),
+        }
+        if advanced:
+            query["$count"] = "true"
+        information = self._request(Method.GET, DEVICES, query)
+        if advanced:  # filters on collections need Graph's advanced query capabilities
+            information.headers.try_add("ConsistencyLevel", "eventual")
+        async for item in self._pages(information):
             yield entra_device_from_json(item)
 
     # --- groups -----------------------------------------------------------------
 
     async def add_group_member(self, group_id: str, object_id: str) -> bool:
         """Add a device to a group; False when it already was a member."""
-        body = ReferenceCreate(odata_id=f"{self._directory_root}{object_id}")
+        body = {"@odata.id": f"{self._directory_root}{object_id}"}
         try:
-            await _call(self._client.groups.by_group_id(group_id).members.ref.post(body))
+            await _call(self._send(self._request(Method.POST, f"/groups/{_segment(group_id)}/members/$ref", body=body)))
         except RequestRefused as refused:
             if refused.status == 400 and "already exist" in refused.message:
                 return False
@@ -315,14 +313,38 @@ class GraphDeviceDirectory:
 
     async def remove_group_member(self, group_id: str, object_id: str) -> bool:
         """Remove a device from a group; False when it was not a member."""
-        member = self._client.groups.by_group_id(group_id).members.by_directory_object_id(object_id)
-        return await _done_unless_404(member.ref.delete())
+        member = f"/groups/{_segment(group_id)}/members/{_segment(object_id)}/$ref"
+        return await _done_unless_404(self._send(self._request(Method.DELETE, member)))
 
 
 def _refuse_unless(answer: _Answer, expected: set[int]) -> None:
     if answer.status not in expected:
         message = str(((answer.body or {}).get("error") or {}).get("message", "")) or "no message"
         raise status_failure(answer.status, clip(message), GRAPH)
+
+
+MANAGED_DEVICES = "/deviceManagement/managedDevices"
+DEVICES = "/devices"
+GRAPH_ERRORS: dict[str, Any] = {"XXX": ODataError}  # any error status: Graph's error body, parsed
+
+
+def _managed(managed_device_id: str) -> str:
+    return f"{MANAGED_DEVICES}/{_segment(managed_device_id)}"
+
+
+def _device(object_id: str) -> str:
+    return f"{DEVICES}/{_segment(object_id)}"
+
+
+def _segment(value: str) -> str:
+    """A path segment, percent-encoded as the request builders' URI templates do."""
+    return quote(value, safe="")
+
+
+def _query(query: Mapping[str, str | Sequence[str]]) -> str:
+    """OData query options: lists (`$select`) comma-joined, everything percent-encoded."""
+    pairs = {name: value if isinstance(value, str) else ",".join(value) for name, value in query.items()}
+    return urlencode(pairs, quote_via=quote)
 
 
 def _quote(value: str) -> str:
@@ -335,7 +357,7 @@ def _message(problem: APIError) -> str:
     return str(getattr(error, "message", None) or problem.message or problem)
 
 
-async def _call[T](operation: Awaitable[T]) -> T:
+async def _call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 stays importable for the benchmark)
     """Await a Graph call: what a later retry can fix becomes TransientError,
     any other refusal RequestRefused (no SDK exception leaves this module)."""
     try:
@@ -348,7 +370,7 @@ async def _call[T](operation: Awaitable[T]) -> T:
         raise service_failure(problem, GRAPH) from problem
 
 
-async def _absent_on_404[T](operation: Awaitable[T | None]) -> T | None:
+async def _absent_on_404(operation: Awaitable[T | None]) -> T | None:  # noqa: UP047
     try:
         return await _call(operation)
     except RequestRefused as refused:
@@ -381,9 +403,9 @@ class _Batching:
     after their Retry-After, a bounded number of times; other 5xx are transient.
     """
 
-    def __init__(self, client: GraphServiceClient, base_url: str) -> None:
-        self._client = client
-        self._base_url = base_url.rstrip("/")
+    def __init__(self, adapter: RequestAdapter, base_url: str) -> None:
+        self._adapter = adapter
+        self._base_url = base_url
 
     async def send(self, requests: dict[str, RequestInformation]) -> dict[str, _Answer]:
         from msgraph_core.requests.batch_request_content import BatchRequestContent
@@ -399,9 +421,12 @@ class _Batching:
             # msgraph-core reads inner bodies as base64 only; Graph sends JSON objects. So the
             # batch goes through the SDK's request adapter (auth, retries, TLS) and its
             # response is read as the JSON Graph documents.
-            information = await self._client.batch.to_post_request_information(content)
-            adapter: RequestAdapter = self._client.request_adapter
-            raw: Any = await _call(adapter.send_primitive_async(information, "bytes", {}))
+            information = RequestInformation()
+            information.http_method = Method.POST
+            information.url = f"{self._base_url}/$batch"
+            information.headers.try_add("Accept", "application/json")
+            information.set_content_from_parsable(self._adapter, "application/json", content)
+            raw: Any = await _call(self._adapter.send_primitive_async(information, "bytes", GRAPH_ERRORS))
             document = json.loads(raw or b"{}")
             by_id = {str(item.get("id")): item for item in document.get("responses", [])}
             wait = 0

@@ -4,51 +4,63 @@ Bodies are Base64-encoded text, the encoding the Functions queue trigger
 expects by default (`host.json` says so explicitly). A message is sent with a
 visibility delay, so the worker sees it only after the VM had time to be
 re-created under the same name.
+
+The client is made (and the queues created when missing) on first use: only
+deletions and the cleanup worker use the queues, and a deallocate event's cold
+start should not import azure-storage-queue.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueServiceClient
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from responder.adapters._errors import QUEUES, service_failure
 
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
 
 class StorageCleanupQueue:
-    def __init__(self, service: QueueServiceClient, queue: str, poison_queue: str) -> None:
-        self._queue = service.get_queue_client(
-            queue,
-            message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
-        )
-        self._poison = service.get_queue_client(
-            poison_queue,
-            message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
-        )
+    def __init__(self, connect: Callable[[], QueueServiceClient], queue: str, poison_queue: str) -> None:
+        self._connect = connect
+        self._names = (queue, poison_queue)
+        self._service: QueueServiceClient | None = None
+        self._clients: tuple[QueueClient, QueueClient] | None = None
 
-    async def ensure_queues(self) -> None:
-        """Create the queues when missing (Bicep creates them in Azure)."""
-        for client in (self._queue, self._poison):
-            try:
-                await client.create_queue()
-            except ResourceExistsError:
-                pass
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise service_failure(error, QUEUES) from error
+    async def _queues(self) -> tuple[QueueClient, QueueClient]:
+        """The queue and its poison queue, created when missing (Bicep creates them in Azure)."""
+        if self._clients is None:
+            from azure.core.exceptions import ResourceExistsError
+            from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+            self._service = self._connect()
+            queue, poison = (
+                self._service.get_queue_client(
+                    name,
+                    message_encode_policy=TextBase64EncodePolicy(),
+                    message_decode_policy=TextBase64DecodePolicy(),
+                )
+                for name in self._names
+            )
+            for client in (queue, poison):
+                try:
+                    await client.create_queue()
+                except ResourceExistsError:
+                    pass
+                except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                    raise service_failure(error, QUEUES) from error
+            self._clients = (queue, poison)
+        return self._clients
 
     async def send(self, text: str, delay_seconds: int) -> None:
         try:
-            await self._queue.send_message(text, visibility_timeout=delay_seconds or None)
+            queue, _ = await self._queues()
+            await queue.send_message(text, visibility_timeout=delay_seconds or None)
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
             raise service_failure(error, QUEUES) from error
 
@@ -56,10 +68,14 @@ class StorageCleanupQueue:
         """Park a message with the reason it can't be processed; a person looks at it."""
         envelope = {"reason": reason, "parked_at": datetime.now(UTC).isoformat(), "message": text}
         try:
-            await self._poison.send_message(json.dumps(envelope, sort_keys=True))
+            _, poison = await self._queues()
+            await poison.send_message(json.dumps(envelope, sort_keys=True))
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
             raise service_failure(error, QUEUES) from error
 
     async def close(self) -> None:
-        await self._queue.close()
-        await self._poison.close()
+        for client in self._clients or ():
+            await client.close()
+        if self._service is not None:
+            await self._service.close()
+        self._clients = self._service = None

@@ -16,15 +16,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
-from responder.cleanup_worker import queue_cleanup
 from responder.composition import Services
-from responder.creation import check_written_vm
 from responder.errors import RequestRefused
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import EventKind, VmRecord, VmRef
 from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
-from responder.power import respond_to_power_change
 from responder.scope import out_of_scope_reason
 
 log = logging.getLogger("responder")
@@ -114,14 +111,23 @@ async def _record_and_work(event: ClassifiedEvent, vm: VmRef, services: Services
 async def _run_stage(
     event: ClassifiedEvent, resource_id: str, record: VmRecord, outcome: Outcome, services: Services
 ) -> Handled:
-    """The event's work. It only counts as handled once this returns (the pipeline then settles it)."""
+    """The event's work. It only counts as handled once this returns (the pipeline then settles it).
+
+    Each stage is imported when its first event comes: a cold start loads one stage, not three.
+    """
     if event.kind in POWER_KINDS:
+        from responder.power import respond_to_power_change
+
         result = await respond_to_power_change(event, services)
         return Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
     if event.kind is EventKind.CREATED:
+        from responder.creation import check_written_vm
+
         summary, findings = await check_written_vm(event, record, services)
         described = tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings)
         return Handled(outcome.value, event.event_id, event.kind, resource_id, summary, described)
+    from responder.cleanup_worker import queue_cleanup
+
     summary = await queue_cleanup(event, record, services)
     return Handled(outcome.value, event.event_id, event.kind, resource_id, summary)
 

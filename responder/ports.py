@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from responder.audit import AuditEntry
-from responder.blast_radius import Reservation
-from responder.cleanup import CleanupRecord
 from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, VmFacts
 from responder.model import VmRecord, VmRef
+
+if TYPE_CHECKING:  # the cleanup worker's types: a power event's cold start doesn't load them
+    from responder.audit import AuditEntry
+    from responder.blast_radius import Reservation
+    from responder.cleanup import CleanupRecord
 
 T = TypeVar("T")
 
@@ -38,6 +40,8 @@ class DeviceDirectory(Protocol):
     Writes report whether they changed anything (False: already so), so every
     caller is idempotent. Throttling and outages raise TransientError.
     """
+
+    async def close(self) -> None: ...
 
     async def find_managed_devices_by_name(self, device_name: str) -> list[ManagedDevice]: ...
 

@@ -32,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.storm import storm  # noqa: E402
 from handlers import (  # noqa: E402
     cleanup_worker,
     vm_created,
@@ -294,7 +295,21 @@ async def with_emulators(args: argparse.Namespace) -> list[Row]:
         settings["RESPONDER_CLEANUP_QUEUE"] = f"burst-{uuid.uuid4().hex[:10]}"
         with environment(settings):
             rows += await burst(simulators, args.burst, args.per_window, args.workers)
+    if args.storm:
+        with running_azurite() as azurite:
+            rows += storm(args.storm, args.storm_minutes, args.hosts, args.per_window, storm_settings(azurite))
     return rows
+
+
+def storm_settings(azurite: Any) -> dict[str, str]:
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "RESPONDER_LEDGER_TABLE": f"storm{uuid.uuid4().hex[:10]}",
+        "RESPONDER_AUDIT_TABLE": f"stormaudit{uuid.uuid4().hex[:8]}",
+        "RESPONDER_CLEANUP_QUEUE": f"storm-{uuid.uuid4().hex[:10]}",
+        "RESPONDER_MODE": "enforce",
+        "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
+    }
 
 
 def main() -> None:
@@ -305,6 +320,9 @@ def main() -> None:
     parser.add_argument("--pythons", default="3.11,3.13", help="interpreters for the cold start")
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--workers", type=int, default=2, help="cleanup worker processes (host instances)")
+    parser.add_argument("--storm", type=int, default=5000, help="session hosts in the scale-in storm (0: skip)")
+    parser.add_argument("--storm-minutes", type=float, default=10, help="window the storm's events arrive in")
+    parser.add_argument("--hosts", type=int, default=4, help="Functions host processes in the storm")
     parser.add_argument("--skip-package", action="store_true", help="don't install requirements.txt to size it")
     args = parser.parse_args()
     import logging

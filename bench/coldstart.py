@@ -260,7 +260,8 @@ def prepare(bench: Bench, python: str, function_name: str, env: dict[str, str]) 
     if function_name == "on_cleanup_message":
         deletion = bench.folder / "deletion.json"
         deletion.write_text(json.dumps(sample("eventgrid-vm-delete.json")))
-        subprocess.run([python, "bench/first_event.py", "on_vm_deleted", str(deletion)], cwd=REPO, env=env, check=True)
+        setup = [python, "bench/first_event.py", "on_vm_deleted", str(deletion)]
+        subprocess.run(setup, cwd=REPO, env=env, check=True, capture_output=True)
         from azure.storage.queue import QueueClient
 
         queue = QueueClient.from_connection_string(

@@ -136,6 +136,11 @@ class GraphOnFirstUse:
         self._connect = connect
         self._directory: DeviceDirectory | None = None
 
+    @property
+    def connected(self) -> bool:
+        """Whether an event has needed Graph yet (the client exists)."""
+        return self._directory is not None
+
     def __getattr__(self, name: str) -> Any:
         if self._directory is None:
             self._directory = self._connect()

@@ -204,8 +204,9 @@ class Bench:
 
     def fresh_state(self) -> dict[str, str]:
         """The seed's tenant and VMs again, and storage no run has used."""
-        self.simulators.graph_router.tenant = GraphTenant.from_seed(self.seed)
-        self.simulators.arm_router.world = ArmWorld.from_seed(self.seed)
+        tenant, world = GraphTenant.from_seed(self.seed), ArmWorld.from_seed(self.seed)
+        self.simulators.graph_router.tenant = self.simulators.tenant = tenant
+        self.simulators.arm_router.world = self.simulators.world = world
         suffix = uuid.uuid4().hex[:10]
         return {
             **self.settings,
@@ -252,7 +253,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 def prepare(bench: Bench, python: str, function_name: str, env: dict[str, str]) -> Path:
     """Put the world where this function's first event finds it; return the host's payload."""
     payload: Any = None
-    world = bench.simulators.arm_router.world
+    world = bench.simulators.world
     if function_name == "on_vm_power_changed":
         world.set_power_state(VM, "deallocated")
     if function_name in ("on_vm_deleted", "on_cleanup_message"):

@@ -151,7 +151,7 @@ async def calls_per_event(simulators: Simulators) -> list[Row]:
         lambda: deallocate(
             trigger_input(_at(event("eventgrid-vm-deallocate.json", "vm-win11-01", "d2"), "2026-11-22T19:00:00Z"))
         ),
-        2,
+        None,
         None,
     )
     simulators.world.set_power_state(win11, "running")
@@ -160,7 +160,7 @@ async def calls_per_event(simulators: Simulators) -> list[Row]:
         lambda: deallocate(
             trigger_input(_at(event("eventgrid-vm-start.json", "vm-win11-01", "s2"), "2026-11-23T07:00:00Z"))
         ),
-        2,
+        None,
         None,
     )
     simulators.world.delete_vm(win11)
@@ -171,7 +171,7 @@ async def calls_per_event(simulators: Simulators) -> list[Row]:
     await measure(
         "cleanup (worker, one deletion)",
         lambda: run_queue_trigger(os.environ["AzureWebJobsStorage"], services.settings.cleanup.queue, worker),
-        3,
+        None,
         None,
     )
     await close_services()
@@ -188,36 +188,23 @@ def _at(raw: dict[str, Any], moment: str) -> dict[str, Any]:
 
 
 async def burst(simulators: Simulators, count: int, per_window: int, instances: int) -> list[Row]:
+    """`count` session hosts the responder saw created (each anchored to its device), deleted at once."""
+    from bench.storm import storm_seed
+    from localdev.arm_sim import ArmWorld
+    from localdev.graph_sim import GraphTenant
     from responder.composition import close_services
 
-    simulators.tenant.managed_devices.clear()
-    simulators.tenant.devices.clear()
-    for index in range(count):
-        name = f"burst{index:05d}"
-        simulators.tenant.managed_devices[f"md-{index}"] = {
-            "id": f"md-{index}",
-            "deviceName": name,
-            "model": "Virtual Machine",
-            "operatingSystem": "Windows",
-            "azureADDeviceId": f"dev-{index}",
-            "enrolledDateTime": "2026-11-01T00:00:00Z",
-            "lastSyncDateTime": "2026-11-20T00:00:00Z",
-        }
-        simulators.tenant.devices[f"obj-{index}"] = {
-            "id": f"obj-{index}",
-            "deviceId": f"dev-{index}",
-            "displayName": name,
-            "trustType": "AzureAd",
-            "physicalIds": [],
-            "extensionAttributes": {},
-        }
+    seed = storm_seed(count)
+    simulators.graph_router.tenant = simulators.tenant = GraphTenant.from_seed(seed)
+    simulators.arm_router.world = simulators.world = ArmWorld.from_seed(seed)
+    create = vm_created.on_vm_created.build().get_user_function()
     delete = vm_deleted.on_vm_deleted.build().get_user_function()
-    for index in range(count):
-        await delete(
-            trigger_input(
-                _at(event("eventgrid-vm-delete.json", f"burst{index:05d}", f"burst-{index}"), "2026-11-22T18:00:00Z")
-            )
-        )
+    for vm in seed["virtualMachines"]:
+        await create(trigger_input(event("eventgrid-vm-write.json", vm["name"], f"create-{vm['name']}")))
+    for vm in seed["virtualMachines"]:
+        simulators.world.delete_vm(vm["id"])
+        raw = _at(event("eventgrid-vm-delete.json", vm["name"], f"delete-{vm['name']}"), "2026-11-24T18:00:00Z")
+        await delete(trigger_input(raw))
     await close_services()
     simulators.graph.reset_calls()
     simulators.graph.throttle.per_window = per_window
@@ -316,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=1000, help="VM deletions in the burst")
     parser.add_argument("--per-window", type=int, default=2000, help="Graph requests allowed per 20 s")
-    parser.add_argument("--cold-runs", type=int, default=5, help="fresh processes per function and Python")
+    parser.add_argument("--cold-runs", type=int, default=7, help="fresh processes per function and Python")
     parser.add_argument("--pythons", default="3.11,3.13", help="interpreters for the cold start")
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--workers", type=int, default=2, help="cleanup worker processes (host instances)")

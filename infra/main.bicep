@@ -78,6 +78,12 @@ param createEventSubscriptions bool = false
 param grantGraphRoles bool = false
 
 @description('Tags for every resource.')
+@description('E-mail address for the alerts (cleanup needing review, blast-radius cap, missing role, error findings, bad events, poison queue); empty: alerts show in the portal only.')
+param alertEmail string = ''
+
+@description('Malformed or misrouted deliveries per hour before the bad-events alert fires.')
+param badEventsPerHour int = 10
+
 param tags object = {}
 
 // subscriptionId: the subscription to watch; resourceGroupName: an existing resource group in it
@@ -122,6 +128,18 @@ module app 'modules/app.bicep' = {
     findingsTopicEndpoint: findingsTopicEndpoint
     findingsTag: findingsTag
     entraDsDomains: entraDsDomains
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'responder-monitoring'
+  scope: appGroup
+  params: {
+    location: location
+    tags: allTags
+    workspaceId: app.outputs.workspaceId
+    alertEmail: alertEmail
+    badEventsPerHour: badEventsPerHour
   }
 }
 
@@ -173,6 +191,7 @@ module graphRoles 'modules/graph-roles.bicep' = if (grantGraphRoles && !createEv
 
 output AZURE_RESOURCE_GROUP string = appGroup.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output RESPONDER_WORKBOOK_ID string = monitoring.outputs.workbookId
 output RESPONDER_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
 output RESPONDER_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 @description('The identity Event Grid delivers and dead-letters with: assign it to an existing system topic.')

@@ -49,11 +49,12 @@ def test_every_template_parses_and_declares_something(template: Path) -> None:
     assert document["resources"] or document["modules"]
 
 
-def test_main_deploys_the_app_the_watched_subscriptions_and_the_optional_graph_roles() -> None:
+def test_main_deploys_the_app_its_monitoring_the_watched_subscriptions_and_the_optional_graph_roles() -> None:
     modules = parsed("main.bicep")["modules"]
 
     assert {name: module["detail"]["path"] for name, module in modules.items()} == {
         "app": "modules/app.bicep",
+        "monitoring": "modules/monitoring.bicep",
         "watchedRoles": "modules/watched-subscription-roles.bicep",
         "watchedTopics": "modules/watched-subscription.bicep",
         "topicSender": "modules/topic-sender.bicep",

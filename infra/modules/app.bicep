@@ -280,3 +280,4 @@ output identityPrincipalId string = identity.properties.principalId
 output identityClientId string = identity.properties.clientId
 output deliveryIdentityId string = deliveryIdentity.id
 output storageId string = storage.id
+output workspaceId string = logs.id

@@ -181,6 +181,9 @@ class MemoryQueue:
     async def send_poison(self, text: str, reason: str) -> None:
         self.faults.before("parking a message")
         self.poison.append({"reason": reason, "message": text})
+
+    async def poison_depth(self) -> int:
+        return len(self.poison)
         self.faults.after("parking a message")
 
     def visible(self) -> list[QueuedMessage]:

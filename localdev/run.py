@@ -82,7 +82,10 @@ ARM_POWER_STATE = {
 
 
 async def run(files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWorld | None = None) -> list[ReplayRow]:
+    from azure.functions.timer import TimerRequest
+
     from handlers.cleanup_worker import on_cleanup_message
+    from handlers.reconcile_timer import on_reconcile_timer
     from handlers.routes import event_grid_routes
     from responder.composition import close_services, get_services
 
@@ -95,8 +98,10 @@ async def run(files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWo
         await run_queue_trigger(
             storage, services.settings.cleanup.queue, on_cleanup_message.build().get_user_function()
         )
+        # Then the daily reconciliation, once, as its timer would run it.
+        await on_reconcile_timer.build().get_user_function()(TimerRequest(past_due=False))
         records = [record async for record in services.ledger.records()]
-        audit = await services.audit.entries()
+        audit = [entry for entry in await services.audit.entries() if entry.get("Decision") != "reconcile"]
     finally:
         await close_services()
     if as_json:

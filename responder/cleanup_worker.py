@@ -35,6 +35,7 @@ from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
 from responder.events import ClassifiedEvent, vm_ref_from_resource_id
 from responder.facts import Gone
+from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device
 from responder.model import CleanupStatus, PowerState, VmRecord, VmRef
 from responder.observe import deletion_ended_this_incarnation
@@ -117,9 +118,9 @@ async def process_cleanup(body: str | bytes, attempt: int, services: Services) -
     except TransientError as error:
         if attempt < PARK_FROM_ATTEMPT:
             raise
-        return await _park(request, text, f"still failing after {attempt} attempts: {error}", services)
+        return await _park(request, text, f"still failing after {attempt} attempts: {error}", services, error)
     except RequestRefused as refused:  # a missing role or a bad request: retrying won't help
-        return await _park(request, text, f"refused: {refused}", services)
+        return await _park(request, text, f"refused: {refused}", services, refused)
 
 
 async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:
@@ -127,7 +128,7 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     if record is not None and record.finished:
         if record.decision is Decision.PARKED:
             await services.cleanup_queue.send_poison(text, record.reason)  # the park's last step may not have run
-        log.info("responder.cleanup already decided: %s %s", record.decision.value, record.key)
+        write(logging.INFO, "cleanup-redelivered", decision=record.decision.value, **vm_fields(record.resource_id))
         return _entry(record)
     if record is None:
         plan = await _decide(request, services)
@@ -300,13 +301,15 @@ async def _defer(
         f"left; retrying in {wait} s"
     )
     if warn:
-        log.warning("responder.blast-radius %s (further cleanups wait in the queue)", reason)
+        write(logging.WARNING, "blast-radius", reason=f"{reason} (further cleanups wait in the queue)", maxPerHour=cap)
     entry = AuditEntry(request.event_id, request.resource_id, "deferred", reason, services.settings.mode.value)
     await services.audit.record(entry)
     return entry
 
 
-async def _park(request: CleanupRequest, text: str, reason: str, services: Services) -> AuditEntry:
+async def _park(
+    request: CleanupRequest, text: str, reason: str, services: Services, problem: Exception | None = None
+) -> AuditEntry:
     """The last attempt failed: the row says so with what was done, and the message waits for a person."""
     record = await services.audit.cleanup_record(request.key)
     if record is None:
@@ -324,7 +327,7 @@ async def _park(request: CleanupRequest, text: str, reason: str, services: Servi
             record.finish(services.clock(), Decision.PARKED, reason + _progress(record))
         )
     await services.cleanup_queue.send_poison(text, record.reason)
-    return _logged(record)
+    return _logged(record, problem)
 
 
 def _progress(record: CleanupRecord) -> str:
@@ -379,24 +382,31 @@ def _mode(services: Services) -> str:
     return services.settings.mode.value
 
 
-def _logged(record: CleanupRecord) -> AuditEntry:
-    return _logged_entry(_entry(record))
+def _logged(record: CleanupRecord, problem: Exception | None = None) -> AuditEntry:
+    return _logged_entry(_entry(record), problem)
 
 
-def _logged_entry(entry: AuditEntry) -> AuditEntry:
+def _logged_entry(entry: AuditEntry, problem: Exception | None = None) -> AuditEntry:
     level = logging.WARNING if entry.decision in {Decision.PARKED, Decision.NEEDS_REVIEW} else logging.INFO
-    log.log(
-        level,
-        "responder.cleanup decision=%s resource=%s reason=%s actions=%s",
-        entry.decision,
-        entry.resource_id,
-        entry.reason,
-        list(entry.actions),
-    )
+    _write_cleanup(level, entry, problem)
     return entry
+
+
+def _write_cleanup(level: int, entry: AuditEntry, problem: Exception | None = None) -> None:
+    write(
+        level,
+        "cleanup",
+        decision=str(entry.decision),
+        reason=entry.reason,
+        actions=list(entry.actions),
+        eventId=entry.event_id,
+        mode=entry.mode,
+        **vm_fields(entry.resource_id),
+        **failure_fields(problem),
+    )
 
 
 async def _audit(services: Services, entry: AuditEntry) -> AuditEntry:
     await services.audit.record(entry)
-    log.warning("responder.cleanup decision=%s resource=%s reason=%s", entry.decision, entry.resource_id, entry.reason)
+    _write_cleanup(logging.WARNING, entry)
     return entry

@@ -16,6 +16,7 @@ from dataclasses import replace
 from responder.composition import Services
 from responder.events import ClassifiedEvent
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
+from responder.log_lines import vm_fields, write
 from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
 from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
@@ -68,19 +69,16 @@ async def check_written_vm(
     )
 
     for finding in findings:
-        log.log(
+        write(
             logging.WARNING if finding.severity == "error" else logging.INFO,
-            "responder.finding %s",
-            json.dumps(
-                {
-                    "resource_id": event.vm.resource_id,
-                    "rule_id": finding.rule_id,
-                    "severity": finding.severity,
-                    "message": finding.message,
-                    "evidence": finding.evidence,
-                },
-                sort_keys=True,
-            ),
+            "finding",
+            ruleId=finding.rule_id,
+            severity=finding.severity,
+            message=finding.message,
+            evidence=finding.evidence,
+            doc=finding.doc,
+            phase="create",
+            **vm_fields(event.vm.resource_id),
         )
     if services.settings.findings_tag:
         await services.compute.merge_tags(event.vm, {services.settings.findings_tag: verdict(findings)})

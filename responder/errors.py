@@ -7,7 +7,11 @@ event again later; every other problem is handled, logged and dropped.
 
 class TransientError(Exception):
     """A dependency failed in a way that a later retry can fix (throttling, 5xx,
-    network, a lost optimistic-concurrency race)."""
+    network, a lost optimistic-concurrency race). `service` names it, for the log line."""
+
+    def __init__(self, message: str = "", service: str | None = None) -> None:
+        super().__init__(message)
+        self.service = service
 
 
 class LedgerConflict(TransientError):
@@ -18,10 +22,11 @@ class RequestRefused(Exception):
     """A service refused a request for a reason a retry will not change (400,
     403, 404, 409...): the caller records it as a finding or a refusal."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, service: str | None = None) -> None:
         self.status = status
         super().__init__(f"{status}: {message}")
         self.message = message
+        self.service = service
 
 
 class AccessDenied(RequestRefused):

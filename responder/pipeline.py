@@ -9,7 +9,6 @@ TransientError escapes so the host lets Event Grid retry (SPEC §1).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Collection, Iterator, Mapping
 from contextvars import ContextVar
@@ -17,9 +16,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from responder.composition import Services
-from responder.errors import RequestRefused
+from responder.errors import RequestRefused, TransientError
 from responder.events import ClassifiedEvent, IntakeError, parse_event
-from responder.model import EventKind, VmRecord, VmRef
+from responder.log_lines import failure_of, vm_fields, write
+from responder.model import EventKind, SuppressionState, VmRecord, VmRef
 from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
 from responder.scope import out_of_scope_reason
@@ -36,13 +36,33 @@ _collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", d
 class Handled:
     """What became of one delivered event: one structured log line, one report row."""
 
-    outcome: str  # malformed | ignored | misrouted | out-of-scope | recorded | resumed | duplicate | stale | failed
+    # malformed | ignored | misrouted | out-of-scope | recorded | resumed | duplicate | stale | failed | retrying
+    outcome: str
     event_id: str | None
     kind: EventKind | None = None
     resource_id: str | None = None
     reason: str = ""
     actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
     correlation_id: str | None = None  # the ARM operation's, to join the Activity Log
+    suppression: str | None = None  # marked | unmarked: where a power event left the device's mark
+    failure: str | None = None  # transient | access-denied | refused (`log_lines.failure_fields`)
+    service: str | None = None  # which service failed
+
+    def log_fields(self) -> dict[str, Any]:
+        """The `event` log line's fields (README, "Log lines are JSON"), bounded like `to_json`."""
+        row = self.to_json()
+        return {
+            "outcome": self.outcome,
+            "eventId": row["event_id"],
+            "eventKind": row["kind"],
+            **vm_fields(row["resource_id"]),
+            "reason": row["reason"],
+            "actions": row["actions"],
+            "correlationId": row["correlation_id"],
+            "suppression": self.suppression,
+            "failure": self.failure,
+            "service": self.service,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """Bounded: whatever came from outside is clipped before it reaches a log line."""
@@ -63,7 +83,14 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], service
     parsed = parse_event(raw, services.clock())
     if isinstance(parsed, IntakeError):
         return _logged(Handled("malformed", parsed.event_id, reason=parsed.message))
-    handled = await _handle_classified(parsed, accepts, services)
+    try:
+        handled = await _handle_classified(parsed, accepts, services)
+    except TransientError as problem:  # Event Grid redelivers; the line says which service and why
+        resource_id = parsed.vm.resource_id if parsed.vm else None
+        retrying = Handled("retrying", parsed.event_id, parsed.kind, resource_id, clip(str(problem), MAX_REASON))
+        failure, service = failure_of(problem)
+        _logged(replace(retrying, correlation_id=parsed.correlation_id, failure=failure, service=service))
+        raise
     return _logged(replace(handled, correlation_id=parsed.correlation_id))
 
 
@@ -85,7 +112,8 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
     except RequestRefused as refused:
         # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
         reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
-        return Handled("failed", event.event_id, event.kind, resource_id, reason)
+        failure, service = failure_of(refused)
+        return Handled("failed", event.event_id, event.kind, resource_id, reason, failure=failure, service=service)
 
 
 async def _record_and_work(event: ClassifiedEvent, vm: VmRef, services: Services) -> Handled:
@@ -119,7 +147,10 @@ async def _run_stage(
         from responder.power import respond_to_power_change
 
         result = await respond_to_power_change(event, services)
-        return Handled(outcome.value, event.event_id, event.kind, resource_id, result.summary(), result.done)
+        marked = result.plan.suppression_after is SuppressionState.SUPPRESSED
+        summary, done = result.summary(), result.done
+        suppression = "marked" if marked else "unmarked"
+        return Handled(outcome.value, event.event_id, event.kind, resource_id, summary, done, suppression=suppression)
     if event.kind is EventKind.CREATED:
         from responder.creation import check_written_vm
 
@@ -148,12 +179,18 @@ def collecting() -> Iterator[list[Handled]]:
 
 
 # How loud each outcome is: what a person must act on is a warning or an error.
-LEVELS = {"malformed": logging.ERROR, "failed": logging.ERROR, "misrouted": logging.WARNING, "ignored": logging.DEBUG}
+LEVELS = {
+    "malformed": logging.ERROR,
+    "failed": logging.ERROR,
+    "misrouted": logging.WARNING,
+    "retrying": logging.WARNING,
+    "ignored": logging.DEBUG,
+}
 
 
 def _logged(handled: Handled) -> Handled:
     level = LEVELS.get(handled.outcome, logging.INFO)
-    log.log(level, "responder.event %s", json.dumps(handled.to_json(), sort_keys=True))
+    write(level, "event", **handled.log_fields())
     if (sink := _collector.get()) is not None:
         sink.append(handled)
     return handled

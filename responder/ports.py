@@ -98,6 +98,10 @@ class CleanupQueue(Protocol):
 
     async def send_poison(self, text: str, reason: str) -> None: ...
 
+    async def poison_depth(self) -> int:
+        """About how many messages wait in the poison queue (Azure's approximate count)."""
+        ...
+
 
 class Audit(Protocol):
     """The audit table: decisions, each cleanup's progress, the blast-radius cap, the reconciliation cursor.

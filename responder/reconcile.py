@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from responder.audit import AuditEntry
 from responder.cleanup import CleanupRequest, Origin
 from responder.composition import Services
+from responder.log_lines import write
 from responder.model import PowerState, SuppressionState, VmRef
 from responder.power import align_power_mark
 from responder.scope import opted_out, out_of_scope_reason
@@ -123,6 +124,13 @@ async def _stop(services: Services, summary: ReconcileSummary, cursor: int) -> R
     """Save where the next run starts, and report the counts once: a log line and an audit row."""
     await services.audit.save_reconcile_cursor(cursor)
     counts = json.dumps(asdict(summary), sort_keys=True)
-    log.info("responder.reconcile %s", counts)
+    write(logging.INFO, "reconcile", **{_camel(name): value for name, value in asdict(summary).items()})
+    poison = services.settings.cleanup.poison_queue
+    write(logging.INFO, "queues", poisonMessages=await services.cleanup_queue.poison_depth(), poisonQueue=poison)
     await services.audit.record(AuditEntry(None, None, "reconcile", counts, services.settings.mode.value))
     return summary
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -129,3 +129,15 @@ async def services(app_env: dict[str, str]) -> AsyncIterator[Services]:
     """The app's services as the handlers get them, pointed at Azurite and the simulators."""
     yield await deployed_services()
     await close_services()
+
+
+def log_lines(caplog: pytest.LogCaptureFixture, kind: str) -> list[dict[str, Any]]:
+    """The responder's JSON log lines of one `kind`, parsed, with their level as `_level`."""
+    found = []
+    for record in caplog.records:
+        message = record.getMessage()
+        if record.name == "responder" and message.startswith('{"log": "intune-vm-responder"'):
+            line = json.loads(message)
+            if line["kind"] == kind:
+                found.append({**line, "_level": record.levelno})
+    return found

@@ -13,7 +13,7 @@ from handlers._eventgrid import trigger_input
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.model import VmRef
-from tests.conftest import load_event
+from tests.conftest import load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 
@@ -61,7 +61,9 @@ async def test_a_vm_from_a_specialized_image_gets_a_cloned_image_error_everywher
 
     assert await rule_ids(ledger, "vm-clone-05") == [("cloned-image", "error")]
     assert [item["ruleId"] for item in simulators.topic_router.events[0]["data"]["findings"]] == ["cloned-image"]
-    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("responder.finding")] != []
+    assert [(line["ruleId"], line["severity"], line["vmName"]) for line in log_lines(caplog, "finding")] == [
+        ("cloned-image", "error", "vm-clone-05")
+    ]
 
 
 @pytest.mark.usefixtures("app_env")

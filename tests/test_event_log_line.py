@@ -1,11 +1,10 @@
-"""Every delivered event leaves one `responder.event` JSON line an admin can join to the
+"""Every delivered event leaves one `event` JSON line an admin can join to the
 Activity Log by the ARM operation's correlation id."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -13,7 +12,7 @@ import pytest
 
 from handlers import vm_power
 from responder.pipeline import handle
-from tests.conftest import load_event, sample_in_process
+from tests.conftest import load_event, log_lines, sample_in_process
 
 
 def test_the_event_line_carries_the_arm_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
@@ -23,8 +22,8 @@ def test_the_event_line_carries_the_arm_correlation_id(caplog: pytest.LogCapture
 
     asyncio.run(handle(raw, vm_power.ACCEPTS, product.services))
 
-    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("responder.event ")]
-    document = json.loads(line.removeprefix("responder.event "))
-    assert document["correlation_id"] == raw["data"]["correlationId"]
+    (document,) = log_lines(caplog, "event")
+    assert document["correlationId"] == raw["data"]["correlationId"]
     assert document["outcome"] == "recorded"
+    assert (document["vmName"], document["resourceGroup"]) == ("vm-win11-01", "rg-avd-prod")
     asyncio.run(product.services.aclose())

@@ -26,7 +26,7 @@ from responder.composition import Services, close_services, get_services
 from responder.errors import TransientError
 from responder.model import EventKind, SuppressionState, VmRef
 from responder.pipeline import handle
-from tests.conftest import deployed_services, load_event, outcome_of, sample_in_process
+from tests.conftest import deployed_services, load_event, log_lines, outcome_of, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -79,7 +79,12 @@ async def test_an_arm_refusal_of_a_power_event_is_logged_once_and_not_retried(
 
     assert handled.outcome == "failed"
     assert "403" in handled.reason
-    assert [r.levelno for r in caplog.records if r.getMessage().startswith("responder.event")] == [logging.ERROR]
+    (line,) = log_lines(caplog, "event")
+    assert (line["_level"], line["failure"], line["service"]) == (
+        logging.ERROR,
+        "access-denied",
+        "Azure Resource Manager",
+    )
     assert simulators.tenant.members_of(GROUP) == []
 
 

@@ -23,7 +23,7 @@ from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.composition import Services, close_services, get_services
 from responder.model import VmRef
-from tests.conftest import load_event
+from tests.conftest import load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 OTHER_SUB = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"
@@ -236,6 +236,6 @@ async def test_the_cap_holds_under_a_burst_with_two_concurrent_workers(
     async with queue_client(azurite.connection_string, queue) as waiting:
         properties = await waiting.get_queue_properties()
     assert properties.approximate_message_count == 5  # the rest waits in the queue, delayed
-    warnings = [record for record in caplog.records if record.getMessage().startswith("responder.blast-radius")]
-    assert len(warnings) == 1
+    (warning,) = log_lines(caplog, "blast-radius")
+    assert warning["maxPerHour"] == 6
     await close_services()

@@ -49,10 +49,12 @@ def service_failure(problem: Exception, service: str) -> Exception:
     """The exception to raise instead of `problem` (an azure-core failure of `service`)."""
     if isinstance(problem, ClientAuthenticationError) and problem.status_code is None:
         return AccessDenied(
-            401, f"no token for {service}: {clip(str(problem))} (check the managed identity and AZURE_CLIENT_ID)"
+            401,
+            f"no token for {service}: {clip(str(problem))} (check the managed identity and AZURE_CLIENT_ID)",
+            service,
         )
     if isinstance(problem, (ServiceRequestError, ServiceResponseError)):
-        return TransientError(f"{service} unreachable: {clip(str(problem))}")
+        return TransientError(f"{service} unreachable: {clip(str(problem))}", service)
     if isinstance(problem, HttpResponseError):
         return status_failure(problem.status_code, clip(problem.message or str(problem)), service)
     return problem
@@ -61,7 +63,9 @@ def service_failure(problem: Exception, service: str) -> Exception:
 def status_failure(status: int | None, message: str, service: str) -> Exception:
     """The same mapping from an HTTP status, for clients that are not azure-core (msgraph-sdk)."""
     if status is None or is_transient(status):
-        return TransientError(f"{service} answered {status}: {message}")
+        return TransientError(f"{service} answered {status}: {message}", service)
     if status in {401, 403}:
-        return AccessDenied(status, f"{service} refused the app's identity: it needs {NEEDS[service]} ({message})")
-    return RequestRefused(status, f"{service}: {message}")
+        return AccessDenied(
+            status, f"{service} refused the app's identity: it needs {NEEDS[service]} ({message})", service
+        )
+    return RequestRefused(status, f"{service}: {message}", service)

@@ -378,7 +378,7 @@ async def _call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 stays
     except APIError as problem:
         raise status_failure(problem.response_status_code, clip(_message(problem)), GRAPH) from problem
     except httpx.TransportError as problem:
-        raise TransientError(f"Microsoft Graph unreachable: {problem!r}") from problem
+        raise TransientError(f"Microsoft Graph unreachable: {problem!r}", GRAPH) from problem
     except ClientAuthenticationError as problem:  # the identity could not get a token for Graph
         raise service_failure(problem, GRAPH) from problem
 
@@ -450,7 +450,7 @@ class _Batching:
                     wait = max(wait, _retry_after(item.get("headers")))
                     continue
                 if status >= 500 or status == 0:
-                    raise TransientError(f"Microsoft Graph answered {status or 'nothing'} inside a batch")
+                    raise TransientError(f"Microsoft Graph answered {status or 'nothing'} inside a batch", GRAPH)
                 body = item.get("body")
                 answers[key] = _Answer(status, body if isinstance(body, dict) else None)
                 del pending[key]
@@ -458,7 +458,7 @@ class _Batching:
                 return answers
             if attempt < MAX_RETRIES:
                 await asyncio.sleep(wait)
-        raise TransientError(f"Microsoft Graph kept throttling {len(pending)} batched request(s)")
+        raise TransientError(f"Microsoft Graph kept throttling {len(pending)} batched request(s)", GRAPH)
 
 
 RETRIED_STATUSES = frozenset({429, 503, 504})

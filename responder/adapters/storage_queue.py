@@ -73,6 +73,14 @@ class StorageCleanupQueue:
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
             raise service_failure(error, QUEUES) from error
 
+    async def poison_depth(self) -> int:
+        try:
+            _, poison = await self._queues()
+            properties = await poison.get_queue_properties()
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise service_failure(error, QUEUES) from error
+        return int(properties.approximate_message_count or 0)
+
     async def close(self) -> None:
         for client in self._clients or ():
             await client.close()

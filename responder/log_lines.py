@@ -1,0 +1,52 @@
+"""The responder's log lines: one JSON object each, with stable field names.
+
+The workbook and the alerts (`infra/monitoring/`) read these fields, so they are a
+contract: documented in the README ("Log lines are JSON"), checked by
+tests/test_monitoring.py against the queries, and versioned by `schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from responder.errors import AccessDenied, RequestRefused, TransientError
+from responder.events import vm_ref_from_resource_id
+
+LOG = "intune-vm-responder"
+SCHEMA = 1
+
+log = logging.getLogger("responder")
+
+
+def write(level: int, kind: str, **fields: Any) -> None:
+    """One line: `{"log": "intune-vm-responder", "schema": 1, "kind": kind, ...fields}`."""
+    log.log(level, "%s", json.dumps({"log": LOG, "schema": SCHEMA, "kind": kind, **fields}, default=str))
+
+
+def vm_fields(resource_id: str | None) -> dict[str, str | None]:
+    """The VM's resource id and its parts, for filtering by subscription, group and name."""
+    ref = vm_ref_from_resource_id(resource_id) if resource_id else None
+    return {
+        "resourceId": resource_id,
+        "subscriptionId": ref.subscription_id if ref else None,
+        "resourceGroup": ref.resource_group if ref else None,
+        "vmName": ref.name if ref else None,
+    }
+
+
+def failure_of(problem: BaseException | None) -> tuple[str | None, str | None]:
+    """What kind of failure, and of which service: what the throttling and access alerts read."""
+    if isinstance(problem, AccessDenied):
+        return "access-denied", problem.service
+    if isinstance(problem, RequestRefused):
+        return "refused", problem.service
+    if isinstance(problem, TransientError):
+        return "transient", problem.service
+    return None, None
+
+
+def failure_fields(problem: BaseException | None) -> dict[str, str | None]:
+    failure, service = failure_of(problem)
+    return {"failure": failure, "service": service}

@@ -117,6 +117,9 @@ async def process_cleanup(body: str | bytes, attempt: int, services: Services) -
         return await _clean_up(request, text, services)
     except TransientError as error:
         if attempt < PARK_FROM_ATTEMPT:
+            retry = f"attempt {attempt} failed, the queue delivers the message again: {error}"
+            entry = AuditEntry(request.event_id, request.resource_id, "retrying", retry, mode.value)
+            _write_cleanup(logging.WARNING, entry, error)
             raise
         return await _park(request, text, f"still failing after {attempt} attempts: {error}", services, error)
     except RequestRefused as refused:  # a missing role or a bad request: retrying won't help
@@ -304,6 +307,7 @@ async def _defer(
         write(logging.WARNING, "blast-radius", reason=f"{reason} (further cleanups wait in the queue)", maxPerHour=cap)
     entry = AuditEntry(request.event_id, request.resource_id, "deferred", reason, services.settings.mode.value)
     await services.audit.record(entry)
+    _write_cleanup(logging.INFO, entry)
     return entry
 
 

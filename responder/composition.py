@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from responder.ports import Audit, CleanupQueue, Compute, DeviceDirectory, Ledger
+from responder.ports import Audit, CleanupQueue, Compute, DeadLetters, DeviceDirectory, Ledger
 from responder.settings import Settings
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
+    from azure.data.tables.aio import TableClient
+    from azure.storage.blob.aio import ContainerClient
     from azure.storage.queue.aio import QueueServiceClient
 
     from responder.adapters.findings_publisher import FindingsPublisher
@@ -38,6 +40,7 @@ class Services:
     cleanup_queue: CleanupQueue
     audit: Audit
     findings_publisher: FindingsPublisher | None = None
+    dead_letters: DeadLetters | None = None  # None: not counted (no blob endpoint configured)
     # What time it is: leases, cleanup records and reconciliation read it here, so a test can move it.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _closers: list[Any] = field(default_factory=list, repr=False)
@@ -48,46 +51,78 @@ class Services:
         self._closers.clear()
 
 
-async def build_services(settings: Settings) -> Services:
+@dataclass
+class _Storage:
+    """The storage clients: tables now, queues and dead letters when first used."""
+
+    table: TableClient
+    audit_table: TableClient
+    connect_queues: Callable[[], QueueServiceClient]
+    connect_dead_letters: Callable[[], ContainerClient] | None
+
+
+def _storage(settings: Settings, closers: list[Any]) -> _Storage:
+    """A connection string (Azurite only), or the service endpoints with the managed identity."""
     from azure.data.tables.aio import TableClient
 
+    storage, container = settings.storage, settings.cleanup.dead_letter_container
+    if connection := storage.connection_string:
+        return _Storage(
+            TableClient.from_connection_string(connection, settings.ledger_table),
+            TableClient.from_connection_string(connection, settings.cleanup.audit_table),
+            lambda: _queues(connection, None, None),
+            lambda: _dead_letter_container(connection, None, container, None),
+        )
+    tables, queues, blobs = storage.table_service_uri, storage.queue_service_uri, storage.blob_service_uri
+    if tables is None or queues is None:
+        raise RuntimeError("storage settings name neither a connection string nor service endpoints")
+    credential = _credential(storage.client_id, settings.cloud.authority)
+    closers.append(credential)
+    return _Storage(
+        TableClient(tables, settings.ledger_table, credential=credential),
+        TableClient(tables, settings.cleanup.audit_table, credential=credential),
+        lambda: _queues(None, queues, credential),
+        (lambda: _dead_letter_container(None, blobs, container, credential)) if blobs else None,
+    )
+
+
+# azure-storage-queue and -blob are imported by the first event that uses them (cold start).
+def _queues(connection: str | None, uri: str | None, credential: AsyncTokenCredential | None) -> QueueServiceClient:
+    from azure.storage.queue.aio import QueueServiceClient
+
+    if connection:
+        return QueueServiceClient.from_connection_string(connection)
+    return QueueServiceClient(str(uri), credential=credential)
+
+
+def _dead_letter_container(
+    connection: str | None, uri: str | None, container: str, credential: AsyncTokenCredential | None
+) -> ContainerClient:
+    from azure.storage.blob.aio import ContainerClient
+
+    if connection:
+        return ContainerClient.from_connection_string(connection, container)
+    return ContainerClient(str(uri), container, credential=credential)
+
+
+async def build_services(settings: Settings) -> Services:
     from responder.adapters.arm import ArmCompute
     from responder.adapters.audit_table import AuditTable
+    from responder.adapters.dead_letters import BlobDeadLetters
     from responder.adapters.storage_queue import StorageCleanupQueue
     from responder.adapters.table_ledger import TableLedger
 
     closers: list[Any] = []
-    storage = settings.storage
-    if storage.connection_string:
-        table = TableClient.from_connection_string(storage.connection_string, settings.ledger_table)
-        audit_table = TableClient.from_connection_string(storage.connection_string, settings.cleanup.audit_table)
-        connection_string = storage.connection_string
-
-        def connect_queues() -> QueueServiceClient:
-            from azure.storage.queue.aio import QueueServiceClient
-
-            return QueueServiceClient.from_connection_string(connection_string)
-    else:
-        if storage.table_service_uri is None or storage.queue_service_uri is None:
-            raise RuntimeError("storage settings name neither a connection string nor service endpoints")
-        storage_credential = _credential(storage.client_id, settings.cloud.authority)
-        closers.append(storage_credential)
-        table = TableClient(storage.table_service_uri, settings.ledger_table, credential=storage_credential)
-        audit_table = TableClient(
-            storage.table_service_uri, settings.cleanup.audit_table, credential=storage_credential
-        )
-        queue_service_uri = storage.queue_service_uri
-
-        def connect_queues() -> QueueServiceClient:
-            from azure.storage.queue.aio import QueueServiceClient
-
-            return QueueServiceClient(queue_service_uri, credential=storage_credential)
-
+    storage = _storage(settings, closers)
+    table = storage.table
     closers.append(table)
-    audit = AuditTable(audit_table)
+    audit = AuditTable(storage.audit_table)
     closers.append(audit)
-    cleanup_queue = StorageCleanupQueue(connect_queues, settings.cleanup.queue, settings.cleanup.poison_queue)
+    cleanup_queue = StorageCleanupQueue(storage.connect_queues, settings.cleanup.queue, settings.cleanup.poison_queue)
     closers.append(cleanup_queue)
+    dead_letters = BlobDeadLetters(storage.connect_dead_letters) if storage.connect_dead_letters else None
+    if dead_letters is not None:
+        closers.append(dead_letters)
 
     cloud_credential = _credential(settings.identity_client_id, settings.cloud.authority)
     closers.append(cloud_credential)
@@ -117,6 +152,7 @@ async def build_services(settings: Settings) -> Services:
         cleanup_queue=cleanup_queue,
         audit=audit,
         findings_publisher=publisher,
+        dead_letters=dead_letters,
         _closers=closers,
     )
     try:

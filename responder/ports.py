@@ -103,6 +103,12 @@ class CleanupQueue(Protocol):
         ...
 
 
+class DeadLetters(Protocol):
+    """Event Grid's dead-letter container. Failures raise TransientError."""
+
+    async def count(self) -> int: ...
+
+
 class Audit(Protocol):
     """The audit table: decisions, each cleanup's progress, the blast-radius cap, the reconciliation cursor.
 

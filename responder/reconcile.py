@@ -126,7 +126,15 @@ async def _stop(services: Services, summary: ReconcileSummary, cursor: int) -> R
     counts = json.dumps(asdict(summary), sort_keys=True)
     write(logging.INFO, "reconcile", **{_camel(name): value for name, value in asdict(summary).items()})
     poison = services.settings.cleanup.poison_queue
-    write(logging.INFO, "queues", poisonMessages=await services.cleanup_queue.poison_depth(), poisonQueue=poison)
+    dead_letters = await services.dead_letters.count() if services.dead_letters is not None else None
+    write(
+        logging.INFO,
+        "queues",
+        poisonMessages=await services.cleanup_queue.poison_depth(),
+        poisonQueue=poison,
+        deadLettered=dead_letters,
+        deadLetterContainer=services.settings.cleanup.dead_letter_container,
+    )
     await services.audit.record(AuditEntry(None, None, "reconcile", counts, services.settings.mode.value))
     return summary
 

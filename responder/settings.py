@@ -31,6 +31,7 @@ STORAGE_CONNECTION_STRING = "AzureWebJobsStorage"
 STORAGE_ACCOUNT_NAME = "AzureWebJobsStorage__accountName"
 STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
 STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
+STORAGE_BLOB_URI = "AzureWebJobsStorage__blobServiceUri"
 STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"
 
 MODE = "RESPONDER_MODE"
@@ -50,6 +51,7 @@ FINDINGS_TOPIC_ENDPOINT = "RESPONDER_FINDINGS_TOPIC_ENDPOINT"
 ENTRA_DS_DOMAINS = "RESPONDER_ENTRA_DS_DOMAINS"
 FINDINGS_TAG = "RESPONDER_FINDINGS_TAG"
 CLEANUP_QUEUE = "RESPONDER_CLEANUP_QUEUE"
+DEAD_LETTER_CONTAINER = "RESPONDER_DEAD_LETTER_CONTAINER"
 CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
 AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
 MAX_DELETIONS_PER_HOUR = "RESPONDER_MAX_DELETIONS_PER_HOUR"
@@ -65,6 +67,7 @@ SETTING_NAMES: tuple[str, ...] = (
     STORAGE_ACCOUNT_NAME,
     STORAGE_TABLE_URI,
     STORAGE_QUEUE_URI,
+    STORAGE_BLOB_URI,
     STORAGE_CLIENT_ID,
     MODE,
     LEDGER_TABLE,
@@ -80,6 +83,7 @@ SETTING_NAMES: tuple[str, ...] = (
     SUPPRESSION_ATTRIBUTE,
     SUPPRESS_ON_POWER_OFF,
     CLEANUP_QUEUE,
+    DEAD_LETTER_CONTAINER,
     CLEANUP_DELAY_SECONDS,
     AUDIT_TABLE,
     MAX_DELETIONS_PER_HOUR,
@@ -97,6 +101,7 @@ NOT_DEPLOYED: dict[str, str] = {
     STORAGE_CONNECTION_STRING: "a connection string carries a key: local emulator only",
     STORAGE_TABLE_URI: "derived from the account name",
     STORAGE_QUEUE_URI: "derived from the account name",
+    STORAGE_BLOB_URI: "derived from the account name",
     GRAPH_URL: "derived from RESPONDER_CLOUD; the local simulators (or a DoD Graph) set it",
     ARM_URL: "derived from RESPONDER_CLOUD; the local simulators set it",
     CA_FILE: "only the local simulators' throw-away CA",
@@ -105,6 +110,7 @@ NOT_DEPLOYED: dict[str, str] = {
 DEFAULT_LEDGER_TABLE = "vmledger"
 DEFAULT_OPT_OUT_TAG = "intune-responder=ignore"
 DEFAULT_CLEANUP_QUEUE = "vm-cleanup"
+DEFAULT_DEAD_LETTER_CONTAINER = "deadletter"
 DEFAULT_CLEANUP_DELAY_SECONDS = 3600  # a quick re-create with the same name is not an orphan
 MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
 DEFAULT_AUDIT_TABLE = "responderaudit"
@@ -134,6 +140,7 @@ class StorageSettings:
     connection_string: str | None = None
     table_service_uri: str | None = None
     queue_service_uri: str | None = None
+    blob_service_uri: str | None = None  # Event Grid's dead letters; optional
     client_id: str | None = None
 
 
@@ -153,6 +160,7 @@ class SuppressionSettings:
 @dataclass(frozen=True, slots=True)
 class CleanupSettings:
     queue: str = DEFAULT_CLEANUP_QUEUE
+    dead_letter_container: str = DEFAULT_DEAD_LETTER_CONTAINER  # where Event Grid parks undeliverable events
     delay_seconds: int = DEFAULT_CLEANUP_DELAY_SECONDS
     audit_table: str = DEFAULT_AUDIT_TABLE
     max_deletions_per_hour: int = DEFAULT_MAX_DELETIONS_PER_HOUR
@@ -282,6 +290,7 @@ def _storage(text: _Reader, problems: list[str], cloud: Cloud) -> StorageSetting
     account = text(STORAGE_ACCOUNT_NAME)
     table_uri = text(STORAGE_TABLE_URI)
     queue_uri = text(STORAGE_QUEUE_URI)
+    blob_uri = text(STORAGE_BLOB_URI)
     client_id = text(STORAGE_CLIENT_ID)
     if connection_string:
         if "=" not in connection_string:
@@ -290,6 +299,7 @@ def _storage(text: _Reader, problems: list[str], cloud: Cloud) -> StorageSetting
     if account:
         table_uri = table_uri or f"https://{account}.table.{cloud.storage_suffix}"
         queue_uri = queue_uri or f"https://{account}.queue.{cloud.storage_suffix}"
+        blob_uri = blob_uri or f"https://{account}.blob.{cloud.storage_suffix}"
     if not table_uri or not queue_uri:
         problems.append(
             f"storage: set {STORAGE_ACCOUNT_NAME} (managed identity), or "
@@ -297,12 +307,14 @@ def _storage(text: _Reader, problems: list[str], cloud: Cloud) -> StorageSetting
             "(local emulator only)"
         )
         return StorageSettings()
-    for name, uri in ((STORAGE_TABLE_URI, table_uri), (STORAGE_QUEUE_URI, queue_uri)):
-        if not uri.startswith("https://"):
+    for name, uri in ((STORAGE_TABLE_URI, table_uri), (STORAGE_QUEUE_URI, queue_uri), (STORAGE_BLOB_URI, blob_uri)):
+        if uri and not uri.startswith("https://"):
             problems.append(f"{name}: {uri!r} must be an https:// URI (tokens are never sent in clear)")
     if client_id and not _GUID.match(client_id.lower()):
         problems.append(f"{STORAGE_CLIENT_ID}: {client_id!r} is not a client id (GUID)")
-    return StorageSettings(table_service_uri=table_uri, queue_service_uri=queue_uri, client_id=client_id)
+    return StorageSettings(
+        table_service_uri=table_uri, queue_service_uri=queue_uri, blob_service_uri=blob_uri, client_id=client_id
+    )
 
 
 def _cloud(text: _Reader, problems: list[str], cloud: Cloud) -> tuple[str, str, str | None, str | None]:
@@ -343,6 +355,7 @@ def _suppression(text: _Reader, problems: list[str]) -> SuppressionSettings:
     )
 
 
+_CONTAINER_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]$")  # 63 minus "-poison"
 
 
@@ -365,7 +378,16 @@ def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
         cap = int(raw_cap)
     else:
         problems.append(f"{MAX_DELETIONS_PER_HOUR}: expected a whole number of at least 1, got {raw_cap!r}")
-    return CleanupSettings(queue=queue, delay_seconds=delay, audit_table=audit_table, max_deletions_per_hour=cap)
+    container = text(DEAD_LETTER_CONTAINER) or DEFAULT_DEAD_LETTER_CONTAINER
+    if not _CONTAINER_NAME.match(container):
+        problems.append(f"{DEAD_LETTER_CONTAINER}: {container!r} is not a valid blob container name")
+    return CleanupSettings(
+        queue=queue,
+        dead_letter_container=container,
+        delay_seconds=delay,
+        audit_table=audit_table,
+        max_deletions_per_hour=cap,
+    )
 
 
 def _reconcile(text: _Reader, problems: list[str]) -> ReconcileSettings:

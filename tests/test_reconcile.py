@@ -4,6 +4,7 @@ are left alone, and a bounded run resumes where it stopped (SPEC §6)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +14,12 @@ from azure.functions.timer import TimerRequest
 
 from handlers import cleanup_worker, reconcile_timer
 from localdev.azurite import Azurite
-from localdev.queue_host import run_queue_trigger
+from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
 from responder.model import SuppressionState, VmRecord, VmRef
-from tests.conftest import deployed_services
+from tests.conftest import deployed_services, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -179,3 +180,26 @@ async def test_the_bound_counts_only_vm_records_even_when_graph_ignores_the_filt
     (summary,) = await summaries(drifted)
     assert summary["checked"] == len(simulators.world.vms) + 9  # VMs, then the Intune VM records only
     assert summary["queued"] == 1
+
+
+async def test_each_run_reports_the_dead_letters_and_the_parked_cleanup_messages(
+    services: Services, azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    from azure.storage.blob.aio import ContainerClient
+
+    caplog.set_level(logging.INFO, logger="responder")
+    container = services.settings.cleanup.dead_letter_container
+    async with ContainerClient.from_connection_string(azurite.connection_string, container) as dead_letters:
+        await dead_letters.create_container()
+        for number in range(2):  # what Event Grid writes: one blob per undeliverable batch
+            await dead_letters.upload_blob(f"topic/subscription/2026/11/24/{number}.json", b"[]")
+    await services.cleanup_queue.send_poison("{}", "a test parks one message")
+
+    await run_timer()
+
+    (line,) = log_lines(caplog, "queues")
+    assert (line["deadLettered"], line["poisonMessages"]) == (2, 1)
+    async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
+        await poison.clear_messages()  # the queues outlive the test
+    async with ContainerClient.from_connection_string(azurite.connection_string, container) as dead_letters:
+        await dead_letters.delete_container()

@@ -252,6 +252,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RESPONDER_LEDGER_TABLE: ledgerTableName
     RESPONDER_AUDIT_TABLE: auditTableName
     RESPONDER_CLEANUP_QUEUE: cleanupQueueName
+    RESPONDER_DEAD_LETTER_CONTAINER: deadLetterContainerName
     RESPONDER_CLEANUP_DELAY_SECONDS: string(cleanupDelaySeconds)
     RESPONDER_MAX_DELETIONS_PER_HOUR: string(maxDeletionsPerHour)
     RESPONDER_WATCHED_SUBSCRIPTIONS: watchedSubscriptionIds

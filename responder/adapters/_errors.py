@@ -22,9 +22,10 @@ from azure.core.exceptions import (
 from responder.errors import AccessDenied, RequestRefused, TransientError
 from responder.names import clip
 
-TABLES, QUEUES, ARM, GRAPH, EVENT_GRID = (
+TABLES, QUEUES, BLOBS, ARM, GRAPH, EVENT_GRID = (
     "Azure Table storage",
     "Azure Queue storage",
+    "Azure Blob storage",
     "Azure Resource Manager",
     "Microsoft Graph",
     "Event Grid",
@@ -34,6 +35,7 @@ TABLES, QUEUES, ARM, GRAPH, EVENT_GRID = (
 NEEDS = {
     TABLES: "the 'Storage Table Data Contributor' role on the storage account",
     QUEUES: "the 'Storage Queue Data Contributor' role on the storage account",
+    BLOBS: "a 'Storage Blob Data' reader role on the storage account",
     ARM: "the 'Reader' role (and 'Tag Contributor' for findings tags) on the watched scope",
     GRAPH: "the Graph app roles listed in the README's Permissions section, with admin consent",
     EVENT_GRID: "the 'EventGrid Data Sender' role on the findings topic",

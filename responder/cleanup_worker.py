@@ -51,7 +51,6 @@ PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
 # Reconciliation knows a record, not a VM: a placeholder that no physicalIds anchor can name.
 NOWHERE = "not-known"
 
-log = logging.getLogger("responder")
 
 _STATUS_AFTER = {
     Decision.DELETE: CleanupStatus.DONE,

@@ -22,8 +22,6 @@ from responder.observe import adopt_incarnation
 from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
 from responder.scope import opted_out
 
-log = logging.getLogger("responder")
-
 AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
 
 

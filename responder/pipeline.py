@@ -24,8 +24,6 @@ from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
 from responder.scope import out_of_scope_reason
 
-log = logging.getLogger("responder")
-
 MAX_REASON = 4000  # a reason names every candidate record; more than this is never useful in one line
 POWER_KINDS = frozenset({EventKind.DEALLOCATED, EventKind.POWERED_OFF, EventKind.STARTED})
 
@@ -45,7 +43,7 @@ class Handled:
     actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
     correlation_id: str | None = None  # the ARM operation's, to join the Activity Log
     suppression: str | None = None  # marked | unmarked: where a power event left the device's mark
-    failure: str | None = None  # transient | access-denied | refused (`log_lines.failure_fields`)
+    failure: str | None = None  # transient | access-denied | refused (`log_lines.failure_of`)
     service: str | None = None  # which service failed
 
     def log_fields(self) -> dict[str, Any]:
@@ -89,7 +87,8 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], service
         resource_id = parsed.vm.resource_id if parsed.vm else None
         retrying = Handled("retrying", parsed.event_id, parsed.kind, resource_id, clip(str(problem), MAX_REASON))
         failure, service = failure_of(problem)
-        _logged(replace(retrying, correlation_id=parsed.correlation_id, failure=failure, service=service))
+        retrying = replace(retrying, correlation_id=parsed.correlation_id, failure=failure, service=service)
+        write(LEVELS["retrying"], "event", **retrying.log_fields())  # a line, not an outcome: the event isn't done
         raise
     return _logged(replace(handled, correlation_id=parsed.correlation_id))
 

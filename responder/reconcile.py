@@ -24,8 +24,6 @@ from responder.power import align_power_mark
 from responder.scope import opted_out, out_of_scope_reason
 from responder.suppression import wanted_suppression
 
-log = logging.getLogger("responder")
-
 
 @dataclass
 class ReconcileSummary:

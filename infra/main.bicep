@@ -77,13 +77,13 @@ param createEventSubscriptions bool = false
 @description('Grant the Microsoft Graph application roles to the identity (needs a Graph admin as deployer).')
 param grantGraphRoles bool = false
 
-@description('Tags for every resource.')
 @description('E-mail address for the alerts (cleanup needing review, blast-radius cap, missing role, error findings, bad events, poison queue); empty: alerts show in the portal only.')
 param alertEmail string = ''
 
 @description('Malformed or misrouted deliveries per hour before the bad-events alert fires.')
 param badEventsPerHour int = 10
 
+@description('Tags for every resource.')
 param tags object = {}
 
 // subscriptionId: the subscription to watch; resourceGroupName: an existing resource group in it

@@ -13,6 +13,7 @@ from typing import Any
 
 from responder.errors import AccessDenied, RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
+from responder.names import clip
 
 LOG = "intune-vm-responder"
 SCHEMA = 1
@@ -20,9 +21,22 @@ SCHEMA = 1
 log = logging.getLogger("responder")
 
 
+MAX_TEXT = 4000  # a reason names every candidate record; more is never useful, and the line must stay JSON
+
+
 def write(level: int, kind: str, **fields: Any) -> None:
-    """One line: `{"log": "intune-vm-responder", "schema": 1, "kind": kind, ...fields}`."""
-    log.log(level, "%s", json.dumps({"log": LOG, "schema": SCHEMA, "kind": kind, **fields}, default=str))
+    """One line: `{"log": "intune-vm-responder", "schema": 1, "kind": kind, ...fields}`. Every string
+    is clipped, so no line is cut short by the telemetry pipeline (a cut line is no longer JSON)."""
+    bounded = {name: _bounded(value) for name, value in fields.items()}
+    log.log(level, "%s", json.dumps({"log": LOG, "schema": SCHEMA, "kind": kind, **bounded}, default=str))
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return clip(value, MAX_TEXT)
+    if isinstance(value, (list, tuple)):
+        return [_bounded(item) for item in value]
+    return value
 
 
 def vm_fields(resource_id: str | None) -> dict[str, str | None]:

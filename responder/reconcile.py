@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from responder.audit import AuditEntry
 from responder.cleanup import CleanupRequest, Origin
 from responder.composition import Services
-from responder.log_lines import write
+from responder.errors import RequestRefused, TransientError
+from responder.log_lines import failure_fields, write
 from responder.model import PowerState, SuppressionState, VmRef
 from responder.power import align_power_mark
 from responder.scope import opted_out, out_of_scope_reason
@@ -123,18 +124,32 @@ async def _stop(services: Services, summary: ReconcileSummary, cursor: int) -> R
     await services.audit.save_reconcile_cursor(cursor)
     counts = json.dumps(asdict(summary), sort_keys=True)
     write(logging.INFO, "reconcile", **{_camel(name): value for name, value in asdict(summary).items()})
-    poison = services.settings.cleanup.poison_queue
-    dead_letters = await services.dead_letters.count() if services.dead_letters is not None else None
-    write(
-        logging.INFO,
-        "queues",
-        poisonMessages=await services.cleanup_queue.poison_depth(),
-        poisonQueue=poison,
-        deadLettered=dead_letters,
-        deadLetterContainer=services.settings.cleanup.dead_letter_container,
-    )
     await services.audit.record(AuditEntry(None, None, "reconcile", counts, services.settings.mode.value))
+    await _report_queues(services)
     return summary
+
+
+async def _report_queues(services: Services) -> None:
+    """The poison queue's depth and Event Grid's dead letters, for the workbook and the alert.
+    A count that fails is reported as unknown with the failure; the run itself is done."""
+    cleanup = services.settings.cleanup
+    counts: dict[str, int | None] = {"poisonMessages": None, "deadLettered": None}
+    problem: Exception | None = None
+    try:
+        counts["poisonMessages"] = await services.cleanup_queue.poison_depth()
+        if services.dead_letters is not None:
+            counts["deadLettered"] = await services.dead_letters.count()
+    except (TransientError, RequestRefused) as failed:
+        problem = failed
+    write(
+        logging.WARNING if problem else logging.INFO,
+        "queues",
+        **counts,
+        poisonQueue=cleanup.poison_queue,
+        deadLetterContainer=cleanup.dead_letter_container,
+        reason=str(problem) if problem else None,
+        **failure_fields(problem),
+    )
 
 
 def _camel(name: str) -> str:

@@ -177,3 +177,32 @@ def test_every_field_a_query_reads_is_in_the_lines_the_app_writes_with_its_type(
             elif convert == "tostring" and not all(isinstance(value, str) for value in values):
                 missing.append(f"{name}: {field} is not a string")
     assert missing == []
+
+
+COMPARED = re.compile(r'tostring\(line\.(\w+)\) (?:==|!=|=~|in) (\([^)]*\)|"[^"]*")')
+
+
+def test_every_value_a_query_compares_with_is_one_the_app_writes(
+    local_run_lines: list[dict[str, Any]], failure_lines: list[dict[str, Any]]
+) -> None:
+    from responder.cleanup import Decision
+    from responder.pipeline import LEVELS
+
+    # What the code declares beside what the runs happened to write: rare decisions and outcomes.
+    declared = {
+        "decision": {decision.value for decision in Decision} | {"poisoned", "deferred", "retrying"},
+        "outcome": set(LEVELS),
+        "severity": {"info", "warning", "error"},
+        "failure": {"transient", "access-denied", "refused"},
+    }
+    written: dict[str, set[Any]] = {}
+    for line in local_run_lines + failure_lines:
+        for name, value in line.items():
+            written.setdefault(name, set()).add(value if not isinstance(value, list) else None)
+    unknown = []
+    for name, text in queries().items():
+        for field, literals in COMPARED.findall(text):
+            for literal in re.findall(r'"([^"]*)"', literals):
+                if literal not in written.get(field, set()) | declared.get(field, set()):
+                    unknown.append(f"{name}: {field} == {literal!r} is never written")
+    assert unknown == []

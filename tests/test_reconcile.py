@@ -191,16 +191,17 @@ async def test_each_run_reports_the_dead_letters_and_the_parked_cleanup_messages
     container = services.settings.cleanup.dead_letter_container
     async with ContainerClient.from_connection_string(azurite.connection_string, container) as dead_letters:
         await dead_letters.create_container()
-        for number in range(2):  # what Event Grid writes: one blob per undeliverable batch
-            await dead_letters.upload_blob(f"topic/subscription/2026/11/24/{number}.json", b"[]")
-    parked_before = await services.cleanup_queue.poison_depth()  # the queues are shared by the session's tests
-    await services.cleanup_queue.send_poison("{}", "a test parks one message")
+        try:
+            for number in range(2):  # what Event Grid writes: one blob per undeliverable batch
+                await dead_letters.upload_blob(f"topic/subscription/2026/11/24/{number}.json", b"[]")
+            parked_before = await services.cleanup_queue.poison_depth()  # the queues are shared by the session
+            await services.cleanup_queue.send_poison("{}", "a test parks one message")
 
-    await run_timer()
+            await run_timer()
 
-    (line,) = log_lines(caplog, "queues")
-    assert (line["deadLettered"], line["poisonMessages"]) == (2, parked_before + 1)
-    async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
-        await poison.clear_messages()  # other tests read this queue
-    async with ContainerClient.from_connection_string(azurite.connection_string, container) as dead_letters:
-        await dead_letters.delete_container()
+            (line,) = log_lines(caplog, "queues")
+            assert (line["deadLettered"], line["poisonMessages"]) == (2, parked_before + 1)
+        finally:  # other tests read this queue and this container
+            await dead_letters.delete_container()
+            async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
+                await poison.clear_messages()

@@ -44,7 +44,7 @@ resource mail 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEma
 var alerts = [
   {
     name: 'cleanup-needs-review'
-    title: 'A cleanup was parked or needs review'
+    title: 'A cleanup was parked, refused or needs review'
     severity: 2
     query: loadTextContent('../monitoring/alerts/cleanup-needs-review.kql')
     threshold: 0
@@ -121,6 +121,8 @@ resource rules 'Microsoft.Insights/scheduledQueryRules@2026-03-01' = [
         ]
       }
       autoMitigate: false
+      // A daily count is checked hourly: one notice a day, not 24.
+      muteActionsDuration: alert.window == 'P1D' ? 'P1D' : null
       actions: {
         actionGroups: empty(alertEmail) ? [] : [mail.id]
       }

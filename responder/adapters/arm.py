@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -142,12 +142,12 @@ class ArmCompute:
 
     async def _get(self, path: str, api_version: str, params: dict[str, str] | None = None) -> Any:
         """The resource's JSON document, or None when ARM says it doesn't exist (404)."""
-        request = HttpRequest("GET", f"{self._base_url}{path}", params={**(params or {}), "api-version": api_version})
+        request = _get(f"{self._base_url}{path}", {**(params or {}), "api-version": api_version})
         return await _call(self._fetch(request, absent_is_none=True))
 
     async def _list(self, path: str, api_version: str, params: dict[str, str] | None = None) -> AsyncIterator[Any]:
         """Items of an ARM collection, following `nextLink` (which carries its own api-version)."""
-        request = HttpRequest("GET", f"{self._base_url}{path}", params={**(params or {}), "api-version": api_version})
+        request = _get(f"{self._base_url}{path}", {**(params or {}), "api-version": api_version})
         while True:
             page = await _call(self._fetch(request))
             for item in page.get("value") or []:
@@ -155,7 +155,8 @@ class ArmCompute:
             next_link = page.get("nextLink")
             if not next_link:
                 return
-            request = HttpRequest("GET", str(next_link))
+            # As the management SDKs do (desktopvirtualization sets it on every page): our api-version.
+            request = _get(str(next_link), {"api-version": api_version})
 
     async def _fetch(self, request: HttpRequest, absent_is_none: bool = False) -> Any:
         """The answer's JSON; an error answer as the azure-core exception ARM's error body makes."""
@@ -182,6 +183,19 @@ class ArmCompute:
         patch = TagsPatchResource(operation="Merge", properties=Tags(tags=tags))
         poller = await _call(client.tags.begin_update_at_scope(vm.resource_id, patch))
         await _call(poller.result())
+
+
+def _get(url: str, params: dict[str, str]) -> HttpRequest:
+    """A GET as the generated operations send it: JSON accepted, `params` set on the query
+    (replacing what the URL carries, as for a `nextLink`)."""
+    parts = urlsplit(url)
+    query = {name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+    query.update(params)
+    return HttpRequest(
+        "GET",
+        urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), "")),
+        headers={"Accept": "application/json"},
+    )
 
 
 def _segment(value: Any) -> str:

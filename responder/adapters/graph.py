@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+import aiohttp
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
@@ -84,6 +85,12 @@ ENTRA_DEVICE_FIELDS = [
 ]
 
 
+def _session(verify: ssl.SSLContext | bool) -> aiohttp.ClientSession:
+    """aiohttp under msgraph's httpx client; honours HTTPS_PROXY/NO_PROXY as httpx would."""
+    connector = aiohttp.TCPConnector(ssl=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context())
+    return aiohttp.ClientSession(connector=connector, trust_env=True)
+
+
 def build_graph_directory(
     credential: AsyncTokenCredential,
     base_url: str,
@@ -103,7 +110,7 @@ def build_graph_directory(
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
     # aiohttp under httpx: the azure-* clients already load it, and httpcore's stack
     # (h11, h2, anyio) would add ~50 ms to every cold start.
-    wire = transport or AiohttpTransport(verify=verify)
+    wire = transport or AiohttpTransport(client=lambda: _session(verify))
     http = GraphClientFactory.create_with_default_middleware(
         client=httpx.AsyncClient(timeout=TIMEOUT_SECONDS, transport=wire),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=MAX_RETRIES)},
@@ -135,8 +142,10 @@ class GraphDeviceDirectory:
         self._batching = _Batching(adapter, self._base_url)
 
     async def close(self) -> None:
-        await self._http.aclose()
-        await self._wire.aclose()  # msgraph-core's middleware transport doesn't pass the close on
+        try:
+            await self._http.aclose()
+        finally:
+            await self._wire.aclose()  # msgraph-core's middleware transport doesn't pass the close on
 
     # --- Intune -----------------------------------------------------------------
 
@@ -377,7 +386,7 @@ async def _call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 stays
         return await operation
     except APIError as problem:
         raise status_failure(problem.response_status_code, clip(_message(problem)), GRAPH) from problem
-    except httpx.TransportError as problem:
+    except (httpx.TransportError, aiohttp.ClientError) as problem:  # aiohttp's own: httpx-aiohttp lets some through
         raise TransientError(f"Microsoft Graph unreachable: {problem!r}", GRAPH) from problem
     except ClientAuthenticationError as problem:  # the identity could not get a token for Graph
         raise service_failure(problem, GRAPH) from problem

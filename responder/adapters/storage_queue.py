@@ -12,6 +12,7 @@ start should not import azure-storage-queue.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,31 +32,39 @@ class StorageCleanupQueue:
         self._names = (queue, poison_queue)
         self._service: QueueServiceClient | None = None
         self._clients: tuple[QueueClient, QueueClient] | None = None
+        self._making = asyncio.Lock()  # concurrent first uses make one client, not one each
 
     async def _queues(self) -> tuple[QueueClient, QueueClient]:
         """The queue and its poison queue, created when missing (Bicep creates them in Azure)."""
-        if self._clients is None:
-            from azure.core.exceptions import ResourceExistsError
-            from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+        async with self._making:
+            if self._clients is None:
+                self._clients = await self._make()
+            return self._clients
 
+    async def _make(self) -> tuple[QueueClient, QueueClient]:
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        if self._service is None:
             self._service = self._connect()
-            queue, poison = (
-                self._service.get_queue_client(
-                    name,
-                    message_encode_policy=TextBase64EncodePolicy(),
-                    message_decode_policy=TextBase64DecodePolicy(),
-                )
-                for name in self._names
+        queue, poison = (
+            self._service.get_queue_client(
+                name,
+                message_encode_policy=TextBase64EncodePolicy(),
+                message_decode_policy=TextBase64DecodePolicy(),
             )
-            for client in (queue, poison):
-                try:
-                    await client.create_queue()
-                except ResourceExistsError:
-                    pass
-                except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                    raise service_failure(error, QUEUES) from error
-            self._clients = (queue, poison)
-        return self._clients
+            for name in self._names
+        )
+        for client in (queue, poison):
+            try:
+                await client.create_queue()
+            except ResourceExistsError:
+                pass
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                await queue.close()  # the service stays, for the next attempt
+                await poison.close()
+                raise service_failure(error, QUEUES) from error
+        return queue, poison
 
     async def send(self, text: str, delay_seconds: int) -> None:
         try:

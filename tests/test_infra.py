@@ -201,3 +201,20 @@ def test_the_graph_roles_are_granted_by_the_first_provision_only() -> None:
     text = (INFRA / "main.bicep").read_text()
 
     assert "module graphRoles 'modules/graph-roles.bicep' = if (grantGraphRoles && !createEventSubscriptions)" in text
+
+
+def test_no_declaration_carries_the_same_decorator_twice() -> None:
+    """Bicep refuses it (BCP166), and the parser these tests use does not."""
+    repeated = []
+    for template in TEMPLATES:
+        decorators: list[str] = []
+        for line in template.read_text().splitlines():
+            text = line.strip()
+            if text.startswith("@"):
+                name = text[1:].split("(", 1)[0]
+                if name in decorators:
+                    repeated.append(f"{template.name}: @{name} twice before one declaration")
+                decorators.append(name)
+            elif text and not text.startswith("//"):
+                decorators = []
+    assert repeated == []

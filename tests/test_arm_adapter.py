@@ -7,6 +7,7 @@ from http import HTTPStatus
 import pytest
 
 from localdev.simulators import Simulators
+from responder.adapters.arm import VIRTUAL_MACHINES_API
 from responder.composition import Services
 from responder.errors import TransientError
 from responder.facts import Gone, VmFacts
@@ -114,8 +115,9 @@ async def test_listing_vms_follows_next_links_and_carries_power_states(
 
     assert len(states) == len(simulators.world.vms)
     assert states["vm-dup-04"] is PowerState.DEALLOCATED
-    assert len(simulators.arm.calls("GET", "virtualMachines")) == 3
-    assert simulators.arm.calls("GET", "virtualMachines")[0].query["statusOnly"] == "true"
+    pages = simulators.arm.calls("GET", "virtualMachines")
+    assert [page.query.get("$skiptoken") for page in pages] == [None, "4", "8"]
+    assert {(page.query["api-version"], page.query["statusOnly"]) for page in pages} == {(VIRTUAL_MACHINES_API, "true")}
 
 
 async def test_a_throttled_arm_still_serves_every_read(services: Services, simulators: Simulators) -> None:

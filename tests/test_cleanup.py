@@ -349,3 +349,25 @@ async def test_an_unknown_computer_name_is_never_replaced_by_the_resource_name(
     (row,) = await audit_rows(services)
     assert row["Decision"] == "skipped"
     assert "computer name is unknown" in row["Reason"]
+
+
+async def test_concurrent_first_sends_share_one_queue_client(azurite: Azurite) -> None:
+    import asyncio
+    import uuid
+
+    from azure.storage.queue.aio import QueueServiceClient
+
+    from responder.adapters.storage_queue import StorageCleanupQueue
+
+    made: list[QueueServiceClient] = []
+
+    def connect() -> QueueServiceClient:
+        made.append(QueueServiceClient.from_connection_string(azurite.connection_string))
+        return made[-1]
+
+    name = f"first-{uuid.uuid4().hex[:10]}"
+    queue = StorageCleanupQueue(connect, name, f"{name}-poison")
+    await asyncio.gather(queue.send("one", 0), queue.send("two", 0), queue.send_poison("three", "test"))
+    await queue.close()
+
+    assert len(made) == 1  # a second client would never be closed

@@ -201,6 +201,8 @@ class Bench:
     tables: RecordingProxy
     queues: RecordingProxy
     folder: Path
+    table_sas: str
+    queue_sas: str
 
     def fresh_state(self) -> dict[str, str]:
         """The seed's tenant and VMs again, and storage no run has used."""
@@ -233,9 +235,6 @@ class Bench:
         calls += simulator_calls(self.simulators.topic, "https://eventgrid.azure.net/.default")
         calls += storage_calls(self.tables, self.table_sas) + storage_calls(self.queues, self.queue_sas)
         return sorted(calls, key=lambda call: call.received)
-
-    table_sas: str = ""
-    queue_sas: str = ""
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -375,6 +374,5 @@ def cold_start_bench(
     tables = RecordingProxy(f"http://{HOST}:{azurite.table_port}")
     queues = RecordingProxy(f"http://{HOST}:{azurite.queue_port}")
     with tables.serving(), queues.serving(), tempfile.TemporaryDirectory(prefix="coldstart-") as folder:
-        bench = Bench(simulators, azurite, seed, settings, tables, queues, Path(folder))
-        bench.table_sas, bench.queue_sas = account_sas("table"), account_sas("queue")
-        yield bench
+        sas = account_sas("table"), account_sas("queue")
+        yield Bench(simulators, azurite, seed, settings, tables, queues, Path(folder), *sas)

@@ -85,9 +85,17 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], service
         handled = await _handle_classified(parsed, accepts, services)
     except TransientError as problem:  # Event Grid redelivers; the line says which service and why
         resource_id = parsed.vm.resource_id if parsed.vm else None
-        retrying = Handled("retrying", parsed.event_id, parsed.kind, resource_id, clip(str(problem), MAX_REASON))
         failure, service = failure_of(problem)
-        retrying = replace(retrying, correlation_id=parsed.correlation_id, failure=failure, service=service)
+        retrying = Handled(
+            "retrying",
+            parsed.event_id,
+            parsed.kind,
+            resource_id,
+            str(problem),  # clipped by log_fields, like every reason
+            correlation_id=parsed.correlation_id,
+            failure=failure,
+            service=service,
+        )
         write(LEVELS["retrying"], "event", **retrying.log_fields())  # a line, not an outcome: the event isn't done
         raise
     return _logged(replace(handled, correlation_id=parsed.correlation_id))

@@ -276,6 +276,7 @@ class InProcess:
     ledger: MemoryLedger
     audit: MemoryAudit
     queue: MemoryQueue
+    device_checks: MemoryQueue
 
 
 def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, now: Callable[[], datetime]) -> InProcess:
@@ -286,14 +287,16 @@ def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, now: Ca
     graph = SimulatedApi("graph", GraphSimulator(tenant, cloud=settings.cloud), tokens, audience=settings.cloud.graph)
     directory = build_graph_directory(LocalTokens(tokens), GRAPH_BASE, None, transport=InProcessTransport(graph))
     ledger, audit, queue = MemoryLedger(), MemoryAudit(now), MemoryQueue(lambda: now().timestamp())
+    device_checks = MemoryQueue(lambda: now().timestamp())
     services = Services(
         settings=settings,
         ledger=ledger,
         directory=directory,
         compute=WorldCompute(world),
         cleanup_queue=queue,
+        device_check_queue=device_checks,
         audit=audit,
         clock=now,
         _closers=[directory],
     )
-    return InProcess(services, graph, tenant, world, ledger, audit, queue)
+    return InProcess(services, graph, tenant, world, ledger, audit, queue, device_checks)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from responder.ports import Audit, CleanupQueue, Compute, DeadLetters, DeviceDirectory, Ledger
+from responder.ports import Audit, Compute, DeadLetters, DeviceDirectory, Ledger, WorkQueue
 from responder.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ class Services:
     ledger: Ledger
     directory: DeviceDirectory
     compute: Compute
-    cleanup_queue: CleanupQueue
+    cleanup_queue: WorkQueue
+    device_check_queue: WorkQueue  # a new VM's device-side check, once its device enrolled
     audit: Audit
     findings_publisher: FindingsPublisher | None = None
     dead_letters: DeadLetters | None = None  # None: not counted (no blob endpoint configured)
@@ -109,7 +110,7 @@ async def build_services(settings: Settings) -> Services:
     from responder.adapters.arm import ArmCompute
     from responder.adapters.audit_table import AuditTable
     from responder.adapters.dead_letters import BlobDeadLetters
-    from responder.adapters.storage_queue import StorageCleanupQueue
+    from responder.adapters.storage_queue import StorageWorkQueue
     from responder.adapters.table_ledger import TableLedger
 
     closers: list[Any] = []
@@ -118,8 +119,11 @@ async def build_services(settings: Settings) -> Services:
     closers.append(table)
     audit = AuditTable(storage.audit_table)
     closers.append(audit)
-    cleanup_queue = StorageCleanupQueue(storage.connect_queues, settings.cleanup.queue, settings.cleanup.poison_queue)
+    cleanup_queue = StorageWorkQueue(storage.connect_queues, settings.cleanup.queue, settings.cleanup.poison_queue)
     closers.append(cleanup_queue)
+    checks = settings.device_check
+    device_check_queue = StorageWorkQueue(storage.connect_queues, checks.queue, checks.poison_queue)
+    closers.append(device_check_queue)
     dead_letters = BlobDeadLetters(storage.connect_dead_letters) if storage.connect_dead_letters else None
     if dead_letters is not None:
         closers.append(dead_letters)
@@ -150,6 +154,7 @@ async def build_services(settings: Settings) -> Services:
         directory=cast(DeviceDirectory, directory),
         compute=compute,
         cleanup_queue=cleanup_queue,
+        device_check_queue=device_check_queue,
         audit=audit,
         findings_publisher=publisher,
         dead_letters=dead_letters,

@@ -4,6 +4,8 @@ Runs once per vmId, and again only when the image or the extensions change (a
 fingerprint in the ledger), because ARM sends a `write` for every tag or size
 change. Findings go to the ledger (replacing the last check's), to the log (one
 line each), and, when a topic is configured, to Event Grid as a custom event.
+A Windows VM's check also queues the device-side check (`responder.device_check`),
+which runs once the VM's device has enrolled in Intune.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.log_lines import vm_fields, write
 from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
-from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
+from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check, identify_os
 from responder.scope import opted_out
 
 AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
@@ -60,7 +62,7 @@ async def check_written_vm(
             CheckFacts(
                 vm=facts,
                 image_definition=await _image_definition(facts, services),
-                host_pool=await _host_pool(facts, services),
+                host_pool=await host_pool_of(facts, services),
                 entra_ds_domains=services.settings.entra_ds_domains,
             )
         )
@@ -79,14 +81,25 @@ async def check_written_vm(
             **vm_fields(event.vm.resource_id),
         )
     if services.settings.findings_tag:
-        await services.compute.merge_tags(event.vm, {services.settings.findings_tag: verdict(findings)})
+        # The verdict covers the device-side findings already known too.
+        device_side = tuple(finding for finding in record.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
+        tag = verdict((*device_side, *findings))
+        await services.compute.merge_tags(event.vm, {services.settings.findings_tag: tag})
     if services.findings_publisher is not None:
         await services.findings_publisher.publish(event.vm, facts.vm_id, list(findings))
+    device_check_due = None
+    if facts.vm_id and identify_os(facts).family != "linux":
+        from responder.device_check import queue_device_check  # the follow-up, once the device enrols
+
+        device_check_due = await queue_device_check(event.vm, facts.vm_id, services)
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
         adopted = adopt_incarnation(current, facts)
         kept = tuple(finding for finding in adopted.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
-        return replace(adopted, findings=(*kept, *findings), check_fingerprint=checked, opted_out=False), None
+        updated = replace(adopted, findings=(*kept, *findings), check_fingerprint=checked, opted_out=False)
+        if device_check_due is not None:
+            updated = replace(updated, device_check_due=device_check_due, device_checked_at=None)
+        return updated, None
 
     # Last: the fingerprint says "checked", so a crash before it repeats the check (and its reports).
     await services.ledger.update(event.vm, remember)
@@ -111,7 +124,7 @@ async def _image_definition(facts: VmFacts, services: Services) -> ImageDefiniti
     return None if isinstance(definition, Gone) else definition
 
 
-async def _host_pool(facts: VmFacts, services: Services) -> HostPool | None:
+async def host_pool_of(facts: VmFacts, services: Services) -> HostPool | None:
     """Only session hosts carry the AVD registration extension; others cost no lookups."""
     if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
         return None

@@ -97,6 +97,7 @@ class ManagedDevice:
     enrolled_at: datetime | None = None
     last_sync_at: datetime | None = None
     enrollment_type: str | None = None
+    enrollment_profile_name: str | None = None  # the Autopilot profile it enrolled through, if any
     management_agent: str | None = None
 
     @property

@@ -90,6 +90,7 @@ class Finding:
     message: str
     evidence: str = ""
     doc: str = ""
+    phase: str = "create"  # "create": from ARM when the VM is written; "device": from Intune once it enrolled
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,8 @@ class VmRecord:
     cleanup_status: CleanupStatus = CleanupStatus.NONE
     deleted_at: datetime | None = None
     check_fingerprint: str | None = None  # what the last prerequisite check looked at (vmId, image, extensions)
+    device_check_due: datetime | None = None  # a device-side check is queued and gives up at this time
+    device_checked_at: datetime | None = None  # the device-side check concluded (findings, or not enrolled)
     opted_out: bool = False  # carried the opt-out tag when ARM was last read
     last_plan: tuple[str, ...] = ()  # the actions last decided, done or (audit mode) only recorded
     lease_owner: str | None = None  # the invocation acting on this VM's device right now

@@ -160,6 +160,8 @@ def forget_incarnation(record: VmRecord) -> VmRecord:
         suppression=SuppressionState.NONE,
         findings=(),
         check_fingerprint=None,
+        device_check_due=None,
+        device_checked_at=None,
         opted_out=False,
     )
 

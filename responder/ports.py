@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, VmFacts
+from responder.intune_policies import Policy
 from responder.model import VmRecord, VmRef
 
 if TYPE_CHECKING:  # the cleanup worker's types: a power event's cold start doesn't load them
@@ -76,6 +77,15 @@ class DeviceDirectory(Protocol):
 
     async def remove_group_member(self, group_id: str, object_id: str) -> bool: ...
 
+    # Read-only, for the device-side prerequisite check.
+    async def device_group_ids(self, object_id: str) -> frozenset[str]:
+        """The ids (lower case) of every group the Entra device is in, directly or through other groups."""
+        ...
+
+    async def intune_policies(self) -> list[Policy]:
+        """Every device configuration profile and compliance policy, with its assignments."""
+        ...
+
 
 class Compute(Protocol):
     """The VM side, read from Azure Resource Manager."""
@@ -91,8 +101,8 @@ class Compute(Protocol):
     async def merge_tags(self, vm: VmRef, tags: dict[str, str]) -> None: ...
 
 
-class CleanupQueue(Protocol):
-    """The cleanup queue and its poison queue. Failures raise TransientError."""
+class WorkQueue(Protocol):
+    """A queue of work (cleanups, device checks) and its poison queue. Failures raise TransientError."""
 
     async def send(self, text: str, delay_seconds: int) -> None: ...
 

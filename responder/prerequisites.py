@@ -13,6 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from responder.facts import Extension, HostPool, ImageDefinition, VmFacts
+from responder.intune_policies import (
+    TPM_COMPLIANCE_SETTINGS,
+    AssignedPolicy,
+    disables_remote_connections,
+    profile_kind,
+    tpm_requirements,
+)
 from responder.model import Finding
 
 DOC_VM = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
@@ -46,6 +53,10 @@ FIRST_WINDOWS_11_BUILD = 22000
 MIN_AVD_AGENT = (1, 0, 2944, 1400)  # multi-session management needs this agent or newer
 INTUNE_MDM_ID = "0000000a-0000-0000-c000-000000000000"  # the Intune MDM application id
 
+SELF_DEPLOYING = "windowsAzureADJoinUsingDeviceAuth"  # Intune's enrolment type of Autopilot self-deploying
+DEVICE_PHASE = "device"
+PROFILE_NAMES = {"bitlocker": "BitLocker", "dfci": "DFCI", "domainjoin": "Domain Join", "wifi": "Wi-Fi"}
+
 ENTERPRISE, MULTI_SESSION, PRO, SERVER = "enterprise", "enterprise multi-session", "pro", "server"
 
 
@@ -60,17 +71,24 @@ class OperatingSystem:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """The VM's own Intune record, once it enrolled, and the policies that reach it."""
+
+    managed_device_id: str
+    enrollment_type: str | None = None  # Intune deviceEnrollmentType
+    enrollment_profile_name: str | None = None  # the Autopilot profile it enrolled through, if any
+    policies: tuple[AssignedPolicy, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CheckFacts:
     """Everything the rules may look at. Device-side facts exist only once enrolled."""
 
     vm: VmFacts
     image_definition: ImageDefinition | None = None
     host_pool: HostPool | None = None
-    enrollment_type: str | None = None  # Intune deviceEnrollmentType
-    profiles: frozenset[str] = frozenset()  # kinds: bitlocker, dfci, domainJoin, wifi
-    compliance_requires: frozenset[str] = frozenset()  # bitLocker, secureBoot, tpm
-    remote_connections_disabled: bool | None = None  # RemoteDesktopServices/AllowUsersToConnectRemotely
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services managed domains
+    device: DeviceFacts | None = None
 
 
 def identify_os(vm: VmFacts) -> OperatingSystem:
@@ -303,23 +321,28 @@ def cloned_image(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
 
 
 def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
-    if (facts.enrollment_type or "") == "windowsAzureADJoinUsingDeviceAuth":
+    device = facts.device
+    if device is None:
+        return []
+    evidence = f"Intune record {device.managed_device_id}: deviceEnrollmentType {device.enrollment_type}"
+    if (device.enrollment_type or "") == SELF_DEPLOYING:
         return [
-            Finding(
+            _device_finding(
                 "autopilot",
                 "error",
-                "Autopilot self-deploying or pre-provisioning is targeted at this VM: both need a physical TPM.",
-                f"deviceEnrollmentType {facts.enrollment_type}",
+                "Enrolled by Autopilot self-deploying or pre-provisioning: both need a physical TPM.",
+                evidence,
                 DOC_VM,
             )
         ]
-    if (facts.enrollment_type or "") == "windowsAzureADJoin" and "autopilot" in facts.profiles:
+    if (device.enrollment_type or "") == "windowsAzureADJoin" and device.enrollment_profile_name:
         return [
-            Finding(
+            _device_finding(
                 "oobe",
                 "info",
-                "OOBE, Autopilot user-driven and the Enrollment Status Page are not available on an RDP-only VM.",
-                "Autopilot profile assigned",
+                f"Enrolled through the Autopilot profile '{device.enrollment_profile_name}': OOBE, Autopilot and "
+                "the Enrollment Status Page are not supported on a VM reached only over RDP.",
+                f"{evidence}, enrollmentProfileName {device.enrollment_profile_name}",
                 DOC_VM,
             )
         ]
@@ -327,80 +350,90 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
 
 
 def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
+    device = facts.device
+    if device is None:
+        return []
     unsupported = {"bitlocker", "dfci"}
     if facts.host_pool is not None:
         unsupported |= {"domainjoin", "wifi"}
-    findings = [
-        Finding(
-            "tpm-profile",
-            "warning",
-            f"A {kind} profile is assigned: Intune doesn't support it on this VM.",
-            f"profile kind {kind}",
-            DOC_AVD if kind in {"domainjoin", "wifi"} else DOC_VM,
-        )
-        for kind in sorted(kind.lower() for kind in facts.profiles)
-        if kind in unsupported
-    ]
-    if facts.host_pool is not None:
-        findings += [
-            Finding(
-                "tpm-compliance",
-                "warning",
-                f"A compliance policy requires {requirement}: an AVD host reports it as noncompliant.",
-                f"compliance requires {requirement}",
-                DOC_AVD,
+    findings = []
+    for assigned in device.policies:
+        policy = assigned.policy
+        kind = profile_kind(policy)
+        if kind is not None and kind[0] in unsupported:
+            findings.append(
+                _device_finding(
+                    "tpm-profile",
+                    "warning",
+                    f"The {PROFILE_NAMES[kind[0]]} profile {policy.label} is assigned: Intune doesn't support it "
+                    f"on {'an AVD host' if kind[0] in {'domainjoin', 'wifi'} else 'a VM'}.",
+                    f"{policy.label} via {assigned.via}: {kind[1]}",
+                    DOC_AVD if kind[0] in {"domainjoin", "wifi"} else DOC_VM,
+                )
             )
-            for requirement in sorted(facts.compliance_requires)
-        ]
+        requirements = tpm_requirements(policy)
+        if facts.host_pool is not None and requirements:
+            wanted = ", ".join(TPM_COMPLIANCE_SETTINGS[name] for name in requirements)
+            findings.append(
+                _device_finding(
+                    "tpm-compliance",
+                    "warning",
+                    f"The compliance policy {policy.label} requires {wanted}: an AVD host reports it as noncompliant.",
+                    f"{policy.label} via {assigned.via}: {', '.join(requirements)}",
+                    DOC_AVD,
+                )
+            )
     return findings
 
 
 def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
-    if facts.host_pool is not None and facts.remote_connections_disabled:
-        return [
-            Finding(
-                "remote-access",
-                "error",
-                "RemoteDesktopServices/AllowUsersToConnectRemotely is disabled: users can't reach the AVD host.",
-                "policy RemoteDesktopServices/AllowUsersToConnectRemotely = disabled",
-                DOC_AVD,
+    if facts.host_pool is None or facts.device is None:
+        return []
+    findings = []
+    for assigned in facts.device.policies:
+        setting = disables_remote_connections(assigned.policy)
+        if setting is not None:
+            findings.append(
+                _device_finding(
+                    "remote-access",
+                    "error",
+                    f"The profile {assigned.policy.label} disables RemoteDesktopServices/AllowUsersToConnectRemotely: "
+                    "users can't reach the AVD host.",
+                    f"{assigned.policy.label} via {assigned.via}: {setting}",
+                    DOC_AVD,
+                )
             )
-        ]
-    return []
+    return findings
+
+
+def _device_finding(rule_id: str, severity: str, message: str, evidence: str, doc: str) -> Finding:
+    return Finding(rule_id, severity, message, evidence, doc, phase=DEVICE_PHASE)
 
 
 # Every rule id a check can produce, so the ledger can replace the last check's findings.
 PREREQUISITE_RULE_IDS = frozenset(
-    {
-        "os-edition",
-        "os-version",
-        "host-pool",
-        "avd-agent",
-        "join",
-        "cloned-image",
-        "autopilot",
-        "oobe",
-        "tpm-profile",
-        "tpm-compliance",
-        "remote-access",
-        "not-applicable",
-    }
+    {"os-edition", "os-version", "host-pool", "avd-agent", "join", "cloned-image", "not-applicable"}
+)
+# ... and every rule id the check after enrolment can produce (its findings replace the last such check's).
+DEVICE_RULE_IDS = frozenset(
+    {"autopilot", "oobe", "tpm-profile", "tpm-compliance", "remote-access", "not-enrolled", "device-unproven"}
 )
 
-RULES: tuple[Rule, ...] = (
-    os_edition,
-    os_version,
-    host_pool_persistence,
-    join,
-    cloned_image,
-    autopilot,
-    tpm_bound,
-    remote_access,
-)
+RULES: tuple[Rule, ...] = (os_edition, os_version, host_pool_persistence, join, cloned_image)
+# Read from Intune once the VM's device has enrolled (`responder.device_check`).
+DEVICE_RULES: tuple[Rule, ...] = (autopilot, tpm_bound, remote_access)
+
+
+def check_device(facts: CheckFacts) -> list[Finding]:
+    """The rules that need the enrolled device (its enrolment, the policies that reach it), in rule order."""
+    system = identify_os(facts.vm)
+    if system.family == "linux" or facts.device is None:
+        return []
+    return [finding for rule in DEVICE_RULES for finding in rule(facts, system)]
 
 
 def check(facts: CheckFacts) -> list[Finding]:
-    """Every rule's findings, in rule order; a Linux VM is simply not applicable."""
+    """Every create-time rule's findings, in rule order; a Linux VM is simply not applicable."""
     system = identify_os(facts.vm)
     if system.family == "linux":
         return [

@@ -55,6 +55,9 @@ DEAD_LETTER_CONTAINER = "RESPONDER_DEAD_LETTER_CONTAINER"
 CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
 AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
 MAX_DELETIONS_PER_HOUR = "RESPONDER_MAX_DELETIONS_PER_HOUR"
+DEVICE_CHECK_QUEUE = "RESPONDER_DEVICE_CHECK_QUEUE"
+DEVICE_CHECK_FIRST_DELAY_SECONDS = "RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS"
+DEVICE_CHECK_WAIT_HOURS = "RESPONDER_DEVICE_CHECK_WAIT_HOURS"
 SUPPRESSION_GROUP_ID = "RESPONDER_SUPPRESSION_GROUP_ID"
 SUPPRESSION_ATTRIBUTE = "RESPONDER_SUPPRESSION_ATTRIBUTE"
 SUPPRESS_ON_POWER_OFF = "RESPONDER_SUPPRESS_ON_POWER_OFF"
@@ -87,6 +90,9 @@ SETTING_NAMES: tuple[str, ...] = (
     CLEANUP_DELAY_SECONDS,
     AUDIT_TABLE,
     MAX_DELETIONS_PER_HOUR,
+    DEVICE_CHECK_QUEUE,
+    DEVICE_CHECK_FIRST_DELAY_SECONDS,
+    DEVICE_CHECK_WAIT_HOURS,
     WATCHED_SUBSCRIPTIONS,
     RECONCILE_SCHEDULE,
     RECONCILE_MAX_ITEMS,
@@ -117,6 +123,9 @@ DEFAULT_AUDIT_TABLE = "responderaudit"
 DEFAULT_RECONCILE_SCHEDULE = "0 30 3 * * *"  # daily, 03:30 UTC
 DEFAULT_MAX_DELETIONS_PER_HOUR = 50  # records deleted per rolling hour, all instances together
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_DEVICE_CHECK_QUEUE = "vm-device-check"
+DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS = 900  # a new VM's device enrols minutes after the VM is created
+DEFAULT_DEVICE_CHECK_WAIT_HOURS = 24  # then it is reported as not enrolled
 DEFAULT_ARM_URL = "https://management.azure.com"
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -172,6 +181,19 @@ class CleanupSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceCheckSettings:
+    """The follow-up check of a new VM's device once it enrols: first look, then back off, then give up."""
+
+    queue: str = DEFAULT_DEVICE_CHECK_QUEUE
+    first_delay_seconds: int = DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS
+    wait_hours: int = DEFAULT_DEVICE_CHECK_WAIT_HOURS
+
+    @property
+    def poison_queue(self) -> str:
+        return f"{self.queue}-poison"
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileSettings:
     """The timer that catches what events missed (SPEC §6)."""
 
@@ -196,6 +218,7 @@ class Settings:
     identity_client_id: str | None = None
     suppression: SuppressionSettings = SuppressionSettings()
     cleanup: CleanupSettings = CleanupSettings()
+    device_check: DeviceCheckSettings = DeviceCheckSettings()
     findings_topic_endpoint: str | None = None  # Event Grid topic for prerequisite findings; off when unset
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services domains (Intune can't manage)
     findings_tag: str | None = None  # tag name for the check's verdict on the VM; off when unset
@@ -246,6 +269,7 @@ class Settings:
         graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems, cloud)
         suppression = _suppression(text, problems)
         cleanup = _cleanup(text, problems)
+        device_check = _device_check(text, problems)
         reconcile = _reconcile(text, problems)
         topic = text(FINDINGS_TOPIC_ENDPOINT)
         if topic is not None and not topic.startswith("https://"):
@@ -267,6 +291,7 @@ class Settings:
             identity_client_id=identity_client_id,
             suppression=suppression,
             cleanup=cleanup,
+            device_check=device_check,
             findings_topic_endpoint=topic,
             entra_ds_domains=frozenset(_items(text(ENTRA_DS_DOMAINS))),
             findings_tag=_tag_name(text(FINDINGS_TAG), problems),
@@ -388,6 +413,30 @@ def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
         audit_table=audit_table,
         max_deletions_per_hour=cap,
     )
+
+
+def _device_check(text: _Reader, problems: list[str]) -> DeviceCheckSettings:
+    queue = text(DEVICE_CHECK_QUEUE) or DEFAULT_DEVICE_CHECK_QUEUE
+    if not _QUEUE_NAME.match(queue):
+        problems.append(f"{DEVICE_CHECK_QUEUE}: {queue!r} is not a valid queue name (3-56 lower-case, digits, -)")
+    raw_delay = text(DEVICE_CHECK_FIRST_DELAY_SECONDS) or str(DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS)
+    delay = DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS
+    if raw_delay.isdigit() and 1 <= int(raw_delay) <= MAX_QUEUE_DELAY_SECONDS:
+        delay = int(raw_delay)
+    else:
+        problems.append(
+            f"{DEVICE_CHECK_FIRST_DELAY_SECONDS}: expected 1-{MAX_QUEUE_DELAY_SECONDS} seconds, got {raw_delay!r}"
+        )
+    raw_hours = text(DEVICE_CHECK_WAIT_HOURS) or str(DEFAULT_DEVICE_CHECK_WAIT_HOURS)
+    hours = DEFAULT_DEVICE_CHECK_WAIT_HOURS
+    if raw_hours.isdigit() and 1 <= int(raw_hours) <= MAX_DEVICE_CHECK_WAIT_HOURS:
+        hours = int(raw_hours)
+    else:
+        problems.append(f"{DEVICE_CHECK_WAIT_HOURS}: expected 1-{MAX_DEVICE_CHECK_WAIT_HOURS} hours, got {raw_hours!r}")
+    return DeviceCheckSettings(queue=queue, first_delay_seconds=delay, wait_hours=hours)
+
+
+MAX_DEVICE_CHECK_WAIT_HOURS = 7 * 24  # a week: the follow-up rides the queue's visibility delay
 
 
 def _reconcile(text: _Reader, problems: list[str]) -> ReconcileSettings:

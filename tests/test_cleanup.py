@@ -357,7 +357,7 @@ async def test_concurrent_first_sends_share_one_queue_client(azurite: Azurite) -
 
     from azure.storage.queue.aio import QueueServiceClient
 
-    from responder.adapters.storage_queue import StorageCleanupQueue
+    from responder.adapters.storage_queue import StorageWorkQueue
 
     made: list[QueueServiceClient] = []
 
@@ -366,7 +366,7 @@ async def test_concurrent_first_sends_share_one_queue_client(azurite: Azurite) -
         return made[-1]
 
     name = f"first-{uuid.uuid4().hex[:10]}"
-    queue = StorageCleanupQueue(connect, name, f"{name}-poison")
+    queue = StorageWorkQueue(connect, name, f"{name}-poison")
     await asyncio.gather(queue.send("one", 0), queue.send("two", 0), queue.send_poison("three", "test"))
     await queue.close()
 

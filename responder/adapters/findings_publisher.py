@@ -45,6 +45,7 @@ class FindingsPublisher:
                     "message": finding.message,
                     "evidence": finding.evidence,
                     "doc": finding.doc,
+                    "phase": finding.phase,
                 }
                 for finding in findings
             ],

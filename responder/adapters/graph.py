@@ -48,6 +48,13 @@ from responder.adapters._errors import GRAPH, service_failure, status_failure
 from responder.clouds import PUBLIC, Cloud
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
+from responder.intune_policies import (
+    BETA_ONLY_PROFILE_TYPES,
+    COMPLIANCE,
+    CONFIGURATION,
+    Policy,
+    target_from_json,
+)
 from responder.model import parse_moment
 from responder.names import clip
 
@@ -70,6 +77,7 @@ MANAGED_DEVICE_FIELDS = [
     "enrolledDateTime",
     "lastSyncDateTime",
     "deviceEnrollmentType",
+    "enrollmentProfileName",
     "managementAgent",
 ]
 ENTRA_DEVICE_FIELDS = [
@@ -138,6 +146,8 @@ class GraphDeviceDirectory:
         self._http = http
         self._wire = wire
         self._base_url = base_url.rstrip("/")
+        # Graph beta, for the profile types v1.0 doesn't describe (README, "Permissions").
+        self._beta_url = self._base_url.removesuffix("/v1.0") + "/beta"
         self._directory_root = cloud.directory_object_root
         self._batching = _Batching(adapter, self._base_url)
 
@@ -338,6 +348,38 @@ class GraphDeviceDirectory:
         member = f"/groups/{_segment(group_id)}/members/{_segment(object_id)}/$ref"
         return await _done_unless_404(self._send(self._request(Method.DELETE, member)))
 
+    # --- Intune policies, for the device-side check (read-only) ---------------------
+
+    async def device_group_ids(self, object_id: str) -> frozenset[str]:
+        """Every group the Entra device is in, directly or through nested groups."""
+        query = {"$select": ["id"], "$top": str(PAGE_SIZE)}
+        information = self._request(Method.GET, f"{_device(object_id)}/transitiveMemberOf", query)
+        return frozenset(
+            [
+                str(item["id"]).lower()
+                async for item in self._pages(information)
+                if item.get("id") and str(item.get("@odata.type", GROUP_TYPE)).lower() == GROUP_TYPE
+            ]
+        )
+
+    async def intune_policies(self) -> list[Policy]:
+        """Every configuration profile and compliance policy, each with its assignments.
+
+        v1.0 for what v1.0 describes; the beta list only for the profile types v1.0 lacks
+        (Domain Join, Wi-Fi, DFCI), which are kept by their `@odata.type`.
+        """
+        expand = {"$expand": "assignments"}
+        found: dict[str, Policy] = {}
+        for path, category in ((CONFIGURATIONS, CONFIGURATION), (COMPLIANCE_POLICIES, COMPLIANCE)):
+            async for item in self._pages(self._request(Method.GET, path, expand)):
+                found.setdefault(str(item.get("id")), policy_from_json(item, category))
+        beta = self._request(Method.GET, CONFIGURATIONS, expand)
+        beta.url = beta.url.replace(self._base_url, self._beta_url, 1)
+        async for item in self._pages(beta):
+            if str(item.get("@odata.type", "")).lower() in BETA_ONLY_PROFILE_TYPES:
+                found.setdefault(str(item.get("id")), policy_from_json(item, CONFIGURATION))
+        return list(found.values())
+
 
 def _refuse_unless(answer: _Answer, expected: set[int]) -> None:
     if answer.status not in expected:
@@ -346,6 +388,9 @@ def _refuse_unless(answer: _Answer, expected: set[int]) -> None:
 
 
 MANAGED_DEVICES = "/deviceManagement/managedDevices"
+CONFIGURATIONS = "/deviceManagement/deviceConfigurations"
+COMPLIANCE_POLICIES = "/deviceManagement/deviceCompliancePolicies"
+GROUP_TYPE = "#microsoft.graph.group"
 DEVICES = "/devices"
 GRAPH_ERRORS: dict[str, Any] = {"XXX": ODataError}  # any error status: Graph's error body, parsed
 
@@ -493,6 +538,7 @@ def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:
         enrolled_at=parse_moment(document.get("enrolledDateTime")),
         last_sync_at=parse_moment(document.get("lastSyncDateTime")),
         enrollment_type=document.get("deviceEnrollmentType"),
+        enrollment_profile_name=document.get("enrollmentProfileName"),
         management_agent=document.get("managementAgent"),
     )
 
@@ -509,3 +555,25 @@ def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
         last_sign_in_at=parse_moment(document.get("approximateLastSignInDateTime")),
         registered_at=parse_moment(document.get("registrationDateTime")),
     )
+
+
+def policy_from_json(document: dict[str, Any], category: str) -> Policy:
+    """A profile or compliance policy as Graph serves it; its settings are the document's other properties."""
+    assignments = document.get("assignments") or []
+    targets = tuple(
+        target_from_json(assignment["target"])
+        for assignment in assignments
+        if isinstance(assignment, dict) and isinstance(assignment.get("target"), dict)
+    )
+    settings = {name: value for name, value in document.items() if name not in POLICY_ENVELOPE}
+    return Policy(
+        id=str(document.get("id")),
+        display_name=str(document.get("displayName") or ""),
+        category=category,
+        odata_type=str(document.get("@odata.type") or ""),
+        settings=settings,
+        targets=targets,
+    )
+
+
+POLICY_ENVELOPE = frozenset({"id", "displayName", "@odata.type", "assignments", "assignments@odata.context"})

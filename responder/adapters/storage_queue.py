@@ -1,4 +1,4 @@
-"""The cleanup queue and its poison queue, over azure-storage-queue.
+"""A work queue (cleanups, device checks) and its poison queue, over azure-storage-queue.
 
 Bodies are Base64-encoded text, the encoding the Functions queue trigger
 expects by default (`host.json` says so explicitly). A message is sent with a
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 
-class StorageCleanupQueue:
+class StorageWorkQueue:
     def __init__(self, connect: Callable[[], QueueServiceClient], queue: str, poison_queue: str) -> None:
         self._connect = connect
         self._names = (queue, poison_queue)

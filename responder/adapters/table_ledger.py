@@ -132,6 +132,8 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "LastPlan": json.dumps(list(record.last_plan)) if record.last_plan else None,
         "OptedOut": record.opted_out or None,
         "CheckFingerprint": record.check_fingerprint,
+        "DeviceCheckDue": record.device_check_due,
+        "DeviceCheckedAt": record.device_checked_at,
         "LeaseOwner": record.lease_owner,
         "LeaseUntil": record.lease_until,
     }
@@ -171,6 +173,8 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         last_plan=tuple(json.loads(entity.get("LastPlan", "[]"))),
         opted_out=bool(entity.get("OptedOut", False)),
         check_fingerprint=entity.get("CheckFingerprint"),
+        device_check_due=_moment(entity.get("DeviceCheckDue")),
+        device_checked_at=_moment(entity.get("DeviceCheckedAt")),
         lease_owner=entity.get("LeaseOwner"),
         lease_until=_moment(entity.get("LeaseUntil")),
         etag=etag,
@@ -184,6 +188,7 @@ def _finding_json(finding: Finding) -> dict[str, str]:
         "message": finding.message,
         "evidence": finding.evidence,
         "doc": finding.doc,
+        "phase": finding.phase,
     }
 
 

@@ -1,0 +1,293 @@
+"""The device-side prerequisite check: once a new VM's device enrols, read what Intune gives it.
+
+A VM's device enrols minutes after the VM is created, so the create stage queues a
+follow-up (`queue_device_check`), delayed. The follow-up looks for the VM's own
+Intune record with the ownership rules (`responder.matching`). Not there yet (or
+not proven): it is queued again, each wait twice the last (at most two hours),
+until the configured number of hours since the first has passed; then the VM is
+reported `not-enrolled` (or `device-unproven`, with the candidates). Found: the
+policies that reach the device (its groups, all devices, all users) are read from
+Intune and the device rules of `responder.prerequisites` run. Their findings replace
+the last device check's in the ledger, go to the log, the findings topic and the tag.
+
+Read-only in Graph: nothing here writes to a device, so a redelivered message only
+repeats reads (and the report). A check that concluded for this incarnation after
+a message was first queued makes that message (a duplicate, or reconciliation's)
+a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from responder.composition import Services
+from responder.creation import host_pool_of, verdict
+from responder.errors import RequestRefused, TransientError
+from responder.events import vm_ref_from_resource_id
+from responder.facts import Gone, VmFacts
+from responder.intune_policies import assigned_to_device
+from responder.log_lines import failure_fields, vm_fields, write
+from responder.matching import find_own_device, incarnation_of, known_device_of
+from responder.model import Finding, VmRecord, VmRef, parse_moment
+from responder.observe import adopt_incarnation
+from responder.ownership import Ownership, Verdict
+from responder.prerequisites import (
+    DEVICE_PHASE,
+    DEVICE_RULE_IDS,
+    DOC_VM,
+    CheckFacts,
+    DeviceFacts,
+    check_device,
+    identify_os,
+)
+from responder.scope import opted_out, out_of_scope_reason
+from responder.settings import DeviceCheckSettings
+
+MAX_WAIT_SECONDS = 2 * 3600  # the longest wait between two looks
+# The Functions host gives a message this many deliveries (host.json maxDequeueCount); the
+# last but one parks a check that keeps failing, with its reason, in the poison queue.
+MAX_ATTEMPTS = 5
+PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
+
+
+class DeviceCheckMessageError(ValueError):
+    """A message this worker can't read: parked at once, with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheckRequest:
+    """One look for a VM incarnation's device; `attempt` counts the looks, for the back-off."""
+
+    resource_id: str
+    vm_id: str
+    first_queued_at: datetime
+    attempt: int = 1
+
+    @property
+    def vm(self) -> VmRef:
+        vm = vm_ref_from_resource_id(self.resource_id)
+        if vm is None:
+            raise DeviceCheckMessageError(f"{self.resource_id!r} is not a VM resource id")
+        return vm
+
+    def to_text(self) -> str:
+        return json.dumps(
+            {
+                "resourceId": self.resource_id,
+                "vmId": self.vm_id,
+                "firstQueuedAt": self.first_queued_at.isoformat(),
+                "attempt": self.attempt,
+            }
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> DeviceCheckRequest:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DeviceCheckMessageError(f"not JSON ({error.msg})") from error
+        if not isinstance(document, dict):
+            raise DeviceCheckMessageError("not a JSON object")
+        resource_id, vm_id = document.get("resourceId"), document.get("vmId")
+        queued_at, attempt = parse_moment(document.get("firstQueuedAt")), document.get("attempt")
+        if not isinstance(resource_id, str) or not isinstance(vm_id, str) or not vm_id:
+            raise DeviceCheckMessageError("resourceId and vmId must be strings")
+        if queued_at is None or queued_at.tzinfo is None:
+            raise DeviceCheckMessageError("firstQueuedAt must be an ISO 8601 time with its offset")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise DeviceCheckMessageError("attempt must be a whole number of at least 1")
+        request = cls(resource_id, vm_id, queued_at, attempt)
+        _ = request.vm  # a resource id that names no VM is unreadable now, not at the first look
+        return request
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheckOutcome:
+    decision: str  # checked | not-enrolled | device-unproven | waiting | skipped | parked | retrying
+    reason: str
+    findings: tuple[Finding, ...] = ()
+
+
+async def queue_device_check(vm: VmRef, vm_id: str, services: Services) -> datetime:
+    """Queue the first look for a new VM's device; returns when the looking stops (for the ledger)."""
+    checks = services.settings.device_check
+    now = services.clock()
+    request = DeviceCheckRequest(vm.resource_id, vm_id, now)
+    await services.device_check_queue.send(request.to_text(), checks.first_delay_seconds)
+    return now + timedelta(hours=checks.wait_hours)
+
+
+def next_wait(request: DeviceCheckRequest, checks: DeviceCheckSettings, now: datetime) -> int | None:
+    """Seconds until the next look (doubling, at most two hours, never past the end), or None: time is up."""
+    deadline = request.first_queued_at + timedelta(hours=checks.wait_hours)
+    left = (deadline - now).total_seconds()
+    if left <= 0:
+        return None
+    doubled = checks.first_delay_seconds << min(request.attempt, 20)
+    return max(1, min(doubled, MAX_WAIT_SECONDS, math.ceil(left)))
+
+
+async def process_device_check(body: str | bytes, attempt: int, services: Services) -> DeviceCheckOutcome:
+    """Handle one device-check message; raises TransientError only while retries remain."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    try:
+        if isinstance(body, bytes):
+            body.decode("utf-8")
+        request = DeviceCheckRequest.from_text(text)
+    except (UnicodeDecodeError, DeviceCheckMessageError) as error:
+        reason = f"unreadable device-check message: {error}"
+        await services.device_check_queue.send_poison(text, reason)
+        return _logged(None, DeviceCheckOutcome("parked", reason))
+    try:
+        outcome = await _check(request, services)
+    except TransientError as error:
+        if attempt < PARK_FROM_ATTEMPT:
+            retry = f"attempt {attempt} failed, the queue delivers the message again: {error}"
+            _logged(request, DeviceCheckOutcome("retrying", retry), error)
+            raise
+        reason = f"still failing after {attempt} attempts: {error}"
+        await services.device_check_queue.send_poison(text, reason)
+        return _logged(request, DeviceCheckOutcome("parked", reason), error)
+    except RequestRefused as refused:  # a missing Graph role: retrying won't help
+        reason = f"refused: {refused}"
+        await services.device_check_queue.send_poison(text, reason)
+        return _logged(request, DeviceCheckOutcome("parked", reason), refused)
+    return _logged(request, outcome)
+
+
+async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheckOutcome:
+    vm, settings = request.vm, services.settings
+    if (reason := out_of_scope_reason(vm, settings)) is not None:
+        return DeviceCheckOutcome("skipped", reason)
+    facts = await services.compute.get_vm(vm)
+    if isinstance(facts, Gone):
+        return DeviceCheckOutcome("skipped", "the VM no longer exists")
+    if facts.vm_id and facts.vm_id != request.vm_id:
+        return DeviceCheckOutcome("skipped", f"a later VM ({facts.vm_id}) holds this resource id")
+    if opted_out(facts.tags, settings):
+        return DeviceCheckOutcome("skipped", "the VM carries the opt-out tag")
+    if identify_os(facts).family == "linux":
+        return DeviceCheckOutcome("skipped", "a Linux VM: the Windows enrolment rules don't apply")
+    record, _ = await services.ledger.update(vm, lambda current: (adopt_incarnation(current, facts), None))
+    if record.device_checked_at is not None and record.device_checked_at >= request.first_queued_at:
+        return DeviceCheckOutcome("skipped", f"already checked at {record.device_checked_at:%Y-%m-%d %H:%M} UTC")
+    ownership = await find_own_device(incarnation_of(record), known_device_of(record), services.directory)
+    own = ownership.own if ownership.verdict is Verdict.OWN else None
+    if own is None or own.managed is None:
+        return await _not_found_yet(request, ownership, services)
+    managed, entra = own.managed, own.entra
+    groups = await services.directory.device_group_ids(entra.object_id) if entra else frozenset[str]()
+    policies = await services.directory.intune_policies()
+    device = DeviceFacts(
+        managed.id, managed.enrollment_type, managed.enrollment_profile_name, assigned_to_device(policies, groups)
+    )
+    findings = check_device(CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device))
+    errors = sum(finding.severity == "error" for finding in findings)
+    await _conclude(request, facts, tuple(findings), services, ownership)
+    return DeviceCheckOutcome(
+        "checked",
+        f"device {managed.id}: {len(device.policies)} polic(ies) reach it; "
+        f"{len(findings)} finding(s), {errors} error(s)",
+        tuple(findings),
+    )
+
+
+async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, services: Services) -> DeviceCheckOutcome:
+    checks = services.settings.device_check
+    wait = next_wait(request, checks, services.clock())
+    if wait is not None:
+        await services.device_check_queue.send(replace(request, attempt=request.attempt + 1).to_text(), wait)
+        return DeviceCheckOutcome("waiting", f"no Intune record proven to be this VM's yet; looking again in {wait} s")
+    if ownership.verdict is Verdict.AMBIGUOUS:
+        finding = Finding(
+            "device-unproven",
+            "warning",
+            f"No Intune record was proven to be this VM's within {checks.wait_hours} h: the device-side rules "
+            "were not checked. Left alone; see which records could be its.",
+            ownership.reason,
+            DOC_VM,
+            phase=DEVICE_PHASE,
+        )
+    else:
+        finding = Finding(
+            "not-enrolled",
+            "warning",
+            f"No Intune record of this VM appeared within {checks.wait_hours} h of its creation: it did not enrol.",
+            ownership.reason,
+            DOC_VM,
+            phase=DEVICE_PHASE,
+        )
+    facts = await services.compute.get_vm(request.vm)
+    if isinstance(facts, Gone):
+        return DeviceCheckOutcome("skipped", "the VM no longer exists")
+    await _conclude(request, facts, (finding,), services, None)
+    return DeviceCheckOutcome(finding.rule_id, finding.message, (finding,))
+
+
+async def _conclude(
+    request: DeviceCheckRequest,
+    facts: VmFacts,
+    findings: tuple[Finding, ...],
+    services: Services,
+    ownership: Ownership | None,
+) -> None:
+    """Report the findings (log, topic, tag), then record them: a crash before the ledger write repeats the check."""
+    vm, now = request.vm, services.clock()
+    for finding in findings:
+        write(
+            logging.WARNING if finding.severity == "error" else logging.INFO,
+            "finding",
+            ruleId=finding.rule_id,
+            severity=finding.severity,
+            message=finding.message,
+            evidence=finding.evidence,
+            doc=finding.doc,
+            phase=finding.phase,
+            **vm_fields(vm.resource_id),
+        )
+    if services.findings_publisher is not None:
+        await services.findings_publisher.publish(vm, request.vm_id, list(findings))
+    own = ownership.own if ownership is not None else None
+
+    def remember(current: VmRecord) -> tuple[VmRecord, tuple[Finding, ...]]:
+        if current.vm_id != request.vm_id:
+            return current, current.findings  # a later VM holds the row now
+        kept = tuple(finding for finding in current.findings if finding.rule_id not in DEVICE_RULE_IDS)
+        updated = replace(current, findings=(*kept, *findings), device_checked_at=now, device_check_due=None)
+        if own is not None and own.managed is not None:  # proven this VM's: the strongest key for later
+            updated = replace(
+                updated,
+                managed_device_id=own.managed.id,
+                entra_object_id=own.entra.object_id if own.entra else updated.entra_object_id,
+                entra_device_id=own.entra.device_id if own.entra else own.managed.azure_ad_device_id,
+                device_vm_id=request.vm_id,
+            )
+        return updated, updated.findings
+
+    if services.settings.findings_tag:
+        current = await services.ledger.get(vm)
+        kept = tuple(f for f in (current.findings if current else ()) if f.rule_id not in DEVICE_RULE_IDS)
+        await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*kept, *findings))})
+    await services.ledger.update(vm, remember)
+
+
+def _logged(
+    request: DeviceCheckRequest | None, outcome: DeviceCheckOutcome, problem: Exception | None = None
+) -> DeviceCheckOutcome:
+    level = logging.WARNING if outcome.decision in {"parked", "retrying"} else logging.INFO
+    write(
+        level,
+        "device-check",
+        decision=outcome.decision,
+        reason=outcome.reason,
+        findings=len(outcome.findings),
+        attempt=request.attempt if request else None,
+        vmId=request.vm_id if request else None,
+        **vm_fields(request.resource_id if request else None),
+        **failure_fields(problem),
+    )
+    return outcome

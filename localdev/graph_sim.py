@@ -2,8 +2,10 @@
 
 Intune `deviceManagement/managedDevices` (list with `$filter`/`$select`/paging,
 get, delete, `syncDevice`), Entra `devices` (list with `$filter` incl.
-`physicalIds/any(...)`, get, patch `extensionAttributes`, delete) and group
-membership (`members`, `members/$ref` add and remove). Errors are Graph's:
+`physicalIds/any(...)`, get, patch `extensionAttributes`, delete, and
+`transitiveMemberOf`), group membership (`members`, `members/$ref` add and
+remove), and Intune's `deviceConfigurations` and `deviceCompliancePolicies` with
+`$expand=assignments` (v1.0 serves the types v1.0 describes; `/beta` serves all). Errors are Graph's:
 404 `Request_ResourceNotFound`, 400 for a member that is already there.
 Destructive device actions (wipe, retire, ...) are deliberately absent: the
 responder must never call them, and a call would get a 404 here.
@@ -23,6 +25,15 @@ from localdev.sim_http import Request, Response, error
 from responder.clouds import PUBLIC, Cloud
 
 DEFAULT_PAGE_SIZE = 100
+# Profile types only Graph beta describes: the v1.0 list leaves them out (tests check against the v1.0 metadata).
+BETA_ONLY_TYPES = frozenset(
+    {
+        "#microsoft.graph.windows10devicefirmwareconfigurationinterface",
+        "#microsoft.graph.windowsdomainjoinconfiguration",
+        "#microsoft.graph.windowswificonfiguration",
+        "#microsoft.graph.windowswifienterpriseeapconfiguration",
+    }
+)
 _MANAGED = r"/v1\.0/deviceManagement/managedDevices"
 
 Json = dict[str, Any]
@@ -36,6 +47,9 @@ class GraphTenant:
     devices: dict[str, Json] = field(default_factory=dict)  # Entra devices, by object id
     groups: dict[str, Json] = field(default_factory=dict)  # by id; "members": [object ids]
     synced: list[str] = field(default_factory=list)  # managed device ids, in call order
+    # Intune policies, by id, each with its "assignments" (served only with $expand=assignments).
+    configurations: dict[str, Json] = field(default_factory=dict)
+    compliance_policies: dict[str, Json] = field(default_factory=dict)
 
     @classmethod
     def from_seed(cls, seed: Json) -> GraphTenant:
@@ -49,7 +63,38 @@ class GraphTenant:
             tenant.devices[device["id"]] = entry
         for group in seed.get("groups", []):
             tenant.groups[group["id"]] = {"members": [], **copy.deepcopy(group)}
+        tenant.add_policies(seed)
         return tenant
+
+    def add_policies(self, seed: Json) -> None:
+        for policy in seed.get("deviceConfigurations", []):
+            self.configurations[policy["id"]] = {"assignments": [], **copy.deepcopy(policy)}
+        for policy in seed.get("deviceCompliancePolicies", []):
+            self.compliance_policies[policy["id"]] = {"assignments": [], **copy.deepcopy(policy)}
+
+    def enrol(self, seed: Json) -> None:
+        """Devices that appear later (a VM's device enrols minutes after the VM is created)."""
+        for device in seed.get("managedDevices", []):
+            self.managed_devices[device["id"]] = copy.deepcopy(device)
+        for device in seed.get("devices", []):
+            entry = copy.deepcopy(device)
+            entry.setdefault("extensionAttributes", {f"extensionAttribute{n}": None for n in range(1, 16)})
+            entry.setdefault("physicalIds", [])
+            self.devices[device["id"]] = entry
+        for membership in seed.get("groupMembers", []):
+            self.groups[membership["group"]]["members"].append(membership["member"])
+
+    def groups_of(self, member: str) -> list[str]:
+        """The groups `member` is in, directly or through groups that are members of groups."""
+        found: list[str] = []
+        frontier = [member]
+        while frontier:
+            current = frontier.pop()
+            for group_id, group in self.groups.items():
+                if current in group["members"] and group_id not in found:
+                    found.append(group_id)
+                    frontier.append(group_id)
+        return found
 
     def members_of(self, group_id: str) -> list[str]:
         return list(self.groups[group_id]["members"])
@@ -104,6 +149,13 @@ class GraphSimulator:
             ),
             ("GET", re.compile(r"/v1\.0/devices"), self._list_devices),
             ("GET", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._get_device),
+            ("GET", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)/transitiveMemberOf"), self._transitive_member_of),
+            (
+                "GET",
+                re.compile(r"/(?P<version>v1\.0|beta)/deviceManagement/deviceConfigurations"),
+                self._list_configurations,
+            ),
+            ("GET", re.compile(r"/v1\.0/deviceManagement/deviceCompliancePolicies"), self._list_compliance_policies),
             ("PATCH", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._patch_device),
             ("DELETE", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._delete_device),
             ("GET", re.compile(r"/v1\.0/groups/(?P<group>[^/]+)/members"), self._list_members),
@@ -180,6 +232,41 @@ class GraphSimulator:
                 group["members"].remove(id)
         return Response(HTTPStatus.NO_CONTENT)
 
+    def _transitive_member_of(self, request: Request, id: str) -> Response:
+        if id not in self.tenant.devices:
+            return _not_found(f"device {id} not found")
+        groups = [
+            {"@odata.type": "#microsoft.graph.group", **_select(self.tenant.groups[group], None)}
+            for group in self.tenant.groups_of(id)
+        ]
+        for group in groups:
+            group.pop("members", None)
+        return self._page(request, groups, f"devices/{id}/transitiveMemberOf")
+
+    # --- Intune policies ---------------------------------------------------------
+
+    def _list_configurations(self, request: Request, version: str) -> Response:
+        served = [
+            policy
+            for policy in self.tenant.configurations.values()
+            if version == "beta" or str(policy.get("@odata.type", "")).lower() not in BETA_ONLY_TYPES
+        ]
+        return self._policies(request, served, "deviceManagement/deviceConfigurations", version)
+
+    def _list_compliance_policies(self, request: Request) -> Response:
+        policies = list(self.tenant.compliance_policies.values())
+        return self._policies(request, policies, "deviceManagement/deviceCompliancePolicies", "v1.0")
+
+    def _policies(self, request: Request, policies: list[Json], path: str, version: str) -> Response:
+        expand = {part.strip() for part in request.query.get("$expand", "").split(",") if part.strip()}
+        if expand - {"assignments"}:
+            return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"cannot expand {sorted(expand - {'assignments'})}")
+        shown = [
+            {name: value for name, value in policy.items() if name != "assignments" or "assignments" in expand}
+            for policy in policies
+        ]
+        return self._page(request, shown, path, version)
+
     # --- groups -----------------------------------------------------------------
 
     def _list_members(self, request: Request, group: str) -> Response:
@@ -217,7 +304,7 @@ class GraphSimulator:
 
     # --- OData ------------------------------------------------------------------
 
-    def _page(self, request: Request, items: list[Json], path: str) -> Response:
+    def _page(self, request: Request, items: list[Json], path: str, version: str = "v1.0") -> Response:
         query = dict(request.query)
         matches_filter = odata_filter(query.get("$filter"), self.ignored_filter_properties)  # parsed once
         matches = [item for item in items if matches_filter(item)]
@@ -227,7 +314,7 @@ class GraphSimulator:
         body: Json = {"value": [_select(item, query.get("$select")) for item in page]}
         if start + size < len(matches):
             query["$skiptoken"] = str(start + size)
-            body["@odata.nextLink"] = f"{self.base_url}/v1.0/{path}?{urlencode(query)}"
+            body["@odata.nextLink"] = f"{self.base_url}/{version}/{path}?{urlencode(query)}"
         if query.get("$count") == "true":
             body["@odata.count"] = len(matches)
         return Response(HTTPStatus.OK, body)

@@ -29,9 +29,11 @@ from localdev.simulators import load_seed, running_simulators
 from responder.events import IntakeError, parse_event
 from responder.model import EventKind, PowerState, VmRecord
 from responder.observe import POWER_STATE_AFTER
+from responder.prerequisites import DEVICE_PHASE
 from responder.replay import ReplayRow, replay
 from responder.settings import (
     CLEANUP_DELAY_SECONDS,
+    DEVICE_CHECK_FIRST_DELAY_SECONDS,
     LEDGER_TABLE,
     MODE,
     STORAGE_CONNECTION_STRING,
@@ -81,10 +83,19 @@ ARM_POWER_STATE = {
 }
 
 
-async def run(files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWorld | None = None) -> list[ReplayRow]:
+async def run(
+    files: Sequence[Path],
+    out: TextIO,
+    *,
+    as_json: bool,
+    world: ArmWorld | None = None,
+    enrol_late: Callable[[], None] | None = None,
+) -> list[ReplayRow]:
+    """`enrol_late`: the devices that enrol after their VM was created appear (between two device checks)."""
     from azure.functions.timer import TimerRequest
 
     from handlers.cleanup_worker import on_cleanup_message
+    from handlers.device_check import on_device_check_message
     from handlers.reconcile_timer import on_reconcile_timer
     from handlers.routes import event_grid_routes
     from responder.composition import close_services, get_services
@@ -98,6 +109,15 @@ async def run(files: Sequence[Path], out: TextIO, *, as_json: bool, world: ArmWo
         await run_queue_trigger(
             storage, services.settings.cleanup.queue, on_cleanup_message.build().get_user_function()
         )
+        # The device-side checks: a first look (a device that hasn't enrolled yet is looked for again,
+        # later), then the late devices enrol, and the second look finds them.
+        checks, device_check = services.settings.device_check, on_device_check_message.build().get_user_function()
+        await asyncio.sleep(checks.first_delay_seconds + 0.5)  # the first look's delay
+        await run_queue_trigger(storage, checks.queue, device_check)
+        if enrol_late is not None:
+            enrol_late()
+        await asyncio.sleep(2 * checks.first_delay_seconds + 0.5)  # the second look's delay
+        await run_queue_trigger(storage, checks.queue, device_check)
         # Then the daily reconciliation, once, as its timer would run it.
         await on_reconcile_timer.build().get_user_function()(TimerRequest(past_due=False))
         records = [record async for record in services.ledger.records()]
@@ -142,6 +162,7 @@ def print_report(rows: Sequence[ReplayRow], records: Sequence[VmRecord], out: Te
         print(f"{row.source:<44} {row.function or '-':<20} {row.outcome:<14} {vm:<16} {row.reason}", file=out)
         for detail in row.details:
             print(f"{'':<44}   {detail}", file=out)
+    print_device_findings(records, out)
     print(f"\nledger after the run ({len(records)} VMs):", file=out)
     print(
         f"{'vm':<16} {'resource group':<16} {'power':<12} {'suppression':<12} {'cleanup':<10} events",
@@ -154,6 +175,14 @@ def print_report(rows: Sequence[ReplayRow], records: Sequence[VmRecord], out: Te
             f"{record.suppression.value:<12} {record.cleanup_status.value:<10} {events}",
             file=out,
         )
+
+
+def print_device_findings(records: Sequence[VmRecord], out: TextIO) -> None:
+    """What the device-side check found once each VM's device enrolled (the ledger keeps it)."""
+    device_side = [(record, f) for record in records for f in record.findings if f.phase == DEVICE_PHASE]
+    print(f"\ndevice-side findings, after enrolment ({len(device_side)}):", file=out)
+    for record, finding in device_side:
+        print(f"{record.ref.name:<16} {finding.severity:<8} {finding.rule_id:<15} {finding.message}", file=out)
 
 
 def print_tenant(tenant: GraphTenant, before: set[str], out: TextIO) -> None:
@@ -197,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.setdefault(SUPPRESSION_GROUP_ID, seed["groups"][0]["id"])
         os.environ.setdefault(SUPPRESSION_ATTRIBUTE, "7")
         os.environ.setdefault(CLEANUP_DELAY_SECONDS, "0")  # no need to wait an hour on a laptop
+        os.environ.setdefault(DEVICE_CHECK_FIRST_DELAY_SECONDS, "1")  # nor a quarter of an hour for an enrolment
         os.environ[STORAGE_CONNECTION_STRING] = azurite.connection_string
         os.environ[LEDGER_TABLE] = f"ledger{uuid.uuid4().hex[:12]}"
         os.environ[MODE] = mode.value
@@ -206,7 +236,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         before = set(simulators.tenant.managed_devices) | set(simulators.tenant.devices)
-        asyncio.run(run(files, sys.stdout, as_json=args.json, world=simulators.world))
+        late = seed.get("lateEnrolments", {})
+        asyncio.run(
+            run(
+                files,
+                sys.stdout,
+                as_json=args.json,
+                world=simulators.world,
+                enrol_late=lambda: simulators.tenant.enrol(late),
+            )
+        )
         if not args.json:
             print_tenant(simulators.tenant, before, sys.stdout)
     return 0

@@ -190,7 +190,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     await _conclude(request, facts, tuple(findings), services, ownership)
     return DeviceCheckOutcome(
         "checked",
-        f"device {managed.id}: {len(device.policies)} polic(ies) reach it; "
+        f"device {managed.id}: {_policies(len(device.policies))} reach it; "
         f"{len(findings)} finding(s), {errors} error(s)",
         tuple(findings),
     )
@@ -273,6 +273,10 @@ async def _conclude(
         kept = tuple(f for f in (current.findings if current else ()) if f.rule_id not in DEVICE_RULE_IDS)
         await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*kept, *findings))})
     await services.ledger.update(vm, remember)
+
+
+def _policies(count: int) -> str:
+    return f"{count} {'policy' if count == 1 else 'policies'}"
 
 
 def _logged(

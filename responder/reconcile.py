@@ -1,7 +1,8 @@
 """Reconciliation (SPEC §6): catch what the events missed, through the same decision code.
 
 One pass walks the VMs of every watched subscription (a deallocated VM whose
-device isn't marked, a running one whose device still is: `align_power_mark`),
+device isn't marked, a running one whose device still is: `align_power_mark`; a
+Windows VM whose device-side check never concluded: queued again),
 then the Intune records of model `Virtual Machine` (no VM of that name anywhere
 and silent for `stale_days`: a cleanup queued through the guarded worker). A
 run looks at no more than `max_items` and saves where it stopped; the next run
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
 from responder.audit import AuditEntry
 from responder.cleanup import CleanupRequest, Origin
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
+from responder.facts import VmFacts
 from responder.log_lines import failure_fields, write
-from responder.model import PowerState, SuppressionState, VmRef
+from responder.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.observe import adopt_incarnation
 from responder.power import align_power_mark
 from responder.scope import opted_out, out_of_scope_reason
 from responder.suppression import wanted_suppression
@@ -32,6 +35,7 @@ class ReconcileSummary:
     repaired: int = 0  # marks set or lifted (or, in audit mode, planned)
     refused: int = 0  # drift found but left alone, with a finding (ambiguous, no device...)
     queued: int = 0  # orphaned records sent to the guarded cleanup
+    device_checks_queued: int = 0  # Windows VMs whose device-side check never concluded
     resumed_from: int = 0
     complete: bool = False  # False: the bound was reached; the next run continues
 
@@ -67,6 +71,7 @@ class _Pass:
                     return False
                 if step and not out_of_scope_reason(vm.ref, self.settings) and not opted_out(vm.tags, self.settings):
                     await self._align(vm.ref, vm.power_state)
+                    await self._check_device(vm)
         return True
 
     async def _align(self, vm: VmRef, power: PowerState) -> None:
@@ -82,6 +87,27 @@ class _Pass:
             self.summary.repaired += 1
         elif result.findings:
             self.summary.refused += 1
+
+    async def _check_device(self, vm: VmFacts) -> None:
+        """Queue the device-side check of a Windows VM whose check never concluded and isn't on its way
+        (its create event was missed, or its follow-ups were lost)."""
+        if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
+            return
+        record = await self.services.ledger.get(vm.ref)
+        if record is not None and record.vm_id == vm.vm_id:
+            if record.device_checked_at is not None:
+                return
+            if record.device_check_due is not None and record.device_check_due > self.now:
+                return
+        from responder.device_check import queue_device_check
+
+        due = await queue_device_check(vm.ref, vm.vm_id, self.services)
+
+        def expect(current: VmRecord) -> tuple[VmRecord, None]:
+            return replace(adopt_incarnation(current, vm), device_check_due=due), None
+
+        await self.services.ledger.update(vm.ref, expect)
+        self.summary.device_checks_queued += 1
 
     async def records(self) -> bool:
         silent_since = self.now - timedelta(days=self.settings.reconcile.stale_days)

@@ -39,6 +39,16 @@ param cleanupDelaySeconds int = 3600
 @description('Blast-radius cap: records deleted per rolling hour, all instances together; more waits in the queue.')
 param maxDeletionsPerHour int = 50
 
+@minValue(1)
+@maxValue(604800)
+@description('Seconds after a VM is created before its device is first looked for in Intune (device-side checks).')
+param deviceCheckFirstDelaySeconds int = 900
+
+@minValue(1)
+@maxValue(168)
+@description('Hours to keep looking for a new VM\'s Intune device before reporting it as not enrolled.')
+param deviceCheckWaitHours int = 24
+
 @description('NCRONTAB schedule of the reconciliation timer (default: daily at 03:30 UTC).')
 param reconcileSchedule string = '0 30 3 * * *'
 
@@ -118,6 +128,8 @@ module app 'modules/app.bicep' = {
     suppressOnPowerOff: suppressOnPowerOff
     cleanupDelaySeconds: cleanupDelaySeconds
     maxDeletionsPerHour: maxDeletionsPerHour
+    deviceCheckFirstDelaySeconds: deviceCheckFirstDelaySeconds
+    deviceCheckWaitHours: deviceCheckWaitHours
     watchedSubscriptionIds: join(map(watchedSubscriptions, watched => watched.subscriptionId), ',')
     reconcileSchedule: reconcileSchedule
     reconcileMaxItems: reconcileMaxItems

@@ -68,6 +68,7 @@ def test_the_host_indexes_one_function_per_trigger(indexed: dict[str, Any]) -> N
         "on_vm_power_changed",
         "on_vm_deleted",
         "on_cleanup_message",
+        "on_device_check_message",
         "on_reconcile_timer",
     }
 
@@ -91,15 +92,28 @@ def test_the_cleanup_worker_binds_a_queue_trigger_on_the_configured_queue(indexe
     }
 
 
+def test_the_device_check_binds_a_queue_trigger_on_its_own_queue(indexed: dict[str, Any]) -> None:
+    bindings = json.loads(indexed["on_device_check_message"].get_raw_bindings()[0])
+
+    assert bindings == {
+        "direction": "IN",
+        "type": "queueTrigger",
+        "name": "message",
+        "queueName": "%RESPONDER_DEVICE_CHECK_QUEUE%",
+        "connection": "AzureWebJobsStorage",
+    }
+
+
 def test_host_json_decodes_queue_messages_as_the_worker_encodes_them() -> None:
     from pathlib import Path
 
+    from responder import device_check
     from responder.cleanup_worker import MAX_ATTEMPTS
 
     queues = json.loads((Path(__file__).parent.parent / "host.json").read_text())["extensions"]["queues"]
 
     assert queues["messageEncoding"] == "base64"
-    assert queues["maxDequeueCount"] == MAX_ATTEMPTS
+    assert queues["maxDequeueCount"] == MAX_ATTEMPTS == device_check.MAX_ATTEMPTS
 
 
 def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed: dict[str, Any]) -> None:
@@ -117,7 +131,7 @@ def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed:
         for name in re.findall(r"%([A-Za-z0-9_]+)%", binding)
     }
 
-    assert named == {"RESPONDER_CLEANUP_QUEUE", "RESPONDER_RECONCILE_SCHEDULE"}
+    assert named == {"RESPONDER_CLEANUP_QUEUE", "RESPONDER_DEVICE_CHECK_QUEUE", "RESPONDER_RECONCILE_SCHEDULE"}
     assert all(example.get(name) for name in named)
     assert set(example) - {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"} <= set(SETTING_NAMES)
 

@@ -122,6 +122,16 @@ def test_the_cleanup_worker_has_its_queue_and_poison_queue() -> None:
     assert variables["cleanupQueueName"]["value"] == "vm-cleanup"
 
 
+def test_the_device_check_has_its_queue_and_poison_queue() -> None:
+    resources = parsed("modules/app.bicep")["resources"]
+    variables = parsed("modules/app.bicep")["variables"]
+
+    assert app_settings()["RESPONDER_DEVICE_CHECK_QUEUE"] == "deviceCheckQueueName"
+    assert resources["deviceCheckQueue"]["config"]["name"] == "deviceCheckQueueName"
+    assert resources["deviceCheckPoisonQueue"]["config"]["name"] == "${deviceCheckQueueName}-poison"
+    assert variables["deviceCheckQueueName"]["value"] == "vm-device-check"
+
+
 def test_every_setting_the_app_reads_is_deployed_and_nothing_else() -> None:
     deployed = set(app_settings()) - HOST_SETTINGS
 

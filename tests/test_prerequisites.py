@@ -141,34 +141,6 @@ CASES: list[tuple[str, CheckFacts, set[tuple[str, str]]]] = [
         {("host-pool", "info")},
     ),
     (
-        "Autopilot self-deploying targeted at the VM",
-        CheckFacts(vm(), enrollment_type="windowsAzureADJoinUsingDeviceAuth"),
-        {("autopilot", "error")},
-    ),
-    (
-        "OOBE/ESP on an RDP-only VM",
-        CheckFacts(vm(), enrollment_type="windowsAzureADJoin", profiles=frozenset({"autopilot"})),
-        {("oobe", "info")},
-    ),
-    ("a BitLocker profile", CheckFacts(vm(), profiles=frozenset({"bitlocker"})), {("tpm-profile", "warning")}),
-    ("a DFCI profile", CheckFacts(vm(), profiles=frozenset({"dfci"})), {("tpm-profile", "warning")}),
-    ("a Wi-Fi profile on a plain VM is fine", CheckFacts(vm(), profiles=frozenset({"wifi"})), set()),
-    (
-        "a Wi-Fi profile on an AVD host",
-        CheckFacts(vm(), host_pool=PERSONAL, profiles=frozenset({"wifi"})),
-        {("host-pool", "info"), ("tpm-profile", "warning")},
-    ),
-    (
-        "compliance requiring Secure Boot on an AVD host",
-        CheckFacts(vm(), host_pool=PERSONAL, compliance_requires=frozenset({"secureBoot"})),
-        {("host-pool", "info"), ("tpm-compliance", "warning")},
-    ),
-    (
-        "remote connections disabled on an AVD host",
-        CheckFacts(vm(), host_pool=PERSONAL, remote_connections_disabled=True),
-        {("host-pool", "info"), ("remote-access", "error")},
-    ),
-    (
         "a custom image the guest agent hasn't reported on",
         CheckFacts(
             vm(ImageReference(id="/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/custom"))

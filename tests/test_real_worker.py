@@ -96,6 +96,7 @@ def test_the_worker_indexes_every_function_with_its_trigger(protos: Any, indexed
         "on_vm_power_changed": {"event": "eventGridTrigger"},
         "on_vm_deleted": {"event": "eventGridTrigger"},
         "on_cleanup_message": {"message": "queueTrigger"},
+        "on_device_check_message": {"message": "queueTrigger"},
         "on_reconcile_timer": {"timer": "timerTrigger"},
     }
     assert all(

@@ -9,6 +9,8 @@ param suppressionAttribute string
 param suppressOnPowerOff bool
 param cleanupDelaySeconds int
 param maxDeletionsPerHour int
+param deviceCheckFirstDelaySeconds int
+param deviceCheckWaitHours int
 param watchedSubscriptionIds string
 param reconcileSchedule string
 param reconcileMaxItems int
@@ -21,6 +23,7 @@ param findingsTag string
 param entraDsDomains string
 
 var cleanupQueueName = 'vm-cleanup'
+var deviceCheckQueueName = 'vm-device-check'
 var ledgerTableName = 'vmledger'
 var auditTableName = 'responderaudit'
 var deploymentContainerName = 'app-package'
@@ -119,6 +122,16 @@ resource cleanupQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@20
 resource cleanupPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
   name: '${cleanupQueueName}-poison'
+}
+
+resource deviceCheckQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: deviceCheckQueueName
+}
+
+resource deviceCheckPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${deviceCheckQueueName}-poison'
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -255,6 +268,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RESPONDER_DEAD_LETTER_CONTAINER: deadLetterContainerName
     RESPONDER_CLEANUP_DELAY_SECONDS: string(cleanupDelaySeconds)
     RESPONDER_MAX_DELETIONS_PER_HOUR: string(maxDeletionsPerHour)
+    RESPONDER_DEVICE_CHECK_QUEUE: deviceCheckQueueName
+    RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS: string(deviceCheckFirstDelaySeconds)
+    RESPONDER_DEVICE_CHECK_WAIT_HOURS: string(deviceCheckWaitHours)
     RESPONDER_WATCHED_SUBSCRIPTIONS: watchedSubscriptionIds
     RESPONDER_RECONCILE_SCHEDULE: reconcileSchedule
     RESPONDER_RECONCILE_MAX_ITEMS: string(reconcileMaxItems)

@@ -1,0 +1,150 @@
+"""The device-side rules (after enrolment): which policies reach the device, and what each finding names.
+
+Policies are built from Graph's JSON shapes (`policy_from_json`), as the adapter reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from responder.adapters.graph import policy_from_json
+from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
+from responder.prerequisites import CheckFacts, DeviceFacts, check_device
+from tests.test_prerequisites import PERSONAL, marketplace, vm
+
+GROUP, OTHER_GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a5d0", "6b000000-0000-4000-8000-000000000001"
+ALL_DEVICES = {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"}
+ALL_USERS = {"@odata.type": "#microsoft.graph.allLicensedUsersAssignmentTarget"}
+
+
+def to_group(group: str = GROUP) -> dict[str, str]:
+    return {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group}
+
+
+def excluding(group: str = GROUP) -> dict[str, str]:
+    return {"@odata.type": "#microsoft.graph.exclusionGroupAssignmentTarget", "groupId": group}
+
+
+def policy(odata_type: str, *targets: dict[str, str], category: str = CONFIGURATION, **settings: Any) -> Policy:
+    document = {
+        "@odata.type": f"#microsoft.graph.{odata_type}",
+        "id": f"id-{odata_type}",
+        "displayName": f"{odata_type} policy",
+        **settings,
+        "assignments": [{"id": f"a{n}", "target": target} for n, target in enumerate(targets)],
+    }
+    return policy_from_json(document, category)
+
+
+BITLOCKER = policy("windows10EndpointProtectionConfiguration", ALL_DEVICES, bitLockerEncryptDevice=True)
+FIREWALL_ONLY = policy("windows10EndpointProtectionConfiguration", ALL_DEVICES, firewallBlockStatefulFTP=True)
+DFCI = policy("windows10DeviceFirmwareConfigurationInterface", ALL_DEVICES)
+WIFI = policy("windowsWifiConfiguration", to_group())
+DOMAIN_JOIN = policy("windowsDomainJoinConfiguration", ALL_DEVICES)
+SECURE_BOOT = policy("windows10CompliancePolicy", ALL_DEVICES, category=COMPLIANCE, secureBootEnabled=True)
+PASSWORD_ONLY = policy("windows10CompliancePolicy", ALL_DEVICES, category=COMPLIANCE, passwordRequired=True)
+RDP_OFF = policy(
+    "windows10CustomConfiguration",
+    ALL_DEVICES,
+    omaSettings=[
+        {
+            "@odata.type": "#microsoft.graph.omaSettingString",
+            "omaUri": "./Device/Vendor/MSFT/Policy/Config/RemoteDesktopServices/AllowUsersToConnectRemotely",
+            "value": "<disabled/>",
+        }
+    ],
+)
+
+
+def findings(*policies: Policy, avd: bool = False, groups: frozenset[str] = frozenset({GROUP}), **device: Any) -> set:
+    facts = CheckFacts(
+        vm(),
+        host_pool=PERSONAL if avd else None,
+        device=DeviceFacts("md-1", policies=assigned_to_device(policies, groups), **device),
+    )
+    return {(finding.rule_id, finding.severity) for finding in check_device(facts)}
+
+
+def test_a_bitlocker_profile_is_a_finding_on_any_vm() -> None:
+    assert findings(BITLOCKER) == {("tpm-profile", "warning")}
+
+
+def test_an_endpoint_protection_profile_without_bitlocker_settings_is_not() -> None:
+    assert findings(FIREWALL_ONLY) == set()
+
+
+def test_a_dfci_profile_is_a_finding_on_any_vm() -> None:
+    assert findings(DFCI) == {("tpm-profile", "warning")}
+
+
+@pytest.mark.parametrize("profile", [WIFI, DOMAIN_JOIN], ids=["wi-fi", "domain join"])
+def test_wifi_and_domain_join_profiles_are_findings_on_avd_hosts_only(profile: Policy) -> None:
+    assert findings(profile) == set()
+    assert findings(profile, avd=True) == {("tpm-profile", "warning")}
+
+
+def test_a_compliance_policy_requiring_secure_boot_is_a_finding_on_an_avd_host() -> None:
+    assert findings(SECURE_BOOT, avd=True) == {("tpm-compliance", "warning")}
+
+
+def test_a_compliance_policy_requiring_secure_boot_is_not_one_on_a_plain_vm() -> None:
+    assert findings(SECURE_BOOT) == set()
+
+
+def test_a_compliance_policy_without_tpm_settings_is_not_a_finding() -> None:
+    assert findings(PASSWORD_ONLY, avd=True) == set()
+
+
+def test_remote_desktop_disabled_by_a_custom_profile_is_an_error_on_an_avd_host() -> None:
+    assert findings(RDP_OFF, avd=True) == {("remote-access", "error")}
+    assert findings(RDP_OFF) == set()
+
+
+def test_autopilot_self_deploying_enrolment_is_an_error() -> None:
+    assert findings(enrollment_type="windowsAzureADJoinUsingDeviceAuth") == {("autopilot", "error")}
+
+
+def test_enrolment_through_an_autopilot_profile_is_an_oobe_note() -> None:
+    assert findings(enrollment_type="windowsAzureADJoin", enrollment_profile_name="AP user-driven") == {
+        ("oobe", "info")
+    }
+
+
+def test_a_policy_for_a_group_the_device_is_not_in_does_not_reach_it() -> None:
+    assert findings(WIFI, avd=True, groups=frozenset({OTHER_GROUP})) == set()
+
+
+def test_an_exclusion_of_one_of_the_devices_groups_wins_over_all_devices() -> None:
+    excluded = policy("windows10EndpointProtectionConfiguration", ALL_DEVICES, excluding(), bitLockerEncryptDevice=True)
+    assert findings(excluded) == set()
+    assert findings(excluded, groups=frozenset()) == {("tpm-profile", "warning")}
+
+
+def test_a_policy_for_all_users_reaches_the_device_too() -> None:
+    for_users = policy("windows10EndpointProtectionConfiguration", ALL_USERS, bitLockerEncryptDevice=True)
+    (assigned,) = assigned_to_device([for_users], frozenset())
+    assert assigned.via == "all users"
+
+
+def test_an_unassigned_policy_reaches_no_device() -> None:
+    unassigned = policy("windows10EndpointProtectionConfiguration", bitLockerEncryptDevice=True)
+    assert findings(unassigned) == set()
+
+
+def test_each_finding_names_the_policy_and_how_it_reaches_the_device() -> None:
+    facts = CheckFacts(
+        vm(), host_pool=PERSONAL, device=DeviceFacts("md-1", policies=assigned_to_device([WIFI], frozenset({GROUP})))
+    )
+    (finding,) = check_device(facts)
+    assert "'windowsWifiConfiguration policy' (id-windowsWifiConfiguration)" in finding.message
+    assert f"via group {GROUP}" in finding.evidence
+    assert finding.phase == "device"
+
+
+def test_a_linux_vm_and_a_vm_without_a_device_get_no_device_findings() -> None:
+    linux = vm(marketplace("server", "ubuntu-24_04-lts", "Canonical"), (), os_type="Linux")
+    device = DeviceFacts("md-1", policies=assigned_to_device([BITLOCKER], frozenset()))
+    assert check_device(CheckFacts(linux, device=device)) == []
+    assert check_device(CheckFacts(vm())) == []

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from localdev.graph_sim import BETA_ONLY_TYPES
 from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.composition import Services
+from responder.intune_policies import BITLOCKER_SETTINGS, TPM_COMPLIANCE_SETTINGS
 
 CSDL = Path(__file__).parent / "contracts" / "graph" / "v1.0.csdl.xml"
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
@@ -36,6 +38,9 @@ DOCUMENTED_DYNAMIC = {"device": {"extensionAttributes"}}
 # Which entity type each path the adapter calls addresses.
 PATHS = [
     (re.compile(r"^/v1\.0/deviceManagement/managedDevices(/[^/]+)?$"), "managedDevice"),
+    (re.compile(r"^/v1\.0/deviceManagement/deviceConfigurations$"), "deviceConfiguration"),
+    (re.compile(r"^/v1\.0/deviceManagement/deviceCompliancePolicies$"), "deviceCompliancePolicy"),
+    (re.compile(r"^/v1\.0/devices/[^/]+/transitiveMemberOf$"), "directoryObject"),
     (re.compile(r"^/v1\.0/deviceManagement/managedDevices/[^/]+/(?P<action>\w+)$"), "managedDevice"),
     (re.compile(r"^/v1\.0/devices(/[^/]+)?$"), "device"),
     (re.compile(r"^/v1\.0/groups/[^/]+/members(/[^/]+)?/\$ref$"), "group"),
@@ -96,24 +101,39 @@ async def every_call(services: Services, simulators: Simulators) -> list[Request
     await directory.remove_group_member(GROUP, WIN11_ENTRA)
     await directory.sync_device(WIN11_MANAGED)
     await directory.records_exist(WIN11_MANAGED, WIN11_ENTRA)
+    await directory.device_group_ids(WIN11_ENTRA)
+    await directory.intune_policies()
     await directory.delete_records(WIN11_MANAGED, WIN11_ENTRA)
     return [request for request in simulators.graph.operations if request.path != "/v1.0/$batch"]
 
 
-async def test_every_path_the_adapter_calls_is_an_entity_of_the_metadata(every_call: list[Request]) -> None:
-    assert {entity_of(request)[0] for request in every_call} == {"managedDevice", "device", "group"}
+@pytest.fixture
+def every_v1_call(every_call: list[Request]) -> list[Request]:
+    """What the v1.0 metadata can judge: every call but the one named beta call."""
+    return [request for request in every_call if request.path.startswith("/v1.0/")]
 
 
-async def test_every_select_field_exists_on_the_entity(every_call: list[Request]) -> None:
-    for request in every_call:
+async def test_every_path_the_adapter_calls_is_an_entity_of_the_metadata(every_v1_call: list[Request]) -> None:
+    assert {entity_of(request)[0] for request in every_v1_call} == {
+        "managedDevice",
+        "device",
+        "group",
+        "deviceConfiguration",
+        "deviceCompliancePolicy",
+        "directoryObject",
+    }
+
+
+async def test_every_select_field_exists_on_the_entity(every_v1_call: list[Request]) -> None:
+    for request in every_v1_call:
         entity, _ = entity_of(request)
         selected = {field for field in request.query.get("$select", "").split(",") if field}
         assert entity is not None
         assert selected <= declared(entity), (request.path, selected - declared(entity))
 
 
-async def test_every_filter_property_exists_on_the_entity(every_call: list[Request]) -> None:
-    filtered = [request for request in every_call if "$filter" in request.query]
+async def test_every_filter_property_exists_on_the_entity(every_v1_call: list[Request]) -> None:
+    filtered = [request for request in every_v1_call if "$filter" in request.query]
     assert filtered
     for request in filtered:
         entity, _ = entity_of(request)
@@ -123,8 +143,8 @@ async def test_every_filter_property_exists_on_the_entity(every_call: list[Reque
         assert used <= declared(entity), (request.query["$filter"], used - declared(entity))
 
 
-async def test_every_patched_property_exists_on_the_entity(every_call: list[Request]) -> None:
-    patches = [request for request in every_call if request.method == "PATCH"]
+async def test_every_patched_property_exists_on_the_entity(every_v1_call: list[Request]) -> None:
+    patches = [request for request in every_v1_call if request.method == "PATCH"]
     assert patches
     for request in patches:
         entity, _ = entity_of(request)
@@ -133,8 +153,8 @@ async def test_every_patched_property_exists_on_the_entity(every_call: list[Requ
         assert properties <= declared(entity), (request.path, properties - declared(entity))
 
 
-async def test_every_action_is_bound_to_the_entity(every_call: list[Request]) -> None:
-    called = {(entity, action) for entity, action in map(entity_of, every_call) if action}
+async def test_every_action_is_bound_to_the_entity(every_v1_call: list[Request]) -> None:
+    called = {(entity, action) for entity, action in map(entity_of, every_v1_call) if action}
     assert called == {("managedDevice", "syncDevice")}
     assert "syncDevice" in metadata()[1]["managedDevice"]
 
@@ -147,6 +167,85 @@ def test_the_simulated_tenant_carries_only_properties_graph_declares(simulators:
         for record in records.values():
             served = {key for key in record if not key.startswith("_")}  # `_owner`: ground truth, never served
             assert served <= declared(entity) | {"id"}, (entity, served - declared(entity))
+
+
+async def test_every_expanded_property_is_a_navigation_property_of_the_entity(every_v1_call: list[Request]) -> None:
+    expanded = [request for request in every_v1_call if "$expand" in request.query]
+    assert {entity_of(request)[0] for request in expanded} == {"deviceConfiguration", "deviceCompliancePolicy"}
+    for request in expanded:
+        entity, _ = entity_of(request)
+        assert entity is not None
+        assert set(request.query["$expand"].split(",")) <= navigation(entity), request.query["$expand"]
+
+
+async def test_transitive_member_of_is_a_navigation_property_of_a_device(every_v1_call: list[Request]) -> None:
+    assert any(request.path.endswith("/transitiveMemberOf") for request in every_v1_call)
+    assert "transitiveMemberOf" in navigation("device")
+
+
+async def test_the_one_beta_call_is_the_profile_list_for_types_v1_lacks(every_call: list[Request]) -> None:
+    beta = [
+        (request.method, request.path, request.query) for request in every_call if request.path.startswith("/beta/")
+    ]
+    assert beta == [("GET", "/beta/deviceManagement/deviceConfigurations", {"$expand": "assignments"})]
+    for odata_type in BETA_ONLY_TYPES:  # ...types the v1.0 metadata indeed doesn't have
+        assert odata_type.removeprefix("#microsoft.graph.") not in {name.lower() for name in metadata()[0]}
+
+
+def test_the_simulated_policies_carry_only_properties_graph_declares(simulators: Simulators) -> None:
+    complex_types = complex_type_names()
+    policies = [
+        *simulators.tenant.configurations.values(),
+        *simulators.tenant.compliance_policies.values(),
+    ]
+    v1_policies = [p for p in policies if str(p["@odata.type"]).lower() not in BETA_ONLY_TYPES]
+    assert {str(p["@odata.type"]) for p in v1_policies} >= {
+        "#microsoft.graph.windows10EndpointProtectionConfiguration",
+        "#microsoft.graph.windows10CompliancePolicy",
+        "#microsoft.graph.windows10CustomConfiguration",
+    }
+    for policy in v1_policies:
+        entity = str(policy["@odata.type"]).removeprefix("#microsoft.graph.")
+        served = {key for key in policy if not key.startswith("@odata.")}
+        assert served <= declared(entity) | {"id"}, (entity, served - declared(entity))
+        for assignment in policy["assignments"]:
+            assert assignment["target"]["@odata.type"].removeprefix("#microsoft.graph.") in complex_types
+        for setting in policy.get("omaSettings", []):
+            assert setting["@odata.type"].removeprefix("#microsoft.graph.") in complex_types
+
+
+def test_the_adapter_reads_the_settings_it_classifies_by_their_v1_names() -> None:
+    properties = metadata()[0]
+    assert set(TPM_COMPLIANCE_SETTINGS) - {"tpmRequired"} <= properties["windows10CompliancePolicy"]
+    assert "tpmRequired" not in properties["windows10CompliancePolicy"]  # beta only: read when Graph sends it
+    v1_bitlocker = {
+        name for name in BITLOCKER_SETTINGS if name in properties["windows10EndpointProtectionConfiguration"]
+    }
+    assert v1_bitlocker == {
+        "bitLockerEncryptDevice",
+        "bitLockerDisableWarningForOtherDiskEncryption",
+        "bitLockerRemovableDrivePolicy",
+    }
+    assert "enrollmentProfileName" in properties["managedDevice"]
+
+
+@cache
+def complex_type_names() -> set[str]:
+    root = ET.parse(CSDL).getroot()  # noqa: S314
+    return {element.get("Name") or "" for element in root.iter(f"{EDM}ComplexType")}
+
+
+@cache
+def navigation(entity: str) -> set[str]:
+    """The navigation properties of an entity type, its base types' included."""
+    root = ET.parse(CSDL).getroot()  # noqa: S314
+    types = {element.get("Name"): element for element in root.iter(f"{EDM}EntityType")}
+    found: set[str] = set()
+    current = types.get(entity)
+    while current is not None:
+        found |= {p.get("Name") or "" for p in current.findall(f"{EDM}NavigationProperty")}
+        current = types.get((current.get("BaseType") or "").removeprefix("graph."))
+    return found
 
 
 PERMISSIONS = Path(__file__).parent / "contracts" / "graph" / "permissions" / "permissions.json"
@@ -163,8 +262,18 @@ def granted_roles() -> set[str]:
 
 def permission_path(request: Request) -> str:
     """The path as the permission index spells it: lower case, ids as {id}, no /$ref."""
-    parts = request.path.removeprefix("/v1.0").removesuffix("/$ref").strip("/").split("/")
-    named = {"devicemanagement", "manageddevices", "devices", "groups", "members", "syncdevice"}
+    parts = request.path.removeprefix("/v1.0").removeprefix("/beta").removesuffix("/$ref").strip("/").split("/")
+    named = {
+        "devicemanagement",
+        "manageddevices",
+        "devices",
+        "groups",
+        "members",
+        "syncdevice",
+        "deviceconfigurations",
+        "devicecompliancepolicies",
+        "transitivememberof",
+    }
     return "/" + "/".join(part.lower() if part.lower() in named else "{id}" for part in parts)
 
 

@@ -119,8 +119,14 @@ async def deployed_services() -> Services:
     """`get_services()` with the queues the deployment creates in Azure (the app creates
     them only when it first sends)."""
     services = await get_services()
-    cleanup = services.settings.cleanup
-    await provision_queues(services.settings.storage.connection_string or "", cleanup.queue, cleanup.poison_queue)
+    cleanup, checks = services.settings.cleanup, services.settings.device_check
+    await provision_queues(
+        services.settings.storage.connection_string or "",
+        cleanup.queue,
+        cleanup.poison_queue,
+        checks.queue,
+        checks.poison_queue,
+    )
     return services
 
 

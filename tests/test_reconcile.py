@@ -51,6 +51,7 @@ async def drifted(
         "RESPONDER_WATCHED_SUBSCRIPTIONS": SUB,
         "RESPONDER_RECONCILE_STALE_DAYS": "1",
         "RESPONDER_CLEANUP_QUEUE": f"recon-{table_name[-12:]}",
+        "RESPONDER_DEVICE_CHECK_QUEUE": f"recon-checks-{table_name[-12:]}",
         "RESPONDER_AUDIT_TABLE": f"audit{table_name[-12:]}",
     }.items():
         monkeypatch.setenv(name, value)
@@ -205,3 +206,33 @@ async def test_each_run_reports_the_dead_letters_and_the_parked_cleanup_messages
             await dead_letters.delete_container()
             async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
                 await poison.clear_messages()
+
+
+async def test_a_windows_vm_whose_device_was_never_checked_gets_its_device_check_queued(
+    drifted: Services, azurite: Azurite, ledger: TableLedger
+) -> None:
+    await run_timer()
+
+    (summary,) = await summaries(drifted)
+    expected = sorted([record.ref.name async for record in ledger.records() if record.device_check_due is not None])
+    assert "vm-linux-08" not in expected  # the Windows rules don't apply
+    assert "vm-optout-10" not in expected  # opted out
+    assert {"vm-win11-01", "vm-win10-02", "avd-personal-03"} <= set(expected)
+    async with queue_client(azurite.connection_string, drifted.settings.device_check.queue) as client:
+        waiting = (await client.get_queue_properties()).approximate_message_count  # delayed: not visible yet
+    assert summary["device_checks_queued"] == waiting == len(expected)
+
+
+async def test_a_device_check_already_done_or_on_its_way_is_not_queued_again(
+    drifted: Services, azurite: Azurite, ledger: TableLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await run_timer()
+    await close_services()
+    monkeypatch.setenv("RESPONDER_RECONCILE_MAX_ITEMS", "500")
+    services = await get_services()
+
+    await run_timer()  # every check queued by the first run is still on its way
+
+    first, second = await summaries(services)
+    assert first["device_checks_queued"] > 0
+    assert second["device_checks_queued"] == 0

@@ -159,10 +159,11 @@ async def _report_queues(services: Services) -> None:
     """The poison queue's depth and Event Grid's dead letters, for the workbook and the alert.
     A count that fails is reported as unknown with the failure; the run itself is done."""
     cleanup = services.settings.cleanup
-    counts: dict[str, int | None] = {"poisonMessages": None, "deadLettered": None}
+    counts: dict[str, int | None] = {"poisonMessages": None, "deviceCheckPoisonMessages": None, "deadLettered": None}
     problem: Exception | None = None
     try:
         counts["poisonMessages"] = await services.cleanup_queue.poison_depth()
+        counts["deviceCheckPoisonMessages"] = await services.device_check_queue.poison_depth()
         if services.dead_letters is not None:
             counts["deadLettered"] = await services.dead_letters.count()
     except (TransientError, RequestRefused) as failed:
@@ -172,6 +173,7 @@ async def _report_queues(services: Services) -> None:
         "queues",
         **counts,
         poisonQueue=cleanup.poison_queue,
+        deviceCheckPoisonQueue=services.settings.device_check.poison_queue,
         deadLetterContainer=cleanup.dead_letter_container,
         reason=str(problem) if problem else None,
         **failure_fields(problem),

@@ -419,6 +419,9 @@ DEVICE_RULE_IDS = frozenset(
     {"autopilot", "oobe", "tpm-profile", "tpm-compliance", "remote-access", "not-enrolled", "device-unproven"}
 )
 
+# The device check's findings when it found no device of the VM's: reconciliation looks again.
+DEVICE_NOT_FOUND = frozenset({"not-enrolled", "device-unproven"})
+
 RULES: tuple[Rule, ...] = (os_edition, os_version, host_pool_persistence, join, cloned_image)
 # Read from Intune once the VM's device has enrolled (`responder.device_check`).
 DEVICE_RULES: tuple[Rule, ...] = (autopilot, tpm_bound, remote_access)

@@ -25,6 +25,7 @@ from responder.log_lines import failure_fields, write
 from responder.model import PowerState, SuppressionState, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.power import align_power_mark
+from responder.prerequisites import DEVICE_NOT_FOUND
 from responder.scope import opted_out, out_of_scope_reason
 from responder.suppression import wanted_suppression
 
@@ -89,13 +90,15 @@ class _Pass:
             self.summary.refused += 1
 
     async def _check_device(self, vm: VmFacts) -> None:
-        """Queue the device-side check of a Windows VM whose check never concluded and isn't on its way
-        (its create event was missed, or its follow-ups were lost)."""
+        """Queue the device-side check of a Windows VM whose check never found its device (never ran:
+        its create event was missed or its follow-ups were lost; or ended without a proven device),
+        unless one is on its way."""
         if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
             return
         record = await self.services.ledger.get(vm.ref)
         if record is not None and record.vm_id == vm.vm_id:
-            if record.device_checked_at is not None:
+            found = not any(finding.rule_id in DEVICE_NOT_FOUND for finding in record.findings)
+            if record.device_checked_at is not None and found:
                 return
             if record.device_check_due is not None and record.device_check_due > self.now:
                 return

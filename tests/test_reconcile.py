@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
-from responder.model import SuppressionState, VmRecord, VmRef
+from responder.model import Finding, SuppressionState, VmRecord, VmRef
 from tests.conftest import deployed_services, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -221,6 +222,26 @@ async def test_a_windows_vm_whose_device_was_never_checked_gets_its_device_check
     async with queue_client(azurite.connection_string, drifted.settings.device_check.queue) as client:
         waiting = (await client.get_queue_properties()).approximate_message_count  # delayed: not visible yet
     assert summary["device_checks_queued"] == waiting == len(expected)
+
+
+async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_is_not(
+    drifted: Services, ledger: TableLedger
+) -> None:
+    checked_at = datetime(2026, 11, 21, tzinfo=UTC)
+    not_enrolled = Finding("not-enrolled", "warning", "No Intune record of this VM appeared.", phase="device")
+    for vm, vm_id, findings in (
+        (WIN10, "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a02", (not_enrolled,)),
+        (WIN11, "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01", ()),
+    ):
+        await ledger.update(
+            vm, lambda row, i=vm_id, f=findings: (replace(row, vm_id=i, device_checked_at=checked_at, findings=f), None)
+        )
+
+    await run_timer()
+
+    again = {record.ref.name async for record in ledger.records() if record.device_check_due is not None}
+    assert "vm-win10-02" in again
+    assert "vm-win11-01" not in again
 
 
 async def test_a_device_check_already_done_or_on_its_way_is_not_queued_again(

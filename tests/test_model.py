@@ -39,6 +39,7 @@ from localdev.sim_http import WRITES, Request, SimulatedApi
 from localdev.simulators import load_seed
 from responder.cleanup import CleanupRecord, CleanupRequest, Decision, Target
 from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
+from responder.device_check import process_device_check
 from responder.events import subscription_filter_kind
 from responder.model import EventKind
 from responder.pipeline import Handled, handle
@@ -104,6 +105,7 @@ class ResponderModel(RuleBasedStateMachine):
         self.oracle = Oracle(self.world)
         self.deleted_records: set[str] = set()
         self.last_errors: dict[str, str] = {}  # event id → why its last delivery failed
+        self.device_check_decisions: set[str] = set()
 
     def build_product(self) -> Any:
         """The product under test: here in-process, its real Graph adapter over an in-process transport."""
@@ -264,12 +266,24 @@ class ResponderModel(RuleBasedStateMachine):
         writes_before = len(self.graph.operations)
         self.run_worker()
         self._check_writes(writes_before, None)
+        # The device-side checks: they only read Graph, and what they prove is kept for later stages.
+        checks_before = len(self.graph.operations)
+        self.run_device_checks()
+        assert not [r for r in self.graph.operations[checks_before:] if r.method in WRITES], "a device check wrote"
 
     def run_worker(self) -> None:
         async def work(text: str, attempt: int) -> object:
             return await process_cleanup(text, attempt, self.product.services)
 
         self._run(run_queue(self.product.queue, work, max_dequeue_count=MAX_ATTEMPTS))
+
+    def run_device_checks(self) -> None:
+        async def check(text: str, attempt: int) -> object:
+            outcome = await process_device_check(text, attempt, self.product.services)
+            self.device_check_decisions.add(outcome.decision)
+            return outcome
+
+        self._run(run_queue(self.product.device_checks, check, max_dequeue_count=MAX_ATTEMPTS))
 
     def queued(self) -> int:
         return len(self.product.queue.messages)
@@ -342,6 +356,8 @@ class ResponderModel(RuleBasedStateMachine):
         event(f"faults injected: {'some' if self.faults_injected() else 'none'}")
         for decision in sorted({record.decision.value for record in cleanups}):
             event(f"cleanups decided: {decision}")
+        for decision in sorted(self.device_check_decisions):
+            event(f"device checks: {decision}")
         # Every cleanup is finished or parked with its reason; nothing is lost.
         assert all(record.finished for record in cleanups), [r for r in cleanups if not r.finished]
         # A message the host moved to the poison queue (body only, after a park whose answer was lost)

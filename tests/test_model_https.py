@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
 
-from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
+from handlers import cleanup_worker, device_check, vm_created, vm_deleted, vm_power
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.sim_http import SimulatedApi
@@ -47,6 +47,7 @@ FUNCTIONS = {
     for kind in accepts
 }
 on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
+on_device_check_message = device_check.on_device_check_message.build().get_user_function()
 
 
 class WireModel(ResponderModel):
@@ -62,6 +63,7 @@ class WireModel(ResponderModel):
                 "RESPONDER_LEDGER_TABLE": f"ledger{names}",
                 "RESPONDER_AUDIT_TABLE": f"audit{names}",
                 "RESPONDER_CLEANUP_QUEUE": f"cleanup-{names}",
+                "RESPONDER_DEVICE_CHECK_QUEUE": f"checks-{names}",
             }
         )
         # The simulators serve this sequence's world; their records and faults start empty.
@@ -89,6 +91,11 @@ class WireModel(ResponderModel):
         self._run(
             run_queue_trigger(self.azurite.connection_string, self.product.settings.cleanup.queue, on_cleanup_message)
         )
+
+    def run_device_checks(self) -> None:
+        """Over Azurite, whose visibility delays run on the wall clock: the checks whose delay is over."""
+        queue = self.product.settings.device_check.queue
+        self._run(run_queue_trigger(self.azurite.connection_string, queue, on_device_check_message))
 
     def queued(self) -> int:
         async def count() -> int:
@@ -154,6 +161,8 @@ def wire_env(azurite: Azurite, simulators: Simulators, monkeypatch: pytest.Monke
         "RESPONDER_LEDGER_TABLE": "placeholder",
         "RESPONDER_AUDIT_TABLE": "placeholder",
         "RESPONDER_CLEANUP_QUEUE": "placeholder",
+        "RESPONDER_DEVICE_CHECK_QUEUE": "placeholder",
+        "RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS": "1",
     }.items():
         monkeypatch.setenv(name, value)
 

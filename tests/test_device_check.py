@@ -207,6 +207,18 @@ async def test_an_autopilot_self_deploying_enrolment_is_an_error(
     assert ("autopilot", "error") in ids(await device_findings(ledger, ENROLLED_HOST))
 
 
+async def test_an_enrolment_through_an_autopilot_profile_is_an_oobe_note(
+    services: Services, simulators: Simulators, ledger: TableLedger
+) -> None:
+    managed = simulators.tenant.managed_devices["7d1e0003-aaaa-4bbb-8ccc-000000000003"]
+    managed["enrollmentProfileName"] = "Autopilot user-driven"
+
+    await deliver(request_for(ENROLLED_HOST, ENROLLED_HOST_VM_ID))
+
+    (oobe,) = [f for f in await device_findings(ledger, ENROLLED_HOST) if f.rule_id == "oobe"]
+    assert "'Autopilot user-driven'" in oobe.message
+
+
 async def test_a_vm_whose_device_never_enrols_is_reported_not_enrolled_once_the_wait_is_over(
     services: Services, ledger: TableLedger, azurite: Azurite
 ) -> None:
@@ -300,3 +312,13 @@ async def test_a_vm_deleted_or_created_again_before_its_check_is_not_checked(
     assert await ledger.get(WIN11) is None
     assert await ledger.get(ENROLLED_HOST) is None
     assert not simulators.graph.calls()
+
+
+async def test_a_burst_of_checks_reads_the_tenants_policies_once(services: Services, simulators: Simulators) -> None:
+    await asyncio.gather(
+        deliver(request_for(ENROLLED_HOST, ENROLLED_HOST_VM_ID)),
+        deliver(request_for(WIN11, WIN11_VM_ID)),
+    )
+
+    assert len(simulators.graph.calls("GET", "/v1.0/deviceManagement/deviceConfigurations")) == 1
+    assert len(simulators.graph.calls("GET", "/v1.0/deviceManagement/deviceCompliancePolicies")) == 1

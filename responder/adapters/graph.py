@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,6 +63,7 @@ from responder.names import clip
 T = TypeVar("T")
 
 MAX_RETRIES = 5
+POLICY_CACHE_SECONDS = 300  # a policy assigned a moment ago reaches the checks within five minutes
 TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100
 
@@ -150,6 +152,8 @@ class GraphDeviceDirectory:
         self._beta_url = self._base_url.removesuffix("/v1.0") + "/beta"
         self._directory_root = cloud.directory_object_root
         self._batching = _Batching(adapter, self._base_url)
+        self._policies: tuple[float, list[Policy]] | None = None  # when read, and what
+        self._reading_policies = asyncio.Lock()  # concurrent checks share one read
 
     async def close(self) -> None:
         try:
@@ -365,9 +369,18 @@ class GraphDeviceDirectory:
     async def intune_policies(self) -> list[Policy]:
         """Every configuration profile and compliance policy, each with its assignments.
 
-        v1.0 for what v1.0 describes; the beta list only for the profile types v1.0 lacks
-        (Domain Join, Wi-Fi, DFCI), which are kept by their `@odata.type`.
+        Tenant-wide and the same for every device, so one read serves this process's checks
+        for `POLICY_CACHE_SECONDS` (a burst of new session hosts costs one read, not one each).
         """
+        async with self._reading_policies:
+            now = time.monotonic()
+            if self._policies is None or now - self._policies[0] >= POLICY_CACHE_SECONDS:
+                self._policies = (now, await self._read_policies())
+            return list(self._policies[1])
+
+    async def _read_policies(self) -> list[Policy]:
+        """v1.0 for what v1.0 describes; the beta list only for the profile types v1.0 lacks
+        (Domain Join, Wi-Fi, DFCI), which are kept by their `@odata.type`."""
         expand = {"$expand": "assignments"}
         found: dict[str, Policy] = {}
         for path, category in ((CONFIGURATIONS, CONFIGURATION), (COMPLIANCE_POLICIES, COMPLIANCE)):

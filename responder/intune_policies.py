@@ -86,6 +86,22 @@ def target_from_json(document: Mapping[str, Any]) -> AssignmentTarget:
     return AssignmentTarget(kind, str(group).lower() if group else None)
 
 
+def settings_read(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the settings the rules read: a profile can carry secrets (a Wi-Fi key, a custom
+    OMA-URI value), and nothing else of it is kept, even in memory."""
+    kept: dict[str, Any] = {
+        name: document[name] for name in (*BITLOCKER_SETTINGS, *TPM_COMPLIANCE_SETTINGS) if name in document
+    }
+    remote = [
+        {"omaUri": setting.get("omaUri"), "value": setting.get("value")}
+        for setting in document.get("omaSettings") or []
+        if isinstance(setting, Mapping) and str(setting.get("omaUri", "")).strip().lower() == REMOTE_CONNECTIONS_URI
+    ]
+    if remote:
+        kept["omaSettings"] = remote
+    return kept
+
+
 def assigned_to_device(policies: Iterable[Policy], group_ids: frozenset[str]) -> tuple[AssignedPolicy, ...]:
     """The policies that reach a device in `group_ids` (its groups, transitively, lower case)."""
     reached = []

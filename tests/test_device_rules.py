@@ -148,3 +148,20 @@ def test_a_linux_vm_and_a_vm_without_a_device_get_no_device_findings() -> None:
     device = DeviceFacts("md-1", policies=assigned_to_device([BITLOCKER], frozenset()))
     assert check_device(CheckFacts(linux, device=device)) == []
     assert check_device(CheckFacts(vm())) == []
+
+
+def test_a_policy_keeps_only_the_settings_the_rules_read() -> None:
+    wifi_with_key = policy("windowsWifiConfiguration", ALL_DEVICES, preSharedKey="hunter2", ssid="corp")
+    custom = policy(
+        "windows10CustomConfiguration",
+        ALL_DEVICES,
+        omaSettings=[
+            {"omaUri": "./Device/Vendor/MSFT/VPNv2/corp/EAP", "value": "<secret/>"},
+            *RDP_OFF.settings["omaSettings"],
+        ],
+    )
+
+    assert wifi_with_key.settings == {}
+    assert [setting["omaUri"] for setting in custom.settings["omaSettings"]] == [
+        "./Device/Vendor/MSFT/Policy/Config/RemoteDesktopServices/AllowUsersToConnectRemotely"
+    ]

@@ -54,6 +54,7 @@ from responder.intune_policies import (
     COMPLIANCE,
     CONFIGURATION,
     Policy,
+    settings_read,
     target_from_json,
 )
 from responder.model import parse_moment
@@ -571,22 +572,18 @@ def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
 
 
 def policy_from_json(document: dict[str, Any], category: str) -> Policy:
-    """A profile or compliance policy as Graph serves it; its settings are the document's other properties."""
+    """A profile or compliance policy as Graph serves it, with only the settings the rules read."""
     assignments = document.get("assignments") or []
     targets = tuple(
         target_from_json(assignment["target"])
         for assignment in assignments
         if isinstance(assignment, dict) and isinstance(assignment.get("target"), dict)
     )
-    settings = {name: value for name, value in document.items() if name not in POLICY_ENVELOPE}
     return Policy(
         id=str(document.get("id")),
         display_name=str(document.get("displayName") or ""),
         category=category,
         odata_type=str(document.get("@odata.type") or ""),
-        settings=settings,
+        settings=settings_read(document),
         targets=targets,
     )
-
-
-POLICY_ENVELOPE = frozenset({"id", "displayName", "@odata.type", "assignments", "assignments@odata.context"})

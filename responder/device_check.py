@@ -28,7 +28,7 @@ from responder.composition import Services
 from responder.creation import host_pool_of, verdict
 from responder.errors import RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
-from responder.facts import Gone, VmFacts
+from responder.facts import Gone
 from responder.intune_policies import assigned_to_device
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, known_device_of
@@ -187,7 +187,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     )
     findings = check_device(CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device))
     errors = sum(finding.severity == "error" for finding in findings)
-    await _conclude(request, facts, tuple(findings), services, ownership)
+    await _conclude(request, tuple(findings), services, ownership)
     return DeviceCheckOutcome(
         "checked",
         f"device {managed.id}: {_policies(len(device.policies))} reach it; "
@@ -221,16 +221,12 @@ async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, serv
             DOC_VM,
             phase=DEVICE_PHASE,
         )
-    facts = await services.compute.get_vm(request.vm)
-    if isinstance(facts, Gone):
-        return DeviceCheckOutcome("skipped", "the VM no longer exists")
-    await _conclude(request, facts, (finding,), services, None)
+    await _conclude(request, (finding,), services, None)
     return DeviceCheckOutcome(finding.rule_id, finding.message, (finding,))
 
 
 async def _conclude(
     request: DeviceCheckRequest,
-    facts: VmFacts,
     findings: tuple[Finding, ...],
     services: Services,
     ownership: Ownership | None,
@@ -253,20 +249,20 @@ async def _conclude(
         await services.findings_publisher.publish(vm, request.vm_id, list(findings))
     own = ownership.own if ownership is not None else None
 
-    def remember(current: VmRecord) -> tuple[VmRecord, tuple[Finding, ...]]:
+    def remember(current: VmRecord) -> tuple[VmRecord, None]:
         if current.vm_id != request.vm_id:
-            return current, current.findings  # a later VM holds the row now
+            return current, None  # a later VM holds the row now
         kept = tuple(finding for finding in current.findings if finding.rule_id not in DEVICE_RULE_IDS)
         updated = replace(current, findings=(*kept, *findings), device_checked_at=now, device_check_due=None)
         if own is not None and own.managed is not None:  # proven this VM's: the strongest key for later
             updated = replace(
                 updated,
                 managed_device_id=own.managed.id,
-                entra_object_id=own.entra.object_id if own.entra else updated.entra_object_id,
+                entra_object_id=own.entra.object_id if own.entra else None,
                 entra_device_id=own.entra.device_id if own.entra else own.managed.azure_ad_device_id,
                 device_vm_id=request.vm_id,
             )
-        return updated, updated.findings
+        return updated, None
 
     if services.settings.findings_tag:
         current = await services.ledger.get(vm)

@@ -1,7 +1,7 @@
 """The Azure Functions entry point: create the app and register the blueprints. Nothing else.
 
 The host imports this module to index the functions; anything that could fail
-(settings, SDK clients) happens on first invocation instead (SPEC §10).
+(settings, SDK clients) happens on first invocation instead (design §10).
 """
 
 import azure.functions as func

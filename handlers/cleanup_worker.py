@@ -1,4 +1,4 @@
-"""Cleanup queue message → carry out one VM's record cleanup (SPEC §5)."""
+"""Cleanup queue message → carry out one VM's record cleanup (design §5)."""
 
 import azure.functions as func
 

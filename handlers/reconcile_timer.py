@@ -1,4 +1,4 @@
-"""Timer → reconciliation: repair what the events missed (SPEC §6)."""
+"""Timer → reconciliation: repair what the events missed (design §6)."""
 
 import azure.functions as func
 

@@ -1,4 +1,4 @@
-"""VM created or updated (`virtualMachines/write`) → prerequisite check (SPEC §3)."""
+"""VM created or updated (`virtualMachines/write`) → prerequisite check (design §3)."""
 
 import azure.functions as func
 

@@ -1,4 +1,4 @@
-"""VM deleted (`virtualMachines/delete`) → queue the cleanup of its records (SPEC §5)."""
+"""VM deleted (`virtualMachines/delete`) → queue the cleanup of its records (design §5)."""
 
 import azure.functions as func
 

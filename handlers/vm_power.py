@@ -1,4 +1,4 @@
-"""VM deallocated, powered off, started, restarted or redeployed → suppression (SPEC §4)."""
+"""VM deallocated, powered off, started, restarted or redeployed → suppression (design §4)."""
 
 import azure.functions as func
 

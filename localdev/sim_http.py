@@ -2,7 +2,7 @@
 
 Each simulator is a small threaded HTTPS server on 127.0.0.1 with a throw-away
 CA (trustme): azure-core and kiota refuse to send bearer tokens over plain
-HTTP, and product code is not weakened to make local runs work (SPEC §10).
+HTTP, and product code is not weakened to make local runs work (design §10).
 Requests must carry the token that the local managed-identity endpoint issued,
 and come from a loopback address. Every request is recorded (for call counts
 and for asserting exactly which writes happened), and a throttle answers a

@@ -1,4 +1,4 @@
-"""Cleanup of a deleted VM's orphaned Intune and Entra records (SPEC §5), as pure decisions.
+"""Cleanup of a deleted VM's orphaned Intune and Entra records (design §5), as pure decisions.
 
 The queue message carries what the ledger knew about the deleted incarnation; the
 worker gathers today's facts (is that VM really gone? which records are its own?)

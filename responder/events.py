@@ -6,7 +6,7 @@ malformed event becomes an `IntakeError` that names the problem, because a
 handler that raises makes Event Grid retry the same bad event for 24 hours.
 
 The user claims that ARM puts in `data.claims` are deliberately not carried:
-the responder needs no personal data to do its job (SPEC §9, README "Privacy").
+the responder needs no personal data to do its job (design §9, README "Privacy").
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
 ACTION_SUCCESS = "microsoft.resources.resourceactionsuccess"
 DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
 
-# SPEC §1, keyed by lower-cased data.operationName. The event type a row needs
+# design §1, keyed by lower-cased data.operationName. The event type a row needs
 # is part of the key: a write operation reported as an action is not a write.
 OPERATIONS: Mapping[tuple[str, str], EventKind] = {
     (WRITE_SUCCESS, "microsoft.compute/virtualmachines/write"): EventKind.CREATED,

@@ -1,4 +1,4 @@
-"""Gather the records that could be a VM's, and let `responder.ownership` judge them (SPEC §2).
+"""Gather the records that could be a VM's, and let `responder.ownership` judge them (design §2).
 
 The lookups, strongest first: the ids the ledger saved (for whichever vmId; the
 decision knows whether they still count), the Entra devices whose `physicalIds`

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class EventKind(StrEnum):
-    """What an ARM event means for the responder (SPEC §1)."""
+    """What an ARM event means for the responder (design §1)."""
 
     CREATED = "created"
     DEALLOCATED = "deallocated"
@@ -33,14 +33,14 @@ class PowerState(StrEnum):
 
 
 class SuppressionState(StrEnum):
-    """Whether the VM's device currently carries the 'deallocated' mark (SPEC §4)."""
+    """Whether the VM's device currently carries the 'deallocated' mark (design §4)."""
 
     NONE = "none"
     SUPPRESSED = "suppressed"
 
 
 class CleanupStatus(StrEnum):
-    """The last cleanup's state, for people reading the ledger (SPEC §5).
+    """The last cleanup's state, for people reading the ledger (design §5).
 
     Informational only: whether a deletion still needs a cleanup is decided by the
     event id and the cleanup's own progress row, never by this flag.
@@ -95,7 +95,7 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class VmRecord:
-    """The ledger's row for one VM (SPEC §2).
+    """The ledger's row for one VM (design §2).
 
     It outlives the VM: after a deletion ARM can no longer say which device was
     the VM's, so the mapping captured earlier is the strongest key cleanup has.

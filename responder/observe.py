@@ -1,6 +1,6 @@
 """What an event teaches the ledger, decided without I/O.
 
-Event Grid delivers at least once, out of order and up to 24 h late (SPEC §1).
+Event Grid delivers at least once, out of order and up to 24 h late (design §1).
 So a repeated event id changes nothing, and a power event older than the one
 the ledger already holds is kept as history but never moves the power state
 back: a late `deallocate` must not make a running VM look deallocated.

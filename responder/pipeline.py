@@ -3,7 +3,7 @@
 parse → (drop malformed) → (skip ignored, foreign and out-of-scope) → record in
 the ledger. Later stages (prerequisite check, suppression, cleanup) hang off the
 `recorded` outcome. Malformed input is logged with its id and dropped; a
-TransientError escapes so the host lets Event Grid retry (SPEC §1).
+TransientError escapes so the host lets Event Grid retry (design §1).
 """
 
 from __future__ import annotations

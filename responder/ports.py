@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 class Ledger(Protocol):
-    """The VM ledger (SPEC §2). Writes are optimistic: a row changed by someone
+    """The VM ledger (design §2). Writes are optimistic: a row changed by someone
     else since it was read raises LedgerConflict instead of being overwritten."""
 
     async def get(self, vm: VmRef) -> VmRecord | None: ...
@@ -33,7 +33,7 @@ class Ledger(Protocol):
 
 
 class DeviceDirectory(Protocol):
-    """Intune and Entra through Microsoft Graph (SPEC §2, §4, §5).
+    """Intune and Entra through Microsoft Graph (design §2, §4, §5).
 
     Deliberately no wipe, retire, reset, lock, Fresh Start, Autopilot reset or
     BitLocker key rotation: the responder cleans up records of machines that no

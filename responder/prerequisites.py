@@ -1,4 +1,4 @@
-"""Can Intune manage this VM? The enrolment prerequisites of SPEC §3 as pure rules.
+"""Can Intune manage this VM? The enrolment prerequisites of design §3 as pure rules.
 
 Sources: Microsoft's "Using Windows virtual machines with Intune" and "Using
 Azure Virtual Desktop with Intune". Each rule reads `CheckFacts` (no I/O) and

@@ -1,4 +1,4 @@
-"""Reconciliation (SPEC §6): catch what the events missed, through the same decision code.
+"""Reconciliation (design §6): catch what the events missed, through the same decision code.
 
 One pass walks the VMs of every watched subscription (a deallocated VM whose
 device isn't marked, a running one whose device still is: `align_power_mark`; a

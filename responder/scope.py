@@ -1,4 +1,4 @@
-"""Which VMs the responder may act on at all (SPEC §7: allow-lists and the opt-out tag)."""
+"""Which VMs the responder may act on at all (design §7: allow-lists and the opt-out tag)."""
 
 from __future__ import annotations
 

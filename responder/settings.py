@@ -4,7 +4,7 @@ Every name the code reads is in `SETTING_NAMES`, so the Bicep template can be
 checked against it (issue: deployment). Validation collects every problem and
 names each bad setting, so one failed start tells the admin all there is to fix.
 Settings are read on first use, never at import: an exception while the host
-indexes `function_app.py` would leave the app with zero functions (SPEC §10).
+indexes `function_app.py` would leave the app with zero functions (design §10).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class StorageSettings:
 
 @dataclass(frozen=True, slots=True)
 class SuppressionSettings:
-    """How a deallocated VM's device is marked (SPEC §4); either, both, or neither."""
+    """How a deallocated VM's device is marked (design §4); either, both, or neither."""
 
     group_id: str | None = None  # Entra group excluded from compliance policy and CA assignments
     attribute: int | None = None  # extensionAttribute<N> of the Entra device, for device filters
@@ -195,7 +195,7 @@ class DeviceCheckSettings:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileSettings:
-    """The timer that catches what events missed (SPEC §6)."""
+    """The timer that catches what events missed (design §6)."""
 
     watched_subscriptions: frozenset[str] = frozenset()
     schedule: str = DEFAULT_RECONCILE_SCHEDULE  # NCRONTAB, read by the host's timer binding too

@@ -1,4 +1,4 @@
-"""Suppressing the false noncompliance of a deallocated VM (SPEC §4), as a pure plan.
+"""Suppressing the false noncompliance of a deallocated VM (design §4), as a pure plan.
 
 Facts in (what ARM says the VM is now, what the ledger says is marked, which
 device is the VM's, the configured mechanisms), a plan out: the actions to

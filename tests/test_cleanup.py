@@ -1,7 +1,7 @@
 """VM deleted → cleanup queued on a real Azurite queue → worker run as the host runs it.
 
 Through the real delete handler and queue-trigger function, against Azurite
-and the Graph/ARM simulators (SPEC §5, issue "Queue and carry out cleanup").
+and the Graph/ARM simulators (design §5, issue "Queue and carry out cleanup").
 """
 
 from __future__ import annotations

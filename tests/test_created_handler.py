@@ -1,4 +1,4 @@
-"""VM written → prerequisite check, through the real handler against the simulators (SPEC §3)."""
+"""VM written → prerequisite check, through the real handler against the simulators (design §3)."""
 
 from __future__ import annotations
 

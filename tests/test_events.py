@@ -1,4 +1,4 @@
-"""Event intake (SPEC §1): every row classified, everything else ignored with a reason,
+"""Event intake (design §1): every row classified, everything else ignored with a reason,
 malformed input an error value and never an exception."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def vm_id(name: str, group: str = "rg-avd-prod") -> str:
     return f"/subscriptions/{SUB}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{name}"
 
 
-# Every SPEC §1 row, in both delivery schemas.
-SPEC_ROWS = [
+# Every design §1 row, in both delivery schemas.
+EVENT_ROWS = [
     ("vm-write", EventKind.CREATED, "vm-win11-01"),
     ("vm-deallocate", EventKind.DEALLOCATED, "vm-win11-01"),
     ("vm-poweroff", EventKind.POWERED_OFF, "vm-win10-02"),
@@ -54,7 +54,7 @@ def intake_error(raw: object) -> IntakeError:
 
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
-@pytest.mark.parametrize(("row", "kind", "vm_name"), SPEC_ROWS)
+@pytest.mark.parametrize(("row", "kind", "vm_name"), EVENT_ROWS)
 def test_each_spec_row_is_classified_in_both_schemas(schema: str, row: str, kind: EventKind, vm_name: str) -> None:
     event = classified(load_event(f"{schema}-{row}.json"))
 
@@ -69,7 +69,7 @@ def test_each_spec_row_is_classified_in_both_schemas(schema: str, row: str, kind
     assert event.event_time.tzinfo is not None
 
 
-@pytest.mark.parametrize(("row", "kind", "vm_name"), SPEC_ROWS)
+@pytest.mark.parametrize(("row", "kind", "vm_name"), EVENT_ROWS)
 def test_both_schemas_carry_the_same_meaning(row: str, kind: EventKind, vm_name: str) -> None:
     grid = classified(load_event(f"eventgrid-{row}.json"))
     cloud = classified(load_event(f"cloudevents-{row}.json"))

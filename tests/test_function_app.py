@@ -1,6 +1,6 @@
 """The function app as the Functions host sees it: indexing, bindings, and
 direct calls of the real handler functions with `azure.functions` trigger
-objects, against Azurite (SPEC §8, §10)."""
+objects, against Azurite (design §8, §10)."""
 
 from __future__ import annotations
 

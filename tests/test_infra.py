@@ -1,4 +1,4 @@
-"""The Bicep templates, checked without the Bicep CLI (SPEC §8, §10): parsed with pycep-parser
+"""The Bicep templates, checked without the Bicep CLI (design §8, §10): parsed with pycep-parser
 and compared with the code they deploy, so the two can't drift apart."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The VM ledger on Azure Table storage, through the real SDK against Azurite (SPEC §2)."""
+"""The VM ledger on Azure Table storage, through the real SDK against Azurite (design §2)."""
 
 from __future__ import annotations
 

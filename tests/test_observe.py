@@ -1,5 +1,5 @@
 """What an event teaches the ledger: duplicates change nothing, late events never
-move the power state back, a write after a deletion is a new VM (SPEC §1, §4)."""
+move the power state back, a write after a deletion is a new VM (design §1, §4)."""
 
 from __future__ import annotations
 

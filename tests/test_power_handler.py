@@ -1,7 +1,7 @@
 """Deallocate and start through the real handler function, Azurite and the simulators.
 
 Each test ends by comparing the Graph writes the simulator received with
-exactly the ones expected (SPEC §4, issue "Suppress false noncompliance").
+exactly the ones expected (design §4, issue "Suppress false noncompliance").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The enrolment prerequisite rules (SPEC §3), one table: VM facts → exactly these findings."""
+"""The enrolment prerequisite rules (design §3), one table: VM facts → exactly these findings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Reconciliation through the real timer function: drift of each kind is repaired, look-alikes
-are left alone, and a bounded run resumes where it stopped (SPEC §6)."""
+are left alone, and a bounded run resumes where it stopped (design §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Never touch the wrong device (SPEC §2, §5): generated tenants full of look-alikes run
+"""Never touch the wrong device (design §2, §5): generated tenants full of look-alikes run
 through the real delete handler and cleanup worker against Azurite and the simulators."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The allow-lists of SPEC §7."""
+"""The allow-lists of design §7."""
 
 from __future__ import annotations
 

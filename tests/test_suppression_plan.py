@@ -1,4 +1,4 @@
-"""The suppression decision (SPEC §4) as a pure function: facts in, plan out."""
+"""The suppression decision (design §4) as a pure function: facts in, plan out."""
 
 from __future__ import annotations
 

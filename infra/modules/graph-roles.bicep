@@ -1,4 +1,4 @@
-// Microsoft Graph application roles for the app's identity (SPEC §9), through the Microsoft Graph
+// Microsoft Graph application roles for the app's identity (design §9), through the Microsoft Graph
 // Bicep extension. Opt-in: the deployer needs the Privileged Role Administrator (or Global
 // Administrator) role to grant application permissions; a new identity may need a re-run while
 // Entra replicates it.

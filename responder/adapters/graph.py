@@ -8,7 +8,7 @@ cost tens of milliseconds on every cold start for a dozen URLs.
 
 Every read names its fields with `$select`, so user data (UPN, e-mail, phone)
 never leaves Graph. Name lookups are exact (`eq`), never `startswith`: `VM1`
-must not find `VM10` (SPEC §2). 404 on a read is "absent", on a delete "already
+must not find `VM10` (design §2). 404 on a read is "absent", on a delete "already
 done". 429/503/504 are retried by the SDK's retry middleware, honouring
 Retry-After; what still fails, and any 5xx or network error, becomes a
 TransientError so the event or queue message is retried later.
@@ -296,7 +296,7 @@ class GraphDeviceDirectory:
         """Entra devices that name the VM in `physicalIds` (`[AzureResourceId]:<id>`).
 
         Not documented by Microsoft but seen on Entra-joined Azure VMs: used
-        when present, never required (SPEC §2).
+        when present, never required (design §2).
         """
         marker = f"[AzureResourceId]:{resource_id}"
         found = self._entra_devices(f"physicalIds/any(p:p eq {_quote(marker)})", advanced=True)

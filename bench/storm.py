@@ -190,7 +190,13 @@ def storm(count: int, minutes: float, hosts: int, per_window: int, settings: dic
         for vm in seed["virtualMachines"]:
             world.set_power_state(vm["id"], "deallocated")
         now = datetime.now(UTC)  # event times must be in the past (an event from the future is malformed)
-        common = {"hosts": hosts, "env": env, "minutes": minutes, "simulators": simulators, "per_window": per_window}
+        common: dict[str, Any] = {
+            "hosts": hosts,
+            "env": env,
+            "minutes": minutes,
+            "simulators": simulators,
+            "per_window": per_window,
+        }
         evening_events = events("eventgrid-vm-deallocate.json", seed, minutes, now - timedelta(hours=1))
         evening = run_phase("evening (deallocate)", timed=evening_events, **common)
         added = Counter(

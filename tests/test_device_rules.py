@@ -58,7 +58,9 @@ RDP_OFF = policy(
 )
 
 
-def findings(*policies: Policy, avd: bool = False, groups: frozenset[str] = frozenset({GROUP}), **device: Any) -> set:
+def findings(
+    *policies: Policy, avd: bool = False, groups: frozenset[str] = frozenset({GROUP}), **device: Any
+) -> set[tuple[str, str]]:
     facts = CheckFacts(
         vm(),
         host_pool=PERSONAL if avd else None,

@@ -4,7 +4,6 @@ objects, against Azurite (design §8, §10)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from responder.adapters.table_ledger import TableLedger
 from responder.errors import TransientError
@@ -29,37 +29,12 @@ def indexed() -> dict[str, Any]:
     """`app.get_functions()` exactly once, as the host does (a second call raises)."""
     from function_app import app
 
-    return {function.get_function_name(): function for function in app.get_functions()}
+    return {str(function.get_function_name()): function for function in app.get_functions()}
 
 
 def trigger(indexed: dict[str, Any], name: str) -> Trigger:
     user_function: Trigger = indexed[name].get_user_function()
     return user_function
-
-
-def as_trigger_input(event: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
-    """The object the Python worker builds from a delivery, in either schema."""
-    if "specversion" in event:
-        return func.CloudEvent(
-            id=event["id"],
-            source=event["source"],
-            specversion=event["specversion"],
-            type=event["type"],
-            datacontenttype=event.get("datacontenttype"),
-            dataschema=event.get("dataschema"),
-            subject=event.get("subject"),
-            time=dt.datetime.fromisoformat(event["time"]),
-            data=event.get("data"),
-        )
-    return func.EventGridEvent(
-        id=event["id"],
-        data=event.get("data"),
-        topic=event.get("topic"),
-        subject=event.get("subject"),
-        event_type=event.get("eventType"),
-        event_time=dt.datetime.fromisoformat(event["eventTime"]) if event.get("eventTime") else None,
-        data_version=event.get("dataVersion"),
-    )
 
 
 def test_the_host_indexes_one_function_per_trigger(indexed: dict[str, Any]) -> None:
@@ -150,7 +125,7 @@ def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) ->
 async def test_a_deallocate_event_is_recorded_in_the_ledger(
     indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
 ) -> None:
-    await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+    await trigger(indexed, "on_vm_power_changed")(trigger_input(load_event("eventgrid-vm-deallocate.json")))
 
     record = await ledger.get(VM)
     assert record is not None
@@ -160,7 +135,7 @@ async def test_a_deallocate_event_is_recorded_in_the_ledger(
 async def test_a_cloudevents_delivery_takes_the_same_path(
     indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
 ) -> None:
-    await trigger(indexed, "on_vm_deleted")(as_trigger_input(load_event("cloudevents-vm-delete.json")))
+    await trigger(indexed, "on_vm_deleted")(trigger_input(load_event("cloudevents-vm-delete.json")))
 
     record = await ledger.get(VmRef(VM.subscription_id, VM.resource_group, "vm-old-09"))
     assert record is not None
@@ -173,8 +148,8 @@ async def test_a_duplicated_delivery_is_recorded_once(
     event = load_event("eventgrid-vm-deallocate.json")
     on_power = trigger(indexed, "on_vm_power_changed")
 
-    await on_power(as_trigger_input(event))
-    await on_power(as_trigger_input(event))
+    await on_power(trigger_input(event))
+    await on_power(trigger_input(event))
 
     record = await ledger.get(VM)
     assert record is not None
@@ -188,7 +163,7 @@ async def test_a_malformed_event_is_dropped_without_raising(
     event["data"]["resourceUri"] = "not a resource id"
     event["subject"] = "not a resource id"
 
-    await trigger(indexed, "on_vm_power_changed")(as_trigger_input(event))
+    await trigger(indexed, "on_vm_power_changed")(trigger_input(event))
 
     assert [record async for record in ledger.records()] == []
 
@@ -196,7 +171,7 @@ async def test_a_malformed_event_is_dropped_without_raising(
 async def test_an_event_for_another_function_is_not_recorded(
     indexed: dict[str, Any], app_env: dict[str, str], ledger: TableLedger
 ) -> None:
-    await trigger(indexed, "on_vm_created")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+    await trigger(indexed, "on_vm_created")(trigger_input(load_event("eventgrid-vm-deallocate.json")))
 
     assert await ledger.get(VM) is None
 
@@ -212,7 +187,7 @@ async def test_unreachable_storage_raises_a_transient_error_so_event_grid_retrie
     monkeypatch.setenv("RESPONDER_LEDGER_TABLE", "unreachable")
     try:
         with pytest.raises(TransientError):
-            await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+            await trigger(indexed, "on_vm_power_changed")(trigger_input(load_event("eventgrid-vm-deallocate.json")))
     finally:
         await close_services()
 
@@ -224,4 +199,4 @@ async def test_invalid_settings_fail_the_invocation_naming_the_setting(
     monkeypatch.setenv("RESPONDER_MODE", "enforse")
 
     with pytest.raises(SettingsError, match="RESPONDER_MODE"):
-        await trigger(indexed, "on_vm_power_changed")(as_trigger_input(load_event("eventgrid-vm-deallocate.json")))
+        await trigger(indexed, "on_vm_power_changed")(trigger_input(load_event("eventgrid-vm-deallocate.json")))

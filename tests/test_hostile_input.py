@@ -84,7 +84,8 @@ def test_names_azure_allows_are_accepted() -> None:
 
 @pytest.mark.parametrize("field", ["topic", "subject"])
 def test_a_non_string_envelope_field_is_malformed(field: str) -> None:
-    assert isinstance(parse_event(deallocate(**{field: ["/subscriptions/x"]}), NOW), IntakeError)
+    not_a_string: Any = ["/subscriptions/x"]
+    assert isinstance(parse_event(deallocate(**{field: not_a_string}), NOW), IntakeError)
 
 
 def test_a_non_string_cloudevents_source_is_malformed() -> None:

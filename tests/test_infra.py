@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pycep import BicepParser
@@ -28,7 +28,7 @@ EVENT_GRID_HANDLERS = {"on_vm_created": vm_created, "on_vm_power_changed": vm_po
 
 @cache
 def parsed(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = BicepParser().parse(file_path=INFRA / name)
+    document: dict[str, Any] = cast(dict[str, Any], BicepParser().parse(file_path=INFRA / name))
     return document
 
 

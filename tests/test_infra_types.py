@@ -5,6 +5,7 @@ set, no literal outside a closed set, no unknown discriminator."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from pycep import BicepParser
@@ -18,7 +19,7 @@ TEMPLATES = sorted(path.relative_to(INFRA).as_posix() for path in INFRA.rglob("*
 
 def parsed(name: str) -> tuple[list[Resource], set[str]]:
     path = INFRA / name
-    document = BicepParser().parse(file_path=path)
+    document = cast(dict[str, Any], BicepParser().parse(file_path=path))
     return resources_of(document), identifiers_of(document, path.read_text())
 
 

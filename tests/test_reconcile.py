@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -229,13 +229,12 @@ async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_
 ) -> None:
     checked_at = datetime(2026, 11, 21, tzinfo=UTC)
     not_enrolled = Finding("not-enrolled", "warning", "No Intune record of this VM appeared.", phase="device")
-    for vm, vm_id, findings in (
-        (WIN10, "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a02", (not_enrolled,)),
-        (WIN11, "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01", ()),
-    ):
-        await ledger.update(
-            vm, lambda row, i=vm_id, f=findings: (replace(row, vm_id=i, device_checked_at=checked_at, findings=f), None)
-        )
+
+    def checked(vm_id: str, findings: tuple[Finding, ...]) -> Callable[[VmRecord], tuple[VmRecord, None]]:
+        return lambda row: (replace(row, vm_id=vm_id, device_checked_at=checked_at, findings=findings), None)
+
+    await ledger.update(WIN10, checked("0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a02", (not_enrolled,)))
+    await ledger.update(WIN11, checked("0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01", ()))
 
     await run_timer()
 

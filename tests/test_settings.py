@@ -124,7 +124,7 @@ def test_every_setting_read_is_declared() -> None:
     read: list[str] = []
 
     class Spy(dict[str, str]):
-        def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+        def get(self, key: str, default: object = None) -> str:
             read.append(key)
             return str(super().get(key, default or ""))
 

@@ -30,7 +30,6 @@ from responder.events import IntakeError, parse_event
 from responder.model import EventKind, PowerState, VmRecord
 from responder.observe import POWER_STATE_AFTER
 from responder.prerequisites import DEVICE_PHASE
-from responder.replay import ReplayRow, replay
 from responder.settings import (
     CLEANUP_DELAY_SECONDS,
     DEVICE_CHECK_FIRST_DELAY_SECONDS,
@@ -41,6 +40,7 @@ from responder.settings import (
     SUPPRESSION_GROUP_ID,
     Mode,
 )
+from tools.replay import ReplayRow, replay
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "events"
 
@@ -97,8 +97,8 @@ async def run(
     from handlers.cleanup_worker import on_cleanup_message
     from handlers.device_check import on_device_check_message
     from handlers.reconcile_timer import on_reconcile_timer
-    from handlers.routes import event_grid_routes
     from responder.composition import close_services, get_services
+    from tools.routes import event_grid_routes
 
     hook = world_follows_events(world) if world is not None else None
     try:

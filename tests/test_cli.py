@@ -1,4 +1,4 @@
-"""`python -m responder classify`: JSON lines out, exit 2 with a message on bad input."""
+"""`python -m tools classify`: JSON lines out, exit 2 with a message on bad input."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from responder.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from tests.conftest import EVENTS
+from tools.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 GOOD = sorted(path.name for path in EVENTS.glob("*.json") if not path.name.startswith("malformed-"))
 MALFORMED = sorted(path.name for path in EVENTS.glob("malformed-*.json"))

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from handlers.routes import event_grid_routes
 from localdev import run
-from responder.replay import replay
 from responder.settings import SETTING_NAMES
 from tests.conftest import EVENTS
+from tools.replay import replay
+from tools.routes import event_grid_routes
 
 
 def restore_after_the_test(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 Each event is routed the way its event subscription filter would route it in
 Azure, run through the function's real code, and reported with what the
-handler decided. The engine of the local run and of `python -m responder replay`.
+handler decided. The engine of the local run and of `python -m tools replay`.
 """
 
 from __future__ import annotations

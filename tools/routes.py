@@ -14,7 +14,7 @@ from azure.functions.decorators.function_app import FunctionBuilder
 
 from handlers import vm_created, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
-from responder.replay import Route
+from tools.replay import Route
 
 _EVENT_GRID: tuple[tuple[FunctionBuilder, frozenset[Any]], ...] = (
     (vm_created.on_vm_created, vm_created.ACCEPTS),

@@ -1,4 +1,4 @@
-"""`python -m responder`: the responder's tools for a person at a terminal.
+"""`python -m tools`: the responder's tools for a person at a terminal.
 
 Commands: `classify` (parse deliveries), `check-vm` (the enrolment prerequisite
 rules on a VM document), `replay` (run deliveries through the real handler
@@ -24,7 +24,7 @@ EXIT_BAD_INPUT = 2
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    parser = argparse.ArgumentParser(prog="python -m responder", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     classify = commands.add_parser(
         "classify",
@@ -94,9 +94,9 @@ def _replay(files: Sequence[Path], out: TextIO, err: TextIO, *, enforce: bool, a
 
 
 async def _replay_rows(deliveries: list[tuple[str, bytes]]) -> list[Any]:
-    from handlers.routes import event_grid_routes
     from responder.composition import close_services
-    from responder.replay import replay
+    from tools.replay import replay
+    from tools.routes import event_grid_routes
 
     try:
         return await replay(deliveries, event_grid_routes())

@@ -1,5 +1,0 @@
-import sys
-
-from responder.cli import main
-
-sys.exit(main())

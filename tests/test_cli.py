@@ -64,7 +64,7 @@ def test_classify_exits_2_when_the_file_cannot_be_read(tmp_path: Path) -> None:
 
 def test_the_module_runs_as_a_program() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "responder", "classify", str(EVENTS / "eventgrid-vm-start.json")],
+        [sys.executable, "-m", "tools", "classify", str(EVENTS / "eventgrid-vm-start.json")],
         capture_output=True,
         text=True,
         check=False,

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from responder.model import Finding, VmRef
-from responder.names import clip
+from responder.names import clip, has_control
 from responder.ownership import Ownership, Verdict
 
 SCHEMA_VERSION = 2
@@ -137,7 +137,7 @@ def _text_field(document: dict[str, Any], name: str, *, required: bool) -> str |
         return "" if name in {"resource_id", "subscription_id", "resource_group", "vm_name"} else None
     if not isinstance(value, str):
         raise MessageError(f"{name} must be a string, not {type(value).__name__}")
-    if len(value) > MAX_FIELD_LENGTH or any(ord(character) < 32 for character in value):
+    if len(value) > MAX_FIELD_LENGTH or has_control(value):
         raise MessageError(f"{name} is not a plausible id or name ({len(value)} characters)")
     return value
 

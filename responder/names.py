@@ -27,7 +27,7 @@ CLIP = 200  # characters of a foreign value a log line or a reason echoes
 def clip(value: object, limit: int = CLIP) -> str:
     """A foreign value as a log line may echo it: bounded, control characters made visible."""
     text = value if isinstance(value, str) else repr(value)
-    shown = text[:limit].encode("unicode_escape").decode("ascii") if _has_control(text[:limit]) else text[:limit]
+    shown = text[:limit].encode("unicode_escape").decode("ascii") if has_control(text[:limit]) else text[:limit]
     return shown if len(text) <= limit else f"{shown}…({len(text)} characters)"
 
 
@@ -60,7 +60,7 @@ def subscription_problem(subscription_id: str) -> str | None:
 
 
 def event_id_problem(event_id: str) -> str | None:
-    if len(event_id) > MAX_EVENT_ID or _has_control(event_id) or not event_id.strip():
+    if len(event_id) > MAX_EVENT_ID or has_control(event_id) or not event_id.strip():
         return f"event id {clip(event_id)!r} is not a printable string of at most {MAX_EVENT_ID} characters"
     return None
 
@@ -74,5 +74,6 @@ def event_time_problem(moment: datetime, now: datetime) -> str | None:
     return None
 
 
-def _has_control(text: str) -> bool:
+def has_control(text: str) -> bool:
+    """C0 or C1 control characters: never in an id or a name, and they would garble a log line."""
     return any(ord(character) < 32 or 127 <= ord(character) < 160 for character in text)

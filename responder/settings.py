@@ -64,6 +64,8 @@ SUPPRESS_ON_POWER_OFF = "RESPONDER_SUPPRESS_ON_POWER_OFF"
 # The client id of the user-assigned managed identity used for Graph and ARM;
 # DefaultAzureCredential reads the same standard variable.
 IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
+# Set by the platform (Azure Functions; the local simulators' identity endpoint) where a managed identity is offered.
+IDENTITY_ENDPOINT = "IDENTITY_ENDPOINT"
 
 SETTING_NAMES: tuple[str, ...] = (
     STORAGE_CONNECTION_STRING,
@@ -82,6 +84,7 @@ SETTING_NAMES: tuple[str, ...] = (
     ARM_URL,
     CA_FILE,
     IDENTITY_CLIENT_ID,
+    IDENTITY_ENDPOINT,
     SUPPRESSION_GROUP_ID,
     SUPPRESSION_ATTRIBUTE,
     SUPPRESS_ON_POWER_OFF,
@@ -111,6 +114,7 @@ NOT_DEPLOYED: dict[str, str] = {
     GRAPH_URL: "derived from RESPONDER_CLOUD; the local simulators (or a DoD Graph) set it",
     ARM_URL: "derived from RESPONDER_CLOUD; the local simulators set it",
     CA_FILE: "only the local simulators' throw-away CA",
+    IDENTITY_ENDPOINT: "set by the Functions platform where a managed identity is offered",
 }
 
 DEFAULT_LEDGER_TABLE = "vmledger"
@@ -216,6 +220,7 @@ class Settings:
     cloud: Cloud = PUBLIC
     ca_file: str | None = None  # PEM bundle to verify Graph/ARM TLS with (local simulators)
     identity_client_id: str | None = None
+    managed_identity: bool = False  # the platform offers one (IDENTITY_ENDPOINT): use it, and nothing else
     suppression: SuppressionSettings = SuppressionSettings()
     cleanup: CleanupSettings = CleanupSettings()
     device_check: DeviceCheckSettings = DeviceCheckSettings()
@@ -289,6 +294,7 @@ class Settings:
             cloud=cloud,
             ca_file=ca_file,
             identity_client_id=identity_client_id,
+            managed_identity=text(IDENTITY_ENDPOINT) is not None,
             suppression=suppression,
             cleanup=cleanup,
             device_check=device_check,

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import pytest
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 from handlers.vm_created import on_vm_created
 from localdev.simulators import Simulators
-from responder.clouds import PUBLIC
 from responder.composition import GraphOnFirstUse, Services, _credential
+from responder.settings import Settings
 from tests.conftest import load_event, outcome_of
 
+STORAGE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
 
-async def test_the_managed_identity_is_used_where_the_platform_offers_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")
-    credential = _credential("11111111-2222-3333-4444-555555555555", PUBLIC.authority)
+
+async def test_the_managed_identity_is_used_where_the_platform_offers_one() -> None:
+    settings = Settings.from_env({**STORAGE, "IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token"})
+    credential = _credential("11111111-2222-3333-4444-555555555555", settings)
     async with credential:
         assert isinstance(credential, ManagedIdentityCredential)
 
 
-async def test_a_developer_machine_falls_back_to_default_azure_credential(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
-    credential = _credential(None, PUBLIC.authority)
+async def test_a_developer_machine_falls_back_to_default_azure_credential() -> None:
+    credential = _credential(None, Settings.from_env(STORAGE))
     async with credential:
         assert isinstance(credential, DefaultAzureCredential)
 

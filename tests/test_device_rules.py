@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from responder.adapters.graph import policy_from_json
+from responder.graph_documents import policy_from_json
 from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
 from responder.prerequisites import CheckFacts, DeviceFacts, check_device
 from tests.test_prerequisites import PERSONAL, marketplace, vm

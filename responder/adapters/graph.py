@@ -21,7 +21,6 @@ import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -46,18 +45,12 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
 
 from responder.adapters._errors import GRAPH, service_failure, status_failure
+from responder.adapters.graph_batching import Answer, GraphBatching
 from responder.clouds import PUBLIC, Cloud
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
-from responder.intune_policies import (
-    BETA_ONLY_PROFILE_TYPES,
-    COMPLIANCE,
-    CONFIGURATION,
-    Policy,
-    settings_read,
-    target_from_json,
-)
-from responder.model import parse_moment
+from responder.graph_documents import entra_device_from_json, managed_device_from_json, policy_from_json
+from responder.intune_policies import BETA_ONLY_PROFILE_TYPES, COMPLIANCE, CONFIGURATION, Policy
 from responder.names import clip
 
 # Retries inside one call; beyond them the whole event is retried later.
@@ -152,7 +145,7 @@ class GraphDeviceDirectory:
         # Graph beta, for the profile types v1.0 doesn't describe (README, "Permissions").
         self._beta_url = self._base_url.removesuffix("/v1.0") + "/beta"
         self._directory_root = cloud.directory_object_root
-        self._batching = _Batching(adapter, self._base_url)
+        self._batching = GraphBatching(adapter, self._base_url, self._json, MAX_RETRIES)
         self._policies: tuple[float, list[Policy]] | None = None  # when read, and what
         self._reading_policies = asyncio.Lock()  # concurrent checks share one read
 
@@ -395,7 +388,7 @@ class GraphDeviceDirectory:
         return list(found.values())
 
 
-def _refuse_unless(answer: _Answer, expected: set[int]) -> None:
+def _refuse_unless(answer: Answer, expected: set[int]) -> None:
     if answer.status not in expected:
         message = str(((answer.body or {}).get("error") or {}).get("message", "")) or "no message"
         raise status_failure(answer.status, clip(message), GRAPH)
@@ -469,121 +462,3 @@ async def _done_unless_404(operation: Awaitable[Any]) -> bool:
             return False
         raise
     return True
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    body: dict[str, Any] | None
-
-
-class _Batching:
-    """Graph JSON batching ($batch, up to 20 requests per call), through msgraph-sdk's batch builder.
-
-    Each inner request is throttled on its own: 429/503/504 answers are sent again
-    after their Retry-After, a bounded number of times; other 5xx are transient.
-    """
-
-    def __init__(self, adapter: RequestAdapter, base_url: str) -> None:
-        self._adapter = adapter
-        self._base_url = base_url
-
-    async def send(self, requests: dict[str, RequestInformation]) -> dict[str, _Answer]:
-        from msgraph_core.requests.batch_request_content import BatchRequestContent
-        from msgraph_core.requests.batch_request_item import BatchRequestItem
-
-        pending, answers = dict(requests), {}
-        for attempt in range(MAX_RETRIES + 1):
-            content = BatchRequestContent()
-            for key, information in pending.items():
-                item = BatchRequestItem(request_information=information, id=key)
-                item.url = item.url.removeprefix(self._base_url)  # Graph wants URLs relative to the version
-                content.add_request(key, item)
-            # msgraph-core reads inner bodies as base64 only; Graph sends JSON objects. So the
-            # batch goes through the SDK's request adapter (auth, retries, TLS) and its
-            # response is read as the JSON Graph documents.
-            information = RequestInformation()
-            information.http_method = Method.POST
-            information.url = f"{self._base_url}/$batch"
-            information.headers.try_add("Accept", "application/json")
-            information.set_content_from_parsable(self._adapter, "application/json", content)
-            raw: Any = await _call(self._adapter.send_primitive_async(information, "bytes", GRAPH_ERRORS))
-            document = json.loads(raw or b"{}")
-            by_id = {str(item.get("id")): item for item in document.get("responses", [])}
-            wait = 0
-            for key in list(pending):
-                item = by_id.get(key, {})
-                status = int(item.get("status") or 0)
-                if status in RETRIED_STATUSES:
-                    wait = max(wait, _retry_after(item.get("headers")))
-                    continue
-                if status >= 500 or status == 0:
-                    raise TransientError(f"Microsoft Graph answered {status or 'nothing'} inside a batch", GRAPH)
-                body = item.get("body")
-                answers[key] = _Answer(status, body if isinstance(body, dict) else None)
-                del pending[key]
-            if not pending:
-                return answers
-            if attempt < MAX_RETRIES:
-                await asyncio.sleep(wait)
-        raise TransientError(f"Microsoft Graph kept throttling {len(pending)} batched request(s)", GRAPH)
-
-
-RETRIED_STATUSES = frozenset({429, 503, 504})
-
-
-def _retry_after(headers: dict[str, Any] | None) -> int:
-    for name, value in (headers or {}).items():
-        if name.lower() == "retry-after" and str(value).isdigit():
-            return max(1, int(value))
-    return 1
-
-
-def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:
-    return ManagedDevice(
-        id=str(document["id"]),
-        device_name=document.get("deviceName"),
-        azure_ad_device_id=document.get("azureADDeviceId"),
-        model=document.get("model"),
-        manufacturer=document.get("manufacturer"),
-        serial_number=document.get("serialNumber"),
-        operating_system=document.get("operatingSystem"),
-        os_version=document.get("osVersion"),
-        enrolled_at=parse_moment(document.get("enrolledDateTime")),
-        last_sync_at=parse_moment(document.get("lastSyncDateTime")),
-        enrollment_type=document.get("deviceEnrollmentType"),
-        enrollment_profile_name=document.get("enrollmentProfileName"),
-        management_agent=document.get("managementAgent"),
-    )
-
-
-def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
-    return EntraDevice(
-        object_id=str(document["id"]),
-        device_id=document.get("deviceId"),
-        display_name=document.get("displayName"),
-        trust_type=document.get("trustType"),
-        physical_ids=tuple(document.get("physicalIds") or ()),
-        extension_attributes=dict(document.get("extensionAttributes") or {}),
-        on_premises_sync_enabled=bool(document.get("onPremisesSyncEnabled")),
-        last_sign_in_at=parse_moment(document.get("approximateLastSignInDateTime")),
-        registered_at=parse_moment(document.get("registrationDateTime")),
-    )
-
-
-def policy_from_json(document: dict[str, Any], category: str) -> Policy:
-    """A profile or compliance policy as Graph serves it, with only the settings the rules read."""
-    assignments = document.get("assignments") or []
-    targets = tuple(
-        target_from_json(assignment["target"])
-        for assignment in assignments
-        if isinstance(assignment, dict) and isinstance(assignment.get("target"), dict)
-    )
-    return Policy(
-        id=str(document.get("id")),
-        display_name=str(document.get("displayName") or ""),
-        category=category,
-        odata_type=str(document.get("@odata.type") or ""),
-        settings=settings_read(document),
-        targets=targets,
-    )

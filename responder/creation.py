@@ -21,7 +21,8 @@ from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.log_lines import vm_fields, write
 from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
-from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check, identify_os
+from responder.os_identity import identify_os
+from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
 from responder.scope import opted_out
 
 AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC

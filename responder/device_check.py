@@ -34,6 +34,7 @@ from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, known_device_of
 from responder.model import Finding, VmRecord, VmRef, parse_moment
 from responder.observe import adopt_incarnation
+from responder.os_identity import identify_os
 from responder.ownership import Ownership, Verdict
 from responder.prerequisites import (
     DEVICE_PHASE,
@@ -42,7 +43,6 @@ from responder.prerequisites import (
     CheckFacts,
     DeviceFacts,
     check_device,
-    identify_os,
 )
 from responder.scope import opted_out, out_of_scope_reason
 from responder.settings import DeviceCheckSettings

@@ -14,8 +14,8 @@ from enum import StrEnum
 
 from responder.events import ClassifiedEvent
 from responder.facts import VmFacts
+from responder.joins import join_kind
 from responder.model import EventKind, PowerState, SuppressionState, VmRecord
-from responder.prerequisites import join_kind
 
 # Enough to recognise Event Grid's retries, which arrive within 24 hours,
 # while keeping the ledger row small.

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from responder.facts import Extension, HostPool, ImageDefinition, VmFacts
+from responder.facts import HostPool, ImageDefinition, VmFacts
 from responder.intune_policies import (
     TPM_COMPLIANCE_SETTINGS,
     AssignedPolicy,
@@ -20,7 +20,17 @@ from responder.intune_policies import (
     profile_kind,
     tpm_requirements,
 )
+from responder.joins import INTUNE_MDM_ID, domain_join, entra_join
 from responder.model import Finding
+from responder.os_identity import (
+    BUILD_1809,
+    BUILD_1903,
+    ENTERPRISE,
+    MULTI_SESSION,
+    SERVER,
+    OperatingSystem,
+    identify_os,
+)
 
 DOC_VM = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
 DOC_AVD = "https://learn.microsoft.com/mem/intune/fundamentals/azure-virtual-desktop"
@@ -30,44 +40,11 @@ DOC_CLONE = (
     "troubleshoot-windows-enrollment-errors#error-hr-0x8007064c-the-machine-is-already-enrolled"
 )
 
-# Windows 10 feature updates by Marketplace codename, and the build each shipped as.
-WINDOWS_10_BUILDS = {
-    "rs1": 14393,
-    "rs2": 15063,
-    "rs3": 16299,
-    "rs4": 17134,
-    "rs5": 17763,
-    "19h1": 18362,
-    "1903": 18362,
-    "19h2": 18363,
-    "20h1": 19041,
-    "20h2": 19042,
-    "21h1": 19043,
-    "21h2": 19044,
-    "22h2": 19045,
-}
-WINDOWS_11_BUILDS = {"21h2": 22000, "22h2": 22621, "23h2": 22631, "24h2": 26100, "25h2": 26200}
-BUILD_1809 = 17763  # Windows 10 Enterprise: oldest supported
-BUILD_1903 = 18362  # Windows 10 Enterprise multi-session: oldest supported
-FIRST_WINDOWS_11_BUILD = 22000
 MIN_AVD_AGENT = (1, 0, 2944, 1400)  # multi-session management needs this agent or newer
-INTUNE_MDM_ID = "0000000a-0000-0000-c000-000000000000"  # the Intune MDM application id
 
 SELF_DEPLOYING = "windowsAzureADJoinUsingDeviceAuth"  # Intune's enrolment type of Autopilot self-deploying
 DEVICE_PHASE = "device"
 PROFILE_NAMES = {"bitlocker": "BitLocker", "dfci": "DFCI", "domainjoin": "Domain Join", "wifi": "Wi-Fi"}
-
-ENTERPRISE, MULTI_SESSION, PRO, SERVER = "enterprise", "enterprise multi-session", "pro", "server"
-
-
-@dataclass(frozen=True, slots=True)
-class OperatingSystem:
-    """Which Windows, as far as the image (or the guest agent) tells."""
-
-    family: str  # "windows 10" | "windows 11" | "windows server" | "linux" | "unknown"
-    edition: str | None  # ENTERPRISE | MULTI_SESSION | PRO | SERVER | None
-    build: int | None
-    evidence: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,58 +68,27 @@ class CheckFacts:
     device: DeviceFacts | None = None
 
 
-def identify_os(vm: VmFacts) -> OperatingSystem:
-    if (vm.os_type or "").lower() == "linux":
-        return OperatingSystem("linux", None, None, f"osType {vm.os_type}")
-    image = vm.image
-    if image is not None and image.publisher and image.sku:
-        from_image = _from_marketplace(image.publisher, image.offer or "", image.sku)
-        if from_image is not None:
-            return from_image
-    if vm.os_name:
-        return _from_guest(vm.os_name, vm.os_version)
-    return OperatingSystem("unknown", None, None, "custom image and no guest agent report")
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A rule and every rule id it can report: the ledger replaces a check's findings by these ids."""
+
+    ids: frozenset[str]
+    check: Callable[[CheckFacts, OperatingSystem], list[Finding]]
+
+    def __call__(self, facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
+        return self.check(facts, system)
 
 
-def _from_marketplace(publisher: str, offer: str, sku: str) -> OperatingSystem | None:
-    evidence = f"image {publisher}:{offer}:{sku}"
-    publisher, offer, sku = publisher.lower(), offer.lower(), sku.lower()
-    if publisher == "microsoftwindowsserver":
-        return OperatingSystem("windows server", SERVER, None, evidence)
-    if publisher != "microsoftwindowsdesktop":
-        return None
-    tokens = sku.split("-")
-    edition = PRO if {"pro", "pron"} & set(tokens) else None
-    if {"ent", "entn", "enterprise", "enterprisen"} & set(tokens):
-        edition = ENTERPRISE
-    if {"evd", "avd"} & set(tokens):
-        edition = MULTI_SESSION
-    windows_11 = "windows-11" in offer or sku.startswith("win11")
-    codename = next((token for token in tokens if token in WINDOWS_10_BUILDS or token in WINDOWS_11_BUILDS), None)
-    if windows_11:
-        return OperatingSystem("windows 11", edition, WINDOWS_11_BUILDS.get(codename or ""), evidence)
-    return OperatingSystem("windows 10", edition, WINDOWS_10_BUILDS.get(codename or ""), evidence)
+def reports(*ids: str) -> Callable[[Callable[[CheckFacts, OperatingSystem], list[Finding]]], Rule]:
+    """Declare the rule ids a rule function reports (`@reports("join")`)."""
+
+    def declare(check: Callable[[CheckFacts, OperatingSystem], list[Finding]]) -> Rule:
+        return Rule(frozenset(ids), check)
+
+    return declare
 
 
-def _from_guest(os_name: str, os_version: str | None) -> OperatingSystem:
-    evidence = f"guest reports {os_name} {os_version or ''}".strip()
-    name = os_name.lower()
-    build_match = re.match(r"^\d+\.\d+\.(\d+)", os_version or "")
-    build = int(build_match.group(1)) if build_match else None
-    if "server" in name:
-        return OperatingSystem("windows server", SERVER, build, evidence)
-    family = "windows 11" if "windows 11" in name or (build or 0) >= FIRST_WINDOWS_11_BUILD else "windows 10"
-    edition = None
-    if "enterprise" in name:
-        edition = MULTI_SESSION if "multi-session" in name or "virtual desktop" in name else ENTERPRISE
-    elif "pro" in name.split():
-        edition = PRO
-    return OperatingSystem(family, edition, build, evidence)
-
-
-Rule = Callable[[CheckFacts, OperatingSystem], list[Finding]]
-
-
+@reports("os-edition")
 def os_edition(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     if system.edition in {ENTERPRISE, MULTI_SESSION} and system.family in {"windows 10", "windows 11"}:
         return []
@@ -168,6 +114,7 @@ def os_edition(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     ]
 
 
+@reports("os-version")
 def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     if system.family != "windows 10" or system.build is None:
         return []
@@ -194,6 +141,7 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
+@reports("host-pool", "avd-agent")
 def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     pool = facts.host_pool
     if pool is None:
@@ -244,9 +192,10 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
     ]
 
 
+@reports("join")
 def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
-    entra = _entra_join(facts.vm.extensions)
-    domain = _domain_join(facts.vm.extensions)
+    entra = entra_join(facts.vm.extensions)
+    domain = domain_join(facts.vm.extensions)
     if domain is not None and domain.lower() in facts.entra_ds_domains:
         return [
             Finding(
@@ -293,6 +242,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     ]
 
 
+@reports("cloned-image")
 def cloned_image(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     definition = facts.image_definition
     if definition is not None and (definition.os_state or "").lower() == "specialized":
@@ -320,6 +270,7 @@ def cloned_image(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
+@reports("autopilot", "oobe")
 def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     device = facts.device
     if device is None:
@@ -349,6 +300,7 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
+@reports("tpm-profile", "tpm-compliance")
 def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     device = facts.device
     if device is None:
@@ -386,6 +338,7 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return findings
 
 
+@reports("remote-access")
 def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     if facts.host_pool is None or facts.device is None:
         return []
@@ -410,21 +363,15 @@ def _device_finding(rule_id: str, severity: str, message: str, evidence: str, do
     return Finding(rule_id, severity, message, evidence, doc, phase=DEVICE_PHASE)
 
 
-# Every rule id a check can produce, so the ledger can replace the last check's findings.
-PREREQUISITE_RULE_IDS = frozenset(
-    {"os-edition", "os-version", "host-pool", "avd-agent", "join", "cloned-image", "not-applicable"}
-)
-# ... and every rule id the check after enrolment can produce (its findings replace the last such check's).
-DEVICE_RULE_IDS = frozenset(
-    {"autopilot", "oobe", "tpm-profile", "tpm-compliance", "remote-access", "not-enrolled", "device-unproven"}
-)
-
-# The device check's findings when it found no device of the VM's: reconciliation looks again.
-DEVICE_NOT_FOUND = frozenset({"not-enrolled", "device-unproven"})
-
 RULES: tuple[Rule, ...] = (os_edition, os_version, host_pool_persistence, join, cloned_image)
 # Read from Intune once the VM's device has enrolled (`responder.device_check`).
 DEVICE_RULES: tuple[Rule, ...] = (autopilot, tpm_bound, remote_access)
+# The device check's findings when it found no device of the VM's (reconciliation looks again).
+DEVICE_NOT_FOUND = frozenset({"not-enrolled", "device-unproven"})
+
+# Every rule id each check can report, so the ledger can replace the last such check's findings.
+PREREQUISITE_RULE_IDS = frozenset({"not-applicable"}).union(*(rule.ids for rule in RULES))
+DEVICE_RULE_IDS = DEVICE_NOT_FOUND.union(*(rule.ids for rule in DEVICE_RULES))
 
 
 def check_device(facts: CheckFacts) -> list[Finding]:
@@ -452,34 +399,6 @@ def check(facts: CheckFacts) -> list[Finding]:
 
 def has_errors(findings: list[Finding]) -> bool:
     return any(finding.severity == "error" for finding in findings)
-
-
-def join_kind(extensions: tuple[Extension, ...]) -> str | None:
-    """How the VM joins a directory, from its extensions: `entra`, `domain` (hybrid), or None (unknown, or both)."""
-    entra, domain = _entra_join(extensions) is not None, _domain_join(extensions) is not None
-    if entra == domain:
-        return None
-    return "entra" if entra else "domain"
-
-
-def _entra_join(extensions: tuple[Extension, ...]) -> tuple[str | None, str] | None:
-    for extension in extensions:
-        if extension.type.lower() == "aadloginforwindows":
-            mdm_id = extension.settings.get("mdmId")
-            return (str(mdm_id) if mdm_id else None), f"AADLoginForWindows mdmId {mdm_id or 'absent'}"
-        if extension.type.lower() == "dsc":
-            properties = extension.settings.get("properties") or {}
-            if isinstance(properties, dict) and str(properties.get("aadJoin", "")).lower() == "true":
-                mdm_id = properties.get("mdmId")
-                return (str(mdm_id) if mdm_id else None), f"AVD DSC aadJoin, mdmId {mdm_id or 'absent'}"
-    return None
-
-
-def _domain_join(extensions: tuple[Extension, ...]) -> str | None:
-    for extension in extensions:
-        if extension.type.lower() == "jsonaddomainextension":
-            return str(extension.settings.get("Name") or extension.settings.get("name") or "")
-    return None
 
 
 def _version(text: str) -> tuple[int, ...]:

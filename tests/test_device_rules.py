@@ -11,7 +11,8 @@ import pytest
 
 from responder.graph_documents import policy_from_json
 from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
-from responder.prerequisites import CheckFacts, DeviceFacts, check_device
+from responder.os_identity import identify_os
+from responder.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, check_device
 from tests.test_prerequisites import PERSONAL, marketplace, vm
 
 GROUP, OTHER_GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a5d0", "6b000000-0000-4000-8000-000000000001"
@@ -167,3 +168,17 @@ def test_a_policy_keeps_only_the_settings_the_rules_read() -> None:
     assert [setting["omaUri"] for setting in custom.settings["omaSettings"]] == [
         "./Device/Vendor/MSFT/Policy/Config/RemoteDesktopServices/AllowUsersToConnectRemotely"
     ]
+
+
+def test_each_device_rule_reports_only_the_rule_ids_it_declares() -> None:
+    everything = (BITLOCKER, DFCI, WIFI, DOMAIN_JOIN, SECURE_BOOT, RDP_OFF)
+    device = DeviceFacts(
+        "md-1",
+        enrollment_type="windowsAzureADJoinUsingDeviceAuth",
+        policies=assigned_to_device(everything, frozenset({GROUP})),
+    )
+    facts = CheckFacts(vm(), host_pool=PERSONAL, device=device)
+    for rule in DEVICE_RULES:
+        found = {finding.rule_id for finding in rule(facts, identify_os(facts.vm))}
+        assert found
+        assert found <= rule.ids, rule.check.__name__

@@ -7,8 +7,10 @@ from dataclasses import replace
 import pytest
 
 from responder.facts import Extension, HostPool, ImageDefinition, ImageReference, VmFacts
+from responder.joins import INTUNE_MDM_ID
 from responder.model import PowerState, VmRef
-from responder.prerequisites import INTUNE_MDM_ID, CheckFacts, check, has_errors
+from responder.os_identity import identify_os
+from responder.prerequisites import DEVICE_RULE_IDS, PREREQUISITE_RULE_IDS, RULES, CheckFacts, check, has_errors
 
 ENTRA_JOIN = Extension(
     "AADLoginForWindows", "Microsoft.Azure.ActiveDirectory", "AADLoginForWindows", {"mdmId": INTUNE_MDM_ID}
@@ -178,3 +180,15 @@ def test_every_finding_says_why_and_where_it_comes_from() -> None:
 def test_an_error_finding_fails_the_check() -> None:
     assert has_errors(check(CheckFacts(vm(marketplace("win11-23h2-pro")))))
     assert not has_errors(check(CheckFacts(vm())))
+
+
+def test_each_rule_reports_only_the_rule_ids_it_declares() -> None:
+    for _, facts, _ in CASES:
+        system = identify_os(facts.vm)
+        for rule in RULES:
+            assert {finding.rule_id for finding in rule(facts, system)} <= rule.ids, rule.check.__name__
+
+
+def test_the_ids_a_check_replaces_are_the_ones_its_rules_declare() -> None:
+    assert {"not-applicable"} | {rule_id for rule in RULES for rule_id in rule.ids} == PREREQUISITE_RULE_IDS
+    assert not PREREQUISITE_RULE_IDS & DEVICE_RULE_IDS  # each check replaces only its own findings

@@ -10,7 +10,7 @@ import azure.functions as func
 from responder.model import EventKind, parse_moment
 
 if TYPE_CHECKING:
-    from responder.pipeline import Handled
+    from responder.pipeline import Handled, Stage
 
 
 def wire_form(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
@@ -76,11 +76,11 @@ def _field(raw: Mapping[str, Any], key: str) -> Any:
     return raw.get(key)
 
 
-async def deliver(event: func.EventGridEvent, accepts: Collection[EventKind]) -> Handled:
-    """Run one delivery through the core. TransientError and SettingsError escape
-    on purpose: the host then lets Event Grid retry and finally dead-letter."""
+async def deliver(event: func.EventGridEvent, accepts: Collection[EventKind], stage: Stage) -> Handled:
+    """Run one delivery through the core and the trigger's `stage`. TransientError and SettingsError
+    escape on purpose: the host then lets Event Grid retry and finally dead-letter."""
     # The core loads on the first event, not when the host indexes the app (cold start).
     from responder.composition import get_services
     from responder.pipeline import handle
 
-    return await handle(wire_form(event), accepts, await get_services())
+    return await handle(wire_form(event), accepts, stage, await get_services())

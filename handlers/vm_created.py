@@ -13,4 +13,6 @@ blueprint = func.Blueprint()
 @blueprint.function_name("on_vm_created")
 @blueprint.event_grid_trigger(arg_name="event")
 async def on_vm_created(event: func.EventGridEvent) -> None:
-    await deliver(event, ACCEPTS)
+    from responder.creation import creation_stage  # loaded by the first event: a cold start loads one stage
+
+    await deliver(event, ACCEPTS, creation_stage)

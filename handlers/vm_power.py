@@ -13,4 +13,6 @@ blueprint = func.Blueprint()
 @blueprint.function_name("on_vm_power_changed")
 @blueprint.event_grid_trigger(arg_name="event")
 async def on_vm_power_changed(event: func.EventGridEvent) -> None:
-    await deliver(event, ACCEPTS)
+    from responder.power import power_stage  # loaded by the first event: a cold start loads one stage
+
+    await deliver(event, ACCEPTS, power_stage)

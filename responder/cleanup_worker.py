@@ -33,13 +33,14 @@ from responder.cleanup import (
 )
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
-from responder.events import ClassifiedEvent, vm_ref_from_resource_id
+from responder.events import VmEvent, vm_ref_from_resource_id
 from responder.facts import Gone
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device
 from responder.model import CleanupStatus, PowerState, VmRecord, VmRef
 from responder.observe import deletion_ended_this_incarnation
 from responder.ownership import Incarnation, KnownDevice, anchors
+from responder.pipeline import Work
 from responder.scope import out_of_scope_reason
 from responder.settings import Mode
 
@@ -61,10 +62,9 @@ _STATUS_AFTER = {
 }
 
 
-async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Services) -> str:
-    """Queue the cleanup of the incarnation the delete event ended (`record`: the row the event produced)."""
-    if event.vm is None:
-        raise ValueError("a delete event names a VM")
+async def deletion_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+    """The stage of `on_vm_deleted`: queue the cleanup of the incarnation the delete event ended
+    (`record`: the row the event produced)."""
     vm = event.vm
     base = CleanupRequest(
         event_id=event.event_id,
@@ -95,7 +95,7 @@ async def queue_cleanup(event: ClassifiedEvent, record: VmRecord, services: Serv
         what = "cleanup of an earlier VM under this resource id queued"
     delay = services.settings.cleanup.delay_seconds
     await services.cleanup_queue.send(request.to_text(), delay)
-    return f"{what}, visible in {delay} s"
+    return Work(f"{what}, visible in {delay} s")
 
 
 async def process_cleanup(body: str | bytes, attempt: int, services: Services) -> AuditEntry:

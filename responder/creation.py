@@ -16,12 +16,13 @@ import logging
 from dataclasses import replace
 
 from responder.composition import Services
-from responder.events import ClassifiedEvent
+from responder.events import VmEvent
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.log_lines import vm_fields, write
 from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
+from responder.pipeline import Work
 from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
 from responder.scope import opted_out
 
@@ -40,12 +41,14 @@ def fingerprint(facts: VmFacts) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
-async def check_written_vm(
-    event: ClassifiedEvent, record: VmRecord, services: Services
-) -> tuple[str, tuple[Finding, ...]]:
+async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+    """The stage of `on_vm_created`: the check, its findings as the event line's actions."""
+    summary, findings = await check_written_vm(event, record, services)
+    return Work(summary, tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings))
+
+
+async def check_written_vm(event: VmEvent, record: VmRecord, services: Services) -> tuple[str, tuple[Finding, ...]]:
     """Check the VM the event names (`record`: the ledger row the event produced); returns a summary and findings."""
-    if event.vm is None:
-        raise ValueError("a write event names a VM")
     facts = await services.compute.get_vm(event.vm)
     if isinstance(facts, Gone):
         return "the VM no longer exists", ()

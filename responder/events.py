@@ -65,6 +65,18 @@ class Schema(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class VmEvent:
+    """An event about one VM: what `observe` and every stage work on. It always names its VM."""
+
+    kind: EventKind
+    event_id: str
+    event_time: datetime
+    operation_name: str
+    vm: VmRef
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClassifiedEvent:
     """A well-formed event and what it means.
 
@@ -81,6 +93,13 @@ class ClassifiedEvent:
     vm: VmRef | None = None
     correlation_id: str | None = None
     ignore_reason: str | None = None
+
+    @property
+    def vm_event(self) -> VmEvent | None:
+        """The event as the stages take it, or None for an ignored one (no VM to work on)."""
+        if self.kind is EventKind.IGNORED or self.vm is None:
+            return None
+        return VmEvent(self.kind, self.event_id, self.event_time, self.operation_name, self.vm, self.correlation_id)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from responder.events import ClassifiedEvent
+from responder.events import VmEvent
 from responder.facts import VmFacts
 from responder.joins import join_kind
 from responder.model import EventKind, PowerState, SuppressionState, VmRecord
@@ -45,15 +45,13 @@ class Observation:
     outcome: Outcome
 
 
-def observe(record: VmRecord, event: ClassifiedEvent) -> Observation:
+def observe(record: VmRecord, event: VmEvent) -> Observation:
     """The ledger row after `event`, and whether the event still has work to do.
 
     An event is *seen* here and *settled* (`settle`) only once its stage has done its
     work, so a redelivery after any fault finds it pending and resumes it, and a
     redelivery after success is a duplicate. A stale event has no work: settled at once.
     """
-    if event.kind is EventKind.IGNORED:
-        raise ValueError("ignored events are not recorded in the ledger")
     if event.event_id in record.recent_event_ids:
         return Observation(record, Outcome.DUPLICATE)
     resuming = event.event_id in record.pending_event_ids
@@ -91,13 +89,13 @@ def settle(record: VmRecord, event_id: str) -> VmRecord:
     return settled
 
 
-def deletion_ended_this_incarnation(record: VmRecord, event: ClassifiedEvent) -> bool:
+def deletion_ended_this_incarnation(record: VmRecord, event: VmEvent) -> bool:
     """Whether a delete event is about the VM the ledger row describes, not an earlier one:
     a VM created after the deletion can't be the one deleted."""
     return record.created_at is None or event.event_time >= record.created_at
 
 
-def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> Observation:
+def _observe_delete(history: VmRecord, event: VmEvent, news: Outcome) -> Observation:
     """Every deletion needs its cleanup, even one that arrives late: after a re-created VM's
     events (it ended an earlier VM) or after newer power news (the row's state stays)."""
     known = history.power_state_at
@@ -118,7 +116,7 @@ def _observe_delete(history: VmRecord, event: ClassifiedEvent, news: Outcome) ->
     )
 
 
-def _observe_write(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> Observation:
+def _observe_write(history: VmRecord, event: VmEvent, news: Outcome) -> Observation:
     """A write after the recorded deletion is a new VM under the same resource id: until ARM
     names its vmId, the row knows nothing of it (its deletion, if first, is its own cleanup)."""
     if history.deleted_at is None:
@@ -136,7 +134,7 @@ def _observe_write(history: VmRecord, event: ClassifiedEvent, news: Outcome) -> 
     )
 
 
-def _latest(record: VmRecord, event: ClassifiedEvent) -> dict[EventKind, datetime]:
+def _latest(record: VmRecord, event: VmEvent) -> dict[EventKind, datetime]:
     times = dict(record.last_event_at)
     known = times.get(event.kind)
     if known is None or event.event_time > known:

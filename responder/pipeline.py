@@ -1,31 +1,30 @@
 """The path every delivered event takes, shared by all Event Grid handlers.
 
 parse → (drop malformed) → (skip ignored, foreign and out-of-scope) → record in
-the ledger. Later stages (prerequisite check, suppression, cleanup) hang off the
-`recorded` outcome. Malformed input is logged with its id and dropped; a
-TransientError escapes so the host lets Event Grid retry (design §1).
+the ledger → the trigger's stage (prerequisite check, suppression, cleanup) →
+settle. Malformed input is logged with its id and dropped; a TransientError
+escapes so the host lets Event Grid retry (design §1).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
-from responder.events import ClassifiedEvent, IntakeError, parse_event
+from responder.events import ClassifiedEvent, IntakeError, VmEvent, parse_event
 from responder.log_lines import failure_of, vm_fields, write
-from responder.model import EventKind, SuppressionState, VmRecord, VmRef
+from responder.model import EventKind, VmRecord
 from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
 from responder.scope import out_of_scope_reason
 
 MAX_REASON = 4000  # a reason names every candidate record; more than this is never useful in one line
-POWER_KINDS = frozenset({EventKind.DEALLOCATED, EventKind.POWERED_OFF, EventKind.STARTED})
 
 _collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", default=None)
 
@@ -75,14 +74,28 @@ class Handled:
         }
 
 
-async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], services: Services) -> Handled:
-    """Handle one delivered event addressed to a function that accepts `accepts`: one outcome,
-    one log line (with the ARM operation's correlation id, to join the Activity Log)."""
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What a stage did with one event: the summary and actions of its `event` line."""
+
+    summary: str
+    actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
+    suppression: str | None = None  # marked | unmarked: where a power event left the device's mark
+
+
+# A stage: the work of one VM event, given the ledger row the event produced (`responder.power`,
+# `responder.creation`, `responder.cleanup_worker`). Each trigger names its own.
+Stage = Callable[[VmEvent, VmRecord, Services], Awaitable[Work]]
+
+
+async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], stage: Stage, services: Services) -> Handled:
+    """Handle one delivered event addressed to a function that accepts `accepts` and does `stage`:
+    one outcome, one log line (with the ARM operation's correlation id, to join the Activity Log)."""
     parsed = parse_event(raw, services.clock())
     if isinstance(parsed, IntakeError):
         return _logged(Handled("malformed", parsed.event_id, reason=parsed.message))
     try:
-        handled = await _handle_classified(parsed, accepts, services)
+        handled = await _handle_classified(parsed, accepts, stage, services)
     except TransientError as problem:  # Event Grid redelivers; the line says which service and why
         resource_id = parsed.vm.resource_id if parsed.vm else None
         failure, service = failure_of(problem)
@@ -101,11 +114,14 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], service
     return _logged(replace(handled, correlation_id=parsed.correlation_id))
 
 
-async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKind], services: Services) -> Handled:
-    if event.kind is EventKind.IGNORED or event.vm is None:
-        reason = event.ignore_reason or "not a VM event"
-        ignored_id = event.vm.resource_id if event.vm else None
-        return Handled("ignored", event.event_id, event.kind, ignored_id, reason)
+async def _handle_classified(
+    parsed: ClassifiedEvent, accepts: Collection[EventKind], stage: Stage, services: Services
+) -> Handled:
+    event = parsed.vm_event
+    if event is None:
+        reason = parsed.ignore_reason or "not a VM event"
+        ignored_id = parsed.vm.resource_id if parsed.vm else None
+        return Handled("ignored", parsed.event_id, parsed.kind, ignored_id, reason)
     resource_id = event.vm.resource_id
     if event.kind not in accepts:
         # The event subscription's filter should have kept it away: say so loudly.
@@ -115,7 +131,7 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
     if scope_reason is not None:
         return Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
     try:
-        return await _record_and_work(event, event.vm, services)
+        return await _record_and_work(event, stage, services)
     except RequestRefused as refused:
         # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
         reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
@@ -123,9 +139,9 @@ async def _handle_classified(event: ClassifiedEvent, accepts: Collection[EventKi
         return Handled("failed", event.event_id, event.kind, resource_id, reason, failure=failure, service=service)
 
 
-async def _record_and_work(event: ClassifiedEvent, vm: VmRef, services: Services) -> Handled:
+async def _record_and_work(event: VmEvent, stage: Stage, services: Services) -> Handled:
     """Seen (the ledger row), the work, then settled: a redelivery before the settle resumes."""
-    resource_id = vm.resource_id
+    vm, resource_id = event.vm, event.vm.resource_id
 
     def decide(record: VmRecord) -> tuple[VmRecord, Outcome]:
         observation = observe(record, event)
@@ -138,36 +154,11 @@ async def _record_and_work(event: ClassifiedEvent, vm: VmRef, services: Services
             Outcome.STALE: "older than what the ledger already knows; history only",
         }[outcome]
         return Handled(outcome.value, event.event_id, event.kind, resource_id, reason)
-    handled = await _run_stage(event, resource_id, record, outcome, services)
+    work = await stage(event, record, services)  # it only counts as handled once this returns
     await services.ledger.update(vm, lambda current: (settle(current, event.event_id), None))
-    return handled
-
-
-async def _run_stage(
-    event: ClassifiedEvent, resource_id: str, record: VmRecord, outcome: Outcome, services: Services
-) -> Handled:
-    """The event's work. It only counts as handled once this returns (the pipeline then settles it).
-
-    Each stage is imported when its first event comes: a cold start loads one stage, not three.
-    """
-    if event.kind in POWER_KINDS:
-        from responder.power import respond_to_power_change
-
-        result = await respond_to_power_change(event, services)
-        marked = result.plan.suppression_after is SuppressionState.SUPPRESSED
-        summary, done = result.summary(), result.done
-        suppression = "marked" if marked else "unmarked"
-        return Handled(outcome.value, event.event_id, event.kind, resource_id, summary, done, suppression=suppression)
-    if event.kind is EventKind.CREATED:
-        from responder.creation import check_written_vm
-
-        summary, findings = await check_written_vm(event, record, services)
-        described = tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings)
-        return Handled(outcome.value, event.event_id, event.kind, resource_id, summary, described)
-    from responder.cleanup_worker import queue_cleanup
-
-    summary = await queue_cleanup(event, record, services)
-    return Handled(outcome.value, event.event_id, event.kind, resource_id, summary)
+    return Handled(
+        outcome.value, event.event_id, event.kind, resource_id, work.summary, work.actions, suppression=work.suppression
+    )
 
 
 @contextlib.contextmanager

@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 
 from responder.composition import Services
 from responder.errors import TransientError
-from responder.events import ClassifiedEvent
+from responder.events import VmEvent
 from responder.executor import execute
 from responder.facts import Gone, VmFacts
 from responder.matching import find_own_device, incarnation_of, known_device_of
 from responder.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.ownership import Ownership, Verdict
+from responder.pipeline import Work
 from responder.scope import opted_out
 from responder.settings import Mode
 from responder.suppression import DeviceIds, DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
@@ -53,12 +54,13 @@ class PowerResult:
         return "; ".join(parts)
 
 
-async def respond_to_power_change(event: ClassifiedEvent, services: Services) -> PowerResult:
-    if event.vm is None:
-        raise ValueError("a power event names a VM")
+async def power_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+    """The stage of `on_vm_power_changed`: the device's mark made to agree with ARM."""
     # A device that was active after the VM went down is another machine's.
     quiet_since = event.event_time if event.kind in {EventKind.DEALLOCATED, EventKind.POWERED_OFF} else None
-    return await align_power_mark(event.vm, event.event_time, event.event_id, services, quiet_since=quiet_since)
+    result = await align_power_mark(event.vm, event.event_time, event.event_id, services, quiet_since=quiet_since)
+    marked = result.plan.suppression_after is SuppressionState.SUPPRESSED
+    return Work(result.summary(), result.done, suppression="marked" if marked else "unmarked")
 
 
 async def align_power_mark(

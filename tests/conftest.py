@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from azure.data.tables.aio import TableClient
 
+from handlers import vm_created, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
 from localdev.arm_sim import ArmWorld
 from localdev.azurite import Azurite, running_azurite
@@ -22,7 +23,8 @@ from localdev.queue_host import provision_queues
 from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
-from responder.pipeline import Handled, collecting
+from responder.model import EventKind
+from responder.pipeline import Handled, Stage, collecting, handle
 from responder.settings import Settings
 
 EVENTS = Path(__file__).parent / "events"
@@ -147,3 +149,22 @@ def log_lines(caplog: pytest.LogCaptureFixture, kind: str) -> list[dict[str, Any
             if line["kind"] == kind:
                 found.append({**line, "_level": record.levelno})
     return found
+
+
+def stage_of(accepts: frozenset[EventKind]) -> Stage:
+    """The stage of the trigger that accepts these kinds, as that trigger names it."""
+    from responder.cleanup_worker import deletion_stage
+    from responder.creation import creation_stage
+    from responder.power import power_stage
+
+    stages: dict[frozenset[EventKind], Stage] = {
+        vm_created.ACCEPTS: creation_stage,
+        vm_power.ACCEPTS: power_stage,
+        vm_deleted.ACCEPTS: deletion_stage,
+    }
+    return stages[accepts]
+
+
+async def handle_as(raw: Mapping[str, Any], accepts: frozenset[EventKind], services: Services) -> Handled:
+    """`pipeline.handle` as the trigger that accepts `accepts` calls it (without the trigger object)."""
+    return await handle(raw, accepts, stage_of(accepts), services)

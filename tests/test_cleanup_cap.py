@@ -10,8 +10,7 @@ from handlers import vm_created, vm_deleted
 from localdev.inprocess import run_queue
 from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
 from responder.model import VmRef
-from responder.pipeline import handle
-from tests.conftest import load_event, sample_in_process
+from tests.conftest import handle_as, load_event, sample_in_process
 
 OLD = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg-avd-prod", "vm-old-09")
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -21,9 +20,9 @@ async def test_a_cap_of_one_deletion_per_hour_finishes_a_two_record_cleanup_in_t
     clock = {"now": NOW}
     env = {"RESPONDER_MODE": "enforce", "RESPONDER_CLEANUP_DELAY_SECONDS": "0", "RESPONDER_MAX_DELETIONS_PER_HOUR": "1"}
     product = sample_in_process(env, lambda: clock["now"])
-    await handle(copy.deepcopy(load_event("eventgrid-vm-create-old-09.json")), vm_created.ACCEPTS, product.services)
+    await handle_as(copy.deepcopy(load_event("eventgrid-vm-create-old-09.json")), vm_created.ACCEPTS, product.services)
     product.world.delete_vm(OLD.resource_id)
-    await handle(copy.deepcopy(load_event("eventgrid-vm-delete.json")), vm_deleted.ACCEPTS, product.services)
+    await handle_as(copy.deepcopy(load_event("eventgrid-vm-delete.json")), vm_deleted.ACCEPTS, product.services)
 
     async def work(text: str, attempt: int) -> object:
         return await process_cleanup(text, attempt, product.services)

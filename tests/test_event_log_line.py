@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from handlers import vm_power
-from responder.pipeline import handle
-from tests.conftest import load_event, log_lines, sample_in_process
+from tests.conftest import handle_as, load_event, log_lines, sample_in_process
 
 
 def test_the_event_line_carries_the_arm_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
@@ -20,7 +19,7 @@ def test_the_event_line_carries_the_arm_correlation_id(caplog: pytest.LogCapture
     product = sample_in_process({}, lambda: datetime(2026, 11, 21, tzinfo=UTC))
     raw = copy.deepcopy(load_event("eventgrid-vm-deallocate.json"))
 
-    asyncio.run(handle(raw, vm_power.ACCEPTS, product.services))
+    asyncio.run(handle_as(raw, vm_power.ACCEPTS, product.services))
 
     (document,) = log_lines(caplog, "event")
     assert document["correlationId"] == raw["data"]["correlationId"]

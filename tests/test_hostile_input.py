@@ -16,8 +16,7 @@ from handlers import vm_power
 from localdev.inprocess import InProcess
 from responder.events import ClassifiedEvent, IntakeError, parse_event
 from responder.model import VmRef
-from responder.pipeline import handle
-from tests.conftest import load_event, sample_in_process
+from tests.conftest import handle_as, load_event, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -149,7 +148,7 @@ def product() -> Iterator[InProcess]:
 
 
 def deliver(product: InProcess, raw: dict[str, Any]) -> str:
-    return asyncio.run(handle(raw, vm_power.ACCEPTS, product.services)).outcome
+    return asyncio.run(handle_as(raw, vm_power.ACCEPTS, product.services)).outcome
 
 
 def test_a_5_mb_resource_id_is_dropped_with_one_short_log_line(

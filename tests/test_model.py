@@ -42,8 +42,9 @@ from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
 from responder.device_check import process_device_check
 from responder.events import subscription_filter_kind
 from responder.model import EventKind
-from responder.pipeline import Handled, handle
+from responder.pipeline import Handled
 from responder.settings import Settings
+from tests.conftest import handle_as
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
 
 # The thousands of sequences CI runs take about a minute; pytest's per-test default is for ordinary tests.
@@ -243,7 +244,7 @@ class ResponderModel(RuleBasedStateMachine):
     # --- the product --------------------------------------------------------------
 
     def handle(self, raw: dict[str, Any], kind: EventKind) -> Handled:
-        return self._run(handle(raw, ACCEPTS[kind], self.product.services))  # type: ignore[no-any-return]
+        return self._run(handle_as(raw, ACCEPTS[kind], self.product.services))  # type: ignore[no-any-return]
 
     def _deliver(self, raw: dict[str, Any], vm: Vm, vm_id: str) -> bool:
         kind = subscription_filter_kind(raw)

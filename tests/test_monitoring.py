@@ -106,8 +106,7 @@ def failure_lines() -> list[dict[str, Any]]:
 
     from handlers import vm_power
     from responder.errors import TransientError
-    from responder.pipeline import handle
-    from tests.conftest import load_event, sample_in_process
+    from tests.conftest import handle_as, load_event, sample_in_process
 
     settings = {"RESPONDER_MODE": "enforce", "RESPONDER_SUPPRESSION_GROUP_ID": "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"}
     product = sample_in_process(settings, lambda: datetime(2026, 11, 21, tzinfo=UTC))
@@ -120,10 +119,10 @@ def failure_lines() -> list[dict[str, Any]]:
 
     async def deliver() -> None:
         product.graph.faults.fail = [403]
-        await handle(refused, vm_power.ACCEPTS, product.services)
+        await handle_as(refused, vm_power.ACCEPTS, product.services)
         product.graph.faults.fail = [500]
         with pytest.raises(TransientError):
-            await handle(failing, vm_power.ACCEPTS, product.services)
+            await handle_as(failing, vm_power.ACCEPTS, product.services)
         await product.services.aclose()
 
     return [json.loads(record.getMessage()) for record in captured(lambda: asyncio.run(deliver()), logging.INFO)]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from responder.events import ClassifiedEvent, Schema
+from responder.events import ClassifiedEvent, Schema, VmEvent
 from responder.model import EventKind, PowerState, VmRecord, VmRef
 from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, observe, settle
 
@@ -16,19 +16,17 @@ VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg", "vm1")
 T0 = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
 
 
-def event(kind: EventKind, minutes: int = 0, event_id: str | None = None) -> ClassifiedEvent:
-    return ClassifiedEvent(
+def event(kind: EventKind, minutes: int = 0, event_id: str | None = None) -> VmEvent:
+    return VmEvent(
         kind=kind,
         event_id=event_id or f"{kind.value}-{minutes}",
         event_time=T0 + timedelta(minutes=minutes),
-        event_type="Microsoft.Resources.ResourceActionSuccess",
         operation_name="op",
-        schema=Schema.EVENT_GRID,
         vm=VM,
     )
 
 
-def after(*events: ClassifiedEvent) -> VmRecord:
+def after(*events: VmEvent) -> VmRecord:
     """The row after each event was observed and its work done (the pipeline settles it then)."""
     record = VmRecord(ref=VM)
     for item in events:
@@ -176,6 +174,9 @@ def test_the_remembered_event_ids_are_bounded() -> None:
     assert record.recent_event_ids[-1] == f"started-{RECENT_EVENT_IDS_KEPT + 4}"
 
 
-def test_an_ignored_event_is_not_observed() -> None:
-    with pytest.raises(ValueError, match="ignored"):
-        observe(VmRecord(ref=VM), replace(event(EventKind.STARTED), kind=EventKind.IGNORED))
+def test_an_ignored_event_never_reaches_the_ledger() -> None:
+    ignored = ClassifiedEvent(
+        EventKind.IGNORED, "e1", T0, "Microsoft.Resources.ResourceActionSuccess", "op", Schema.EVENT_GRID, vm=VM
+    )
+
+    assert ignored.vm_event is None

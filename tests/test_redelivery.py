@@ -25,8 +25,7 @@ from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
 from responder.composition import Services, close_services, get_services
 from responder.errors import TransientError
 from responder.model import EventKind, SuppressionState, VmRef
-from responder.pipeline import handle
-from tests.conftest import deployed_services, load_event, log_lines, outcome_of, sample_in_process
+from tests.conftest import deployed_services, handle_as, load_event, log_lines, outcome_of, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -112,7 +111,7 @@ def product() -> InProcess:
 
 
 async def deliver(product: InProcess, raw: dict[str, Any], accepts: frozenset[EventKind]) -> str:
-    return (await handle(copy.deepcopy(raw), accepts, product.services)).outcome
+    return (await handle_as(copy.deepcopy(raw), accepts, product.services)).outcome
 
 
 async def deallocated(product: InProcess) -> dict[str, Any]:

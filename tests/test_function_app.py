@@ -111,15 +111,41 @@ def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed:
     assert set(example) - {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"} <= set(SETTING_NAMES)
 
 
-def test_importing_the_app_reads_no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
+INDEX_IN_A_FRESH_INTERPRETER = """
+import json, sys
+import function_app
+names = sorted(function.get_function_name() for function in function_app.app.get_functions())
+loaded = sorted(name for name in sys.modules if name.startswith(("responder.", "azure.", "msgraph")))
+print(json.dumps({"functions": names, "loaded": loaded}))
+"""
 
-    import function_app
 
-    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
-    monkeypatch.setenv("RESPONDER_MODE", "not-a-mode")
+def test_indexing_the_app_in_a_fresh_interpreter_reads_no_settings_and_builds_no_client() -> None:
+    """What the host does: a new process imports `function_app` and lists its functions. With every
+    setting wrong, that must still work; the settings and clients come with the first invocation."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    importlib.reload(function_app)  # would raise if settings were read at import
+    env = {"PATH": "/usr/bin:/bin", "RESPONDER_MODE": "not-a-mode", "RESPONDER_LEDGER_TABLE": "!"}
+    completed = subprocess.run(
+        [sys.executable, "-c", INDEX_IN_A_FRESH_INTERPRETER],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    indexed = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert len(indexed["functions"]) == 6
+    assert not [
+        name
+        for name in indexed["loaded"]
+        if name.startswith(("responder.settings", "responder.composition", "responder.adapters", "msgraph"))
+        or name.startswith(("azure.data", "azure.storage", "azure.identity", "azure.core"))
+    ]
 
 
 async def test_a_deallocate_event_is_recorded_in_the_ledger(

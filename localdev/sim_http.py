@@ -175,6 +175,9 @@ class SimulatedApi:
         self._tokens = tokens
         self._lock = threading.Lock()
         self._lost = False
+        # A test's hook, called before a write (POST/PATCH/DELETE) is served: what happens
+        # meanwhile elsewhere (another instance acting on the same VM).
+        self.before_write: Callable[[Request], None] | None = None
 
     @property
     def url(self) -> str:
@@ -212,6 +215,8 @@ class SimulatedApi:
                 "InvalidAuthenticationToken",
                 "unknown or missing token, or for another audience",
             )
+        if self.before_write is not None and request.method in WRITES:
+            self.before_write(request)  # outside the lock: the hook may send requests of its own
         with self._lock:
             self.requests.append(request)
             self._lost = False

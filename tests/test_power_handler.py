@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 from typing import Any
 
 import pytest
 
 from handlers import vm_power
 from handlers._eventgrid import trigger_input
+from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
+from responder.composition import close_services
+from responder.errors import TransientError
 from responder.model import SuppressionState, VmRef
+from responder.power import VmBusy
 from tests.conftest import load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -235,18 +240,46 @@ async def test_a_throttled_graph_ends_with_exactly_the_same_writes(simulators: S
 
 
 @pytest.mark.usefixtures("enforce")
-async def test_concurrent_deallocate_and_start_end_in_the_state_arm_reports(simulators: Simulators) -> None:
-    start(simulators)  # by the time both are handled, the VM runs again
+async def test_a_start_handled_while_a_deallocate_acts_waits_for_its_lease_and_lifts_the_mark(
+    simulators: Simulators,
+) -> None:
+    """The VM starts while the deallocate event is half-way (ARM read: deallocated; Graph write
+    next). Another instance handles the start event at that moment: without the lease it would
+    find nothing marked yet, do nothing, and leave the running VM marked when the deallocate
+    finishes. With it, the start is refused (Event Grid redelivers it) and its redelivery lifts
+    the mark."""
+    deallocate(simulators)
+    meanwhile: list[BaseException | None] = []
 
-    await asyncio.gather(
-        deliver(event("eventgrid-vm-deallocate.json")),
-        deliver(event("eventgrid-vm-start.json")),
-        return_exceptions=True,  # the loser of the lease is retried by Event Grid
-    )
-    await deliver(event("eventgrid-vm-deallocate.json", event_id="retry-1"))
+    def start_on_another_instance(request: Request) -> None:
+        if meanwhile:
+            return
+        start(simulators)
 
+        async def handle_start() -> None:
+            try:
+                await deliver(event("eventgrid-vm-start.json"))
+                meanwhile.append(None)
+            except TransientError as busy:
+                meanwhile.append(busy)
+            finally:
+                await close_services()  # this instance's clients live on this thread's loop
+
+        other = threading.Thread(target=asyncio.run, args=(handle_start(),))
+        other.start()
+        other.join()
+
+    simulators.graph.before_write = start_on_another_instance
+    await deliver(event("eventgrid-vm-deallocate.json"))
+    simulators.graph.before_write = None
+
+    (busy,) = meanwhile
+    assert isinstance(busy, VmBusy)  # the lease held it off
+    assert mark(simulators) is not None  # the deallocate finished: marked, for now
+    await deliver(event("eventgrid-vm-start.json"))  # Event Grid's redelivery
     assert simulators.tenant.members_of(GROUP) == []
     assert mark(simulators) is None
+    assert simulators.tenant.synced == [WIN11_MANAGED]
 
 
 @pytest.mark.usefixtures("enforce")

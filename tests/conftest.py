@@ -23,8 +23,9 @@ from localdev.queue_host import provision_queues
 from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
-from responder.model import EventKind
+from responder.model import EventKind, VmRecord, VmRef
 from responder.pipeline import Handled, Stage, collecting, handle
+from responder.ports import Ledger
 from responder.settings import Settings
 
 EVENTS = Path(__file__).parent / "events"
@@ -168,3 +169,10 @@ def stage_of(accepts: frozenset[EventKind]) -> Stage:
 async def handle_as(raw: Mapping[str, Any], accepts: frozenset[EventKind], services: Services) -> Handled:
     """`pipeline.handle` as the trigger that accepts `accepts` calls it (without the trigger object)."""
     return await handle(raw, accepts, stage_of(accepts), services)
+
+
+async def ledger_row(ledger: Ledger, vm: VmRef) -> VmRecord:
+    """The VM's ledger row, which the test expects to exist."""
+    record = await ledger.get(vm)
+    assert record is not None, f"no ledger row for {vm.resource_id}"
+    return record

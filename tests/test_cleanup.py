@@ -24,7 +24,7 @@ from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
 from responder.model import CleanupStatus, VmRef
-from tests.conftest import deployed_services, load_event
+from tests.conftest import deployed_services, ledger_row, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 OLD = VmRef(SUB, "rg-avd-prod", "vm-old-09")  # deleted 2026-11-22T16:45:10Z; its records remain
@@ -109,8 +109,7 @@ async def test_a_deletion_ends_with_both_records_gone_and_an_audit_row(
     assert OLD_ENTRA not in simulators.tenant.devices
     (row,) = await audit_rows(services)
     assert (row["Decision"], row["ResourceId"], row["Mode"]) == ("delete", OLD.resource_id, "enforce")
-    record = await ledger.get(OLD)
-    assert record is not None
+    record = await ledger_row(ledger, OLD)
     assert record.cleanup_status is CleanupStatus.DONE
 
 

@@ -13,7 +13,7 @@ from handlers._eventgrid import trigger_input
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.model import VmRef
-from tests.conftest import load_event, log_lines
+from tests.conftest import ledger_row, load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 
@@ -34,8 +34,7 @@ async def deliver(raw: dict[str, Any]) -> None:
 
 
 async def rule_ids(ledger: TableLedger, vm: str, resource_group: str = "rg-avd-prod") -> list[tuple[str, str]]:
-    record = await ledger.get(VmRef(SUB, resource_group, vm))
-    assert record is not None
+    record = await ledger_row(ledger, VmRef(SUB, resource_group, vm))
     return [(finding.rule_id, finding.severity) for finding in record.findings]
 
 

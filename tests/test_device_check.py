@@ -29,7 +29,7 @@ from responder.composition import Services, close_services
 from responder.device_check import DeviceCheckRequest, process_device_check
 from responder.errors import TransientError
 from responder.model import Finding, VmRef
-from tests.conftest import deployed_services, load_event, log_lines
+from tests.conftest import deployed_services, ledger_row, load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 NEW_HOST = VmRef(SUB, "rg-avd-prod", "avd-personal-11")
@@ -73,8 +73,7 @@ async def deliver(text: str, dequeue_count: int = 1) -> None:
 
 
 async def device_findings(ledger: TableLedger, vm: VmRef) -> list[Finding]:
-    record = await ledger.get(vm)
-    assert record is not None
+    record = await ledger_row(ledger, vm)
     return [finding for finding in record.findings if finding.phase == "device"]
 
 
@@ -98,8 +97,7 @@ async def test_a_device_that_enrols_late_gets_its_findings_naming_each_policy(
     caplog.set_level(logging.INFO, logger="responder")
     queue = services.settings.device_check.queue
     await on_vm_created(trigger_input(load_event("eventgrid-vm-create-avd-personal-11.json")))
-    record = await ledger.get(NEW_HOST)
-    assert record is not None
+    record = await ledger_row(ledger, NEW_HOST)
     assert record.device_check_due is not None
     assert record.device_checked_at is None
 
@@ -137,8 +135,7 @@ async def test_the_device_side_findings_go_where_the_create_time_findings_go(
     }
     tags = simulators.world.vms[ENROLLED_HOST.resource_id]["tags"]
     assert tags["intune-prerequisites"] == "error: remote-access"
-    record = await ledger.get(ENROLLED_HOST)
-    assert record is not None
+    record = await ledger_row(ledger, ENROLLED_HOST)
     assert record.device_checked_at is not None
     assert record.managed_device_id == "7d1e0003-aaaa-4bbb-8ccc-000000000003"  # proven: kept for later
 
@@ -237,8 +234,7 @@ async def test_a_device_not_proven_the_vms_is_left_unchecked_and_reported(
 
     (finding,) = await device_findings(ledger, DUPLICATES)
     assert finding.rule_id == "device-unproven"
-    record = await ledger.get(DUPLICATES)
-    assert record is not None
+    record = await ledger_row(ledger, DUPLICATES)
     assert record.managed_device_id is None
     assert not simulators.graph.calls("GET", "/deviceManagement/deviceConfigurations")
 

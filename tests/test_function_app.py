@@ -17,7 +17,7 @@ from responder.adapters.table_ledger import TableLedger
 from responder.errors import TransientError
 from responder.model import PowerState, VmRef
 from responder.settings import SettingsError
-from tests.conftest import load_event
+from tests.conftest import ledger_row, load_event
 
 VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg-avd-prod", "vm-win11-01")
 
@@ -153,8 +153,7 @@ async def test_a_deallocate_event_is_recorded_in_the_ledger(
 ) -> None:
     await trigger(indexed, "on_vm_power_changed")(trigger_input(load_event("eventgrid-vm-deallocate.json")))
 
-    record = await ledger.get(VM)
-    assert record is not None
+    record = await ledger_row(ledger, VM)
     assert record.power_state is PowerState.DEALLOCATED
 
 
@@ -163,8 +162,7 @@ async def test_a_cloudevents_delivery_takes_the_same_path(
 ) -> None:
     await trigger(indexed, "on_vm_deleted")(trigger_input(load_event("cloudevents-vm-delete.json")))
 
-    record = await ledger.get(VmRef(VM.subscription_id, VM.resource_group, "vm-old-09"))
-    assert record is not None
+    record = await ledger_row(ledger, VmRef(VM.subscription_id, VM.resource_group, "vm-old-09"))
     assert record.deleted_at is not None
 
 
@@ -177,8 +175,7 @@ async def test_a_duplicated_delivery_is_recorded_once(
     await on_power(trigger_input(event))
     await on_power(trigger_input(event))
 
-    record = await ledger.get(VM)
-    assert record is not None
+    record = await ledger_row(ledger, VM)
     assert record.recent_event_ids.count(event["id"]) == 1
 
 

@@ -22,7 +22,7 @@ from responder.composition import close_services
 from responder.errors import TransientError
 from responder.model import SuppressionState, VmRef
 from responder.power import VmBusy
-from tests.conftest import load_event
+from tests.conftest import ledger_row, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
@@ -103,8 +103,7 @@ async def test_deallocate_then_start_marks_then_unmarks_and_syncs(simulators: Si
         ("PATCH", f"devices/{WIN11_ENTRA}"),
         ("POST", f"deviceManagement/managedDevices/{WIN11_MANAGED}/syncDevice"),
     ]
-    record = await ledger.get(WIN11)
-    assert record is not None
+    record = await ledger_row(ledger, WIN11)
     assert (record.suppression, record.managed_device_id, record.entra_object_id) == (
         SuppressionState.NONE,
         WIN11_MANAGED,
@@ -166,8 +165,7 @@ async def test_a_vm_with_no_intune_device_gets_a_finding_and_no_writes(
     await deliver(event("eventgrid-vm-deallocate.json", vm="vm-clone-05"))
 
     assert graph_writes(simulators) == []
-    record = await ledger.get(clone)
-    assert record is not None
+    record = await ledger_row(ledger, clone)
     assert [finding.rule_id for finding in record.findings] == ["no-intune-device"]
 
 
@@ -178,8 +176,7 @@ async def test_two_devices_with_one_name_are_left_alone_for_review(simulators: S
     await deliver(event("eventgrid-vm-deallocate.json", vm="vm-dup-04"))
 
     assert graph_writes(simulators) == []
-    record = await ledger.get(duplicate)
-    assert record is not None
+    record = await ledger_row(ledger, duplicate)
     assert [finding.rule_id for finding in record.findings] == ["needs-review"]
     assert record.suppression is SuppressionState.NONE
 
@@ -196,8 +193,7 @@ async def test_a_hybrid_device_joins_the_group_and_gets_the_attribute(
     writes = graph_writes(simulators)
     assert writes[0] == ("POST", f"groups/{GROUP}/members/$ref")
     assert [method for method, _ in writes[1:]] == ["PATCH"]
-    record = await ledger.get(hybrid)
-    assert record is not None
+    record = await ledger_row(ledger, hybrid)
     assert record.findings == ()
 
 
@@ -210,8 +206,7 @@ async def test_audit_mode_records_the_plan_and_writes_nothing(
     await deliver(event("eventgrid-vm-deallocate.json"))
 
     assert graph_writes(simulators) == []
-    record = await ledger.get(WIN11)
-    assert record is not None
+    record = await ledger_row(ledger, WIN11)
     assert record.last_plan == (f"audit: would add Entra device {WIN11_ENTRA} to suppression group {GROUP}",)
     assert record.suppression is SuppressionState.NONE
 
@@ -290,6 +285,5 @@ async def test_a_vm_with_the_opt_out_tag_is_left_alone(simulators: Simulators, l
     await deliver(event("eventgrid-vm-deallocate.json", vm="vm-optout-10"))
 
     assert graph_writes(simulators) == []
-    record = await ledger.get(tagged)
-    assert record is not None
+    record = await ledger_row(ledger, tagged)
     assert record.opted_out

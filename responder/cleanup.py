@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from responder.model import Finding, VmRef
+from responder.model import Finding, Severity, VmRef
 from responder.names import clip, has_control
 from responder.ownership import Ownership, Verdict
 
@@ -228,14 +228,14 @@ def plan_cleanup(
             )
         return CleanupPlan(Decision.SKIPPED, "no Intune or Entra record left for this VM: nothing to clean up")
     if ownership.verdict is Verdict.AMBIGUOUS:
-        finding = Finding("needs-review", "warning", "ambiguous device match on cleanup", ownership.reason, DOC)
+        finding = Finding("needs-review", Severity.WARNING, "ambiguous device match on cleanup", ownership.reason, DOC)
         return CleanupPlan(Decision.NEEDS_REVIEW, f"none is deleted: {ownership.reason}", findings=(finding,))
     own = ownership.own
     if ownership.verdict is not Verdict.OWN or own is None:
         return CleanupPlan(Decision.REFUSED, f"no record is provably this VM's: {ownership.reason}")
     targets: list[Target] = []
     findings: list[Finding] = [
-        Finding("left-alone", "info", "a record that could not be proven this VM's was left alone", c.describe())
+        Finding("left-alone", Severity.INFO, "a record that could not be proven this VM's was left alone", c.describe())
         for c in ownership.left_alone
     ]
     if own.managed is not None:
@@ -252,7 +252,7 @@ def plan_cleanup(
 def delete_in_ad(object_id: str, name: str | None) -> Finding:
     return Finding(
         "delete-in-ad",
-        "info",
+        Severity.INFO,
         "The device is hybrid-joined: its Entra object is synced from on-premises AD. Delete the computer "
         "object in on-premises AD; the sync then removes the Entra object.",
         f"Entra device {object_id} ({name})",

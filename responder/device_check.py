@@ -23,6 +23,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from responder.composition import Services
 from responder.creation import host_pool_of, verdict
@@ -32,7 +33,7 @@ from responder.facts import Gone
 from responder.intune_policies import assigned_to_device
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, known_device_of
-from responder.model import Finding, VmRecord, VmRef, parse_moment
+from responder.model import Finding, Severity, VmRecord, VmRef, parse_moment
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
 from responder.ownership import Ownership, Verdict
@@ -105,9 +106,19 @@ class DeviceCheckRequest:
         return request
 
 
+class DeviceCheckDecision(StrEnum):
+    CHECKED = "checked"  # the device was found and checked: its findings are recorded
+    NOT_ENROLLED = "not-enrolled"  # no Intune record appeared in time: a finding says so
+    DEVICE_UNPROVEN = "device-unproven"  # records appeared, none proven the VM's: a finding names them
+    WAITING = "waiting"  # not there yet: queued again, later
+    SKIPPED = "skipped"  # nothing to check (gone, replaced, out of scope, opted out, Linux, done already)
+    PARKED = "parked"  # unreadable, refused, or still failing: in the poison queue with its reason
+    RETRYING = "retrying"  # a line only: a transient failure, the queue delivers it again
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceCheckOutcome:
-    decision: str  # checked | not-enrolled | device-unproven | waiting | skipped | parked | retrying
+    decision: DeviceCheckDecision
     reason: str
     findings: tuple[Finding, ...] = ()
 
@@ -141,40 +152,42 @@ async def process_device_check(body: str | bytes, attempt: int, services: Servic
     except (UnicodeDecodeError, DeviceCheckMessageError) as error:
         reason = f"unreadable device-check message: {error}"
         await services.device_check_queue.send_poison(text, reason)
-        return _logged(None, DeviceCheckOutcome("parked", reason))
+        return _logged(None, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason))
     try:
         outcome = await _check(request, services)
     except TransientError as error:
         if attempt < PARK_FROM_ATTEMPT:
             retry = f"attempt {attempt} failed, the queue delivers the message again: {error}"
-            _logged(request, DeviceCheckOutcome("retrying", retry), error)
+            _logged(request, DeviceCheckOutcome(DeviceCheckDecision.RETRYING, retry), error)
             raise
         reason = f"still failing after {attempt} attempts: {error}"
         await services.device_check_queue.send_poison(text, reason)
-        return _logged(request, DeviceCheckOutcome("parked", reason), error)
+        return _logged(request, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason), error)
     except RequestRefused as refused:  # a missing Graph role: retrying won't help
         reason = f"refused: {refused}"
         await services.device_check_queue.send_poison(text, reason)
-        return _logged(request, DeviceCheckOutcome("parked", reason), refused)
+        return _logged(request, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason), refused)
     return _logged(request, outcome)
 
 
 async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheckOutcome:
     vm, settings = request.vm, services.settings
     if (reason := out_of_scope_reason(vm, settings)) is not None:
-        return DeviceCheckOutcome("skipped", reason)
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, reason)
     facts = await services.compute.get_vm(vm)
     if isinstance(facts, Gone):
-        return DeviceCheckOutcome("skipped", "the VM no longer exists")
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "the VM no longer exists")
     if facts.vm_id and facts.vm_id != request.vm_id:
-        return DeviceCheckOutcome("skipped", f"a later VM ({facts.vm_id}) holds this resource id")
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, f"a later VM ({facts.vm_id}) holds this resource id")
     if opted_out(facts.tags, settings):
-        return DeviceCheckOutcome("skipped", "the VM carries the opt-out tag")
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "the VM carries the opt-out tag")
     if identify_os(facts).family == "linux":
-        return DeviceCheckOutcome("skipped", "a Linux VM: the Windows enrolment rules don't apply")
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "a Linux VM: the Windows enrolment rules don't apply")
     record, _ = await services.ledger.update(vm, lambda current: (adopt_incarnation(current, facts), None))
     if record.device_checked_at is not None and record.device_checked_at >= request.first_queued_at:
-        return DeviceCheckOutcome("skipped", f"already checked at {record.device_checked_at:%Y-%m-%d %H:%M} UTC")
+        return DeviceCheckOutcome(
+            DeviceCheckDecision.SKIPPED, f"already checked at {record.device_checked_at:%Y-%m-%d %H:%M} UTC"
+        )
     ownership = await find_own_device(incarnation_of(record), known_device_of(record), services.directory)
     own = ownership.own if ownership.verdict is Verdict.OWN else None
     if own is None or own.managed is None:
@@ -189,7 +202,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     errors = sum(finding.severity == "error" for finding in findings)
     await _conclude(request, tuple(findings), services, ownership)
     return DeviceCheckOutcome(
-        "checked",
+        DeviceCheckDecision.CHECKED,
         f"device {managed.id}: {_policies(len(device.policies))} reach it; "
         f"{len(findings)} finding(s), {errors} error(s)",
         tuple(findings),
@@ -201,11 +214,13 @@ async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, serv
     wait = next_wait(request, checks, services.clock())
     if wait is not None:
         await services.device_check_queue.send(replace(request, attempt=request.attempt + 1).to_text(), wait)
-        return DeviceCheckOutcome("waiting", f"no Intune record proven to be this VM's yet; looking again in {wait} s")
+        return DeviceCheckOutcome(
+            DeviceCheckDecision.WAITING, f"no Intune record proven to be this VM's yet; looking again in {wait} s"
+        )
     if ownership.verdict is Verdict.AMBIGUOUS:
         finding = Finding(
             "device-unproven",
-            "warning",
+            Severity.WARNING,
             f"No Intune record was proven to be this VM's within {checks.wait_hours} h: the device-side rules "
             "were not checked. Left alone; see which records could be its.",
             ownership.reason,
@@ -215,14 +230,14 @@ async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, serv
     else:
         finding = Finding(
             "not-enrolled",
-            "warning",
+            Severity.WARNING,
             f"No Intune record of this VM appeared within {checks.wait_hours} h of its creation: it did not enrol.",
             ownership.reason,
             DOC_VM,
             phase=DEVICE_PHASE,
         )
     await _conclude(request, (finding,), services, None)
-    return DeviceCheckOutcome(finding.rule_id, finding.message, (finding,))
+    return DeviceCheckOutcome(DeviceCheckDecision(finding.rule_id), finding.message, (finding,))
 
 
 async def _conclude(
@@ -278,7 +293,9 @@ def _policies(count: int) -> str:
 def _logged(
     request: DeviceCheckRequest | None, outcome: DeviceCheckOutcome, problem: Exception | None = None
 ) -> DeviceCheckOutcome:
-    level = logging.WARNING if outcome.decision in {"parked", "retrying"} else logging.INFO
+    level = logging.INFO
+    if outcome.decision in {DeviceCheckDecision.PARKED, DeviceCheckDecision.RETRYING}:
+        level = logging.WARNING
     write(
         level,
         "device-check",

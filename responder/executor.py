@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from responder.errors import RequestRefused
-from responder.model import Finding
+from responder.model import Finding, Severity
 from responder.ports import DeviceDirectory
 from responder.settings import Mode
 from responder.suppression import Action, AddToGroup, Plan, RemoveFromGroup, SetAttribute, SyncDevice
@@ -37,7 +37,9 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
         try:
             changed = await _perform(action, directory)
         except RequestRefused as refusal:
-            refused.append(Finding("action-refused", "warning", f"Graph refused to {action.describe()}", str(refusal)))
+            refused.append(
+                Finding("action-refused", Severity.WARNING, f"Graph refused to {action.describe()}", str(refusal))
+            )
             continue
         done.append(action.describe() + ("" if changed else " (already so)"))
     return Execution(tuple(done), tuple(refused), True)

@@ -81,12 +81,20 @@ class VmRef:
         )
 
 
+class Severity(StrEnum):
+    """How much a finding asks of a person: an error blocks management, a warning needs a look."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One result of a rule or a guard, with the reason a person can act on."""
 
     rule_id: str
-    severity: str  # "error" | "warning" | "info"
+    severity: Severity
     message: str
     evidence: str = ""
     doc: str = ""

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from responder.composition import Services
@@ -29,12 +30,26 @@ MAX_REASON = 4000  # a reason names every candidate record; more than this is ne
 _collector: ContextVar[list[Handled] | None] = ContextVar("responder_handled", default=None)
 
 
+class EventOutcome(StrEnum):
+    """What became of a delivery: every delivered event ends in exactly one (design §1)."""
+
+    RECORDED = "recorded"  # its work is done
+    RESUMED = "resumed"  # a redelivery finished the work a fault had interrupted
+    DUPLICATE = "duplicate"  # its work was done before: nothing changed
+    STALE = "stale"  # older than what the ledger knows: history only
+    IGNORED = "ignored"  # not a VM event this app acts on
+    MISROUTED = "misrouted"  # the subscription filter let through what this function doesn't handle
+    OUT_OF_SCOPE = "out-of-scope"  # outside the allow-lists
+    MALFORMED = "malformed"  # unreadable: logged with its id and dropped
+    FAILED = "failed"  # a service refused (a role, a bad request): logged once, not retried
+    RETRYING = "retrying"  # a line only: a service failed transiently and Event Grid redelivers
+
+
 @dataclass(frozen=True, slots=True)
 class Handled:
     """What became of one delivered event: one structured log line, one report row."""
 
-    # malformed | ignored | misrouted | out-of-scope | recorded | resumed | duplicate | stale | failed | retrying
-    outcome: str
+    outcome: EventOutcome
     event_id: str | None
     kind: EventKind | None = None
     resource_id: str | None = None
@@ -93,14 +108,14 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], stage: 
     one outcome, one log line (with the ARM operation's correlation id, to join the Activity Log)."""
     parsed = parse_event(raw, services.clock())
     if isinstance(parsed, IntakeError):
-        return _logged(Handled("malformed", parsed.event_id, reason=parsed.message))
+        return _logged(Handled(EventOutcome.MALFORMED, parsed.event_id, reason=parsed.message))
     try:
         handled = await _handle_classified(parsed, accepts, stage, services)
     except TransientError as problem:  # Event Grid redelivers; the line says which service and why
         resource_id = parsed.vm.resource_id if parsed.vm else None
         failure, service = failure_of(problem)
         retrying = Handled(
-            "retrying",
+            EventOutcome.RETRYING,
             parsed.event_id,
             parsed.kind,
             resource_id,
@@ -109,7 +124,9 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], stage: 
             failure=failure,
             service=service,
         )
-        write(LEVELS["retrying"], "event", **retrying.log_fields())  # a line, not an outcome: the event isn't done
+        write(
+            LEVELS[EventOutcome.RETRYING], "event", **retrying.log_fields()
+        )  # a line, not an outcome: the event isn't done
         raise
     return _logged(replace(handled, correlation_id=parsed.correlation_id))
 
@@ -121,22 +138,24 @@ async def _handle_classified(
     if event is None:
         reason = parsed.ignore_reason or "not a VM event"
         ignored_id = parsed.vm.resource_id if parsed.vm else None
-        return Handled("ignored", parsed.event_id, parsed.kind, ignored_id, reason)
+        return Handled(EventOutcome.IGNORED, parsed.event_id, parsed.kind, ignored_id, reason)
     resource_id = event.vm.resource_id
     if event.kind not in accepts:
         # The event subscription's filter should have kept it away: say so loudly.
         reason = f"{event.operation_name} is not handled by this function; check the event subscription filter"
-        return Handled("misrouted", event.event_id, event.kind, resource_id, reason)
+        return Handled(EventOutcome.MISROUTED, event.event_id, event.kind, resource_id, reason)
     scope_reason = out_of_scope_reason(event.vm, services.settings)
     if scope_reason is not None:
-        return Handled("out-of-scope", event.event_id, event.kind, resource_id, scope_reason)
+        return Handled(EventOutcome.OUT_OF_SCOPE, event.event_id, event.kind, resource_id, scope_reason)
     try:
         return await _record_and_work(event, stage, services)
     except RequestRefused as refused:
         # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
         reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
         failure, service = failure_of(refused)
-        return Handled("failed", event.event_id, event.kind, resource_id, reason, failure=failure, service=service)
+        return Handled(
+            EventOutcome.FAILED, event.event_id, event.kind, resource_id, reason, failure=failure, service=service
+        )
 
 
 async def _record_and_work(event: VmEvent, stage: Stage, services: Services) -> Handled:
@@ -153,11 +172,17 @@ async def _record_and_work(event: VmEvent, stage: Stage, services: Services) -> 
             Outcome.DUPLICATE: "event id already handled",
             Outcome.STALE: "older than what the ledger already knows; history only",
         }[outcome]
-        return Handled(outcome.value, event.event_id, event.kind, resource_id, reason)
+        return Handled(EventOutcome(outcome.value), event.event_id, event.kind, resource_id, reason)
     work = await stage(event, record, services)  # it only counts as handled once this returns
     await services.ledger.update(vm, lambda current: (settle(current, event.event_id), None))
     return Handled(
-        outcome.value, event.event_id, event.kind, resource_id, work.summary, work.actions, suppression=work.suppression
+        EventOutcome(outcome.value),
+        event.event_id,
+        event.kind,
+        resource_id,
+        work.summary,
+        work.actions,
+        suppression=work.suppression,
     )
 
 
@@ -178,11 +203,11 @@ def collecting() -> Iterator[list[Handled]]:
 
 # How loud each outcome is: what a person must act on is a warning or an error.
 LEVELS = {
-    "malformed": logging.ERROR,
-    "failed": logging.ERROR,
-    "misrouted": logging.WARNING,
-    "retrying": logging.WARNING,
-    "ignored": logging.DEBUG,
+    EventOutcome.MALFORMED: logging.ERROR,
+    EventOutcome.FAILED: logging.ERROR,
+    EventOutcome.MISROUTED: logging.WARNING,
+    EventOutcome.RETRYING: logging.WARNING,
+    EventOutcome.IGNORED: logging.DEBUG,
 }
 
 

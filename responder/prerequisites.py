@@ -21,7 +21,7 @@ from responder.intune_policies import (
     tpm_requirements,
 )
 from responder.joins import INTUNE_MDM_ID, domain_join, entra_join
-from responder.model import Finding
+from responder.model import Finding, Severity
 from responder.os_identity import (
     BUILD_1809,
     BUILD_1903,
@@ -96,7 +96,7 @@ def os_edition(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "os-edition",
-                "warning",
+                Severity.WARNING,
                 "The Windows edition could not be determined; Intune manages Windows 10/11 Enterprise VMs only.",
                 system.evidence,
                 DOC_VM,
@@ -106,7 +106,7 @@ def os_edition(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return [
         Finding(
             "os-edition",
-            "error",
+            Severity.ERROR,
             f"{what} is not supported: Intune manages Windows 10/11 Enterprise virtual machines.",
             system.evidence,
             DOC_VM,
@@ -122,7 +122,7 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "os-version",
-                "error",
+                Severity.ERROR,
                 "Windows 10 Enterprise multi-session older than 1903 can't be managed by Intune.",
                 f"{system.evidence} (build {system.build})",
                 DOC_MULTI,
@@ -132,7 +132,7 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "os-version",
-                "error",
+                Severity.ERROR,
                 "Windows 10 older than version 1809 can't be managed by Intune.",
                 f"{system.evidence} (build {system.build})",
                 DOC_AVD,
@@ -152,7 +152,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
         return [
             Finding(
                 "host-pool",
-                "info",
+                Severity.INFO,
                 "Personal AVD session host: the standard rule set applies.",
                 evidence,
                 DOC_AVD,
@@ -162,7 +162,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
         findings = [
             Finding(
                 "host-pool",
-                "info",
+                Severity.INFO,
                 "Pooled multi-session host: supported with the multi-session rule set "
                 "(device-context configuration only; AVD agent 1.0.2944.1400 or newer).",
                 evidence,
@@ -173,7 +173,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
             findings.append(
                 Finding(
                     "avd-agent",
-                    "warning",
+                    Severity.WARNING,
                     "The AVD agent is older than 1.0.2944.1400, which multi-session management needs.",
                     f"agent {pool.agent_version}",
                     DOC_MULTI,
@@ -183,7 +183,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
     return [
         Finding(
             "host-pool",
-            "warning",
+            Severity.WARNING,
             "A pooled single-session (non-persistent) host is not recommended for Intune: each "
             "re-created VM enrols again and leaves an orphaned record.",
             evidence,
@@ -200,7 +200,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "join",
-                "error",
+                Severity.ERROR,
                 "The VM joins an Entra Domain Services managed domain: such hosts can't be managed by Intune.",
                 f"JsonADDomainExtension domain {domain}",
                 DOC_AVD,
@@ -212,7 +212,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             return [
                 Finding(
                     "join",
-                    "warning",
+                    Severity.WARNING,
                     "Entra-joined without Intune auto-enrolment (no Intune mdmId): it will not enrol by itself.",
                     evidence,
                     DOC_AVD,
@@ -223,7 +223,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "join",
-                "info",
+                Severity.INFO,
                 "AD-joined: it enrols as a hybrid-joined device through the GPO auto-enrolment or "
                 "Configuration Manager co-management.",
                 f"JsonADDomainExtension domain {domain}",
@@ -233,7 +233,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return [
         Finding(
             "join",
-            "warning",
+            Severity.WARNING,
             "Neither Entra join (AADLoginForWindows) nor AD join (JsonADDomainExtension) was found: "
             "the VM will not enrol in Intune by itself.",
             ", ".join(extension.type for extension in facts.vm.extensions) or "no extensions",
@@ -249,7 +249,7 @@ def cloned_image(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "cloned-image",
-                "error",
+                Severity.ERROR,
                 "Created from a specialized image: a clone of an enrolled machine fails to enrol "
                 "(error 0x8007064c, the machine is already enrolled).",
                 f"image definition {definition.id} osState {definition.os_state}",
@@ -261,7 +261,7 @@ def cloned_image(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             Finding(
                 "cloned-image",
-                "error",
+                Severity.ERROR,
                 "The OS disk is an attached copy: a clone of an enrolled machine fails to enrol (error 0x8007064c).",
                 f"osDisk createOption {facts.vm.os_disk_create_option}",
                 DOC_CLONE,
@@ -280,7 +280,7 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             _device_finding(
                 "autopilot",
-                "error",
+                Severity.ERROR,
                 "Enrolled by Autopilot self-deploying or pre-provisioning: both need a physical TPM.",
                 evidence,
                 DOC_VM,
@@ -290,7 +290,7 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return [
             _device_finding(
                 "oobe",
-                "info",
+                Severity.INFO,
                 f"Enrolled through the Autopilot profile '{device.enrollment_profile_name}': OOBE, Autopilot and "
                 "the Enrollment Status Page are not supported on a VM reached only over RDP.",
                 f"{evidence}, enrollmentProfileName {device.enrollment_profile_name}",
@@ -316,7 +316,7 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             findings.append(
                 _device_finding(
                     "tpm-profile",
-                    "warning",
+                    Severity.WARNING,
                     f"The {PROFILE_NAMES[kind[0]]} profile {policy.label} is assigned: Intune doesn't support it "
                     f"on {'an AVD host' if kind[0] in {'domainjoin', 'wifi'} else 'a VM'}.",
                     f"{policy.label} via {assigned.via}: {kind[1]}",
@@ -329,7 +329,7 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             findings.append(
                 _device_finding(
                     "tpm-compliance",
-                    "warning",
+                    Severity.WARNING,
                     f"The compliance policy {policy.label} requires {wanted}: an AVD host reports it as noncompliant.",
                     f"{policy.label} via {assigned.via}: {', '.join(requirements)}",
                     DOC_AVD,
@@ -349,7 +349,7 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             findings.append(
                 _device_finding(
                     "remote-access",
-                    "error",
+                    Severity.ERROR,
                     f"The profile {assigned.policy.label} disables RemoteDesktopServices/AllowUsersToConnectRemotely: "
                     "users can't reach the AVD host.",
                     f"{assigned.policy.label} via {assigned.via}: {setting}",
@@ -359,7 +359,7 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return findings
 
 
-def _device_finding(rule_id: str, severity: str, message: str, evidence: str, doc: str) -> Finding:
+def _device_finding(rule_id: str, severity: Severity, message: str, evidence: str, doc: str) -> Finding:
     return Finding(rule_id, severity, message, evidence, doc, phase=DEVICE_PHASE)
 
 
@@ -389,7 +389,7 @@ def check(facts: CheckFacts) -> list[Finding]:
         return [
             Finding(
                 "not-applicable",
-                "info",
+                Severity.INFO,
                 "A Linux VM: the Windows enrolment rules don't apply.",
                 system.evidence,
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from responder.model import Finding, PowerState, SuppressionState
+from responder.model import Finding, PowerState, Severity, SuppressionState
 from responder.settings import SuppressionSettings
 
 DOC = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
@@ -121,7 +121,7 @@ def plan_suppression(
     if not settings.configured:
         finding = Finding(
             "suppression-not-configured",
-            "info",
+            Severity.INFO,
             "No suppression group or extension attribute is configured, so the deallocated VM's "
             "device will turn noncompliant after the compliance validity period.",
             "set RESPONDER_SUPPRESSION_GROUP_ID and/or RESPONDER_SUPPRESSION_ATTRIBUTE",
@@ -166,7 +166,7 @@ def _no_device_plan(device: NoDevice | None, marked: SuppressionState) -> Plan:
     if device is not None and device.ambiguous:
         finding = Finding(
             "needs-review",
-            "warning",
+            Severity.WARNING,
             f"More than one device could be this VM's, so none was touched: {device.reason}. "
             "Two enrolled devices with one name are also the symptom of a cloned image.",
             device.reason,
@@ -174,14 +174,14 @@ def _no_device_plan(device: NoDevice | None, marked: SuppressionState) -> Plan:
         )
     else:
         reason = device.reason if device is not None else "no device lookup was made"
-        finding = Finding("no-intune-device", "info", f"No Intune device found for this VM: {reason}.", reason)
+        finding = Finding("no-intune-device", Severity.INFO, f"No Intune device found for this VM: {reason}.", reason)
     return Plan((), (finding,), marked, finding.message)
 
 
 def _no_entra_object(device: DeviceIds) -> Finding:
     return Finding(
         "no-entra-device",
-        "warning",
+        Severity.WARNING,
         "The Intune device has no Entra device object, so it can't be put in the suppression group "
         "or given the extension attribute.",
         f"managedDevice {device.managed_device_id}",

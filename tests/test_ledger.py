@@ -16,6 +16,7 @@ from responder.model import (
     EventKind,
     Finding,
     PowerState,
+    Severity,
     SuppressionState,
     VmRecord,
     VmRef,
@@ -38,7 +39,7 @@ def full_record() -> VmRecord:
         suppression=SuppressionState.SUPPRESSED,
         last_event_at={EventKind.CREATED: T0, EventKind.DEALLOCATED: T0},
         recent_event_ids=("e1", "e2"),
-        findings=(Finding("os-edition", "error", "Windows Server is not supported", "sku=2022", "doc"),),
+        findings=(Finding("os-edition", Severity.ERROR, "Windows Server is not supported", "sku=2022", "doc"),),
         cleanup_status=CleanupStatus.QUEUED,
         deleted_at=T0,
     )

@@ -185,13 +185,14 @@ def test_every_value_a_query_compares_with_is_one_the_app_writes(
     local_run_lines: list[dict[str, Any]], failure_lines: list[dict[str, Any]]
 ) -> None:
     from responder.cleanup import Decision
-    from responder.pipeline import LEVELS
+    from responder.model import Severity
+    from responder.pipeline import EventOutcome
 
     # What the code declares beside what the runs happened to write: rare decisions and outcomes.
-    declared = {
+    declared: dict[str, set[str]] = {
         "decision": {decision.value for decision in Decision} | {"poisoned", "deferred", "retrying"},
-        "outcome": set(LEVELS),
-        "severity": {"info", "warning", "error"},
+        "outcome": {outcome.value for outcome in EventOutcome},
+        "severity": {severity.value for severity in Severity},
         "failure": {"transient", "access-denied", "refused"},
     }
     written: dict[str, set[Any]] = {}

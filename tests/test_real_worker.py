@@ -62,6 +62,8 @@ def indexed(protos: Any) -> dict[str, Any]:
     """The worker's init (which indexes the app, as in Azure) and its function metadata, by name."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))  # the host starts the worker in the app's directory
+    # A worker starts in a new process: the app it indexes is a fresh import, not one another test indexed.
+    sys.modules.pop("function_app", None)
 
     async def start() -> dict[str, Any]:
         init = protos.WorkerInitRequest(host_version="4.1040.0", function_app_directory=str(REPO))

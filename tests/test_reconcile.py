@@ -19,7 +19,7 @@ from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services, get_services
-from responder.model import Finding, SuppressionState, VmRecord, VmRef
+from responder.model import Finding, Severity, SuppressionState, VmRecord, VmRef
 from tests.conftest import deployed_services, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -228,7 +228,7 @@ async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_
     drifted: Services, ledger: TableLedger
 ) -> None:
     checked_at = datetime(2026, 11, 21, tzinfo=UTC)
-    not_enrolled = Finding("not-enrolled", "warning", "No Intune record of this VM appeared.", phase="device")
+    not_enrolled = Finding("not-enrolled", Severity.WARNING, "No Intune record of this VM appeared.", phase="device")
 
     def checked(vm_id: str, findings: tuple[Finding, ...]) -> Callable[[VmRecord], tuple[VmRecord, None]]:
         return lambda row: (replace(row, vm_id=vm_id, device_checked_at=checked_at, findings=findings), None)

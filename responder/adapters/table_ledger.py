@@ -35,6 +35,7 @@ from responder.model import (
     EventKind,
     Finding,
     PowerState,
+    Severity,
     SuppressionState,
     VmRecord,
     VmRef,
@@ -167,7 +168,7 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         },
         recent_event_ids=tuple(json.loads(entity.get("RecentEventIds", "[]"))),
         pending_event_ids=tuple(json.loads(entity.get("PendingEventIds", "[]"))),
-        findings=tuple(Finding(**item) for item in json.loads(entity.get("Findings", "[]"))),
+        findings=tuple(_finding(item) for item in json.loads(entity.get("Findings", "[]"))),
         cleanup_status=CleanupStatus(entity.get("CleanupStatus", CleanupStatus.NONE.value)),
         deleted_at=_moment(entity.get("DeletedAt")),
         last_plan=tuple(json.loads(entity.get("LastPlan", "[]"))),
@@ -181,10 +182,21 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
     )
 
 
+def _finding(item: dict[str, str]) -> Finding:
+    return Finding(
+        item["rule_id"],
+        Severity(item["severity"]),
+        item["message"],
+        item.get("evidence", ""),
+        item.get("doc", ""),
+        item.get("phase", "create"),  # rows written before device-side checks existed
+    )
+
+
 def _finding_json(finding: Finding) -> dict[str, str]:
     return {
         "rule_id": finding.rule_id,
-        "severity": finding.severity,
+        "severity": finding.severity.value,
         "message": finding.message,
         "evidence": finding.evidence,
         "doc": finding.doc,

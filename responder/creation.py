@@ -19,7 +19,7 @@ from responder.composition import Services
 from responder.events import VmEvent
 from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
 from responder.log_lines import vm_fields, write
-from responder.model import Finding, VmRecord
+from responder.model import Finding, Severity, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
 from responder.pipeline import Work
@@ -72,25 +72,9 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
         )
     )
 
-    for finding in findings:
-        write(
-            logging.WARNING if finding.severity == "error" else logging.INFO,
-            "finding",
-            ruleId=finding.rule_id,
-            severity=finding.severity,
-            message=finding.message,
-            evidence=finding.evidence,
-            doc=finding.doc,
-            phase="create",
-            **vm_fields(event.vm.resource_id),
-        )
-    if services.settings.findings_tag:
-        # The verdict covers the device-side findings already known too.
-        device_side = tuple(finding for finding in record.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
-        tag = verdict((*device_side, *findings))
-        await services.compute.merge_tags(event.vm, {services.settings.findings_tag: tag})
-    if services.findings_publisher is not None:
-        await services.findings_publisher.publish(event.vm, facts.vm_id, list(findings))
+    # The tag's verdict covers the device-side findings already known too.
+    device_side = tuple(finding for finding in record.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
+    await report_findings(event.vm, facts.vm_id, findings, device_side, services)
     device_check_due = None
     if facts.vm_id and identify_os(facts).family != "linux":
         from responder.device_check import queue_device_check  # the follow-up, once the device enrols
@@ -109,6 +93,29 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     await services.ledger.update(event.vm, remember)
     errors = sum(finding.severity == "error" for finding in findings)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
+
+
+async def report_findings(
+    vm: VmRef, vm_id: str | None, findings: tuple[Finding, ...], other_phase: tuple[Finding, ...], services: Services
+) -> None:
+    """Where a check's findings go, whichever check it was: one log line each, the optional tag
+    (its verdict over both checks' findings: `other_phase` are the other check's), the findings topic."""
+    for finding in findings:
+        write(
+            logging.WARNING if finding.severity == Severity.ERROR else logging.INFO,
+            "finding",
+            ruleId=finding.rule_id,
+            severity=finding.severity,
+            message=finding.message,
+            evidence=finding.evidence,
+            doc=finding.doc,
+            phase=finding.phase,
+            **vm_fields(vm.resource_id),
+        )
+    if services.settings.findings_tag:
+        await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*other_phase, *findings))})
+    if services.findings_publisher is not None:
+        await services.findings_publisher.publish(vm, vm_id, list(findings))
 
 
 def verdict(findings: tuple[Finding, ...]) -> str:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from responder.composition import Services
-from responder.creation import host_pool_of, verdict
+from responder.creation import host_pool_of, report_findings
 from responder.errors import RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
 from responder.facts import Gone
@@ -248,20 +248,9 @@ async def _conclude(
 ) -> None:
     """Report the findings (log, topic, tag), then record them: a crash before the ledger write repeats the check."""
     vm, now = request.vm, services.clock()
-    for finding in findings:
-        write(
-            logging.WARNING if finding.severity == "error" else logging.INFO,
-            "finding",
-            ruleId=finding.rule_id,
-            severity=finding.severity,
-            message=finding.message,
-            evidence=finding.evidence,
-            doc=finding.doc,
-            phase=finding.phase,
-            **vm_fields(vm.resource_id),
-        )
-    if services.findings_publisher is not None:
-        await services.findings_publisher.publish(vm, request.vm_id, list(findings))
+    current = await services.ledger.get(vm)
+    create_time = tuple(f for f in (current.findings if current else ()) if f.rule_id not in DEVICE_RULE_IDS)
+    await report_findings(vm, request.vm_id, findings, create_time, services)
     own = ownership.own if ownership is not None else None
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
@@ -279,10 +268,6 @@ async def _conclude(
             )
         return updated, None
 
-    if services.settings.findings_tag:
-        current = await services.ledger.get(vm)
-        kept = tuple(f for f in (current.findings if current else ()) if f.rule_id not in DEVICE_RULE_IDS)
-        await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*kept, *findings))})
     await services.ledger.update(vm, remember)
 
 

@@ -54,15 +54,9 @@ class GraphTenant:
     @classmethod
     def from_seed(cls, seed: Json) -> GraphTenant:
         tenant = cls()
-        for device in seed.get("managedDevices", []):
-            tenant.managed_devices[device["id"]] = copy.deepcopy(device)
-        for device in seed.get("devices", []):
-            entry = copy.deepcopy(device)
-            entry.setdefault("extensionAttributes", {f"extensionAttribute{n}": None for n in range(1, 16)})
-            entry.setdefault("physicalIds", [])
-            tenant.devices[device["id"]] = entry
         for group in seed.get("groups", []):
             tenant.groups[group["id"]] = {"members": [], **copy.deepcopy(group)}
+        tenant.enrol(seed)
         tenant.add_policies(seed)
         return tenant
 
@@ -73,7 +67,8 @@ class GraphTenant:
             self.compliance_policies[policy["id"]] = {"assignments": [], **copy.deepcopy(policy)}
 
     def enrol(self, seed: Json) -> None:
-        """Devices that appear later (a VM's device enrols minutes after the VM is created)."""
+        """Intune and Entra records, and group members: the seed's, or ones that appear later
+        (a VM's device enrols minutes after the VM is created)."""
         for device in seed.get("managedDevices", []):
             self.managed_devices[device["id"]] = copy.deepcopy(device)
         for device in seed.get("devices", []):

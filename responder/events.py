@@ -216,9 +216,9 @@ def _classify(
     operation_name = operation if isinstance(operation, str) else ""
     correlation = data.get("correlationId")
 
-    def ignored(reason: str, vm: VmRef | None = None) -> ClassifiedEvent:
+    def classified(kind: EventKind, vm: VmRef | None, ignore_reason: str | None = None) -> ClassifiedEvent:
         return ClassifiedEvent(
-            kind=EventKind.IGNORED,
+            kind=kind,
             event_id=event_id,
             event_time=event_time,
             event_type=event_type,
@@ -226,8 +226,11 @@ def _classify(
             schema=schema,
             vm=vm,
             correlation_id=correlation if isinstance(correlation, str) else None,
-            ignore_reason=reason,
+            ignore_reason=ignore_reason,
         )
+
+    def ignored(reason: str, vm: VmRef | None = None) -> ClassifiedEvent:
+        return classified(EventKind.IGNORED, vm, reason)
 
     if not event_type.lower().startswith("microsoft.resources.resource"):
         return ignored(f"not an Azure Resource Manager event: {event_type}")
@@ -257,16 +260,7 @@ def _classify(
     if isinstance(topic, str) and topic and not _same_subscription(topic, vm):
         return IntakeError(f"resource {clip(resource_uri)} is outside the event's topic {clip(topic)}", event_id)
 
-    return ClassifiedEvent(
-        kind=kind,
-        event_id=event_id,
-        event_time=event_time,
-        event_type=event_type,
-        operation_name=operation_name,
-        schema=schema,
-        vm=vm,
-        correlation_id=correlation if isinstance(correlation, str) else None,
-    )
+    return classified(kind, vm)
 
 
 def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:

@@ -1,10 +1,12 @@
 """The app settings the responder reads, as one typed, validated object.
 
-Every name the code reads is in `SETTING_NAMES`, so the Bicep template can be
-checked against it (issue: deployment). Validation collects every problem and
-names each bad setting, so one failed start tells the admin all there is to fix.
-Settings are read on first use, never at import: an exception while the host
-indexes `function_app.py` would leave the app with zero functions (design §10).
+One declaration per setting (`Setting`: its name, its default, its parser); the
+list of names the Bicep template is checked against (`SETTING_NAMES`), the ones it
+deliberately doesn't set (`NOT_DEPLOYED`), the defaults and the validation all come
+from those declarations. Validation collects every problem and names each bad
+setting, so one failed start tells the admin all there is to fix. Settings are read
+on first use, never at import: an exception while the host indexes `function_app.py`
+would leave the app with zero functions (design §10).
 """
 
 from __future__ import annotations
@@ -12,129 +14,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from responder.clouds import CLOUDS, PUBLIC, Cloud
 
-_Reader = Callable[[str], "str | None"]
+T = TypeVar("T")
 
 
 class Mode(StrEnum):
     AUDIT = "audit"  # decide and record every action, perform none
     ENFORCE = "enforce"
-
-
-# Storage: the same settings the Functions host uses for AzureWebJobsStorage,
-# so one identity-based connection serves the host, the queues and the ledger.
-STORAGE_CONNECTION_STRING = "AzureWebJobsStorage"
-STORAGE_ACCOUNT_NAME = "AzureWebJobsStorage__accountName"
-STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
-STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
-STORAGE_BLOB_URI = "AzureWebJobsStorage__blobServiceUri"
-STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"
-
-MODE = "RESPONDER_MODE"
-LEDGER_TABLE = "RESPONDER_LEDGER_TABLE"
-ALLOWED_SUBSCRIPTIONS = "RESPONDER_ALLOWED_SUBSCRIPTIONS"
-ALLOWED_RESOURCE_GROUPS = "RESPONDER_ALLOWED_RESOURCE_GROUPS"
-OPT_OUT_TAG = "RESPONDER_OPT_OUT_TAG"
-CLOUD = "RESPONDER_CLOUD"
-GRAPH_URL = "RESPONDER_GRAPH_URL"
-ARM_URL = "RESPONDER_ARM_URL"
-CA_FILE = "RESPONDER_CA_FILE"
-WATCHED_SUBSCRIPTIONS = "RESPONDER_WATCHED_SUBSCRIPTIONS"
-RECONCILE_SCHEDULE = "RESPONDER_RECONCILE_SCHEDULE"
-RECONCILE_MAX_ITEMS = "RESPONDER_RECONCILE_MAX_ITEMS"
-RECONCILE_STALE_DAYS = "RESPONDER_RECONCILE_STALE_DAYS"
-FINDINGS_TOPIC_ENDPOINT = "RESPONDER_FINDINGS_TOPIC_ENDPOINT"
-ENTRA_DS_DOMAINS = "RESPONDER_ENTRA_DS_DOMAINS"
-FINDINGS_TAG = "RESPONDER_FINDINGS_TAG"
-CLEANUP_QUEUE = "RESPONDER_CLEANUP_QUEUE"
-DEAD_LETTER_CONTAINER = "RESPONDER_DEAD_LETTER_CONTAINER"
-CLEANUP_DELAY_SECONDS = "RESPONDER_CLEANUP_DELAY_SECONDS"
-AUDIT_TABLE = "RESPONDER_AUDIT_TABLE"
-MAX_DELETIONS_PER_HOUR = "RESPONDER_MAX_DELETIONS_PER_HOUR"
-DEVICE_CHECK_QUEUE = "RESPONDER_DEVICE_CHECK_QUEUE"
-DEVICE_CHECK_FIRST_DELAY_SECONDS = "RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS"
-DEVICE_CHECK_WAIT_HOURS = "RESPONDER_DEVICE_CHECK_WAIT_HOURS"
-SUPPRESSION_GROUP_ID = "RESPONDER_SUPPRESSION_GROUP_ID"
-SUPPRESSION_ATTRIBUTE = "RESPONDER_SUPPRESSION_ATTRIBUTE"
-SUPPRESS_ON_POWER_OFF = "RESPONDER_SUPPRESS_ON_POWER_OFF"
-# The client id of the user-assigned managed identity used for Graph and ARM;
-# DefaultAzureCredential reads the same standard variable.
-IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
-# Set by the platform (Azure Functions; the local simulators' identity endpoint) where a managed identity is offered.
-IDENTITY_ENDPOINT = "IDENTITY_ENDPOINT"
-
-SETTING_NAMES: tuple[str, ...] = (
-    STORAGE_CONNECTION_STRING,
-    STORAGE_ACCOUNT_NAME,
-    STORAGE_TABLE_URI,
-    STORAGE_QUEUE_URI,
-    STORAGE_BLOB_URI,
-    STORAGE_CLIENT_ID,
-    MODE,
-    LEDGER_TABLE,
-    ALLOWED_SUBSCRIPTIONS,
-    ALLOWED_RESOURCE_GROUPS,
-    OPT_OUT_TAG,
-    CLOUD,
-    GRAPH_URL,
-    ARM_URL,
-    CA_FILE,
-    IDENTITY_CLIENT_ID,
-    IDENTITY_ENDPOINT,
-    SUPPRESSION_GROUP_ID,
-    SUPPRESSION_ATTRIBUTE,
-    SUPPRESS_ON_POWER_OFF,
-    CLEANUP_QUEUE,
-    DEAD_LETTER_CONTAINER,
-    CLEANUP_DELAY_SECONDS,
-    AUDIT_TABLE,
-    MAX_DELETIONS_PER_HOUR,
-    DEVICE_CHECK_QUEUE,
-    DEVICE_CHECK_FIRST_DELAY_SECONDS,
-    DEVICE_CHECK_WAIT_HOURS,
-    WATCHED_SUBSCRIPTIONS,
-    RECONCILE_SCHEDULE,
-    RECONCILE_MAX_ITEMS,
-    RECONCILE_STALE_DAYS,
-    FINDINGS_TOPIC_ENDPOINT,
-    ENTRA_DS_DOMAINS,
-    FINDINGS_TAG,
-)
-
-# Read by the settings object but deliberately not set by the Bicep template (tests/test_infra.py).
-NOT_DEPLOYED: dict[str, str] = {
-    STORAGE_CONNECTION_STRING: "a connection string carries a key: local emulator only",
-    STORAGE_TABLE_URI: "derived from the account name",
-    STORAGE_QUEUE_URI: "derived from the account name",
-    STORAGE_BLOB_URI: "derived from the account name",
-    GRAPH_URL: "derived from RESPONDER_CLOUD; the local simulators (or a DoD Graph) set it",
-    ARM_URL: "derived from RESPONDER_CLOUD; the local simulators set it",
-    CA_FILE: "only the local simulators' throw-away CA",
-    IDENTITY_ENDPOINT: "set by the Functions platform where a managed identity is offered",
-}
-
-DEFAULT_LEDGER_TABLE = "vmledger"
-DEFAULT_OPT_OUT_TAG = "intune-responder=ignore"
-DEFAULT_CLEANUP_QUEUE = "vm-cleanup"
-DEFAULT_DEAD_LETTER_CONTAINER = "deadletter"
-DEFAULT_CLEANUP_DELAY_SECONDS = 3600  # a quick re-create with the same name is not an orphan
-MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
-DEFAULT_AUDIT_TABLE = "responderaudit"
-DEFAULT_RECONCILE_SCHEDULE = "0 30 3 * * *"  # daily, 03:30 UTC
-DEFAULT_MAX_DELETIONS_PER_HOUR = 50  # records deleted per rolling hour, all instances together
-DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
-DEFAULT_DEVICE_CHECK_QUEUE = "vm-device-check"
-DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS = 900  # a new VM's device enrols minutes after the VM is created
-DEFAULT_DEVICE_CHECK_WAIT_HOURS = 24  # then it is reported as not enrolled
-DEFAULT_ARM_URL = "https://management.azure.com"
-
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
-_RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 
 
 class SettingsError(ValueError):
@@ -143,6 +34,265 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid app settings: " + "; ".join(problems))
+
+
+class Invalid(ValueError):
+    """A parser's refusal: what it expected (the setting's name is added where it is read)."""
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):  # noqa: UP046 (Python 3.11 stays importable for the benchmark)
+    """One app setting: its name, what it is when unset, how its text becomes a value."""
+
+    name: str
+    default: T
+    parse: Callable[[str], T]
+    not_deployed: str | None = None  # why the Bicep template leaves it unset (tests/test_infra.py)
+
+    def read(self, env: Mapping[str, str], problems: list[str]) -> T:
+        raw = env.get(self.name, "").strip()
+        if not raw:
+            return self.default
+        try:
+            return self.parse(raw)
+        except Invalid as problem:
+            problems.append(f"{self.name}: {problem}")
+            return self.default
+
+
+DECLARED: list[Setting[object]] = []
+
+
+def declare(  # noqa: UP047 (Python 3.11 stays importable for the benchmark)
+    name: str, default: T, parse: Callable[[str], T], not_deployed: str | None = None
+) -> Setting[T]:
+    setting = Setting(name, default, parse, not_deployed)
+    DECLARED.append(setting)  # type: ignore[arg-type]  # a Setting[T] is read as a Setting[object]
+    return setting
+
+
+# --- shared parsers -------------------------------------------------------------
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]$")  # 63 minus "-poison"
+_CONTAINER_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+_RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
+
+
+def text(value: str) -> str:
+    return value
+
+
+def optional_text(value: str) -> str | None:
+    return value
+
+
+def guid(what: str) -> Callable[[str], str | None]:
+    def parse(value: str) -> str | None:
+        if not _GUID.match(value.lower()):
+            raise Invalid(f"{value!r} is not {what} (GUID)")
+        return value.lower()
+
+    return parse
+
+
+def whole_number(low: int, high: int | None = None, unit: str = "") -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if value.isdigit() and int(value) >= low and (high is None or int(value) <= high):
+            return int(value)
+        span = f"{low}-{high}{f' {unit}' if unit else ''}" if high is not None else f"a whole number of at least {low}"
+        raise Invalid(f"expected {span}, got {value!r}")
+
+    return parse
+
+
+def https_url(value: str) -> str:
+    if not value.startswith("https://"):
+        raise Invalid(f"{value!r} must be an https:// URL (tokens are never sent in clear)")
+    return value.rstrip("/")
+
+
+def optional_https_url(value: str) -> str | None:
+    return https_url(value)
+
+
+def named(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not pattern.match(value):
+            raise Invalid(f"{value!r} is not a valid {what}")
+        return value
+
+    return parse
+
+
+def boolean(value: str) -> bool:
+    if value.lower() not in {"true", "false"}:
+        raise Invalid(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
+
+
+def mode(value: str) -> Mode:
+    if value.lower() not in Mode._value2member_map_:
+        raise Invalid(f"expected 'audit' or 'enforce', got {value!r}")
+    return Mode(value.lower())
+
+
+def items(each: Callable[[str], object] | None = None) -> Callable[[str], frozenset[str]]:
+    """A comma- or semicolon-separated list, normalised to lower case; `each` checks an item."""
+
+    def parse(value: str) -> frozenset[str]:
+        found = [item.strip().lower() for item in re.split(r"[,;]", value) if item.strip()]
+        wrong = []
+        for item in found:
+            try:
+                if each is not None:
+                    each(item)
+            except Invalid as problem:
+                wrong.append(str(problem))
+        if wrong:
+            raise Invalid("; ".join(wrong))
+        return frozenset(found)
+
+    return parse
+
+
+def resource_group_entry(value: str) -> str:
+    subscription, _, group = value.partition("/")
+    if not _GUID.match(subscription) or not _RESOURCE_GROUP.match(group):
+        raise Invalid(f"{value!r} is not 'subscriptionId/resourceGroup'")
+    return value
+
+
+def tag_pair(value: str) -> tuple[str, str]:
+    name, separator, tag_value = value.partition("=")
+    if not separator or not name.strip() or not tag_value.strip():
+        raise Invalid(f"expected 'name=value', got {value!r}")
+    return name.strip().lower(), tag_value.strip().lower()
+
+
+def tag_name(value: str) -> str | None:
+    if len(value) > 512 or any(character in value for character in "<>%&\\?/"):
+        raise Invalid(f"{value!r} is not a valid Azure tag name")
+    return value
+
+
+def attribute_number(value: str) -> int | None:
+    digits = value.lower().removeprefix("extensionattribute")
+    if not (digits.isdigit() and 1 <= int(digits) <= 15):
+        raise Invalid(f"expected 1-15 or extensionAttribute1-15, got {value!r}")
+    return int(digits)
+
+
+def ncrontab(value: str) -> str:
+    if len(value.split()) != 6:
+        raise Invalid(f"{value!r} is not a six-field NCRONTAB expression")
+    return value
+
+
+def cloud(value: str) -> Cloud:
+    found = CLOUDS.get(value.lower())
+    if found is None:
+        known = ", ".join(sorted(c.name for c in CLOUDS.values()))
+        raise Invalid(f"{value!r} is not a cloud this app knows ({known}; Bicep: environment().name)")
+    return found
+
+
+def existing_file(value: str) -> str | None:
+    if not os.path.isfile(value):
+        raise Invalid(f"{value!r} is not a readable file")
+    return value
+
+
+def connection_string(value: str) -> str | None:
+    if "=" not in value:
+        raise Invalid("not a storage connection string")
+    return value
+
+
+# --- the declarations -------------------------------------------------------------
+
+# Storage: the same settings the Functions host uses for AzureWebJobsStorage,
+# so one identity-based connection serves the host, the queues and the ledger.
+_connection = declare(
+    "AzureWebJobsStorage", None, connection_string, "a connection string carries a key: local emulator only"
+)
+_account = declare("AzureWebJobsStorage__accountName", None, optional_text)
+_table_uri = declare("AzureWebJobsStorage__tableServiceUri", None, optional_https_url, "derived from the account name")
+_queue_uri = declare("AzureWebJobsStorage__queueServiceUri", None, optional_https_url, "derived from the account name")
+_blob_uri = declare("AzureWebJobsStorage__blobServiceUri", None, optional_https_url, "derived from the account name")
+_storage_client = declare("AzureWebJobsStorage__clientId", None, guid("a client id"))
+_mode = declare("RESPONDER_MODE", Mode.AUDIT, mode)
+_ledger_table = declare("RESPONDER_LEDGER_TABLE", "vmledger", named(_TABLE_NAME, "table name (3-63 letters, digits)"))
+_allowed_subscriptions = declare("RESPONDER_ALLOWED_SUBSCRIPTIONS", frozenset[str](), items(guid("a subscription id")))
+_allowed_groups = declare("RESPONDER_ALLOWED_RESOURCE_GROUPS", frozenset[str](), items(resource_group_entry))
+_opt_out = declare("RESPONDER_OPT_OUT_TAG", ("intune-responder", "ignore"), tag_pair)
+_cloud = declare("RESPONDER_CLOUD", PUBLIC, cloud)
+_graph_url = declare(
+    "RESPONDER_GRAPH_URL",
+    None,
+    optional_https_url,
+    "derived from RESPONDER_CLOUD; the local simulators (or a DoD Graph) set it",
+)
+_arm_url = declare(
+    "RESPONDER_ARM_URL", None, optional_https_url, "derived from RESPONDER_CLOUD; the local simulators set it"
+)
+_ca_file = declare("RESPONDER_CA_FILE", None, existing_file, "only the local simulators' throw-away CA")
+# The client id of the user-assigned managed identity used for Graph and ARM;
+# DefaultAzureCredential reads the same standard variable.
+_identity_client = declare("AZURE_CLIENT_ID", None, guid("a client id"))
+# Set by the platform (Azure Functions; the local simulators' identity endpoint) where a managed identity is offered.
+_identity_endpoint = declare(
+    "IDENTITY_ENDPOINT", None, optional_text, "set by the Functions platform where a managed identity is offered"
+)
+_suppression_group = declare("RESPONDER_SUPPRESSION_GROUP_ID", None, guid("a group object id"))
+_suppression_attribute = declare("RESPONDER_SUPPRESSION_ATTRIBUTE", None, attribute_number)
+_suppress_on_power_off = declare("RESPONDER_SUPPRESS_ON_POWER_OFF", False, boolean)
+_cleanup_queue = declare("RESPONDER_CLEANUP_QUEUE", "vm-cleanup", named(_QUEUE_NAME, "queue name (3-56 a-z, 0-9, -)"))
+_dead_letters = declare("RESPONDER_DEAD_LETTER_CONTAINER", "deadletter", named(_CONTAINER_NAME, "blob container name"))
+# A quick re-create with the same name is not an orphan.
+_cleanup_delay = declare("RESPONDER_CLEANUP_DELAY_SECONDS", 3600, whole_number(0, MAX_QUEUE_DELAY_SECONDS, "seconds"))
+_audit_table = declare("RESPONDER_AUDIT_TABLE", "responderaudit", named(_TABLE_NAME, "table name"))
+# Records deleted per rolling hour, all instances together.
+_max_deletions = declare("RESPONDER_MAX_DELETIONS_PER_HOUR", 50, whole_number(1))
+_check_queue = declare(
+    "RESPONDER_DEVICE_CHECK_QUEUE", "vm-device-check", named(_QUEUE_NAME, "queue name (3-56 a-z, 0-9, -)")
+)
+# A new VM's device enrols minutes after the VM is created.
+_check_first_delay = declare(
+    "RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS", 900, whole_number(1, MAX_QUEUE_DELAY_SECONDS, "seconds")
+)
+# Then, with no device, it is reported as not enrolled; a week at most (the follow-up rides the queue's delay).
+_check_wait = declare("RESPONDER_DEVICE_CHECK_WAIT_HOURS", 24, whole_number(1, 7 * 24, "hours"))
+_watched = declare("RESPONDER_WATCHED_SUBSCRIPTIONS", frozenset[str](), items(guid("a subscription id")))
+_schedule = declare("RESPONDER_RECONCILE_SCHEDULE", "0 30 3 * * *", ncrontab)  # daily, 03:30 UTC
+_max_items = declare("RESPONDER_RECONCILE_MAX_ITEMS", 500, whole_number(1))
+_stale_days = declare("RESPONDER_RECONCILE_STALE_DAYS", 30, whole_number(1))
+_findings_topic = declare("RESPONDER_FINDINGS_TOPIC_ENDPOINT", None, optional_https_url)
+_entra_ds_domains = declare("RESPONDER_ENTRA_DS_DOMAINS", frozenset[str](), items())
+_findings_tag = declare("RESPONDER_FINDINGS_TAG", None, tag_name)
+
+# The names other modules and the tests refer to.
+STORAGE_CONNECTION_STRING = _connection.name
+STORAGE_ACCOUNT_NAME = _account.name
+STORAGE_TABLE_URI = _table_uri.name
+STORAGE_QUEUE_URI = _queue_uri.name
+STORAGE_BLOB_URI = _blob_uri.name
+MODE = _mode.name
+LEDGER_TABLE = _ledger_table.name
+CLOUD = _cloud.name
+SUPPRESSION_GROUP_ID = _suppression_group.name
+SUPPRESSION_ATTRIBUTE = _suppression_attribute.name
+CLEANUP_DELAY_SECONDS = _cleanup_delay.name
+DEVICE_CHECK_FIRST_DELAY_SECONDS = _check_first_delay.name
+
+SETTING_NAMES: tuple[str, ...] = tuple(setting.name for setting in DECLARED)
+# Read by the settings object but deliberately not set by the Bicep template (tests/test_infra.py).
+NOT_DEPLOYED: dict[str, str] = {setting.name: setting.not_deployed for setting in DECLARED if setting.not_deployed}
+
+
+# --- the typed object ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +313,7 @@ class SuppressionSettings:
 
     group_id: str | None = None  # Entra group excluded from compliance policy and CA assignments
     attribute: int | None = None  # extensionAttribute<N> of the Entra device, for device filters
-    on_power_off: bool = False  # a stopped-but-allocated VM cannot check in either
+    on_power_off: bool = _suppress_on_power_off.default  # a stopped-but-allocated VM cannot check in either
 
     @property
     def configured(self) -> bool:
@@ -172,11 +322,11 @@ class SuppressionSettings:
 
 @dataclass(frozen=True, slots=True)
 class CleanupSettings:
-    queue: str = DEFAULT_CLEANUP_QUEUE
-    dead_letter_container: str = DEFAULT_DEAD_LETTER_CONTAINER  # where Event Grid parks undeliverable events
-    delay_seconds: int = DEFAULT_CLEANUP_DELAY_SECONDS
-    audit_table: str = DEFAULT_AUDIT_TABLE
-    max_deletions_per_hour: int = DEFAULT_MAX_DELETIONS_PER_HOUR
+    queue: str = _cleanup_queue.default
+    dead_letter_container: str = _dead_letters.default  # where Event Grid parks undeliverable events
+    delay_seconds: int = _cleanup_delay.default
+    audit_table: str = _audit_table.default
+    max_deletions_per_hour: int = _max_deletions.default
 
     @property
     def poison_queue(self) -> str:
@@ -188,9 +338,9 @@ class CleanupSettings:
 class DeviceCheckSettings:
     """The follow-up check of a new VM's device once it enrols: first look, then back off, then give up."""
 
-    queue: str = DEFAULT_DEVICE_CHECK_QUEUE
-    first_delay_seconds: int = DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS
-    wait_hours: int = DEFAULT_DEVICE_CHECK_WAIT_HOURS
+    queue: str = _check_queue.default
+    first_delay_seconds: int = _check_first_delay.default
+    wait_hours: int = _check_wait.default
 
     @property
     def poison_queue(self) -> str:
@@ -202,279 +352,107 @@ class ReconcileSettings:
     """The timer that catches what events missed (design §6)."""
 
     watched_subscriptions: frozenset[str] = frozenset()
-    schedule: str = DEFAULT_RECONCILE_SCHEDULE  # NCRONTAB, read by the host's timer binding too
-    max_items: int = 500  # VMs and devices looked at per run; the next run resumes
-    stale_days: int = 30  # an Intune VM record this long silent, with no VM, is an orphan
+    schedule: str = _schedule.default  # NCRONTAB, read by the host's timer binding too
+    max_items: int = _max_items.default  # VMs and devices looked at per run; the next run resumes
+    stale_days: int = _stale_days.default  # an Intune VM record this long silent, with no VM, is an orphan
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
-    mode: Mode = Mode.AUDIT
-    ledger_table: str = DEFAULT_LEDGER_TABLE
+    mode: Mode = _mode.default
+    ledger_table: str = _ledger_table.default
     allowed_subscriptions: frozenset[str] = frozenset()  # empty: all watched subscriptions
     allowed_resource_groups: frozenset[str] = frozenset()  # "subscriptionId/resourceGroup"
-    opt_out_tag: tuple[str, str] = ("intune-responder", "ignore")
-    graph_url: str = DEFAULT_GRAPH_URL
-    arm_url: str = DEFAULT_ARM_URL
-    cloud: Cloud = PUBLIC
+    opt_out_tag: tuple[str, str] = _opt_out.default
+    graph_url: str = f"{PUBLIC.graph}/v1.0"
+    arm_url: str = PUBLIC.arm
+    cloud: Cloud = _cloud.default
     ca_file: str | None = None  # PEM bundle to verify Graph/ARM TLS with (local simulators)
     identity_client_id: str | None = None
     managed_identity: bool = False  # the platform offers one (IDENTITY_ENDPOINT): use it, and nothing else
-    suppression: SuppressionSettings = SuppressionSettings()
-    cleanup: CleanupSettings = CleanupSettings()
-    device_check: DeviceCheckSettings = DeviceCheckSettings()
+    suppression: SuppressionSettings = field(default_factory=SuppressionSettings)
+    cleanup: CleanupSettings = field(default_factory=CleanupSettings)
+    device_check: DeviceCheckSettings = field(default_factory=DeviceCheckSettings)
     findings_topic_endpoint: str | None = None  # Event Grid topic for prerequisite findings; off when unset
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services domains (Intune can't manage)
     findings_tag: str | None = None  # tag name for the check's verdict on the VM; off when unset
-    reconcile: ReconcileSettings = ReconcileSettings()
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and validate; raises SettingsError naming every bad setting."""
         problems: list[str] = []
 
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+        def read(setting: Setting[T]) -> T:
+            return setting.read(env, problems)
 
-        raw_mode = (text(MODE) or Mode.AUDIT.value).lower()
-        mode = Mode.AUDIT
-        if raw_mode in Mode._value2member_map_:
-            mode = Mode(raw_mode)
-        else:
-            problems.append(f"{MODE}: expected 'audit' or 'enforce', got {raw_mode!r}")
-
-        cloud = _cloud_named(text(CLOUD), problems)
-        storage = _storage(text, problems, cloud)
-
-        ledger_table = text(LEDGER_TABLE) or DEFAULT_LEDGER_TABLE
-        if not _TABLE_NAME.match(ledger_table):
-            problems.append(
-                f"{LEDGER_TABLE}: {ledger_table!r} is not a valid table name "
-                "(3-63 letters and digits, starting with a letter)"
-            )
-
-        subscriptions = _items(text(ALLOWED_SUBSCRIPTIONS))
-        for subscription in subscriptions:
-            if not _GUID.match(subscription):
-                problems.append(f"{ALLOWED_SUBSCRIPTIONS}: {subscription!r} is not a subscription id")
-
-        resource_groups = _items(text(ALLOWED_RESOURCE_GROUPS))
-        for entry in resource_groups:
-            subscription, _, group = entry.partition("/")
-            if not _GUID.match(subscription) or not _RESOURCE_GROUP.match(group):
-                problems.append(f"{ALLOWED_RESOURCE_GROUPS}: {entry!r} is not 'subscriptionId/resourceGroup'")
-
-        raw_tag = text(OPT_OUT_TAG) or DEFAULT_OPT_OUT_TAG
-        tag_name, separator, tag_value = raw_tag.partition("=")
-        if not separator or not tag_name.strip() or not tag_value.strip():
-            problems.append(f"{OPT_OUT_TAG}: expected 'name=value', got {raw_tag!r}")
-
-        graph_url, arm_url, ca_file, identity_client_id = _cloud(text, problems, cloud)
-        suppression = _suppression(text, problems)
-        cleanup = _cleanup(text, problems)
-        device_check = _device_check(text, problems)
-        reconcile = _reconcile(text, problems)
-        topic = text(FINDINGS_TOPIC_ENDPOINT)
-        if topic is not None and not topic.startswith("https://"):
-            problems.append(f"{FINDINGS_TOPIC_ENDPOINT}: {topic!r} must be an https:// URL")
-
+        chosen_cloud = read(_cloud)
+        settings = cls(
+            storage=_storage(read, problems, chosen_cloud),
+            mode=read(_mode),
+            ledger_table=read(_ledger_table),
+            allowed_subscriptions=read(_allowed_subscriptions),
+            allowed_resource_groups=read(_allowed_groups),
+            opt_out_tag=read(_opt_out),
+            graph_url=read(_graph_url) or f"{chosen_cloud.graph}/v1.0",
+            arm_url=read(_arm_url) or chosen_cloud.arm,
+            cloud=chosen_cloud,
+            ca_file=read(_ca_file),
+            identity_client_id=read(_identity_client),
+            managed_identity=read(_identity_endpoint) is not None,
+            suppression=SuppressionSettings(
+                group_id=read(_suppression_group),
+                attribute=read(_suppression_attribute),
+                on_power_off=read(_suppress_on_power_off),
+            ),
+            cleanup=CleanupSettings(
+                queue=read(_cleanup_queue),
+                dead_letter_container=read(_dead_letters),
+                delay_seconds=read(_cleanup_delay),
+                audit_table=read(_audit_table),
+                max_deletions_per_hour=read(_max_deletions),
+            ),
+            device_check=DeviceCheckSettings(
+                queue=read(_check_queue), first_delay_seconds=read(_check_first_delay), wait_hours=read(_check_wait)
+            ),
+            findings_topic_endpoint=read(_findings_topic),
+            entra_ds_domains=read(_entra_ds_domains),
+            findings_tag=read(_findings_tag),
+            reconcile=ReconcileSettings(
+                watched_subscriptions=read(_watched),
+                schedule=read(_schedule),
+                max_items=read(_max_items),
+                stale_days=read(_stale_days),
+            ),
+        )
         if problems:
             raise SettingsError(problems)
-        return cls(
-            storage=storage,
-            mode=mode,
-            ledger_table=ledger_table,
-            allowed_subscriptions=frozenset(subscriptions),
-            allowed_resource_groups=frozenset(resource_groups),
-            opt_out_tag=(tag_name.strip().lower(), tag_value.strip().lower()),
-            graph_url=graph_url,
-            arm_url=arm_url,
-            cloud=cloud,
-            ca_file=ca_file,
-            identity_client_id=identity_client_id,
-            managed_identity=text(IDENTITY_ENDPOINT) is not None,
-            suppression=suppression,
-            cleanup=cleanup,
-            device_check=device_check,
-            findings_topic_endpoint=topic,
-            entra_ds_domains=frozenset(_items(text(ENTRA_DS_DOMAINS))),
-            findings_tag=_tag_name(text(FINDINGS_TAG), problems),
-            reconcile=reconcile,
-        )
+        return settings
 
 
-def _cloud_named(name: str | None, problems: list[str]) -> Cloud:
-    if name is None:
-        return PUBLIC
-    cloud = CLOUDS.get(name.strip().lower())
-    if cloud is None:
-        known = ", ".join(sorted(c.name for c in CLOUDS.values()))
-        problems.append(f"{CLOUD}: {name!r} is not a cloud this app knows ({known}; Bicep: environment().name)")
-        return PUBLIC
-    return cloud
-
-
-def _storage(text: _Reader, problems: list[str], cloud: Cloud) -> StorageSettings:
-    connection_string = text(STORAGE_CONNECTION_STRING)
-    account = text(STORAGE_ACCOUNT_NAME)
-    table_uri = text(STORAGE_TABLE_URI)
-    queue_uri = text(STORAGE_QUEUE_URI)
-    blob_uri = text(STORAGE_BLOB_URI)
-    client_id = text(STORAGE_CLIENT_ID)
-    if connection_string:
-        if "=" not in connection_string:
-            problems.append(f"{STORAGE_CONNECTION_STRING}: not a storage connection string")
-        return StorageSettings(connection_string=connection_string)
+def _storage(read: Callable[[Setting[str | None]], str | None], problems: list[str], chosen: Cloud) -> StorageSettings:
+    """A connection string (Azurite only), or the service endpoints with the managed identity."""
+    connection = read(_connection)
+    if connection:
+        return StorageSettings(connection_string=connection)
+    account, known_problems = read(_account), len(problems)
+    table_uri, queue_uri, blob_uri = read(_table_uri), read(_queue_uri), read(_blob_uri)
+    if len(problems) > known_problems:  # an endpoint was given, and is wrong: that problem says it all
+        return StorageSettings()
     if account:
-        table_uri = table_uri or f"https://{account}.table.{cloud.storage_suffix}"
-        queue_uri = queue_uri or f"https://{account}.queue.{cloud.storage_suffix}"
-        blob_uri = blob_uri or f"https://{account}.blob.{cloud.storage_suffix}"
+        table_uri = table_uri or f"https://{account}.table.{chosen.storage_suffix}"
+        queue_uri = queue_uri or f"https://{account}.queue.{chosen.storage_suffix}"
+        blob_uri = blob_uri or f"https://{account}.blob.{chosen.storage_suffix}"
     if not table_uri or not queue_uri:
         problems.append(
-            f"storage: set {STORAGE_ACCOUNT_NAME} (managed identity), or "
-            f"{STORAGE_TABLE_URI} and {STORAGE_QUEUE_URI}, or {STORAGE_CONNECTION_STRING} "
-            "(local emulator only)"
+            f"storage: set {_account.name} (managed identity), or {_table_uri.name} and {_queue_uri.name}, "
+            f"or {_connection.name} (local emulator only)"
         )
         return StorageSettings()
-    for name, uri in ((STORAGE_TABLE_URI, table_uri), (STORAGE_QUEUE_URI, queue_uri), (STORAGE_BLOB_URI, blob_uri)):
-        if uri and not uri.startswith("https://"):
-            problems.append(f"{name}: {uri!r} must be an https:// URI (tokens are never sent in clear)")
-    if client_id and not _GUID.match(client_id.lower()):
-        problems.append(f"{STORAGE_CLIENT_ID}: {client_id!r} is not a client id (GUID)")
     return StorageSettings(
-        table_service_uri=table_uri, queue_service_uri=queue_uri, blob_service_uri=blob_uri, client_id=client_id
+        table_service_uri=table_uri,
+        queue_service_uri=queue_uri,
+        blob_service_uri=blob_uri,
+        client_id=read(_storage_client),
     )
-
-
-def _cloud(text: _Reader, problems: list[str], cloud: Cloud) -> tuple[str, str, str | None, str | None]:
-    """Where Graph and ARM are, which CA to trust for them, and which identity calls them."""
-    graph_url = (text(GRAPH_URL) or f"{cloud.graph}/v1.0").rstrip("/")
-    arm_url = (text(ARM_URL) or cloud.arm).rstrip("/")
-    for name, url in ((GRAPH_URL, graph_url), (ARM_URL, arm_url)):
-        if not url.startswith("https://"):
-            problems.append(f"{name}: {url!r} must be an https:// URL (tokens are never sent in clear)")
-    ca_file = text(CA_FILE)
-    if ca_file is not None and not os.path.isfile(ca_file):
-        problems.append(f"{CA_FILE}: {ca_file!r} is not a readable file")
-    identity_client_id = text(IDENTITY_CLIENT_ID)
-    if identity_client_id is not None and not _GUID.match(identity_client_id.lower()):
-        problems.append(f"{IDENTITY_CLIENT_ID}: {identity_client_id!r} is not a client id (GUID)")
-    return graph_url, arm_url, ca_file, identity_client_id
-
-
-def _suppression(text: _Reader, problems: list[str]) -> SuppressionSettings:
-    group_id = text(SUPPRESSION_GROUP_ID)
-    if group_id is not None and not _GUID.match(group_id.lower()):
-        problems.append(f"{SUPPRESSION_GROUP_ID}: {group_id!r} is not a group object id (GUID)")
-    raw_attribute = text(SUPPRESSION_ATTRIBUTE)
-    attribute: int | None = None
-    if raw_attribute is not None:
-        digits = raw_attribute.lower().removeprefix("extensionattribute")
-        if digits.isdigit() and 1 <= int(digits) <= 15:
-            attribute = int(digits)
-        else:
-            problems.append(f"{SUPPRESSION_ATTRIBUTE}: expected 1-15 or extensionAttribute1-15, got {raw_attribute!r}")
-    raw_power_off = (text(SUPPRESS_ON_POWER_OFF) or "false").lower()
-    if raw_power_off not in {"true", "false"}:
-        problems.append(f"{SUPPRESS_ON_POWER_OFF}: expected true or false, got {raw_power_off!r}")
-    return SuppressionSettings(
-        group_id=group_id.lower() if group_id else None,
-        attribute=attribute,
-        on_power_off=raw_power_off == "true",
-    )
-
-
-_CONTAINER_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
-_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]$")  # 63 minus "-poison"
-
-
-def _cleanup(text: _Reader, problems: list[str]) -> CleanupSettings:
-    queue = text(CLEANUP_QUEUE) or DEFAULT_CLEANUP_QUEUE
-    if not _QUEUE_NAME.match(queue):
-        problems.append(f"{CLEANUP_QUEUE}: {queue!r} is not a valid queue name (3-56 lower-case letters, digits, -)")
-    raw_delay = text(CLEANUP_DELAY_SECONDS) or str(DEFAULT_CLEANUP_DELAY_SECONDS)
-    delay = DEFAULT_CLEANUP_DELAY_SECONDS
-    if raw_delay.isdigit() and int(raw_delay) <= MAX_QUEUE_DELAY_SECONDS:
-        delay = int(raw_delay)
-    else:
-        problems.append(f"{CLEANUP_DELAY_SECONDS}: expected 0-{MAX_QUEUE_DELAY_SECONDS} seconds, got {raw_delay!r}")
-    audit_table = text(AUDIT_TABLE) or DEFAULT_AUDIT_TABLE
-    if not _TABLE_NAME.match(audit_table):
-        problems.append(f"{AUDIT_TABLE}: {audit_table!r} is not a valid table name")
-    raw_cap = text(MAX_DELETIONS_PER_HOUR) or str(DEFAULT_MAX_DELETIONS_PER_HOUR)
-    cap = DEFAULT_MAX_DELETIONS_PER_HOUR
-    if raw_cap.isdigit() and int(raw_cap) >= 1:
-        cap = int(raw_cap)
-    else:
-        problems.append(f"{MAX_DELETIONS_PER_HOUR}: expected a whole number of at least 1, got {raw_cap!r}")
-    container = text(DEAD_LETTER_CONTAINER) or DEFAULT_DEAD_LETTER_CONTAINER
-    if not _CONTAINER_NAME.match(container):
-        problems.append(f"{DEAD_LETTER_CONTAINER}: {container!r} is not a valid blob container name")
-    return CleanupSettings(
-        queue=queue,
-        dead_letter_container=container,
-        delay_seconds=delay,
-        audit_table=audit_table,
-        max_deletions_per_hour=cap,
-    )
-
-
-def _device_check(text: _Reader, problems: list[str]) -> DeviceCheckSettings:
-    queue = text(DEVICE_CHECK_QUEUE) or DEFAULT_DEVICE_CHECK_QUEUE
-    if not _QUEUE_NAME.match(queue):
-        problems.append(f"{DEVICE_CHECK_QUEUE}: {queue!r} is not a valid queue name (3-56 lower-case, digits, -)")
-    raw_delay = text(DEVICE_CHECK_FIRST_DELAY_SECONDS) or str(DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS)
-    delay = DEFAULT_DEVICE_CHECK_FIRST_DELAY_SECONDS
-    if raw_delay.isdigit() and 1 <= int(raw_delay) <= MAX_QUEUE_DELAY_SECONDS:
-        delay = int(raw_delay)
-    else:
-        problems.append(
-            f"{DEVICE_CHECK_FIRST_DELAY_SECONDS}: expected 1-{MAX_QUEUE_DELAY_SECONDS} seconds, got {raw_delay!r}"
-        )
-    raw_hours = text(DEVICE_CHECK_WAIT_HOURS) or str(DEFAULT_DEVICE_CHECK_WAIT_HOURS)
-    hours = DEFAULT_DEVICE_CHECK_WAIT_HOURS
-    if raw_hours.isdigit() and 1 <= int(raw_hours) <= MAX_DEVICE_CHECK_WAIT_HOURS:
-        hours = int(raw_hours)
-    else:
-        problems.append(f"{DEVICE_CHECK_WAIT_HOURS}: expected 1-{MAX_DEVICE_CHECK_WAIT_HOURS} hours, got {raw_hours!r}")
-    return DeviceCheckSettings(queue=queue, first_delay_seconds=delay, wait_hours=hours)
-
-
-MAX_DEVICE_CHECK_WAIT_HOURS = 7 * 24  # a week: the follow-up rides the queue's visibility delay
-
-
-def _reconcile(text: _Reader, problems: list[str]) -> ReconcileSettings:
-    watched = _items(text(WATCHED_SUBSCRIPTIONS))
-    for subscription in watched:
-        if not _GUID.match(subscription):
-            problems.append(f"{WATCHED_SUBSCRIPTIONS}: {subscription!r} is not a subscription id")
-    numbers = {}
-    for name, default in ((RECONCILE_MAX_ITEMS, 500), (RECONCILE_STALE_DAYS, 30)):
-        raw = text(name) or str(default)
-        numbers[name] = int(raw) if raw.isdigit() and int(raw) >= 1 else default
-        if not (raw.isdigit() and int(raw) >= 1):
-            problems.append(f"{name}: expected a whole number of at least 1, got {raw!r}")
-    schedule = text(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE
-    if len(schedule.split()) != 6:
-        problems.append(f"{RECONCILE_SCHEDULE}: {schedule!r} is not a six-field NCRONTAB expression")
-    return ReconcileSettings(
-        watched_subscriptions=frozenset(watched),
-        schedule=schedule,
-        max_items=numbers[RECONCILE_MAX_ITEMS],
-        stale_days=numbers[RECONCILE_STALE_DAYS],
-    )
-
-
-def _tag_name(name: str | None, problems: list[str]) -> str | None:
-    if name is not None and (len(name) > 512 or any(character in name for character in "<>%&\\?/")):
-        problems.append(f"{FINDINGS_TAG}: {name!r} is not a valid Azure tag name")
-    return name
-
-
-def _items(value: str | None) -> list[str]:
-    """A comma- or semicolon-separated list, normalised to lower case."""
-    if not value:
-        return []
-    return [item.strip().lower() for item in re.split(r"[,;]", value) if item.strip()]

@@ -132,3 +132,18 @@ def test_every_setting_read_is_declared() -> None:
 
     assert set(read) <= set(SETTING_NAMES)
     assert set(SETTING_NAMES) <= set(read)
+
+
+def test_the_object_built_with_nothing_set_is_the_declared_defaults() -> None:
+    """One default per setting: the typed object's defaults and the declarations agree."""
+    from responder.settings import StorageSettings
+
+    read = Settings.from_env({"AzureWebJobsStorage": AZURITE})
+
+    assert read == Settings(storage=StorageSettings(connection_string=AZURITE))
+
+
+def test_every_declared_setting_is_read() -> None:
+    from responder.settings import DECLARED
+
+    assert len({setting.name for setting in DECLARED}) == len(DECLARED) == len(SETTING_NAMES)

@@ -297,6 +297,6 @@ def in_process(settings: Settings, tenant: GraphTenant, world: ArmWorld, now: Ca
         device_check_queue=device_checks,
         audit=audit,
         clock=now,
-        _closers=[directory],
     )
+    services.closing.push_async_callback(directory.close)
     return InProcess(services, graph, tenant, world, ledger, audit, queue, device_checks)

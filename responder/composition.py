@@ -10,6 +10,7 @@ here, lazily, so importing `function_app` stays cheap (cold start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from responder.ports import Audit, Compute, DeadLetters, DeviceDirectory, Ledger, WorkQueue
+from responder.ports import Audit, Compute, DeadLetters, DeviceDirectory, FindingsTopic, Ledger, WorkQueue
 from responder.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
     from azure.storage.queue.aio import QueueServiceClient
-
-    from responder.adapters.findings_publisher import FindingsPublisher
 
 
 @dataclass
@@ -40,16 +39,15 @@ class Services:
     cleanup_queue: WorkQueue
     device_check_queue: WorkQueue  # a new VM's device-side check, once its device enrolled
     audit: Audit
-    findings_publisher: FindingsPublisher | None = None
+    findings_publisher: FindingsTopic | None = None
     dead_letters: DeadLetters | None = None  # None: not counted (no blob endpoint configured)
     # What time it is: leases, cleanup records and reconciliation read it here, so a test can move it.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    _closers: list[Any] = field(default_factory=list, repr=False)
+    # What closes the clients, last opened first (their connection pools, the credentials).
+    closing: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
 
     async def aclose(self) -> None:
-        for closeable in reversed(self._closers):
-            await closeable.close()
-        self._closers.clear()
+        await self.closing.aclose()
 
 
 @dataclass
@@ -62,7 +60,7 @@ class _Storage:
     connect_dead_letters: Callable[[], ContainerClient] | None
 
 
-def _storage(settings: Settings, closers: list[Any]) -> _Storage:
+def _storage(settings: Settings, closing: contextlib.AsyncExitStack) -> _Storage:
     """A connection string (Azurite only), or the service endpoints with the managed identity."""
     from azure.data.tables.aio import TableClient
 
@@ -78,7 +76,7 @@ def _storage(settings: Settings, closers: list[Any]) -> _Storage:
     if tables is None or queues is None:
         raise RuntimeError("storage settings name neither a connection string nor service endpoints")
     credential = _credential(storage.client_id, settings)
-    closers.append(credential)
+    closing.push_async_callback(credential.close)
     return _Storage(
         TableClient(tables, settings.ledger_table, credential=credential),
         TableClient(tables, settings.cleanup.audit_table, credential=credential),
@@ -113,23 +111,23 @@ async def build_services(settings: Settings) -> Services:
     from responder.adapters.storage_queue import StorageWorkQueue
     from responder.adapters.table_ledger import TableLedger
 
-    closers: list[Any] = []
-    storage = _storage(settings, closers)
+    closing = contextlib.AsyncExitStack()
+    storage = _storage(settings, closing)
     table = storage.table
-    closers.append(table)
+    closing.push_async_callback(table.close)
     audit = AuditTable(storage.audit_table)
-    closers.append(audit)
+    closing.push_async_callback(audit.close)
     cleanup_queue = StorageWorkQueue(storage.connect_queues, settings.cleanup.queue, settings.cleanup.poison_queue)
-    closers.append(cleanup_queue)
+    closing.push_async_callback(cleanup_queue.close)
     checks = settings.device_check
     device_check_queue = StorageWorkQueue(storage.connect_queues, checks.queue, checks.poison_queue)
-    closers.append(device_check_queue)
+    closing.push_async_callback(device_check_queue.close)
     dead_letters = BlobDeadLetters(storage.connect_dead_letters) if storage.connect_dead_letters else None
     if dead_letters is not None:
-        closers.append(dead_letters)
+        closing.push_async_callback(dead_letters.close)
 
     cloud_credential = _credential(settings.identity_client_id, settings)
-    closers.append(cloud_credential)
+    closing.push_async_callback(cloud_credential.close)
 
     def connect_graph() -> DeviceDirectory:
         from responder.adapters.graph import build_graph_directory
@@ -137,15 +135,15 @@ async def build_services(settings: Settings) -> Services:
         return build_graph_directory(cloud_credential, settings.graph_url, settings.ca_file, cloud=settings.cloud)
 
     directory = GraphOnFirstUse(connect_graph)
-    closers.append(directory)
+    closing.push_async_callback(directory.close)
     compute = ArmCompute(cloud_credential, settings.arm_url, settings.ca_file, settings.cloud)
-    closers.append(compute)
+    closing.push_async_callback(compute.close)
     publisher = None
     if settings.findings_topic_endpoint:
         from responder.adapters.findings_publisher import FindingsPublisher
 
         publisher = FindingsPublisher(settings.findings_topic_endpoint, cloud_credential, settings.ca_file)
-        closers.append(publisher)
+        closing.push_async_callback(publisher.close)
 
     ledger = TableLedger(table)
     services = Services(
@@ -158,7 +156,7 @@ async def build_services(settings: Settings) -> Services:
         audit=audit,
         findings_publisher=publisher,
         dead_letters=dead_letters,
-        _closers=closers,
+        closing=closing,
     )
     try:
         await ledger.ensure_table()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, VmFacts
 from responder.intune_policies import Policy
-from responder.model import VmRecord, VmRef
+from responder.model import Finding, VmRecord, VmRef
 
 if TYPE_CHECKING:  # the cleanup worker's types: a power event's cold start doesn't load them
     from responder.audit import AuditEntry
@@ -111,6 +111,14 @@ class WorkQueue(Protocol):
     async def poison_depth(self) -> int:
         """About how many messages wait in the poison queue (Azure's approximate count)."""
         ...
+
+
+class FindingsTopic(Protocol):
+    """The Event Grid topic other automation listens on: prerequisite findings, hybrid devices to delete in AD."""
+
+    async def publish(self, vm: VmRef, vm_id: str | None, findings: list[Finding]) -> None: ...
+
+    async def publish_delete_in_ad(self, vm: VmRef, finding: Finding) -> None: ...
 
 
 class DeadLetters(Protocol):

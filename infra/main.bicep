@@ -87,6 +87,27 @@ param createEventSubscriptions bool = false
 @description('Grant the Microsoft Graph application roles to the identity (needs a Graph admin as deployer).')
 param grantGraphRoles bool = false
 
+@description('Name of the resource group (empty: rg-<environmentName>).')
+param resourceGroupName string = ''
+
+@description('Name of the app\'s managed identity (empty: id-responder-<token>).')
+param identityName string = ''
+
+@description('Name of the Log Analytics workspace (empty: log-responder-<token>).')
+param logAnalyticsName string = ''
+
+@description('Name of the Application Insights component (empty: appi-responder-<token>).')
+param applicationInsightsName string = ''
+
+@description('Name of the storage account, 3-24 lower-case letters and digits (empty: stresp<token>).')
+param storageAccountName string = ''
+
+@description('Name of the Flex Consumption plan (empty: plan-responder-<token>).')
+param planName string = ''
+
+@description('Name of the Function App (empty: func-responder-<token>).')
+param functionAppName string = ''
+
 @description('E-mail address for the alerts (cleanup needing review, blast-radius cap, missing role, error findings, bad events, poison queue); empty: alerts show in the portal only.')
 param alertEmail string = ''
 
@@ -106,11 +127,22 @@ type watchedSubscription = {
   existingSystemTopicName: string?
 }
 
+var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var allTags = union(tags, { 'azd-env-name': environmentName })
+// Each name: the override when given, else the azd convention (abbreviation, workload, token).
+var names = {
+  identity: !empty(identityName) ? identityName : '${abbrs.managedIdentityUserAssignedIdentities}responder-${resourceToken}'
+  deliveryIdentity: '${abbrs.managedIdentityUserAssignedIdentities}responder-delivery-${resourceToken}'
+  logAnalytics: !empty(logAnalyticsName) ? logAnalyticsName : '${abbrs.operationalInsightsWorkspaces}responder-${resourceToken}'
+  applicationInsights: !empty(applicationInsightsName) ? applicationInsightsName : '${abbrs.insightsComponents}responder-${resourceToken}'
+  storage: !empty(storageAccountName) ? storageAccountName : '${abbrs.storageStorageAccounts}resp${resourceToken}'
+  plan: !empty(planName) ? planName : '${abbrs.webServerFarms}responder-${resourceToken}'
+  functionApp: !empty(functionAppName) ? functionAppName : '${abbrs.webSitesFunctions}responder-${resourceToken}'
+}
 
 resource appGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
-  name: 'rg-${environmentName}'
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
   location: location
   tags: allTags
 }
@@ -120,7 +152,7 @@ module app 'modules/app.bicep' = {
   scope: appGroup
   params: {
     location: location
-    resourceToken: resourceToken
+    names: names
     tags: allTags
     responderMode: responderMode
     suppressionGroupId: suppressionGroupId
@@ -150,6 +182,7 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: allTags
     workspaceId: app.outputs.workspaceId
+    actionGroupName: '${abbrs.insightsActionGroups}intune-vm-responder'
     alertEmail: alertEmail
     badEventsPerHour: badEventsPerHour
   }
@@ -175,6 +208,8 @@ module watchedTopics 'modules/watched-subscription.bicep' = [
       functionAppId: app.outputs.functionAppId
       deliveryIdentityId: app.outputs.deliveryIdentityId
       deadLetterStorageId: app.outputs.storageId
+      deadLetterContainerName: app.outputs.deadLetterContainerName
+      topicPrefix: abbrs.eventGridEventSubscriptionsSystemTopics
       createEventSubscriptions: createEventSubscriptions
       existingSystemTopicName: watched.?existingSystemTopicName ?? ''
       tags: allTags

@@ -3,6 +3,7 @@ and compared with the code they deploy, so the two can't drift apart."""
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -228,3 +229,25 @@ def test_no_declaration_carries_the_same_decorator_twice() -> None:
             elif text and not text.startswith("//"):
                 decorators = []
     assert repeated == []
+
+
+def test_every_deployment_parameter_is_mapped_to_an_azd_variable() -> None:
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+
+    assert sorted(parsed("main.bicep")["parameters"]) == sorted(mapped)
+
+
+def test_resource_names_come_from_the_abbreviations_or_an_override_not_from_literals() -> None:
+    app = (INFRA / "modules" / "app.bicep").read_text()
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
+
+    for prefix in abbreviations.values():
+        assert f"name: '{prefix}" not in app
+    assert "loadJsonContent('abbreviations.json')" in (INFRA / "main.bicep").read_text()
+
+
+def test_the_dead_letter_container_is_named_once_and_passed_on() -> None:
+    watched = (INFRA / "modules" / "watched-subscription.bicep").read_text()
+
+    assert "'deadletter'" not in watched
+    assert "deadLetterContainerName: app.outputs.deadLetterContainerName" in (INFRA / "main.bicep").read_text()

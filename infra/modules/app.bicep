@@ -1,7 +1,8 @@
 // The app side: identity, monitoring, storage (ledger, audit, cleanup queues, dead letters, deployment
 // package) reached with the managed identity only, and the Flex Consumption Function App.
 param location string
-param resourceToken string
+@description('Resource names (main.bicep: the overrides, or the abbreviations of abbreviations.json).')
+param names resourceNames
 param tags object
 param responderMode string
 param suppressionGroupId string
@@ -22,6 +23,16 @@ param findingsTopicEndpoint string
 param findingsTag string
 param entraDsDomains string
 
+type resourceNames = {
+  identity: string
+  deliveryIdentity: string
+  logAnalytics: string
+  applicationInsights: string
+  storage: string
+  plan: string
+  functionApp: string
+}
+
 var cleanupQueueName = 'vm-cleanup'
 var deviceCheckQueueName = 'vm-device-check'
 var ledgerTableName = 'vmledger'
@@ -39,20 +50,20 @@ var roles = {
 }
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-responder-${resourceToken}'
+  name: names.identity
   location: location
   tags: tags
 }
 
 // Event Grid's own identity: writes undeliverable events to the dead-letter container, nothing else.
 resource deliveryIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-responder-delivery-${resourceToken}'
+  name: names.deliveryIdentity
   location: location
   tags: tags
 }
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
-  name: 'log-responder-${resourceToken}'
+  name: names.logAnalytics
   location: location
   tags: tags
   properties: {
@@ -62,7 +73,7 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
 }
 
 resource insights 'Microsoft.Insights/components@2020-02-02' = {
-  name: 'appi-responder-${resourceToken}'
+  name: names.applicationInsights
   location: location
   tags: tags
   kind: 'web'
@@ -76,8 +87,8 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Event Grid dead-lettering and the Flex Consumption host reach the account over its public endpoint; access needs an Entra identity (shared keys are off)
   // checkov:skip=CKV_AZURE_206: ZRS is enough for operational state: the ledger is rebuilt by reconciliation, the audit table is also in Log Analytics
-  // checkov:skip=CKV_AZURE_43: the name is 'stresp' + a 13-character uniqueString, lower-case letters and digits, 19 characters
-  name: 'stresp${resourceToken}'
+  // checkov:skip=CKV_AZURE_43: the name is 'stresp' + a 13-character uniqueString (or the deployer's override, which Azure validates), lower-case letters and digits
+  name: names.storage
   location: location
   tags: tags
   kind: 'StorageV2'
@@ -183,7 +194,7 @@ resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01'
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: Flex Consumption has no zone-redundancy switch on the plan; it is set per app where the region supports it
-  name: 'plan-responder-${resourceToken}'
+  name: names.plan
   location: location
   tags: tags
   kind: 'functionapp'
@@ -201,7 +212,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: no HTTP-triggered functions: there is nothing for client certificates to protect
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero on events; failover is Event Grid's retries and the queue
   // checkov:skip=CKV_AZURE_213: no HTTP endpoint to probe; failures surface as Event Grid retries, dead letters and poison messages
-  name: 'func-responder-${resourceToken}'
+  name: names.functionApp
   location: location
   tags: union(tags, { 'azd-service-name': 'responder' })
   kind: 'functionapp,linux'
@@ -298,3 +309,4 @@ output identityClientId string = identity.properties.clientId
 output deliveryIdentityId string = deliveryIdentity.id
 output storageId string = storage.id
 output workspaceId string = logs.id
+output deadLetterContainerName string = deadLetterContainerName

@@ -9,6 +9,8 @@ param workspaceId string
 param alertEmail string
 @description('Malformed or misrouted deliveries per hour before the bad-events alert fires.')
 param badEventsPerHour int
+@description('Name of the action group that mails the alerts.')
+param actionGroupName string
 
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
   name: guid(workspaceId, 'intune-vm-responder-workbook')
@@ -24,7 +26,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
 }
 
 resource mail 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
-  name: 'ag-intune-vm-responder'
+  name: actionGroupName
   location: 'global'
   tags: tags
   properties: {

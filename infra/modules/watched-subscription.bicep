@@ -5,13 +5,16 @@ param subscriptionId string
 param functionAppId string
 param deliveryIdentityId string
 param deadLetterStorageId string
+param deadLetterContainerName string
+@description('The abbreviation system topics are named with (abbreviations.json).')
+param topicPrefix string
 param createEventSubscriptions bool
 param tags object
 @description('The name of the subscription\'s existing Microsoft.Resources.Subscriptions system topic in this resource group, when it has one (Azure allows one per subscription): the event subscriptions attach to it. Empty: the template creates the topic.')
 param existingSystemTopicName string = ''
 
 var createTopic = empty(existingSystemTopicName)
-var topicName = createTopic ? 'evgt-responder-${uniqueString(subscriptionId)}' : existingSystemTopicName
+var topicName = createTopic ? '${topicPrefix}responder-${uniqueString(subscriptionId)}' : existingSystemTopicName
 
 var vmSubject = '/providers/Microsoft.Compute/virtualMachines/'
 
@@ -101,7 +104,7 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
           endpointType: 'StorageBlob'
           properties: {
             resourceId: deadLetterStorageId
-            blobContainerName: 'deadletter'
+            blobContainerName: deadLetterContainerName
           }
         }
       }

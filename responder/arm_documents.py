@@ -33,8 +33,6 @@ def vm_facts(document: Mapping[str, Any]) -> VmFacts:
     storage = _object(properties.get("storageProfile"))
     os_disk = _object(storage.get("osDisk"))
     os_profile = _object(properties.get("osProfile"))
-    security = _object(properties.get("securityProfile"))
-    uefi = _object(security.get("uefiSettings"))
     instance_view = _object(properties.get("instanceView"))
     image = _object(storage.get("imageReference"))
     return VmFacts(
@@ -46,10 +44,6 @@ def vm_facts(document: Mapping[str, Any]) -> VmFacts:
         power_state=power_state(instance_view),
         image=_image_reference(image) if image else None,
         os_disk_create_option=os_disk.get("createOption"),
-        license_type=properties.get("licenseType"),
-        security_type=security.get("securityType"),
-        secure_boot=uefi.get("secureBootEnabled"),
-        vtpm=uefi.get("vTpmEnabled"),
         extensions=tuple(_extension(item) for item in document.get("resources") or [] if _is_extension(item)),
         tags={str(name).lower(): str(value) for name, value in (document.get("tags") or {}).items()},
         os_name=instance_view.get("osName"),
@@ -83,7 +77,6 @@ def host_pool(document: Mapping[str, Any], agent_version: str | None = None) -> 
         name=str(document.get("name", "")),
         host_pool_type=properties.get("hostPoolType"),
         load_balancer_type=properties.get("loadBalancerType"),
-        personal_desktop_assignment_type=properties.get("personalDesktopAssignmentType"),
         agent_version=agent_version,
     )
 
@@ -103,11 +96,7 @@ def _image_reference(image: Mapping[str, Any]) -> ImageReference:
         publisher=image.get("publisher"),
         offer=image.get("offer"),
         sku=image.get("sku"),
-        version=image.get("version"),
-        exact_version=image.get("exactVersion"),
         id=image.get("id"),
-        shared_gallery_image_id=image.get("sharedGalleryImageId"),
-        community_gallery_image_id=image.get("communityGalleryImageId"),
     )
 
 

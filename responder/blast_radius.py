@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 WINDOW = timedelta(hours=1)
-BUCKET = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,16 +21,11 @@ from responder.suppression import Action, AddToGroup, Plan, RemoveFromGroup, Set
 class Execution:
     done: tuple[str, ...]  # what was carried out (enforce) or would have been (audit)
     refused: tuple[Finding, ...]
-    performed: bool  # False in audit mode
-
-    @property
-    def complete(self) -> bool:
-        return self.performed and not self.refused
 
 
 async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Execution:
     if mode is Mode.AUDIT:
-        return Execution(tuple(f"audit: would {action.describe()}" for action in plan.actions), (), False)
+        return Execution(tuple(f"audit: would {action.describe()}" for action in plan.actions), ())
     done: list[str] = []
     refused: list[Finding] = []
     for action in plan.actions:
@@ -42,7 +37,7 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
             )
             continue
         done.append(action.describe() + ("" if changed else " (already so)"))
-    return Execution(tuple(done), tuple(refused), True)
+    return Execution(tuple(done), tuple(refused))
 
 
 async def _perform(action: Action, directory: DeviceDirectory) -> bool:

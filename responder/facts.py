@@ -27,11 +27,7 @@ class ImageReference:
     publisher: str | None = None
     offer: str | None = None
     sku: str | None = None
-    version: str | None = None
-    exact_version: str | None = None
     id: str | None = None  # a gallery image (version) or managed image
-    shared_gallery_image_id: str | None = None
-    community_gallery_image_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +50,6 @@ class VmFacts:
     arm_id: str | None = None  # the resource id as ARM spells it (casing kept: Entra anchors keep it too)
     image: ImageReference | None = None
     os_disk_create_option: str | None = None  # FromImage | Attach | Copy ...
-    license_type: str | None = None
-    security_type: str | None = None
-    secure_boot: bool | None = None
-    vtpm: bool | None = None
     extensions: tuple[Extension, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     os_name: str | None = None
@@ -78,7 +70,6 @@ class HostPool:
     name: str
     host_pool_type: str | None  # "Personal" | "Pooled" | "BYODesktop"
     load_balancer_type: str | None
-    personal_desktop_assignment_type: str | None = None
     agent_version: str | None = None  # of the session host that was looked up
 
 
@@ -90,15 +81,10 @@ class ManagedDevice:
     device_name: str | None
     azure_ad_device_id: str | None
     model: str | None
-    manufacturer: str | None = None
-    serial_number: str | None = None
-    operating_system: str | None = None
-    os_version: str | None = None
     enrolled_at: datetime | None = None
     last_sync_at: datetime | None = None
     enrollment_type: str | None = None
     enrollment_profile_name: str | None = None  # the Autopilot profile it enrolled through, if any
-    management_agent: str | None = None
 
     @property
     def is_virtual_machine(self) -> bool:
@@ -114,7 +100,6 @@ class EntraDevice:
     display_name: str | None
     trust_type: str | None  # "AzureAd" (joined) | "ServerAd" (hybrid) | "Workplace" (registered)
     physical_ids: tuple[str, ...] = ()
-    extension_attributes: Mapping[str, str | None] = field(default_factory=dict)
     on_premises_sync_enabled: bool = False
     last_sign_in_at: datetime | None = None
     registered_at: datetime | None = None

@@ -19,15 +19,10 @@ def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:
         device_name=document.get("deviceName"),
         azure_ad_device_id=document.get("azureADDeviceId"),
         model=document.get("model"),
-        manufacturer=document.get("manufacturer"),
-        serial_number=document.get("serialNumber"),
-        operating_system=document.get("operatingSystem"),
-        os_version=document.get("osVersion"),
         enrolled_at=parse_moment(document.get("enrolledDateTime")),
         last_sync_at=parse_moment(document.get("lastSyncDateTime")),
         enrollment_type=document.get("deviceEnrollmentType"),
         enrollment_profile_name=document.get("enrollmentProfileName"),
-        management_agent=document.get("managementAgent"),
     )
 
 
@@ -38,7 +33,6 @@ def entra_device_from_json(document: dict[str, Any]) -> EntraDevice:
         display_name=document.get("displayName"),
         trust_type=document.get("trustType"),
         physical_ids=tuple(document.get("physicalIds") or ()),
-        extension_attributes=dict(document.get("extensionAttributes") or {}),
         on_premises_sync_enabled=bool(document.get("onPremisesSyncEnabled")),
         last_sign_in_at=parse_moment(document.get("approximateLastSignInDateTime")),
         registered_at=parse_moment(document.get("registrationDateTime")),

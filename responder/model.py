@@ -47,7 +47,6 @@ class CleanupStatus(StrEnum):
     """
 
     NONE = "none"
-    QUEUED = "queued"
     DONE = "done"
     REFUSED = "refused"
     NEEDS_REVIEW = "needs-review"

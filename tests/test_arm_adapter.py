@@ -39,7 +39,6 @@ async def test_a_vm_reads_with_its_image_extensions_and_power_state(services: Se
         "win11-23h2-ent",
     )
     assert [extension.type for extension in facts.extensions] == ["AADLoginForWindows"]
-    assert facts.vtpm is True
 
 
 async def test_a_vm_is_read_with_its_instance_view(services: Services, simulators: Simulators) -> None:

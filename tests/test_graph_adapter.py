@@ -88,8 +88,8 @@ async def test_a_managed_device_reads_without_user_fields(services: Services) ->
 
 
 async def test_deleting_a_managed_device_removes_it_once(services: Services, simulators: Simulators) -> None:
-    assert await services.directory.delete_managed_device(WIN11_MANAGED) is True
-    assert await services.directory.delete_managed_device(WIN11_MANAGED) is False
+    assert await services.directory.delete_records(WIN11_MANAGED, None) == {"managed": True}
+    assert await services.directory.delete_records(WIN11_MANAGED, None) == {"managed": False}
 
     assert WIN11_MANAGED not in simulators.tenant.managed_devices
 
@@ -145,8 +145,8 @@ async def test_a_hybrid_device_reads_as_hybrid(services: Services) -> None:
 
 
 async def test_deleting_an_entra_device_removes_it_once(services: Services, simulators: Simulators) -> None:
-    assert await services.directory.delete_entra_device(WIN11_ENTRA) is True
-    assert await services.directory.delete_entra_device(WIN11_ENTRA) is False
+    assert await services.directory.delete_records(None, WIN11_ENTRA) == {"entra": True}
+    assert await services.directory.delete_records(None, WIN11_ENTRA) == {"entra": False}
 
     assert await services.directory.get_entra_device(WIN11_ENTRA) is None
 
@@ -202,11 +202,10 @@ async def test_a_throttled_graph_still_serves_every_operation(services: Services
         await directory.add_group_member(GROUP, WIN11_ENTRA),
         await directory.remove_group_member(GROUP, WIN11_ENTRA),
         await directory.sync_device(WIN11_MANAGED),
-        await directory.delete_managed_device(WIN11_MANAGED),
-        await directory.delete_entra_device(WIN11_ENTRA),
+        await directory.delete_records(WIN11_MANAGED, WIN11_ENTRA) == {"managed": True, "entra": True},
     ]
 
-    assert outcomes == [1, True, 9, 1, 1, True, True, True, True, True, True, True]
+    assert outcomes == [1, True, 9, 1, 1, True, True, True, True, True, True]
     assert simulators.graph.throttle.refused >= 4
 
 
@@ -224,7 +223,7 @@ async def test_a_failing_graph_surfaces_as_a_transient_error(services: Services,
     simulators.graph.throttle.status = HTTPStatus.INTERNAL_SERVER_ERROR
 
     with pytest.raises(TransientError, match="500"):
-        await services.directory.delete_managed_device(WIN11_MANAGED)
+        await services.directory.delete_records(WIN11_MANAGED, None)
 
     assert WIN11_MANAGED in simulators.tenant.managed_devices
 
@@ -245,18 +244,6 @@ def test_the_local_graph_has_no_device_actions_either(simulators: Simulators) ->
         path = f"/v1.0/deviceManagement/managedDevices/{WIN11_MANAGED}/{action}"
         response = simulators.graph_router(Request("POST", path, {}, {}, None))
         assert response.status == HTTPStatus.NOT_FOUND
-
-
-async def test_a_batched_read_returns_the_record_and_its_entra_object_in_one_call(
-    services: Services, simulators: Simulators
-) -> None:
-    device, entra = await services.directory.read_records(WIN11_MANAGED, WIN11_DEVICE_ID)
-
-    assert device is not None
-    assert device.device_name == "vm-win11-01"
-    assert [item.object_id for item in entra] == [WIN11_ENTRA]
-    assert len(simulators.graph.requests) == 1
-    assert len(simulators.graph.operations) == 2
 
 
 async def test_a_batched_delete_and_read_back_report_what_changed(services: Services, simulators: Simulators) -> None:

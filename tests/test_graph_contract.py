@@ -95,7 +95,6 @@ async def every_call(services: Services, simulators: Simulators) -> list[Request
         f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win11-01"
     )
     await directory.get_entra_device(WIN11_ENTRA)
-    await directory.read_records(WIN11_MANAGED, WIN11_DEVICE_ID)
     await directory.set_extension_attribute(WIN11_ENTRA, 7, "deallocated")
     await directory.add_group_member(GROUP, WIN11_ENTRA)
     await directory.remove_group_member(GROUP, WIN11_ENTRA)

@@ -40,7 +40,7 @@ def full_record() -> VmRecord:
         last_event_at={EventKind.CREATED: T0, EventKind.DEALLOCATED: T0},
         recent_event_ids=("e1", "e2"),
         findings=(Finding("os-edition", Severity.ERROR, "Windows Server is not supported", "sku=2022", "doc"),),
-        cleanup_status=CleanupStatus.QUEUED,
+        cleanup_status=CleanupStatus.NEEDS_REVIEW,
         deleted_at=T0,
     )
 

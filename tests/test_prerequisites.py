@@ -25,13 +25,13 @@ AVD_DSC_ENTRA = Extension(
     {"properties": {"hostPoolName": "hp", "aadJoin": True, "mdmId": INTUNE_MDM_ID}},
 )
 GALLERY = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images"
-PERSONAL = HostPool("/hp/personal", "hp-personal", "Personal", "Persistent", "Automatic", "1.0.9742.1000")
-POOLED = HostPool("/hp/pooled", "hp-pooled", "Pooled", "BreadthFirst", None, "1.0.9742.1000")
+PERSONAL = HostPool("/hp/personal", "hp-personal", "Personal", "Persistent", "1.0.9742.1000")
+POOLED = HostPool("/hp/pooled", "hp-pooled", "Pooled", "BreadthFirst", "1.0.9742.1000")
 POOLED_OLD_AGENT = replace(POOLED, agent_version="1.0.2800.2802")
 
 
 def marketplace(sku: str, offer: str = "windows-11", publisher: str = "MicrosoftWindowsDesktop") -> ImageReference:
-    return ImageReference(publisher=publisher, offer=offer, sku=sku, version="latest")
+    return ImageReference(publisher=publisher, offer=offer, sku=sku)
 
 
 def vm(

@@ -66,15 +66,10 @@ MANAGED_DEVICE_FIELDS = [
     "deviceName",
     "azureADDeviceId",
     "model",
-    "manufacturer",
-    "serialNumber",
-    "operatingSystem",
-    "osVersion",
     "enrolledDateTime",
     "lastSyncDateTime",
     "deviceEnrollmentType",
     "enrollmentProfileName",
-    "managementAgent",
 ]
 ENTRA_DEVICE_FIELDS = [
     "id",
@@ -82,7 +77,6 @@ ENTRA_DEVICE_FIELDS = [
     "displayName",
     "trustType",
     "physicalIds",
-    "extensionAttributes",
     "onPremisesSyncEnabled",
     "approximateLastSignInDateTime",
     "registrationDateTime",
@@ -173,9 +167,6 @@ class GraphDeviceDirectory:
         document = await _absent_on_404(self._json(information))
         return managed_device_from_json(document) if document else None
 
-    async def delete_managed_device(self, managed_device_id: str) -> bool:
-        return await _done_unless_404(self._send(self._request(Method.DELETE, _managed(managed_device_id))))
-
     async def sync_device(self, managed_device_id: str) -> bool:
         information = self._request(Method.POST, f"{_managed(managed_device_id)}/syncDevice")
         return await _done_unless_404(self._send(information))
@@ -235,26 +226,6 @@ class GraphDeviceDirectory:
 
     # --- batched, for the cleanup worker (one call instead of two each) -----------
 
-    async def read_records(
-        self, managed_device_id: str, entra_device_id: str
-    ) -> tuple[ManagedDevice | None, list[EntraDevice]]:
-        """The Intune record and the Entra objects with `entra_device_id`, in one call."""
-        requests = {
-            "managed": self._request(Method.GET, _managed(managed_device_id), {"$select": MANAGED_DEVICE_FIELDS}),
-            "entra": self._request(
-                Method.GET,
-                DEVICES,
-                {"$filter": f"deviceId eq {_quote(entra_device_id)}", "$select": ENTRA_DEVICE_FIELDS},
-            ),
-        }
-        answers = await self._batching.send(requests)
-        managed_answer, entra_answer = answers["managed"], answers["entra"]
-        _refuse_unless(managed_answer, {200, 404})
-        _refuse_unless(entra_answer, {200})
-        device = managed_device_from_json(managed_answer.body or {}) if managed_answer.status == 200 else None
-        entra = [entra_device_from_json(item) for item in (entra_answer.body or {}).get("value", [])]
-        return device, entra
-
     async def delete_records(self, managed_device_id: str | None, entra_object_id: str | None) -> dict[str, bool]:
         """Delete the Intune record and/or the Entra object in one call; False: it was already gone."""
         requests = {}
@@ -299,9 +270,6 @@ class GraphDeviceDirectory:
         information = self._request(Method.GET, _device(object_id), {"$select": ENTRA_DEVICE_FIELDS})
         document = await _absent_on_404(self._json(information))
         return entra_device_from_json(document) if document else None
-
-    async def delete_entra_device(self, object_id: str) -> bool:
-        return await _done_unless_404(self._send(self._request(Method.DELETE, _device(object_id))))
 
     async def set_extension_attribute(self, object_id: str, number: int, value: str | None) -> None:
         """Set (or clear, with None) `extensionAttribute<number>` of an Entra device.

@@ -25,13 +25,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import Row  # noqa: E402
 from bench.storm import storm  # noqa: E402
 from handlers import (  # noqa: E402
     cleanup_worker,
@@ -47,14 +47,6 @@ from localdev.simulators import Simulators, load_seed, running_simulators  # noq
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
 EVENTS = REPO / "tests" / "events"
-
-
-@dataclass
-class Row:
-    measure: str
-    value: str
-    target: str
-    verdict: str = ""
 
 
 def cold_start(simulators: Simulators, azurite: Any, settings: dict[str, str], args: argparse.Namespace) -> list[Row]:

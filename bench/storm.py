@@ -174,7 +174,7 @@ def storm(count: int, minutes: float, hosts: int, per_window: int, settings: dic
     """Both phases; returns the benchmark's rows."""
     import os
 
-    from bench.run import Row
+    from bench.report import Row
     from localdev.simulators import running_simulators
 
     seed = storm_seed(count)

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import replace
 
 from responder.composition import Services
 from responder.events import VmEvent
-from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
-from responder.log_lines import vm_fields, write
-from responder.model import Finding, Severity, VmRecord, VmRef
+from responder.facts import Gone, ImageDefinition, VmFacts
+from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
 from responder.pipeline import Work
 from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
 from responder.scope import opted_out
-
-AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
+from responder.vm_checks import host_pool_of, report_findings
 
 
 def fingerprint(facts: VmFacts) -> str:
@@ -95,48 +92,9 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
 
 
-async def report_findings(
-    vm: VmRef, vm_id: str | None, findings: tuple[Finding, ...], other_phase: tuple[Finding, ...], services: Services
-) -> None:
-    """Where a check's findings go, whichever check it was: one log line each, the optional tag
-    (its verdict over both checks' findings: `other_phase` are the other check's), the findings topic."""
-    for finding in findings:
-        write(
-            logging.WARNING if finding.severity == Severity.ERROR else logging.INFO,
-            "finding",
-            ruleId=finding.rule_id,
-            severity=finding.severity,
-            message=finding.message,
-            evidence=finding.evidence,
-            doc=finding.doc,
-            phase=finding.phase,
-            **vm_fields(vm.resource_id),
-        )
-    if services.settings.findings_tag:
-        await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*other_phase, *findings))})
-    if services.findings_publisher is not None:
-        await services.findings_publisher.publish(vm, vm_id, list(findings))
-
-
-def verdict(findings: tuple[Finding, ...]) -> str:
-    """A tag value (at most 256 characters) an admin can filter VMs by in the portal."""
-    for severity in ("error", "warning"):
-        rules = sorted({finding.rule_id for finding in findings if finding.severity == severity})
-        if rules:
-            return f"{severity}: {', '.join(rules)}"[:256]
-    return "ok"
-
-
 async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | None:
     image_id = facts.image.id if facts.image else None
     if not image_id or "/galleries/" not in image_id.lower():
         return None
     definition = await services.compute.get_image_definition(image_id)
     return None if isinstance(definition, Gone) else definition
-
-
-async def host_pool_of(facts: VmFacts, services: Services) -> HostPool | None:
-    """Only session hosts carry the AVD registration extension; others cost no lookups."""
-    if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
-        return None
-    return await services.compute.find_host_pool(facts.ref)

@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from responder.composition import Services
-from responder.creation import host_pool_of, report_findings
 from responder.errors import RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
 from responder.facts import Gone
@@ -47,6 +46,7 @@ from responder.prerequisites import (
 )
 from responder.scope import opted_out, out_of_scope_reason
 from responder.settings import DeviceCheckSettings
+from responder.vm_checks import host_pool_of, report_findings
 
 MAX_WAIT_SECONDS = 2 * 3600  # the longest wait between two looks
 # The Functions host gives a message this many deliveries (host.json maxDequeueCount); the

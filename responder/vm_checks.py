@@ -1,0 +1,56 @@
+"""What both prerequisite checks share: the VM's AVD host pool, and where their findings go.
+
+The create-time check (`responder.creation`) and the device-side check
+(`responder.device_check`) report the same way: one log line per finding, the
+optional tag (its verdict over both checks' findings), the findings topic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from responder.composition import Services
+from responder.facts import HostPool, VmFacts
+from responder.log_lines import vm_fields, write
+from responder.model import Finding, Severity, VmRef
+
+AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
+
+
+async def report_findings(
+    vm: VmRef, vm_id: str | None, findings: tuple[Finding, ...], other_phase: tuple[Finding, ...], services: Services
+) -> None:
+    """Where a check's findings go, whichever check it was: one log line each, the optional tag
+    (its verdict over both checks' findings: `other_phase` are the other check's), the findings topic."""
+    for finding in findings:
+        write(
+            logging.WARNING if finding.severity == Severity.ERROR else logging.INFO,
+            "finding",
+            ruleId=finding.rule_id,
+            severity=finding.severity,
+            message=finding.message,
+            evidence=finding.evidence,
+            doc=finding.doc,
+            phase=finding.phase,
+            **vm_fields(vm.resource_id),
+        )
+    if services.settings.findings_tag:
+        await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*other_phase, *findings))})
+    if services.findings_publisher is not None:
+        await services.findings_publisher.publish(vm, vm_id, list(findings))
+
+
+def verdict(findings: tuple[Finding, ...]) -> str:
+    """A tag value (at most 256 characters) an admin can filter VMs by in the portal."""
+    for severity in ("error", "warning"):
+        rules = sorted({finding.rule_id for finding in findings if finding.severity == severity})
+        if rules:
+            return f"{severity}: {', '.join(rules)}"[:256]
+    return "ok"
+
+
+async def host_pool_of(facts: VmFacts, services: Services) -> HostPool | None:
+    """Only session hosts carry the AVD registration extension; others cost no lookups."""
+    if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
+        return None
+    return await services.compute.find_host_pool(facts.ref)

@@ -35,12 +35,17 @@ class OptimisticUpdates:
     async def replace(self, record: VmRecord) -> VmRecord:
         raise NotImplementedError
 
-    async def update(self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]]) -> tuple[VmRecord, T]:
-        """`decide` must be pure: it may run more than once. Nothing is written when it changes nothing."""
+    async def update(
+        self, vm: VmRef, decide: Callable[[VmRecord], tuple[VmRecord, T]], read: VmRecord | None = None
+    ) -> tuple[VmRecord, T]:
+        """`decide` must be pure: it may run more than once. Nothing is written when it changes nothing.
+
+        `read`: the row as the caller read it a moment ago, tried first (its ETag says whether it still is).
+        """
         for attempt in range(UPDATE_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF_SECONDS * 2**attempt))  # noqa: S311
-            current = await self.get(vm)
+            current = read if attempt == 0 and read is not None else await self.get(vm)
             base = current if current is not None else VmRecord(ref=vm)
             wanted, result = decide(base)
             if current is not None and wanted == current:

@@ -71,12 +71,12 @@ class _Pass:
                 if step is None:
                     return False
                 if step and not out_of_scope_reason(vm.ref, self.settings) and not opted_out(vm.tags, self.settings):
-                    await self._align(vm.ref, vm.power_state)
-                    await self._check_device(vm)
+                    record = await self.services.ledger.get(vm.ref)  # read once for both
+                    await self._align(vm.ref, vm.power_state, record)
+                    await self._check_device(vm, record)
         return True
 
-    async def _align(self, vm: VmRef, power: PowerState) -> None:
-        record = await self.services.ledger.get(vm)
+    async def _align(self, vm: VmRef, power: PowerState, record: VmRecord | None) -> None:
         marked = record.suppression if record else SuppressionState.NONE
         suppression = self.settings.suppression
         if not suppression.configured or wanted_suppression(power, suppression) is marked:
@@ -89,13 +89,12 @@ class _Pass:
         elif result.findings:
             self.summary.refused += 1
 
-    async def _check_device(self, vm: VmFacts) -> None:
+    async def _check_device(self, vm: VmFacts, record: VmRecord | None) -> None:
         """Queue the device-side check of a Windows VM whose check never found its device (never ran:
         its create event was missed or its follow-ups were lost; or ended without a proven device),
         unless one is on its way."""
         if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
             return
-        record = await self.services.ledger.get(vm.ref)
         if record is not None and record.vm_id == vm.vm_id:
             found = not any(finding.rule_id in DEVICE_NOT_FOUND for finding in record.findings)
             if record.device_checked_at is not None and found:
@@ -109,7 +108,8 @@ class _Pass:
         def expect(current: VmRecord) -> tuple[VmRecord, None]:
             return replace(adopt_incarnation(current, vm), device_check_due=due), None
 
-        await self.services.ledger.update(vm.ref, expect)
+        # The row read above is tried first; if aligning the mark changed it since, its ETag says so.
+        await self.services.ledger.update(vm.ref, expect, read=record)
         self.summary.device_checks_queued += 1
 
     async def records(self) -> bool:

@@ -111,6 +111,15 @@ async def test_concurrent_updates_of_one_vm_are_all_applied(ledger: TableLedger)
     assert sorted(read.recent_event_ids) == ids
 
 
+async def test_an_update_from_a_row_read_before_another_write_loses_nothing(ledger: TableLedger) -> None:
+    stale = await ledger.insert(VmRecord(ref=VM))
+    await ledger.update(VM, lambda record: (replace(record, power_state=PowerState.DEALLOCATED), None))
+
+    updated, _ = await ledger.update(VM, lambda record: (replace(record, vm_id="vm-1"), None), read=stale)
+
+    assert (updated.power_state, updated.vm_id) == (PowerState.DEALLOCATED, "vm-1")
+
+
 async def test_an_update_that_changes_nothing_does_not_write(ledger: TableLedger) -> None:
     stored = await ledger.insert(VmRecord(ref=VM))
 

@@ -277,6 +277,7 @@ class CleanupRecord:
     targets: tuple[Target, ...] = ()
     findings: tuple[str, ...] = ()
     finished_at: datetime | None = None
+    deleted_at: datetime | None = None  # the deletion this cleanup is for (None: written before it was kept)
     etag: str | None = field(default=None, compare=False)
 
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from responder.audit import AuditEntry
 from responder.cleanup import (
@@ -127,6 +127,11 @@ async def process_cleanup(body: str | bytes, attempt: int, services: Services) -
 
 async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:
     record = await services.audit.cleanup_record(request.key)
+    if record is not None and record.finished and request.vm_id and _another_deletion(request, record):
+        # Not this incarnation's deletion again but a later VM's under this resource id, which the ledger
+        # never saw (its write came late, or found it gone): nothing known of the earlier VM is evidence
+        # about it. Its cleanup is that of an unseen VM (refused, and reported).
+        return await _clean_up(_unseen_vm(request), text, services)
     if record is not None and record.finished:
         if record.decision is Decision.PARKED:
             await services.cleanup_queue.send_poison(text, record.reason)  # the park's last step may not have run
@@ -150,6 +155,34 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     return await _carry_out(request, record, services)
 
 
+# A VM is deleted once; its delete events (and their redeliveries) carry times this close together.
+SAME_DELETION = timedelta(minutes=10)
+
+
+def _another_deletion(request: CleanupRequest, record: CleanupRecord) -> bool:
+    """A deletion well apart from the one the finished cleanup was for, or after that cleanup began."""
+    if record.deleted_at is not None and abs(request.deleted_at - record.deleted_at) > SAME_DELETION:
+        return True
+    return request.deleted_at >= record.started_at
+
+
+def _unseen_vm(request: CleanupRequest) -> CleanupRequest:
+    return replace(
+        request,
+        vm_id=None,
+        computer_name=None,
+        created_at=None,
+        join_kind=None,
+        arm_id=None,
+        managed_device_id=None,
+        entra_device_id=None,
+        entra_object_id=None,
+        device_vm_id=None,
+        opted_out=False,
+        replaced_by_vm_id=request.vm_id,
+    )
+
+
 def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode, now: datetime) -> CleanupRecord:
     record = CleanupRecord(
         key=request.key,
@@ -159,6 +192,7 @@ def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode, now: date
         decision=plan.decision,
         reason=plan.reason,
         started_at=now,
+        deleted_at=request.deleted_at,
         targets=plan.targets,
         findings=tuple(f"{finding.rule_id}: {finding.message} ({finding.evidence})" for finding in plan.findings),
     )
@@ -324,6 +358,7 @@ async def _park(
             Decision.PARKED,
             "",
             services.clock(),
+            deleted_at=request.deleted_at,
         )
     if not record.finished:
         record = await services.audit.save_cleanup(

@@ -23,6 +23,7 @@ import asyncio
 import copy
 import os
 import random
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -439,3 +440,27 @@ TestResponderModel.settings = settings(
     # Shrinking finds the shortest story of a failure; a debugging session may skip it.
     phases=[phase for phase in Phase if os.environ.get("RESPONDER_MODEL_SHRINK", "1") == "1" or phase != Phase.shrink],
 )
+
+
+def test_a_later_vms_deletion_the_ledger_never_saw_gets_its_own_cleanup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the model: a delete event of a VM that still exists, a re-creation whose write comes
+    late, then the re-created VM's deletion. The ledger only ever knew the first VM, so every deletion
+    carries its vmId; the later VM's must not pass for a redelivery of the first one's (finished)
+    cleanup: it is the cleanup of an unseen VM, refused and reported, and its records are owed that."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *args, **kwargs: None)  # outside hypothesis
+    state = ResponderModel()
+    first = {"subscription": SUB_A, "name": "vm-a", "computer_name": "avd-1", "anchored": False}
+    state.tenant(specs=[{**first, "hybrid": False, "opted_out": False, "enrolled": True}], pcs=[], running_since=True)
+    state.fault(count=1, where="audit-lose")
+    state.delete(index=0)
+    state.recreate(computer_name="avd-1", index=0)
+    state.enrol(index=0)
+    state.spurious_delete(index=0)
+    state.spurious_delete(index=0)
+    state.deliver(index=3, keep=False)
+    state.check_in(minutes=1)
+    state.work_the_queue(hours=1)
+    state.delete(index=0)
+    state.work_the_queue(hours=1)
+
+    state.teardown()  # drains, then checks that every owed record is deleted or reported

@@ -189,6 +189,7 @@ def entity_from_cleanup_record(record: CleanupRecord) -> dict[str, Any]:
         "Findings": json.dumps(list(record.findings)),
         "At": record.started_at,
         "FinishedAt": record.finished_at,
+        "DeletedAt": record.deleted_at,
     }
     return {name: value for name, value in entity.items() if value is not None}
 
@@ -216,6 +217,7 @@ def cleanup_record_from_entity(entity: dict[str, Any], etag: str | None) -> Clea
         targets=targets,
         findings=tuple(json.loads(str(entity.get("Findings") or "[]"))),
         finished_at=_plain(entity.get("FinishedAt")),
+        deleted_at=_plain(entity.get("DeletedAt")),
         etag=etag,
     )
 

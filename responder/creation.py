@@ -21,7 +21,7 @@ from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
 from responder.pipeline import Work
-from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, check
+from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, cannot_enrol, check
 from responder.scope import opted_out
 from responder.vm_checks import host_pool_of, report_findings
 
@@ -73,7 +73,7 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     device_side = tuple(finding for finding in record.findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
     await report_findings(event.vm, facts.vm_id, findings, device_side, services)
     device_check_due = None
-    if facts.vm_id and identify_os(facts).family != "linux":
+    if facts.vm_id and identify_os(facts).family != "linux" and not cannot_enrol(findings):
         from responder.device_check import queue_device_check  # the follow-up, once the device enrols
 
         device_check_due = await queue_device_check(event.vm, facts.vm_id, services)

@@ -61,11 +61,17 @@ class DeviceCheckMessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DeviceCheckRequest:
-    """One look for a VM incarnation's device; `attempt` counts the looks, for the back-off."""
+    """One look for a VM incarnation's device; `attempt` counts the looks, for the back-off.
+
+    `due_by` is when this chain of looks gives up, and names the chain: the ledger row
+    keeps the current chain's, so a look of an older chain (the VM was checked again
+    since) is dropped instead of cutting the newer one short.
+    """
 
     resource_id: str
     vm_id: str
     first_queued_at: datetime
+    due_by: datetime
     attempt: int = 1
 
     @property
@@ -81,6 +87,7 @@ class DeviceCheckRequest:
                 "resourceId": self.resource_id,
                 "vmId": self.vm_id,
                 "firstQueuedAt": self.first_queued_at.isoformat(),
+                "dueBy": self.due_by.isoformat(),
                 "attempt": self.attempt,
             }
         )
@@ -95,13 +102,16 @@ class DeviceCheckRequest:
             raise DeviceCheckMessageError("not a JSON object")
         resource_id, vm_id = document.get("resourceId"), document.get("vmId")
         queued_at, attempt = parse_moment(document.get("firstQueuedAt")), document.get("attempt")
+        due_by = parse_moment(document.get("dueBy"))
         if not isinstance(resource_id, str) or not isinstance(vm_id, str) or not vm_id:
             raise DeviceCheckMessageError("resourceId and vmId must be strings")
         if queued_at is None or queued_at.tzinfo is None:
             raise DeviceCheckMessageError("firstQueuedAt must be an ISO 8601 time with its offset")
+        if due_by is None or due_by.tzinfo is None:
+            raise DeviceCheckMessageError("dueBy must be an ISO 8601 time with its offset")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise DeviceCheckMessageError("attempt must be a whole number of at least 1")
-        request = cls(resource_id, vm_id, queued_at, attempt)
+        request = cls(resource_id, vm_id, queued_at, due_by, attempt)
         _ = request.vm  # a resource id that names no VM is unreadable now, not at the first look
         return request
 
@@ -127,15 +137,15 @@ async def queue_device_check(vm: VmRef, vm_id: str, services: Services) -> datet
     """Queue the first look for a new VM's device; returns when the looking stops (for the ledger)."""
     checks = services.settings.device_check
     now = services.clock()
-    request = DeviceCheckRequest(vm.resource_id, vm_id, now)
+    due_by = now + timedelta(hours=checks.wait_hours)
+    request = DeviceCheckRequest(vm.resource_id, vm_id, now, due_by)
     await services.device_check_queue.send(request.to_text(), checks.first_delay_seconds)
-    return now + timedelta(hours=checks.wait_hours)
+    return due_by
 
 
 def next_wait(request: DeviceCheckRequest, checks: DeviceCheckSettings, now: datetime) -> int | None:
     """Seconds until the next look (doubling, at most two hours, never past the end), or None: time is up."""
-    deadline = request.first_queued_at + timedelta(hours=checks.wait_hours)
-    left = (deadline - now).total_seconds()
+    left = (request.due_by - now).total_seconds()
     if left <= 0:
         return None
     doubled = checks.first_delay_seconds << min(request.attempt, 20)
@@ -188,17 +198,35 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
         return DeviceCheckOutcome(
             DeviceCheckDecision.SKIPPED, f"already checked at {record.device_checked_at:%Y-%m-%d %H:%M} UTC"
         )
+    due = record.device_check_due
+    if due is not None and abs((due - request.due_by).total_seconds()) > 1:
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "a later check of this VM is under way")
     ownership = await find_own_device(incarnation_of(record), known_device_of(record), services.directory)
     own = ownership.own if ownership.verdict is Verdict.OWN else None
     if own is None or own.managed is None:
         return await _not_found_yet(request, ownership, services)
     managed, entra = own.managed, own.entra
+    extra: tuple[Finding, ...] = ()
+    if entra is None:  # its groups are the Entra object's: without it, group-assigned policies can't be placed
+        if (waiting := await _look_again(request, services, "its Entra object isn't proven yet")) is not None:
+            return waiting
+        extra = (
+            Finding(
+                "device-groups-unknown",
+                Severity.WARNING,
+                "No Entra object was proven to be this VM's device: policies assigned to groups were not checked.",
+                ownership.reason,
+                DOC_VM,
+                phase=DEVICE_PHASE,
+            ),
+        )
     groups = await services.directory.device_group_ids(entra.object_id) if entra else frozenset[str]()
     policies = await services.directory.intune_policies()
     device = DeviceFacts(
         managed.id, managed.enrollment_type, managed.enrollment_profile_name, assigned_to_device(policies, groups)
     )
-    findings = check_device(CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device))
+    checked = CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device)
+    findings = (*extra, *check_device(checked))
     errors = sum(finding.severity == "error" for finding in findings)
     await _conclude(request, tuple(findings), services, ownership)
     return DeviceCheckOutcome(
@@ -209,14 +237,19 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     )
 
 
+async def _look_again(request: DeviceCheckRequest, services: Services, why: str) -> DeviceCheckOutcome | None:
+    """The next look of this chain, queued, while its time isn't up; None once it is."""
+    wait = next_wait(request, services.settings.device_check, services.clock())
+    if wait is None:
+        return None
+    await services.device_check_queue.send(replace(request, attempt=request.attempt + 1).to_text(), wait)
+    return DeviceCheckOutcome(DeviceCheckDecision.WAITING, f"{why}; looking again in {wait} s")
+
+
 async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, services: Services) -> DeviceCheckOutcome:
     checks = services.settings.device_check
-    wait = next_wait(request, checks, services.clock())
-    if wait is not None:
-        await services.device_check_queue.send(replace(request, attempt=request.attempt + 1).to_text(), wait)
-        return DeviceCheckOutcome(
-            DeviceCheckDecision.WAITING, f"no Intune record proven to be this VM's yet; looking again in {wait} s"
-        )
+    if (waiting := await _look_again(request, services, "no Intune record proven to be this VM's yet")) is not None:
+        return waiting
     if ownership.verdict is Verdict.AMBIGUOUS:
         finding = Finding(
             "device-unproven",
@@ -231,7 +264,7 @@ async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, serv
         finding = Finding(
             "not-enrolled",
             Severity.WARNING,
-            f"No Intune record of this VM appeared within {checks.wait_hours} h of its creation: it did not enrol.",
+            f"No Intune record of this VM appeared within {checks.wait_hours} h of looking for it: it did not enrol.",
             ownership.reason,
             DOC_VM,
             phase=DEVICE_PHASE,
@@ -246,11 +279,16 @@ async def _conclude(
     services: Services,
     ownership: Ownership | None,
 ) -> None:
-    """Report the findings (log, topic, tag), then record them: a crash before the ledger write repeats the check."""
+    """Report the findings (log, topic, tag), then record them: a crash before the ledger write repeats the check.
+    Findings the last check already reported (a redelivery, a weekly look that finds the same) are recorded, not
+    reported again."""
     vm, now = request.vm, services.clock()
     current = await services.ledger.get(vm)
-    create_time = tuple(f for f in (current.findings if current else ()) if f.rule_id not in DEVICE_RULE_IDS)
-    await report_findings(vm, request.vm_id, findings, create_time, services)
+    known = current.findings if current else ()
+    create_time = tuple(finding for finding in known if finding.rule_id not in DEVICE_RULE_IDS)
+    reported = tuple(finding for finding in known if finding.rule_id in DEVICE_RULE_IDS)
+    if current is None or current.device_checked_at is None or reported != findings:
+        await report_findings(vm, request.vm_id, findings, create_time, services)
     own = ownership.own if ownership is not None else None
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:

@@ -1,7 +1,10 @@
 """Which Intune profiles and compliance policies reach a device, and what each asks of it. Pure.
 
-Intune assigns a policy to groups (with exclusions), to all devices or to all users;
-a device gets it when it is in a targeted group and in no excluded one. The kinds
+Intune assigns a policy to groups (with exclusions), to all devices or to all users.
+A device gets it when it is assigned to all devices, or to a group the device is in,
+and none of its groups is excluded. User-targeted assignments (all users) are not
+counted: they reach a host only once someone signs in, and not in device context.
+Assignment filters are not evaluated (v1.0 doesn't describe them). The kinds
 here are the ones the seed documents say a VM (or an AVD host) can't honour: the
 rules in `responder.prerequisites` turn them into findings naming the policy.
 """
@@ -37,22 +40,21 @@ BITLOCKER_SETTINGS = (
     "bitLockerEncryptDevice",
     "bitLockerDisableWarningForOtherDiskEncryption",
     "bitLockerRemovableDrivePolicy",
-    "bitLockerSystemDrivePolicy",  # beta
-    "bitLockerFixedDrivePolicy",  # beta
 )
-# Compliance settings that need a TPM or measured boot: an AVD host can't report them as met.
+# Compliance settings Device Health Attestation reports (measured boot, with a TPM): an AVD host
+# can't report them as met (v1.0 windows10CompliancePolicy).
 TPM_COMPLIANCE_SETTINGS = {
     "bitLockerEnabled": "BitLocker",
     "secureBootEnabled": "Secure Boot",
     "codeIntegrityEnabled": "code integrity",
-    "tpmRequired": "a TPM",  # beta
+    "earlyLaunchAntiMalwareDriverEnabled": "early-launch anti-malware",
 }
 REMOTE_CONNECTIONS_URI = "./device/vendor/msft/policy/config/remotedesktopservices/allowuserstoconnectremotely"
 
 
 @dataclass(frozen=True, slots=True)
 class AssignmentTarget:
-    kind: str  # all-devices | all-users | group | exclusion | other
+    kind: str  # all-devices | all-users | group | exclusion | other (all-users is not counted as reaching a device)
     group_id: str | None = None
 
 
@@ -77,7 +79,7 @@ class AssignedPolicy:
     """A policy that reaches the device, and how."""
 
     policy: Policy
-    via: str  # "all devices", "all users", "group <id>"
+    via: str  # "all devices", "group <id>"
 
 
 def target_from_json(document: Mapping[str, Any]) -> AssignmentTarget:
@@ -123,9 +125,6 @@ def assignment_of(policy: Policy, group_ids: frozenset[str]) -> str | None:
     for target in targets:
         if target.kind == "group" and target.group_id in group_ids:
             return f"group {target.group_id}"
-    for target in targets:
-        if target.kind == "all-users":
-            return "all users"
     return None
 
 
@@ -150,8 +149,10 @@ def tpm_requirements(policy: Policy) -> list[str]:
     return [name for name in TPM_COMPLIANCE_SETTINGS if policy.settings.get(name) is True]
 
 
-def disables_remote_connections(policy: Policy) -> str | None:
-    """The OMA-URI setting of a custom profile that disables RemoteDesktopServices/AllowUsersToConnectRemotely."""
+def remote_connections_setting(policy: Policy) -> tuple[bool | None, str] | None:
+    """A custom profile's RemoteDesktopServices/AllowUsersToConnectRemotely: (True: disabled,
+    None: a value that can't be read, such as one Intune keeps encrypted; the evidence), or None
+    when the profile doesn't set it or enables it."""
     if policy.category != CONFIGURATION or policy.odata_type.lower() != CUSTOM:
         return None
     for setting in policy.settings.get("omaSettings") or []:
@@ -160,8 +161,12 @@ def disables_remote_connections(policy: Policy) -> str | None:
         if str(setting.get("omaUri", "")).strip().lower() != REMOTE_CONNECTIONS_URI:
             continue
         value = setting.get("value")
-        if str(value).replace(" ", "").lower() == "<disabled/>" or value == 0:
-            return f"{setting.get('omaUri')} = {value}"
+        shown = str(value).replace(" ", "").lower()
+        if shown == "<disabled/>" or value == 0:
+            return True, f"{setting.get('omaUri')} = {value}"
+        if shown == "<enabled/>" or value == 1:
+            return None
+        return None, f"{setting.get('omaUri')} (value not readable)"
     return None
 
 

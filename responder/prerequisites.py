@@ -16,8 +16,8 @@ from responder.facts import HostPool, ImageDefinition, VmFacts
 from responder.intune_policies import (
     TPM_COMPLIANCE_SETTINGS,
     AssignedPolicy,
-    disables_remote_connections,
     profile_kind,
+    remote_connections_setting,
     tpm_requirements,
 )
 from responder.joins import INTUNE_MDM_ID, domain_join, entra_join
@@ -281,7 +281,8 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             _device_finding(
                 "autopilot",
                 Severity.ERROR,
-                "Enrolled by Autopilot self-deploying or pre-provisioning: both need a physical TPM.",
+                "Enrolled by Entra join with device authentication, the enrolment Autopilot self-deploying and "
+                "pre-provisioning use: both need a physical TPM, which a VM doesn't have.",
                 evidence,
                 DOC_VM,
             )
@@ -344,18 +345,23 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return []
     findings = []
     for assigned in facts.device.policies:
-        setting = disables_remote_connections(assigned.policy)
-        if setting is not None:
-            findings.append(
-                _device_finding(
-                    "remote-access",
-                    Severity.ERROR,
-                    f"The profile {assigned.policy.label} disables RemoteDesktopServices/AllowUsersToConnectRemotely: "
-                    "users can't reach the AVD host.",
-                    f"{assigned.policy.label} via {assigned.via}: {setting}",
-                    DOC_AVD,
-                )
+        setting = remote_connections_setting(assigned.policy)
+        if setting is None:
+            continue
+        disabled, shown = setting
+        if disabled:
+            message = (
+                f"The profile {assigned.policy.label} disables RemoteDesktopServices/AllowUsersToConnectRemotely: "
+                "users can't reach the AVD host."
             )
+        else:  # Intune keeps custom values encrypted; reading one needs a write role this app doesn't hold
+            message = (
+                f"The profile {assigned.policy.label} sets RemoteDesktopServices/AllowUsersToConnectRemotely "
+                "to a value this app can't read: make sure it doesn't disable remote connections to the AVD host."
+            )
+        severity = Severity.ERROR if disabled else Severity.WARNING
+        evidence = f"{assigned.policy.label} via {assigned.via}: {shown}"
+        findings.append(_device_finding("remote-access", severity, message, evidence, DOC_AVD))
     return findings
 
 
@@ -371,7 +377,12 @@ DEVICE_NOT_FOUND = frozenset({"not-enrolled", "device-unproven"})
 
 # Every rule id each check can report, so the ledger can replace the last such check's findings.
 PREREQUISITE_RULE_IDS = frozenset({"not-applicable"}).union(*(rule.ids for rule in RULES))
-DEVICE_RULE_IDS = DEVICE_NOT_FOUND.union(*(rule.ids for rule in DEVICE_RULES))
+DEVICE_RULE_IDS = DEVICE_NOT_FOUND.union({"device-groups-unknown"}, *(rule.ids for rule in DEVICE_RULES))
+
+
+def cannot_enrol(findings: tuple[Finding, ...]) -> bool:
+    """The create-time check already says Intune can't manage this VM (Windows Server, Pro...)."""
+    return any(finding.rule_id == "os-edition" and finding.severity is Severity.ERROR for finding in findings)
 
 
 def check_device(facts: CheckFacts) -> list[Finding]:

@@ -25,9 +25,13 @@ from responder.log_lines import failure_fields, write
 from responder.model import PowerState, SuppressionState, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.power import align_power_mark
-from responder.prerequisites import DEVICE_NOT_FOUND
+from responder.prerequisites import DEVICE_NOT_FOUND, cannot_enrol
 from responder.scope import opted_out, out_of_scope_reason
 from responder.suppression import wanted_suppression
+
+# A VM whose device never showed (or was never proven) is looked for again, weekly: it may have
+# enrolled since, and a daily chain of looks for a VM that never will would be noise.
+LOOK_AGAIN_FOR_A_DEVICE_AFTER = timedelta(days=7)
 
 
 @dataclass
@@ -96,8 +100,11 @@ class _Pass:
         if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
             return
         if record is not None and record.vm_id == vm.vm_id:
+            if cannot_enrol(record.findings):
+                return  # Windows Server, Pro: the create-time check said so; no device will come
             found = not any(finding.rule_id in DEVICE_NOT_FOUND for finding in record.findings)
-            if record.device_checked_at is not None and found:
+            checked = record.device_checked_at
+            if checked is not None and (found or checked > self.now - LOOK_AGAIN_FOR_A_DEVICE_AFTER):
                 return
             if record.device_check_due is not None and record.device_check_due > self.now:
                 return

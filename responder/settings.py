@@ -426,6 +426,12 @@ class Settings:
                 stale_days=read(_stale_days),
             ),
         )
+        checks = settings.device_check
+        if checks.first_delay_seconds > checks.wait_hours * 3600:
+            problems.append(
+                f"{_check_first_delay.name}: the first look ({checks.first_delay_seconds} s) comes after "
+                f"{_check_wait.name} ({checks.wait_hours} h) is over"
+            )
         if problems:
             raise SettingsError(problems)
         return settings

@@ -28,7 +28,7 @@ from responder.adapters.table_ledger import TableLedger
 from responder.composition import Services, close_services
 from responder.device_check import DeviceCheckRequest, process_device_check
 from responder.errors import TransientError
-from responder.model import Finding, VmRef
+from responder.model import Finding, VmRecord, VmRef
 from tests.conftest import deployed_services, ledger_row, load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -64,7 +64,9 @@ async def services(
 
 
 def request_for(vm: VmRef, vm_id: str, queued_at: datetime | None = None, attempt: int = 1) -> str:
-    return DeviceCheckRequest(vm.resource_id, vm_id, queued_at or datetime.now(UTC), attempt).to_text()
+    """A look of a chain queued at `queued_at` (now), which gives up 24 hours later."""
+    first = queued_at or datetime.now(UTC)
+    return DeviceCheckRequest(vm.resource_id, vm_id, first, first + timedelta(hours=24), attempt).to_text()
 
 
 async def deliver(text: str, dequeue_count: int = 1) -> None:
@@ -251,15 +253,19 @@ async def test_a_device_not_there_yet_is_looked_for_again_later_with_a_longer_wa
     assert (again["vmId"], again["attempt"]) == (NEW_HOST_VM_ID, 3)
 
 
-async def test_a_redelivered_check_records_its_findings_once(services: Services, ledger: TableLedger) -> None:
+async def test_a_redelivered_check_records_and_reports_its_findings_once(
+    services: Services, simulators: Simulators, ledger: TableLedger
+) -> None:
     text = request_for(ENROLLED_HOST, ENROLLED_HOST_VM_ID)
 
-    await deliver(text)
+    await process_device_check(text, 1, services)
     first = await device_findings(ledger, ENROLLED_HOST)
-    await deliver(text, dequeue_count=2)
+    again = await process_device_check(text, 2, services)
 
+    assert again.decision == "skipped"
     assert await device_findings(ledger, ENROLLED_HOST) == first
     assert len(first) == 3
+    assert len(simulators.topic_router.events) == 1
 
 
 async def test_a_throttled_graph_still_completes_the_check(
@@ -318,3 +324,35 @@ async def test_a_burst_of_checks_reads_the_tenants_policies_once(services: Servi
 
     assert len(simulators.graph.calls("GET", "/v1.0/deviceManagement/deviceConfigurations")) == 1
     assert len(simulators.graph.calls("GET", "/v1.0/deviceManagement/deviceCompliancePolicies")) == 1
+
+
+async def test_a_look_of_an_older_chain_does_not_cut_a_newer_one_short(
+    services: Services, ledger: TableLedger, azurite: Azurite
+) -> None:
+    """The VM was checked again (say its image changed): the old chain's late look is dropped."""
+    await on_vm_created(trigger_input(load_event("eventgrid-vm-create-avd-personal-11.json")))
+    older = request_for(NEW_HOST, NEW_HOST_VM_ID, datetime.now(UTC) - timedelta(hours=25), attempt=9)
+
+    await deliver(older)
+
+    assert await device_findings(ledger, NEW_HOST) == []  # no not-enrolled from the older chain
+    record = await ledger_row(ledger, NEW_HOST)
+    assert record.device_check_due is not None  # the newer chain still runs
+
+
+async def test_a_device_whose_entra_object_is_not_proven_is_checked_without_group_policies_in_the_end(
+    services: Services, simulators: Simulators, ledger: TableLedger
+) -> None:
+    """Its groups are the Entra object's: a Wi-Fi profile for a group can't be placed, and that is said."""
+    managed = "7d1e0003-aaaa-4bbb-8ccc-000000000003"
+    await ledger.insert(  # the ids learnt for this very VM earlier; its Entra object is gone since
+        VmRecord(ENROLLED_HOST, vm_id=ENROLLED_HOST_VM_ID, managed_device_id=managed, device_vm_id=ENROLLED_HOST_VM_ID)
+    )
+    del simulators.tenant.devices["e0b10003-1111-4222-8333-000000000003"]
+
+    await deliver(request_for(ENROLLED_HOST, ENROLLED_HOST_VM_ID))
+    assert await device_findings(ledger, ENROLLED_HOST) == []  # waits for it first
+    await deliver(request_for(ENROLLED_HOST, ENROLLED_HOST_VM_ID, datetime.now(UTC) - timedelta(hours=25), 9))
+
+    found = await device_findings(ledger, ENROLLED_HOST)
+    assert ("device-groups-unknown", "warning") in ids(found)

@@ -12,7 +12,7 @@ import pytest
 from responder.graph_documents import policy_from_json
 from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
 from responder.os_identity import identify_os
-from responder.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, check_device
+from responder.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, cannot_enrol, check, check_device
 from tests.test_prerequisites import PERSONAL, marketplace, vm
 
 GROUP, OTHER_GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a5d0", "6b000000-0000-4000-8000-000000000001"
@@ -105,6 +105,34 @@ def test_remote_desktop_disabled_by_a_custom_profile_is_an_error_on_an_avd_host(
     assert findings(RDP_OFF) == set()
 
 
+def test_remote_desktop_set_to_a_value_that_cannot_be_read_is_a_warning_naming_the_profile() -> None:
+    """Intune keeps custom OMA-URI values encrypted; reading one needs a role this app doesn't hold."""
+    encrypted = policy(
+        "windows10CustomConfiguration",
+        ALL_DEVICES,
+        omaSettings=[{**RDP_OFF.settings["omaSettings"][0], "value": "****"}],
+    )
+
+    assert findings(encrypted, avd=True) == {("remote-access", "warning")}
+
+
+def test_remote_desktop_enabled_by_a_custom_profile_is_fine() -> None:
+    enabled = policy(
+        "windows10CustomConfiguration",
+        ALL_DEVICES,
+        omaSettings=[{**RDP_OFF.settings["omaSettings"][0], "value": "<enabled/>"}],
+    )
+
+    assert findings(enabled, avd=True) == set()
+
+
+def test_a_vm_the_create_time_check_says_intune_cannot_manage_gets_no_device_check() -> None:
+    server = check(CheckFacts(vm(marketplace("2022-datacenter", "WindowsServer", "MicrosoftWindowsServer"))))
+
+    assert cannot_enrol(tuple(server))
+    assert not cannot_enrol(tuple(check(CheckFacts(vm()))))
+
+
 def test_autopilot_self_deploying_enrolment_is_an_error() -> None:
     assert findings(enrollment_type="windowsAzureADJoinUsingDeviceAuth") == {("autopilot", "error")}
 
@@ -125,10 +153,11 @@ def test_an_exclusion_of_one_of_the_devices_groups_wins_over_all_devices() -> No
     assert findings(excluded, groups=frozenset()) == {("tpm-profile", "warning")}
 
 
-def test_a_policy_for_all_users_reaches_the_device_too() -> None:
+def test_a_policy_for_all_users_is_not_counted_as_reaching_the_device() -> None:
+    """User-targeted: it reaches a host only once someone signs in, and not in device context."""
     for_users = policy("windows10EndpointProtectionConfiguration", ALL_USERS, bitLockerEncryptDevice=True)
-    (assigned,) = assigned_to_device([for_users], frozenset())
-    assert assigned.via == "all users"
+
+    assert assigned_to_device([for_users], frozenset({GROUP})) == ()
 
 
 def test_an_unassigned_policy_reaches_no_device() -> None:

@@ -102,3 +102,18 @@ def test_the_local_run_prints_a_readable_report(
     assert "on_vm_power_changed" in report
     assert "ledger after the run (1 VMs)" in report
     assert "vm-win11-01" in report
+
+
+def test_the_local_run_shows_the_device_side_findings_of_a_host_whose_device_enrols_late(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    restore_after_the_test(monkeypatch)
+
+    run.main([str(EVENTS / "eventgrid-vm-create-avd-personal-11.json")])
+
+    report = capsys.readouterr().out
+    device_side = report[report.index("device-side findings, after enrolment (3):") :].splitlines()[1:4]
+    assert all(line.startswith("avd-personal-11") for line in device_side)
+    assert "'Windows - BitLocker' (c0f10001-0000-4000-8000-000000000001)" in device_side[0]
+    assert "'Windows health - Secure Boot' (c0c00001-0000-4000-8000-000000000001)" in device_side[1]
+    assert "'Corporate Wi-Fi' (c0f10002-0000-4000-8000-000000000002)" in device_side[2]

@@ -227,7 +227,7 @@ async def test_a_windows_vm_whose_device_was_never_checked_gets_its_device_check
 async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_is_not(
     drifted: Services, ledger: TableLedger
 ) -> None:
-    checked_at = datetime(2026, 11, 21, tzinfo=UTC)
+    checked_at = datetime(2026, 11, 10, tzinfo=UTC)  # over a week ago
     not_enrolled = Finding("not-enrolled", Severity.WARNING, "No Intune record of this VM appeared.", phase="device")
 
     def checked(vm_id: str, findings: tuple[Finding, ...]) -> Callable[[VmRecord], tuple[VmRecord, None]]:

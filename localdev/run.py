@@ -112,11 +112,11 @@ async def run(
         # The device-side checks: a first look (a device that hasn't enrolled yet is looked for again,
         # later), then the late devices enrol, and the second look finds them.
         checks, device_check = services.settings.device_check, on_device_check_message.build().get_user_function()
-        await asyncio.sleep(checks.first_delay_seconds + 0.5)  # the first look's delay
+        await asyncio.sleep(checks.first_delay_seconds + 0.8)  # the first look's delay
         await run_queue_trigger(storage, checks.queue, device_check)
         if enrol_late is not None:
             enrol_late()
-        await asyncio.sleep(2 * checks.first_delay_seconds + 0.5)  # the second look's delay
+        await asyncio.sleep(2 * checks.first_delay_seconds + 0.8)  # the second look's delay
         await run_queue_trigger(storage, checks.queue, device_check)
         # Then the daily reconciliation, once, as its timer would run it.
         await on_reconcile_timer.build().get_user_function()(TimerRequest(past_due=False))

@@ -103,10 +103,10 @@ async def test_a_device_that_enrols_late_gets_its_findings_naming_each_policy(
     assert record.device_check_due is not None
     assert record.device_checked_at is None
 
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.6)  # the first delay, with a margin for the queue's clock
     first = await run_queue_trigger(azurite.connection_string, queue, on_device_check_message)
     simulators.tenant.enrol(seed["lateEnrolments"])  # the device enrols minutes after the VM was created
-    await asyncio.sleep(2.2)  # the second look waits twice the first delay
+    await asyncio.sleep(2.6)  # the second look waits twice the first delay
     second = await run_queue_trigger(azurite.connection_string, queue, on_device_check_message)
 
     assert (first.completed, second.completed) == (1, 1)
@@ -248,7 +248,7 @@ async def test_a_device_not_there_yet_is_looked_for_again_later_with_a_longer_wa
 
     assert await device_findings(ledger, NEW_HOST) == []
     assert await queued(azurite, services.settings.device_check.queue) == []  # not visible yet
-    await asyncio.sleep(4.2)  # 1 s doubled twice
+    await asyncio.sleep(4.6)  # 1 s doubled twice
     (again,) = await queued(azurite, services.settings.device_check.queue)
     assert (again["vmId"], again["attempt"]) == (NEW_HOST_VM_ID, 3)
 

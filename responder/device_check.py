@@ -228,12 +228,12 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     checked = CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device)
     findings = (*extra, *check_device(checked))
     errors = sum(finding.severity == "error" for finding in findings)
-    await _conclude(request, tuple(findings), services, ownership)
+    await _conclude(request, findings, services, ownership)
     return DeviceCheckOutcome(
         DeviceCheckDecision.CHECKED,
         f"device {managed.id}: {_policies(len(device.policies))} reach it; "
         f"{len(findings)} finding(s), {errors} error(s)",
-        tuple(findings),
+        findings,
     )
 
 
@@ -306,7 +306,7 @@ async def _conclude(
             )
         return updated, None
 
-    await services.ledger.update(vm, remember)
+    await services.ledger.update(vm, remember, read=current)  # the row read above; its ETag catches a change since
 
 
 def _policies(count: int) -> str:

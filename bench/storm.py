@@ -52,6 +52,7 @@ def storm_seed(count: int) -> dict[str, Any]:
         vm = copy.deepcopy(template)
         vm["id"], vm["name"] = resource_id, name
         vm["properties"]["vmId"] = str(uuid.UUID(int=index + 1))
+        vm["properties"]["storageProfile"]["osDisk"]["name"] = f"{name}-osdisk"
         vm["properties"]["osProfile"]["computerName"] = name
         vm["properties"]["instanceView"]["computerName"] = name
         vm["resources"] = []

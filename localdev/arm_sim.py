@@ -1,11 +1,14 @@
 """A local Azure Resource Manager: the subset the responder reads, in ARM's JSON shapes.
 
 Virtual machines (get with `$expand=instanceView`, list per subscription with
-`statusOnly=true`, paged with `nextLink`), gallery image definitions, and Azure
+`statusOnly=true`, paged with `nextLink`), gallery image definitions (a gallery's,
+and those shared directly or to the community, read by region), and Azure
 Virtual Desktop host pools with their session hosts. Paths are matched
 case-insensitively, as ARM does; a missing resource is ARM's 404
-`ResourceNotFound`. Tests change the world between events (`set_power_state`,
-`delete_vm`) the way the portal would.
+`ResourceNotFound`; a read in a scope the app has no role on (`unreadable_scopes`:
+a central gallery's subscription, say) is ARM's 403 `AuthorizationFailed`. Tests
+change the world between events (`set_power_state`, `delete_vm`) the way the
+portal would.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ _RG = _SUB + r"/resourcegroups/(?P<rg>[^/]+)"
 _VMS = r"/providers/microsoft\.compute/virtualmachines"
 _IMAGE = r"/providers/microsoft\.compute/galleries/(?P<gallery>[^/]+)/images/(?P<image>[^/]+)"
 _POOLS = r"/providers/microsoft\.desktopvirtualization/hostpools"
+_DISKS = r"/providers/microsoft\.compute/disks"
+_LOCATED_IMAGE = (
+    r"/providers/microsoft\.compute/locations/(?P<location>[^/]+)"
+    r"/(?P<kind>sharedgalleries|communitygalleries)/(?P<gallery>[^/]+)/images/(?P<image>[^/]+)"
+)
+# The client ARM names in a refusal: the app's managed identity (the local one has no real id).
+APP_CLIENT_ID = "00000000-0000-0000-0000-00000000a990"
 
 
 @dataclass
@@ -35,15 +45,23 @@ class ArmWorld:
     """The resources the simulator serves, keyed by lower-cased resource id."""
 
     vms: dict[str, Json] = field(default_factory=dict)
+    disks: dict[str, Json] = field(default_factory=dict)
     gallery_images: dict[str, Json] = field(default_factory=dict)
     host_pools: dict[str, Json] = field(default_factory=dict)
     session_hosts: dict[str, Json] = field(default_factory=dict)
+    # Images shared directly or to the community, keyed by `located_image_key`: they have no
+    # resource id, only `identifier.uniqueId`, and every subscription reads them in their region.
+    located_images: dict[str, Json] = field(default_factory=dict)
+    # Scopes (subscription or resource group ids, lower case) where the app's identity has no role,
+    # and scopes inside them where it has one (Reader on a resource group, not on its subscription).
+    unreadable_scopes: set[str] = field(default_factory=set)
+    granted_scopes: set[str] = field(default_factory=set)
 
     @classmethod
     def from_seed(cls, seed: Json) -> ArmWorld:
         world = cls()
         for vm in seed.get("virtualMachines", []):
-            world.vms[vm["id"].lower()] = copy.deepcopy(vm)
+            world.put_vm(copy.deepcopy(vm))
         for image in seed.get("galleryImages", []):
             world.gallery_images[image["id"].lower()] = copy.deepcopy(image)
         for seeded_pool in seed.get("hostPools", []):
@@ -51,7 +69,30 @@ class ArmWorld:
             for host in pool.pop("sessionHosts", []):
                 world.session_hosts[host["id"].lower()] = host
             world.host_pools[pool["id"].lower()] = pool
+        for image in [*seed.get("sharedGalleryImages", []), *seed.get("communityGalleryImages", [])]:
+            world.add_located_image(copy.deepcopy(image))
+        world.unreadable_scopes.update(scope.lower() for scope in seed.get("unreadableScopes", []))
+        world.granted_scopes.update(scope.lower() for scope in seed.get("grantedScopes", []))
         return world
+
+    def add_located_image(self, document: Json) -> None:
+        """A shared or community gallery image definition, in the shape of SharedGalleryImage_Get."""
+        self.located_images[located_image_key(document["location"], document["identifier"]["uniqueId"])] = document
+
+    def image_definition(self, path: str) -> Json | None:
+        """The image definition ARM serves at `path`: a gallery's (at its resource id) or a located one."""
+        lowered = path.rstrip("/").lower()
+        if located := re.fullmatch(_SUB + _LOCATED_IMAGE, lowered):
+            unique_id = f"/{located['kind']}/{located['gallery']}/images/{located['image']}"
+            return self.located_images.get(located_image_key(located["location"], unique_id))
+        return self.gallery_images.get(lowered)
+
+    def refused_scope(self, path: str) -> str | None:
+        """The unreadable scope `path` lies in, if any: roles are inherited, so a granted scope above wins."""
+        lowered = f"{path.rstrip('/').lower()}/"
+        if any(lowered.startswith(f"{scope}/") for scope in self.granted_scopes):
+            return None
+        return next((scope for scope in self.unreadable_scopes if lowered.startswith(f"{scope}/")), None)
 
     def set_power_state(self, vm_id: str, state: str) -> None:
         """`state` as ARM spells it after `PowerState/`: running, deallocated, stopped..."""
@@ -59,8 +100,45 @@ class ArmWorld:
         statuses[:] = [status for status in statuses if not status["code"].startswith("PowerState/")]
         statuses.append({"code": f"PowerState/{state}", "level": "Info", "displayStatus": f"VM {state}"})
 
+    def put_vm(self, document: Json) -> None:
+        """Create (or re-create) a VM as ARM does: its managed OS disk exists and is attached to it.
+
+        A document whose OS disk has no `managedDisk.id` gets the one ARM would give it (the disk's
+        name in the VM's resource group); `createOption: Attach` re-attaches a kept disk."""
+        vm_id = str(document["id"])
+        os_disk = document["properties"]["storageProfile"]["osDisk"]
+        managed = os_disk.setdefault("managedDisk", {})
+        if "id" not in managed:
+            group = vm_id.split("/providers/", maxsplit=1)[0]
+            managed["id"] = (
+                f"{group}/providers/Microsoft.Compute/disks/{os_disk.get('name') or document['name'] + '-osdisk'}"
+            )
+        disk_id = str(managed["id"])
+        disk = self.disks.setdefault(disk_id.lower(), _disk(disk_id, os_disk, document.get("location")))
+        disk["managedBy"] = vm_id
+        disk["properties"]["diskState"] = "Attached"
+        self.vms[vm_id.lower()] = document
+
+    def create_vm(self, document: Json) -> None:
+        """A VM created from an image: a new OS disk of its own, named as the portal names it."""
+        os_disk = document["properties"]["storageProfile"]["osDisk"]
+        os_disk.pop("managedDisk", {}).pop("id", None)
+        os_disk["name"] = f"{document['name']}_OsDisk_{document['properties'].get('vmId', '')}"
+        os_disk["createOption"] = "FromImage"
+        self.put_vm(document)
+
     def delete_vm(self, vm_id: str) -> Json:
-        return self.vms.pop(vm_id.lower())
+        """The VM goes; its OS disk goes with it only when `osDisk.deleteOption` is `Delete`."""
+        document = self.vms.pop(vm_id.lower())
+        os_disk = document["properties"]["storageProfile"]["osDisk"]
+        disk_id = str((os_disk.get("managedDisk") or {}).get("id", "")).lower()
+        if disk_id in self.disks:
+            if str(os_disk.get("deleteOption", "Detach")).lower() == "delete":
+                del self.disks[disk_id]
+            else:
+                self.disks[disk_id].pop("managedBy", None)
+                self.disks[disk_id]["properties"]["diskState"] = "Unattached"
+        return document
 
 
 class ArmSimulator:
@@ -74,6 +152,8 @@ class ArmSimulator:
             (re.compile(_RG + _VMS + r"/(?P<name>[^/]+)"), self._get_vm),
             (re.compile(_SUB + _VMS), self._list_vms),
             (re.compile(_RG + _IMAGE), self._get_image),
+            (re.compile(_SUB + _LOCATED_IMAGE), self._get_located_image),
+            (re.compile(_RG + _DISKS + r"/(?P<disk>[^/]+)"), self._get_disk),
             (re.compile(_SUB + _POOLS), self._list_host_pools),
             (re.compile(_RG + _POOLS + r"/(?P<pool>[^/]+)/sessionhosts"), self._list_session_hosts),
         ]
@@ -88,6 +168,8 @@ class ArmSimulator:
         path = request.path.rstrip("/").lower()
         for pattern, handler in self._routes:
             if match := pattern.fullmatch(path):
+                if self.world.refused_scope(path) is not None:
+                    return _authorization_failed(request.path.rstrip("/"))
                 return handler(request, path=path, **match.groupdict())
         return error(HTTPStatus.NOT_FOUND, "InvalidResourceType", f"no resource type for {request.path}")
 
@@ -125,6 +207,14 @@ class ArmSimulator:
         image = self.world.gallery_images.get(path)
         return Response(HTTPStatus.OK, copy.deepcopy(image)) if image else _not_found(path)
 
+    def _get_located_image(self, request: Request, path: str, **_: str) -> Response:
+        document = self.world.image_definition(path)
+        return Response(HTTPStatus.OK, copy.deepcopy(document)) if document else _not_found(path)
+
+    def _get_disk(self, request: Request, path: str, **_: str) -> Response:
+        disk = self.world.disks.get(path)
+        return Response(HTTPStatus.OK, copy.deepcopy(disk)) if disk else _not_found(path)
+
     def _list_host_pools(self, request: Request, path: str, sub: str) -> Response:
         pools = [pool for pool in self.world.host_pools.values() if _in_subscription(pool, sub)]
         return self._page(request, pools)
@@ -145,6 +235,48 @@ class ArmSimulator:
             query["$skiptoken"] = str(start + self.page_size)
             body["nextLink"] = f"{self.base_url}{request.path}?{urlencode(query)}"
         return Response(HTTPStatus.OK, body)
+
+
+def _disk(disk_id: str, os_disk: Json, location: object) -> Json:
+    """A managed disk document in the shape of Microsoft's `Disk_Get` example."""
+    return {
+        "id": disk_id,
+        "name": disk_id.rsplit("/", 1)[-1],
+        "type": "Microsoft.Compute/disks",
+        "location": location or "westeurope",
+        "sku": {"name": (os_disk.get("managedDisk") or {}).get("storageAccountType", "Premium_LRS")},
+        "properties": {
+            "osType": os_disk.get("osType", "Windows"),
+            "creationData": {"createOption": "FromImage"},
+            "diskState": "Attached",
+            "provisioningState": "Succeeded",
+        },
+    }
+
+
+def located_image_key(location: str, unique_id: str) -> str:
+    """`westeurope` + `/SharedGalleries/g/Images/i` → `westeurope/sharedgalleries/g/images/i`."""
+    return f"{location.replace(' ', '')}/{unique_id.strip('/')}".lower()
+
+
+def read_action(path: str) -> str:
+    """The Azure RBAC action a GET of `path` needs: `Microsoft.Compute/galleries/images/read`."""
+    parts = path.partition("/providers/")[2].split("/")
+    return "/".join([parts[0], *parts[1::2], "read"]) if parts[0] else "Microsoft.Resources/subscriptions/read"
+
+
+def _authorization_failed(path: str) -> Response:
+    """ARM's refusal when the caller holds no role with the action at the resource's scope."""
+    message = (
+        f"The client '{APP_CLIENT_ID}' with object id '{APP_CLIENT_ID}' does not have authorization to perform "
+        f"action '{read_action(path)}' over scope '{path}' or the scope is invalid. If access was recently "
+        "granted, please refresh your credentials."
+    )
+    return Response(
+        HTTPStatus.FORBIDDEN,
+        {"error": {"code": "AuthorizationFailed", "message": message}},
+        {"x-ms-failure-cause": "gateway"},
+    )
 
 
 def _in_subscription(resource: Json, subscription: str) -> bool:

@@ -4,8 +4,8 @@ Graph is the product's real adapter (msgraph-sdk, its middleware and retries) ov
 `InProcessTransport` to the same `GraphSimulator` the HTTPS tests serve. ARM reads
 the simulator's `ArmWorld` through the product's own document parser. Storage (the
 ledger, the audit table, the cleanup queue) is kept in memory with the semantics the
-product relies on from Azure: ETags, visibility delays, dequeue counts, poison. Each
-store takes injected faults: fail before applying, or apply and lose the answer.
+product relies on from Azure: ETags, visibility delays, message expiry, dequeue counts,
+poison. Each store takes injected faults: fail before applying, or apply and lose the answer.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 from azure.core.credentials import AccessToken
@@ -22,15 +23,17 @@ from localdev.arm_sim import ArmWorld
 from localdev.graph_sim import GraphSimulator, GraphTenant
 from localdev.sim_http import InProcessTransport, SimulatedApi, TokenBook
 from responder import arm_documents
+from responder.adapters._errors import ARM, status_failure
+from responder.adapters.storage_queue import NEVER_EXPIRES, message_timing
 from responder.audit import AuditEntry
 from responder.blast_radius import CapState, Reservation, reserve
 from responder.cleanup import CleanupRecord
 from responder.composition import Services
 from responder.errors import LedgerConflict, TransientError
-from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
+from responder.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
 from responder.model import VmRecord, VmRef
 from responder.optimistic import OptimisticUpdates
-from responder.settings import Settings
+from responder.settings import MAX_QUEUE_DELAY_SECONDS, Settings
 
 GRAPH_BASE = "https://graph.simulated.invalid/v1.0"
 
@@ -157,16 +160,29 @@ class MemoryAudit:
         return rows
 
 
+DEFAULT_TIME_TO_LIVE_SECONDS = 7 * 24 * 3600  # Azure's, for a message put without messagettl
+
+
 @dataclass
 class QueuedMessage:
     text: str
     visible_at: float
     dequeue_count: int = 0
+    expires_at: float | None = None  # None: never (messagettl=-1)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass
 class MemoryQueue:
-    """The cleanup queue and its poison queue, on a clock the test moves (seconds)."""
+    """The cleanup queue and its poison queue, on a clock the test moves (seconds).
+
+    Messages expire as Azure's do: at insertion plus the time-to-live (7 days when the
+    sender gives none, never for -1), visible or not, and an expired message is gone, so
+    one whose delay reaches its time-to-live is never delivered. `send` and `send_poison`
+    put what the product's adapter puts (`message_timing`); `put_message` is Put Message
+    itself, for any other sender. Poison entries carry their `expires_at` too."""
 
     clock: Callable[[], float]
     messages: list[QueuedMessage] = field(default_factory=list)
@@ -174,20 +190,58 @@ class MemoryQueue:
     faults: StorageFaults = field(default_factory=StorageFaults)
 
     async def send(self, text: str, delay_seconds: int) -> None:
+        timing = message_timing(delay_seconds)
         self.faults.before("queueing a message")
-        self.messages.append(QueuedMessage(text, self.clock() + delay_seconds))
+        self.put_message(text, timing.visibility_timeout, timing.time_to_live)
         self.faults.after("queueing a message")
 
     async def send_poison(self, text: str, reason: str) -> None:
         self.faults.before("parking a message")
-        self.poison.append({"reason": reason, "message": text})
+        self.put_poison(text, reason, message_timing(0).time_to_live)
 
     async def poison_depth(self) -> int:
+        self.drop_expired()
         return len(self.poison)
-        self.faults.after("parking a message")
+
+    def put_message(self, text: str, visibility_timeout: int = 0, time_to_live: int | None = None) -> QueuedMessage:
+        """Put Message: refused (400) outside Azure's bounds; expires at insertion plus the time-to-live."""
+        _check_put(visibility_timeout, time_to_live)
+        now = self.clock()
+        message = QueuedMessage(text, now + visibility_timeout, expires_at=_expiry(now, time_to_live))
+        self.messages.append(message)
+        return message
+
+    def put_poison(self, text: str, reason: str | None, time_to_live: int | None = None) -> None:
+        """A message on the poison queue: the worker's envelope, or the host's copy (body only, no time-to-live)."""
+        _check_put(0, time_to_live)
+        self.poison.append({"reason": reason, "message": text, "expires_at": _expiry(self.clock(), time_to_live)})
+
+    def drop_expired(self) -> None:
+        """What Azure deletes on its own: every message past its expiry."""
+        now = self.clock()
+        self.messages[:] = [message for message in self.messages if not message.expired(now)]
+        self.poison[:] = [item for item in self.poison if item["expires_at"] is None or item["expires_at"] > now]
 
     def visible(self) -> list[QueuedMessage]:
+        self.drop_expired()
         return [message for message in self.messages if message.visible_at <= self.clock()]
+
+
+def _check_put(visibility_timeout: int, time_to_live: int | None) -> None:
+    """Put Message's bounds (Azure answers 400 outside them)."""
+    if not 0 <= visibility_timeout <= MAX_QUEUE_DELAY_SECONDS:
+        raise ValueError(f"visibilitytimeout {visibility_timeout} is outside 0-{MAX_QUEUE_DELAY_SECONDS} s")
+    if time_to_live is not None and time_to_live != NEVER_EXPIRES:
+        if time_to_live < 1:
+            raise ValueError(f"messagettl {time_to_live} is neither at least 1 s nor -1")
+        if visibility_timeout >= time_to_live:
+            raise ValueError(f"visibilitytimeout {visibility_timeout} is not smaller than messagettl {time_to_live}")
+
+
+def _expiry(now: float, time_to_live: int | None) -> float | None:
+    if time_to_live == NEVER_EXPIRES:
+        return None
+    return now + (DEFAULT_TIME_TO_LIVE_SECONDS if time_to_live is None else time_to_live)
 
 
 async def run_queue(
@@ -208,7 +262,7 @@ async def run_queue(
         except Exception:  # the host catches everything a function raises
             if message.dequeue_count >= max_dequeue_count:
                 queue.messages.remove(message)
-                queue.poison.append({"reason": None, "message": message.text})
+                queue.put_poison(message.text, None)  # as the host sends it: Azure's default time-to-live
             else:
                 message.visible_at = queue.clock() + retry_after_seconds
             continue
@@ -227,8 +281,14 @@ class WorldCompute:
         return arm_documents.vm_facts(copy.deepcopy(document)) if document else Gone(vm.resource_id)
 
     async def get_image_definition(self, image_id: str) -> ImageDefinition | Gone:
-        document = self.world.gallery_images.get(image_id.lower())
+        if self.world.refused_scope(image_id) is not None:  # the simulator's 403, as the adapter maps it
+            raise status_failure(HTTPStatus.FORBIDDEN, f"AuthorizationFailed over scope '{image_id}'", ARM)
+        document = self.world.image_definition(image_id)
         return arm_documents.image_definition(document) if document else Gone(image_id)
+
+    async def get_disk(self, disk_id: str) -> OsDisk | Gone:
+        document = self.world.disks.get(disk_id.lower())
+        return arm_documents.os_disk(copy.deepcopy(document)) if document else Gone(disk_id)
 
     async def find_host_pool(self, vm: VmRef) -> HostPool | None:
         return None

@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from responder.facts import Gone, OsDisk, VmFacts
 from responder.model import Finding, Severity, VmRef
 from responder.names import clip, has_control
 from responder.ownership import Ownership, Verdict
@@ -51,13 +52,14 @@ class CleanupRequest:
     deleted_at: datetime
     computer_name: str | None = None  # as ARM reported it for `vm_id`; None: never known
     vm_id: str | None = None  # the deleted incarnation
-    created_at: datetime | None = None
+    created_at: datetime | None = None  # when its Windows installation first booted (an earlier VM may have)
     join_kind: str | None = None  # "entra" | "domain"
     arm_id: str | None = None  # the resource id as ARM spelt it (Entra anchors keep that casing)
     managed_device_id: str | None = None  # the ledger's mapping, proven for `device_vm_id`
     entra_device_id: str | None = None
     entra_object_id: str | None = None
     device_vm_id: str | None = None
+    os_disk_id: str | None = None  # the managed OS disk it booted (lower case): its Windows installation
     replaced_by_vm_id: str | None = None  # the delete ended an earlier VM than this later one
     opted_out: bool = False  # the VM carried the opt-out tag when last read
     found_by: Origin = Origin.EVENT
@@ -247,6 +249,42 @@ def plan_cleanup(
             targets.append(Target("entra", own.entra.object_id, own.entra.display_name))
     reason = f"the VM is gone and {ownership.reason}"
     return CleanupPlan(Decision.DELETE, reason, tuple(targets), tuple(findings))
+
+
+def plan_for_its_os_disk(
+    resource_id: str, os_disk_id: str | None, current: VmFacts | None, disk: OsDisk | Gone | None
+) -> CleanupPlan | None:
+    """Whether a deleted VM's Windows installation lives on (design §5); None: its disk doesn't stop the cleanup.
+
+    A VM deleted with its OS disk kept and re-created by attaching that disk (Microsoft's way to
+    change zone or size family) boots the same installation: the same Entra and Intune device,
+    although the new VM has another vmId. `os_disk_id`: the disk the deleted VM booted (None:
+    never learnt); `current`: the VM ARM has under `resource_id` now (None: none); `disk`: the
+    deleted VM's OS disk as ARM reports it now.
+    """
+    if os_disk_id is None:
+        if current is not None and (current.os_disk_create_option or "").lower() == "attach":
+            return CleanupPlan(
+                Decision.REFUSED,
+                f"the VM now under this resource id (vmId {current.vm_id}) was created by attaching an existing "
+                "OS disk, and which disk the deleted VM booted is unknown: it may be the same Windows "
+                "installation, so its records are left alone",
+            )
+        return None
+    if current is not None and current.os_disk_id == os_disk_id:
+        return CleanupPlan(
+            Decision.SKIPPED, _lives_on(os_disk_id, f"the VM now under this resource id (vmId {current.vm_id})")
+        )
+    if isinstance(disk, OsDisk) and disk.managed_by and (current is not None or disk.managed_by != resource_id):
+        return CleanupPlan(Decision.SKIPPED, _lives_on(os_disk_id, disk.managed_by))
+    return None
+
+
+def _lives_on(disk: str, vm: str) -> str:
+    return (
+        f"the deleted VM's OS disk {disk} boots {vm} now: the same Windows installation, so the same "
+        "Entra and Intune device; its records are not orphans"
+    )
 
 
 def delete_in_ad(object_id: str, name: str | None) -> Finding:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from responder.audit import AuditEntry
 from responder.cleanup import (
@@ -30,15 +30,16 @@ from responder.cleanup import (
     Presence,
     Target,
     plan_cleanup,
+    plan_for_its_os_disk,
 )
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
 from responder.events import VmEvent, vm_ref_from_resource_id
-from responder.facts import Gone
+from responder.facts import Gone, VmFacts
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device
 from responder.model import CleanupStatus, PowerState, VmRecord, VmRef
-from responder.observe import deletion_ended_this_incarnation
+from responder.observe import SAME_DELETION, deletion_ended_this_incarnation
 from responder.ownership import Incarnation, KnownDevice, anchors
 from responder.pipeline import Work
 from responder.scope import out_of_scope_reason
@@ -79,8 +80,9 @@ async def deletion_stage(event: VmEvent, record: VmRecord, services: Services) -
             base,
             computer_name=record.computer_name,
             vm_id=record.vm_id,
-            created_at=record.created_at,
+            created_at=record.machine_since or record.created_at,
             join_kind=record.join_kind,
+            os_disk_id=record.os_disk_id,
             arm_id=record.arm_id,
             managed_device_id=record.managed_device_id,
             entra_device_id=record.entra_device_id,
@@ -155,10 +157,6 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     return await _carry_out(request, record, services)
 
 
-# A VM is deleted once; its delete events (and their redeliveries) carry times this close together.
-SAME_DELETION = timedelta(minutes=10)
-
-
 def _another_deletion(request: CleanupRequest, record: CleanupRecord) -> bool:
     """A deletion well apart from the one the finished cleanup was for, or after that cleanup began."""
     if record.deleted_at is not None and abs(request.deleted_at - record.deleted_at) > SAME_DELETION:
@@ -174,6 +172,7 @@ def _unseen_vm(request: CleanupRequest) -> CleanupRequest:
         created_at=None,
         join_kind=None,
         arm_id=None,
+        os_disk_id=None,
         managed_device_id=None,
         entra_device_id=None,
         entra_object_id=None,
@@ -211,9 +210,12 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=out_of_scope)
     if request.found_by is Origin.RECONCILE:
         return await _decide_orphan(request, services)
-    presence = await _presence(request, services)
+    presence, current = await _presence(request, services)
     ownership = None
     if presence is not Presence.EXISTS:
+        disk = await services.compute.get_disk(request.os_disk_id) if request.os_disk_id else None
+        if (lives_on := plan_for_its_os_disk(request.resource_id, request.os_disk_id, current, disk)) is not None:
+            return lives_on
         incarnation = Incarnation(
             request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind, request.arm_id
         )
@@ -246,17 +248,18 @@ async def _last_deletion(request: CleanupRequest, services: Services) -> datetim
     return request.deleted_at
 
 
-async def _presence(request: CleanupRequest, services: Services) -> Presence:
+async def _presence(request: CleanupRequest, services: Services) -> tuple[Presence, VmFacts | None]:
+    """What ARM says of the deleted VM now, and the VM it has under that resource id (None: none)."""
     facts = await services.compute.get_vm(request.vm)
     if isinstance(facts, Gone):
-        return Presence.GONE
+        return Presence.GONE, None
     if facts.time_created is not None and facts.time_created <= request.deleted_at:
-        return Presence.EXISTS  # created before the deletion: the deletion did not go through
+        return Presence.EXISTS, facts  # created before the deletion: the deletion did not go through
     if request.vm_id and facts.vm_id and facts.vm_id != request.vm_id:
-        return Presence.REPLACED
+        return Presence.REPLACED, facts
     if not request.vm_id and request.replaced_by_vm_id and facts.vm_id == request.replaced_by_vm_id:
-        return Presence.REPLACED
-    return Presence.EXISTS
+        return Presence.REPLACED, facts
+    return Presence.EXISTS, facts
 
 
 async def _decide_orphan(request: CleanupRequest, services: Services) -> CleanupPlan:
@@ -300,6 +303,10 @@ async def _anchored_vm_refusal(vm: VmRef, services: Services) -> CleanupPlan | N
         return CleanupPlan(Decision.REFUSED, f"its VM {vm.resource_id} carried the opt-out tag")
     if not isinstance(await services.compute.get_vm(vm), Gone):
         return CleanupPlan(Decision.SKIPPED, f"its VM {vm.resource_id} exists: not an orphan")
+    if known is not None and known.os_disk_id:
+        # The same proof as a delete event's cleanup: a VM booting the gone VM's disk runs its device.
+        disk = await services.compute.get_disk(known.os_disk_id)
+        return plan_for_its_os_disk(vm.resource_id, known.os_disk_id, None, disk)
     return None
 
 

@@ -28,6 +28,10 @@ class ImageReference:
     offer: str | None = None
     sku: str | None = None
     id: str | None = None  # a gallery image (version) or managed image
+    # Azure Compute Gallery images shared directly or to the community: /SharedGalleries/{gallery}/Images/{image}
+    # [/Versions/{version}] and /CommunityGalleries/..., read where the VM is (`VmFacts.location`).
+    shared_gallery_image_id: str | None = None
+    community_gallery_image_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +54,25 @@ class VmFacts:
     arm_id: str | None = None  # the resource id as ARM spells it (casing kept: Entra anchors keep it too)
     image: ImageReference | None = None
     os_disk_create_option: str | None = None  # FromImage | Attach | Copy ...
+    os_disk_id: str | None = None  # the managed OS disk, lower case: the Windows installation, whichever VM boots it
     extensions: tuple[Extension, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     os_name: str | None = None
     os_version: str | None = None
     time_created: datetime | None = None
+    location: str | None = None  # the VM's region: shared and community gallery images are read there
+
+
+@dataclass(frozen=True, slots=True)
+class OsDisk:
+    """A managed disk as ARM reports it now: `managed_by` is the VM it is attached to (None: unattached).
+
+    A VM deleted with its OS disk kept and re-created by attaching that disk boots the same
+    Windows installation, so the same Entra and Intune device (design §5).
+    """
+
+    id: str
+    managed_by: str | None  # the VM's resource id, lower case
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +80,20 @@ class ImageDefinition:
     id: str
     os_type: str | None
     os_state: str | None  # "Generalized" | "Specialized"
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A resource ARM refused to show the app's identity (403): a rule that needed it could not check.
+
+    `action` is the Azure RBAC action the read needs and `scope` where a role holding it (Reader
+    does) would be assigned; `refusal` is ARM's answer, which names the exact scope it checked.
+    """
+
+    resource_id: str
+    action: str
+    scope: str
+    refusal: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,15 @@ from responder.ports import DeviceDirectory
 
 
 def incarnation_of(record: VmRecord) -> Incarnation:
+    """A VM that boots an earlier VM's OS disk runs that VM's Windows installation: its device is as
+    old as the installation, so 'enrolled before this VM was created' counts from the disk's first boot."""
     return Incarnation(
-        record.ref, record.vm_id, record.computer_name, record.created_at, record.join_kind, record.arm_id
+        record.ref,
+        record.vm_id,
+        record.computer_name,
+        record.machine_since or record.created_at,
+        record.join_kind,
+        record.arm_id,
     )
 
 

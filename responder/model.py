@@ -114,6 +114,8 @@ class VmRecord:
     computer_name: str | None = None
     os_type: str | None = None
     created_at: datetime | None = None  # ARM's timeCreated of this incarnation
+    os_disk_id: str | None = None  # the managed OS disk this incarnation boots (lower case)
+    machine_since: datetime | None = None  # when a VM first booted that disk, as far as known (design §2)
     join_kind: str | None = None  # "entra" | "domain", from the VM's extensions; None: unknown
     arm_id: str | None = None  # the resource id as ARM spells it (Entra's physicalIds keep that casing)
     managed_device_id: str | None = None

@@ -9,7 +9,7 @@ back: a late `deallocate` must not make a running VM look deallocated.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from responder.events import VmEvent
@@ -20,6 +20,10 @@ from responder.model import EventKind, PowerState, SuppressionState, VmRecord
 # Enough to recognise Event Grid's retries, which arrive within 24 hours,
 # while keeping the ledger row small.
 RECENT_EVENT_IDS_KEPT = 32
+
+# A VM is deleted once; the events of one deletion (and their redeliveries) carry times this close
+# together, while creating a VM again and deleting it takes longer.
+SAME_DELETION = timedelta(minutes=10)
 
 POWER_STATE_AFTER: dict[EventKind, PowerState] = {
     EventKind.DEALLOCATED: PowerState.DEALLOCATED,
@@ -102,6 +106,10 @@ def _observe_delete(history: VmRecord, event: VmEvent, news: Outcome) -> Observa
     if not deletion_ended_this_incarnation(history, event) or (known is not None and event.event_time < known):
         return Observation(history, news)
     if history.deleted_at is not None and event.event_time > history.deleted_at:
+        if event.event_time - history.deleted_at <= SAME_DELETION:
+            # Another event of the same deletion (Event Grid sends some twice, under other ids): its
+            # cleanup is the one already queued; queued again, it finds that one's record.
+            return Observation(history, news)
         # Deleted again: a VM came and went under this resource id unseen (its write event is late or
         # lost). What the row knows is the earlier VM's, whose cleanup is already on its way.
         history = forget_incarnation(history)
@@ -143,7 +151,9 @@ def _latest(record: VmRecord, event: VmEvent) -> dict[EventKind, datetime]:
 
 
 def forget_incarnation(record: VmRecord) -> VmRecord:
-    """The row once a new VM holds the resource id: nothing known of the old one carries over."""
+    """The row once a new VM holds the resource id: nothing known of the old one carries over,
+    except what belongs to its Windows installation (its OS disk, the device proven for it,
+    its mark), which `adopt_incarnation` hands to a new VM booting that same disk, or drops."""
     return replace(
         record,
         vm_id=None,
@@ -151,11 +161,6 @@ def forget_incarnation(record: VmRecord) -> VmRecord:
         os_type=None,
         created_at=None,
         join_kind=None,
-        managed_device_id=None,
-        entra_device_id=None,
-        entra_object_id=None,
-        device_vm_id=None,
-        suppression=SuppressionState.NONE,
         findings=(),
         check_fingerprint=None,
         device_check_due=None,
@@ -164,21 +169,59 @@ def forget_incarnation(record: VmRecord) -> VmRecord:
     )
 
 
+def forget_machine(record: VmRecord) -> VmRecord:
+    """The row once a VM boots another OS disk: the old installation's device and mark are not its."""
+    return replace(
+        record,
+        os_disk_id=None,
+        machine_since=None,
+        managed_device_id=None,
+        entra_device_id=None,
+        entra_object_id=None,
+        device_vm_id=None,
+        suppression=SuppressionState.NONE,
+    )
+
+
 def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
     """What ARM says about the VM now, bound to its vmId.
 
     A vmId other than the one the row describes is a new VM under the same resource
-    id (deleted and created again): what the row knew about the old one's computer,
-    device and mark is forgotten, so it can never be taken for the new one's.
+    id (deleted and created again): what the row knew about the old one's computer
+    is forgotten, so it can never be taken for the new one's. Its device goes with its
+    OS disk: a new VM that boots the old one's disk (re-created by attaching it) is the
+    same Windows installation, so the same Entra and Intune device (design §2); a new VM
+    on another disk inherits nothing.
     """
-    if facts.vm_id and record.vm_id and facts.vm_id != record.vm_id:
-        record = forget_incarnation(record)
+    if facts.vm_id and facts.vm_id != record.vm_id:
+        # An earlier VM's installation, when the row knew one (a row that never knew a vmId may still
+        # hold what was learnt before ARM was read: that is this VM's).
+        earlier = bool(record.vm_id or record.device_vm_id or record.os_disk_id)
+        if record.vm_id:
+            record = forget_incarnation(record)
+        if earlier:
+            record = _inherit_machine(record, facts) if boots_same_disk(record, facts) else forget_machine(record)
+    created_at = facts.time_created or record.created_at
     return replace(
         record,
         vm_id=facts.vm_id or record.vm_id,
         computer_name=facts.computer_name or record.computer_name,
         os_type=facts.os_type or record.os_type,
-        created_at=facts.time_created or record.created_at,
+        created_at=created_at,
         join_kind=join_kind(facts.extensions) or record.join_kind,
         arm_id=facts.arm_id or record.arm_id,
+        os_disk_id=facts.os_disk_id or record.os_disk_id,
+        machine_since=record.machine_since or created_at,
     )
+
+
+def boots_same_disk(record: VmRecord, facts: VmFacts) -> bool:
+    """The VM ARM describes boots the OS disk the row's earlier VM booted."""
+    return facts.os_disk_id is not None and facts.os_disk_id == record.os_disk_id
+
+
+def _inherit_machine(record: VmRecord, facts: VmFacts) -> VmRecord:
+    """The new vmId takes over the device proven for the VM that booted this disk before."""
+    if record.device_vm_id is None:
+        return record
+    return replace(record, device_vm_id=facts.vm_id)

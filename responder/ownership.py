@@ -52,7 +52,9 @@ class Incarnation:
     vm: VmRef
     vm_id: str | None = None
     computer_name: str | None = None  # as ARM reported it for this vmId; never guessed from the resource name
-    created_at: datetime | None = None  # ARM's timeCreated: a record enrolled before it belongs to an earlier machine
+    # When its Windows installation first booted (ARM's timeCreated, or an earlier VM's on the same OS
+    # disk): a record enrolled before it belongs to an earlier machine.
+    created_at: datetime | None = None
     join_kind: str | None = None  # "entra" | "domain" from the VM's extensions: the Entra object's join must agree
     arm_id: str | None = None  # the resource id as ARM spells it, when known
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, VmFacts
+from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, OsDisk, VmFacts
 from responder.intune_policies import Policy
 from responder.model import Finding, VmRecord, VmRef
 
@@ -87,6 +87,10 @@ class Compute(Protocol):
     async def get_vm(self, vm: VmRef) -> VmFacts | Gone: ...
 
     async def get_image_definition(self, image_id: str) -> ImageDefinition | Gone: ...
+
+    async def get_disk(self, disk_id: str) -> OsDisk | Gone:
+        """A managed disk and the VM it is attached to (a deleted VM's kept OS disk may boot another)."""
+        ...
 
     async def find_host_pool(self, vm: VmRef) -> HostPool | None: ...
 

@@ -1,9 +1,12 @@
 """The world the stateful model test drives: VMs in ARM, their records in Intune and Entra,
 and the truth of whose each record is, which the product never sees.
 
-The world changes as Azure would (deallocate, start, delete, re-create, enrol, check
-in) and each change emits the ARM event Event Grid would deliver. The oracle
-(`Oracle`) reads the Graph simulator's log of writes and says which were wrong.
+The world changes as Azure would (deallocate, start, delete with or without the OS
+disk, re-create from an image or by attaching the kept OS disk, enrol, check in) and
+each change emits the ARM event Event Grid would deliver. A device belongs to a
+Windows installation, which lives on its OS disk: a VM re-created from the kept disk
+boots the same device (`Truth.disk`). The oracle (`Oracle`) reads the Graph
+simulator's log of writes and says which were wrong.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class Vm:
     created_at: datetime = T0
     exists: bool = True
     power: str = "running"
-    enrolled_vm_ids: set[str] = field(default_factory=set)
+    disk: str = ""  # the OS disk the current (or last) incarnation boots, lower case
+    kept_disk: str | None = None  # the last incarnation's OS disk, kept when it was deleted
     incarnations: int = 0
 
     @property
@@ -69,12 +73,14 @@ class Vm:
 
 @dataclass(frozen=True)
 class Truth:
-    """Whose a record is: a VM incarnation (resource id + vmId), or a physical PC."""
+    """Whose a record is: a Windows installation on a VM's OS disk (first booted by the incarnation
+    resource id + vmId), or a physical PC."""
 
     kind: str  # "managed" | "entra"
     resource_id: str | None  # lower case; None: a physical PC
     vm_id: str | None
     hybrid: bool = False
+    disk: str | None = None  # the OS disk the installation lives on, lower case
 
 
 @dataclass
@@ -98,6 +104,8 @@ class World:
         self.truth: dict[str, Truth] = {}  # record id → owner, for every record ever created
         self.pending: list[PendingEvent] = []
         self.delivered_deletions: set[tuple[str, str | None]] = set()  # (resource id, vmId) whose delete was handled
+        self.enrolled_disks: set[str] = set()  # installations with their device records
+        self.last_booted_by: dict[str, str] = {}  # OS disk → the vmId of the last VM that booted it
         self._ids = itertools.count(1)
 
     # --- time -------------------------------------------------------------------
@@ -121,11 +129,18 @@ class World:
             other is not vm and other.hybrid and other.computer_name.lower() == name.lower() for other in self.vms
         )
 
-    def _incarnate(self, vm: Vm) -> None:
+    def _incarnate(self, vm: Vm, attach: str | None = None) -> None:
+        """A new VM under the resource id: from the image (a new OS disk), or by attaching a kept one."""
         vm.incarnations += 1
         vm.vm_id = f"{vm.name.lower()}-{vm.subscription[:4]}-life{vm.incarnations}-{next(self._ids)}"
         vm.created_at = self.now
         vm.exists, vm.power = True, "running"
+        disk = (
+            attach
+            or f"{vm.arm_id.split('/providers/')[0]}/providers/Microsoft.Compute/disks/{vm.name}_OsDisk_{vm.vm_id}"
+        )
+        vm.disk, vm.kept_disk = disk.lower(), None
+        self.last_booted_by[vm.disk] = vm.vm_id
         document = _clone(self.hybrid_template if vm.hybrid else self.template)
         document["id"], document["name"] = vm.arm_id, vm.name
         for extension in document.get("resources", []):
@@ -134,9 +149,19 @@ class World:
         properties = document["properties"]
         properties["vmId"] = vm.vm_id
         properties["timeCreated"] = vm.created_at.isoformat()
-        properties["osProfile"]["computerName"] = vm.computer_name
+        os_disk = properties["storageProfile"]["osDisk"]
+        os_disk["name"] = disk.rsplit("/", 1)[-1]
+        os_disk["managedDisk"] = {"storageAccountType": "Premium_LRS", "id": disk}
+        os_disk["createOption"] = "Attach" if attach else "FromImage"
+        if attach:
+            # An attached disk brings its own installation: ARM has no osProfile for such a VM, and the
+            # computer name it reports is the one the guest already had.
+            properties.pop("osProfile", None)
+            properties["storageProfile"].pop("imageReference", None)
+        else:
+            properties["osProfile"]["computerName"] = vm.computer_name
         properties["instanceView"]["computerName"] = vm.computer_name
-        self.arm.vms[vm.ref.resource_id] = document
+        self.arm.put_vm(document)
         self.arm.set_power_state(vm.ref.resource_id, "running")
         self.emit(vm, "write")
 
@@ -151,11 +176,15 @@ class World:
         self.emit(vm, action)
         return True
 
-    def delete(self, vm: Vm) -> bool:
+    def delete(self, vm: Vm, keep_disk: bool = False) -> bool:
+        """The VM goes; its OS disk goes with it, or stays unattached (`osDisk.deleteOption`)."""
         if not vm.exists:
             return False
         vm.exists, vm.power = False, "deleted"
-        self.arm.vms.pop(vm.ref.resource_id, None)
+        document = self.arm.vms[vm.ref.resource_id]
+        document["properties"]["storageProfile"]["osDisk"]["deleteOption"] = "Detach" if keep_disk else "Delete"
+        self.arm.delete_vm(vm.ref.resource_id)
+        vm.kept_disk = vm.disk if keep_disk else None
         self.emit(vm, "delete")
         return True
 
@@ -165,6 +194,14 @@ class World:
         if not vm.hybrid or self.hybrid_name_free(computer_name, vm):
             vm.computer_name = computer_name
         self._incarnate(vm)
+        return True
+
+    def reattach(self, vm: Vm) -> bool:
+        """Created again by attaching the kept OS disk (to change zone or size family): the same
+        Windows installation, so the same computer name and the same device, under a new vmId."""
+        if vm.exists or vm.kept_disk is None:
+            return False
+        self._incarnate(vm, attach=self.arm.disks[vm.kept_disk]["id"])
         return True
 
     def spurious_delete(self, vm: Vm) -> bool:
@@ -177,10 +214,10 @@ class World:
     # --- Intune and Entra -------------------------------------------------------
 
     def enrol(self, vm: Vm) -> bool:
-        """The running VM joins Entra and enrols in Intune: one record each, owned by this incarnation."""
-        if not vm.exists or vm.power != "running" or vm.vm_id in vm.enrolled_vm_ids or self.now <= vm.created_at:
+        """The running VM joins Entra and enrols in Intune: one record each, owned by its installation."""
+        if not vm.exists or vm.power != "running" or vm.disk in self.enrolled_disks or self.now <= vm.created_at:
             return False
-        vm.enrolled_vm_ids.add(vm.vm_id)
+        self.enrolled_disks.add(vm.disk)
         owner = {"resourceId": vm.ref.resource_id, "vmId": vm.vm_id}
         self._records(
             vm.computer_name,
@@ -189,6 +226,7 @@ class World:
             anchor=vm.arm_id if vm.anchored else None,
             hybrid=vm.hybrid,
             truth=(vm.ref.resource_id, vm.vm_id),
+            disk=vm.disk,
         )
         return True
 
@@ -204,6 +242,7 @@ class World:
         anchor: str | None,
         hybrid: bool,
         truth: tuple[str | None, str | None],
+        disk: str | None = None,
     ) -> None:
         number = next(self._ids)
         managed_id, object_id, device_id = f"md-{number:04d}", f"obj-{number:04d}", f"dev-{number:04d}"
@@ -231,8 +270,8 @@ class World:
             "_owner": owner,
         }
         resource_id, vm_id = truth
-        self.truth[managed_id] = Truth("managed", resource_id, vm_id, hybrid)
-        self.truth[object_id] = Truth("entra", resource_id, vm_id, hybrid)
+        self.truth[managed_id] = Truth("managed", resource_id, vm_id, hybrid, disk)
+        self.truth[object_id] = Truth("entra", resource_id, vm_id, hybrid, disk)
 
     def check_in(self) -> None:
         """Every running VM (and every physical PC) reports in."""
@@ -247,15 +286,20 @@ class World:
 
     def _running(self, truth: Truth) -> bool:
         vm = self.owner(truth)
-        return vm is not None and vm.exists and vm.vm_id == truth.vm_id and vm.power == "running"
+        return self.machine_runs(truth) and vm is not None and vm.power == "running"
 
     def owner(self, truth: Truth) -> Vm | None:
         """The VM resource the record belongs to (its incarnation may be gone)."""
         return next((vm for vm in self.vms if truth.resource_id == vm.ref.resource_id), None)
 
-    def incarnation_exists(self, truth: Truth) -> bool:
+    def machine_runs(self, truth: Truth) -> bool:
+        """A VM boots the installation the record belongs to (its first VM, or one re-created on its disk)."""
         vm = self.owner(truth)
-        return vm is not None and vm.exists and vm.vm_id == truth.vm_id
+        return vm is not None and vm.exists and vm.disk == truth.disk
+
+    def last_vm_id(self, truth: Truth) -> str | None:
+        """The vmId of the last VM that booted the record's installation."""
+        return self.last_booted_by.get(truth.disk or "", truth.vm_id)
 
     # --- events -----------------------------------------------------------------
 
@@ -325,12 +369,12 @@ class Oracle:
         if vm is None or not vm.in_scope:
             return f"{kind} on a record of a VM outside the allow-lists or opted out"
         if kind == "delete":
-            if self.world.incarnation_exists(truth):
-                return f"deleted a record of {truth.resource_id} ({truth.vm_id}), which still exists"
+            if self.world.machine_runs(truth):
+                return f"deleted a record of {truth.resource_id} ({truth.vm_id}), whose OS disk a VM boots"
             return None
-        if acting_for is not None and (acting_for is not vm or vm.vm_id != truth.vm_id):
+        if acting_for is not None and (acting_for is not vm or vm.disk != truth.disk):
             return f"{kind} for {acting_for.ref.resource_id} landed on a record of {truth.resource_id} ({truth.vm_id})"
-        if not self.world.incarnation_exists(truth):
+        if not self.world.machine_runs(truth):
             return f"{kind} on a record of a VM that no longer exists"
         if kind == "mark" and vm.power != "deallocated":
             return f"marked a record of a {vm.power} VM"

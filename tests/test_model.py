@@ -2,8 +2,9 @@
 
 Hypothesis generates a tenant (VMs in an allowed and another subscription, computer
 names that collide and look alike, anchored, hybrid and opted-out VMs, physical PCs
-with VM names) and a sequence of what happens to it: deallocations, starts, deletions,
-re-creations under the same resource id, enrolments, check-ins, deliveries in any
+with VM names) and a sequence of what happens to it: deallocations, starts, deletions
+(with the OS disk, or keeping it), re-creations under the same resource id from the
+image or by attaching the kept disk (the same installation and device), enrolments, check-ins, deliveries in any
 order and more than once, cleanup runs, and faults (Graph refusing or losing the
 answer, storage failing or losing the answer: a crash between two steps). After every
 step no Graph write may touch a record that is not provably the acting VM's own
@@ -172,15 +173,21 @@ class ResponderModel(RuleBasedStateMachine):
         self.world.tick(minutes)
         self.world.set_power(self._vm(index), "deallocate")
 
-    @rule(index=st.integers(0, 7))
-    def delete(self, index: int) -> None:
+    @rule(index=st.integers(0, 7), keep_disk=st.booleans())
+    def delete(self, index: int, keep_disk: bool = False) -> None:
         self.world.tick(5)
-        self.world.delete(self._vm(index))
+        self.world.delete(self._vm(index), keep_disk)
 
     @rule(index=st.integers(0, 7), computer_name=st.sampled_from(COMPUTER_NAMES))
     def recreate(self, index: int, computer_name: str) -> None:
         self.world.tick(10)
         self.world.recreate(self._vm(index), computer_name)
+
+    @rule(index=st.integers(0, 7), minutes=st.integers(1, 120))
+    def reattach(self, index: int, minutes: int) -> None:
+        """Re-created by attaching the OS disk its deletion kept: the same installation, a new vmId."""
+        self.world.tick(minutes)
+        self.world.reattach(self._vm(index))
 
     @rule(index=st.integers(0, 7))
     def spurious_delete(self, index: int) -> None:
@@ -386,11 +393,13 @@ class ResponderModel(RuleBasedStateMachine):
             )
 
     def _owed(self, record_id: str, truth: Truth) -> bool:
-        """A record the product must clean up or report: its VM's deletion reached the product."""
-        if truth.resource_id is None or (truth.resource_id, truth.vm_id) not in self.world.delivered_deletions:
+        """A record the product must clean up or report: no VM boots its installation any more, and
+        the deletion of the last VM that did reached the product."""
+        last = self.world.last_vm_id(truth)
+        if truth.resource_id is None or (truth.resource_id, last) not in self.world.delivered_deletions:
             return False
         vm = self.world.owner(truth)
-        if vm is None or not vm.in_scope or self.world.incarnation_exists(truth):
+        if vm is None or not vm.in_scope or self.world.machine_runs(truth):
             return False
         present = record_id in self.world.tenant.managed_devices or record_id in self.world.tenant.devices
         return present or record_id in self.deleted_records

@@ -1,16 +1,19 @@
 """What an event teaches the ledger: duplicates change nothing, late events never
-move the power state back, a write after a deletion is a new VM (design §1, §4)."""
+move the power state back, a write after a deletion is a new VM, which inherits the
+deleted one's device only when it boots the same OS disk (design §1, §2, §4)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from responder.events import ClassifiedEvent, Schema, VmEvent
-from responder.model import EventKind, PowerState, VmRecord, VmRef
-from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, observe, settle
+from responder.facts import VmFacts
+from responder.model import EventKind, PowerState, SuppressionState, VmRecord, VmRef
+from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, adopt_incarnation, observe, settle
 
 VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg", "vm1")
 T0 = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
@@ -126,24 +129,82 @@ def test_a_write_after_the_deletion_is_a_new_vm_with_the_same_name() -> None:
     assert record.power_state is PowerState.UNKNOWN
 
 
-def test_a_write_after_the_deletion_forgets_everything_known_of_the_deleted_vm() -> None:
-    known = replace(VmRecord(ref=VM), vm_id="vm-life-1", computer_name="host-1", managed_device_id="md-1")
-    deleted = settle(observe(known, event(EventKind.DELETED, minutes=5)).record, "deleted-5")
+def deleted_vm(**machine: Any) -> VmRecord:
+    """The row of vm-life-1 (host-1, OS disk disk-1, device md-1 proven for it) after its deletion."""
+    known = replace(
+        VmRecord(ref=VM),
+        vm_id="vm-life-1",
+        computer_name="host-1",
+        created_at=T0,
+        machine_since=T0,
+        os_disk_id="disk-1",
+        managed_device_id="md-1",
+        device_vm_id="vm-life-1",
+        suppression=SuppressionState.SUPPRESSED,
+    )
+    return settle(observe(replace(known, **machine), event(EventKind.DELETED, minutes=5)).record, "deleted-5")
 
-    record = observe(deleted, event(EventKind.CREATED, minutes=6)).record
 
-    assert (record.vm_id, record.computer_name, record.managed_device_id) == (None, None, None)
+def written_again(record: VmRecord, **facts: Any) -> VmRecord:
+    """A write after the deletion, then ARM's facts of the VM it names."""
+    written = observe(record, event(EventKind.CREATED, minutes=60)).record
+    return adopt_incarnation(written, replace(ARM_FACTS, **facts))
+
+
+ARM_FACTS = VmFacts(
+    ref=VM,
+    vm_id="vm-life-2",
+    computer_name="host-1",
+    os_type="Windows",
+    power_state=PowerState.RUNNING,
+    os_disk_id="disk-2",
+    time_created=T0 + timedelta(minutes=55),
+)
+
+
+def test_a_write_after_the_deletion_forgets_the_deleted_vm() -> None:
+    record = observe(deleted_vm(), event(EventKind.CREATED, minutes=60)).record
+
+    assert (record.vm_id, record.computer_name, record.created_at) == (None, None, None)
+
+
+def test_a_vm_created_on_a_new_os_disk_inherits_nothing_of_the_deleted_one() -> None:
+    record = written_again(deleted_vm(), os_disk_id="disk-2")
+
+    assert (record.vm_id, record.os_disk_id, record.machine_since) == ("vm-life-2", "disk-2", ARM_FACTS.time_created)
+    assert (record.managed_device_id, record.device_vm_id) == (None, None)
+    assert record.suppression is SuppressionState.NONE
+
+
+def test_a_vm_booting_the_deleted_ones_os_disk_inherits_its_device_and_mark() -> None:
+    record = written_again(deleted_vm(), os_disk_id="disk-1", os_disk_create_option="Attach")
+
+    assert (record.managed_device_id, record.device_vm_id) == ("md-1", "vm-life-2")
+    assert record.machine_since == T0  # the installation is as old as the first VM that booted it
+    assert record.created_at == ARM_FACTS.time_created
+    assert record.suppression is SuppressionState.SUPPRESSED
+
+
+def test_a_vm_of_an_unknown_os_disk_inherits_nothing() -> None:
+    record = written_again(deleted_vm(os_disk_id=None), os_disk_id=None)
+
+    assert (record.managed_device_id, record.device_vm_id) == (None, None)
 
 
 def test_a_second_deletion_ended_a_vm_the_ledger_never_saw_and_knows_nothing_of() -> None:
-    known = replace(VmRecord(ref=VM), vm_id="vm-life-1", computer_name="host-1", managed_device_id="md-1")
-    deleted = settle(observe(known, event(EventKind.DELETED, minutes=5)).record, "deleted-5")
-
-    observation = observe(deleted, event(EventKind.DELETED, minutes=60))  # its creation event is late
+    observation = observe(deleted_vm(), event(EventKind.DELETED, minutes=60))  # its creation event is late
 
     assert observation.outcome is Outcome.RECORDED
-    assert (observation.record.vm_id, observation.record.managed_device_id) == (None, None)
+    assert (observation.record.vm_id, observation.record.computer_name) == (None, None)
+    assert observation.record.device_vm_id == "vm-life-1"  # the earlier VM's device: evidence for it alone
     assert observation.record.deleted_at == T0 + timedelta(minutes=60)
+
+
+def test_a_second_delete_event_of_the_same_deletion_is_that_deletion() -> None:
+    observation = observe(deleted_vm(), event(EventKind.DELETED, minutes=5 + 1, event_id="delete-twin"))
+
+    assert observation.outcome is Outcome.RECORDED  # its cleanup is queued again, and finds the first one's
+    assert (observation.record.vm_id, observation.record.deleted_at) == ("vm-life-1", T0 + timedelta(minutes=5))
 
 
 def test_a_late_write_of_a_deleted_vm_is_stale() -> None:

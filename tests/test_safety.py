@@ -131,7 +131,7 @@ def add_vm(simulators: Simulators, name: str) -> VmRef:
     document["properties"]["timeCreated"] = (BEFORE - timedelta(days=30)).isoformat()
     document["properties"]["osProfile"]["computerName"] = name
     document["properties"].get("instanceView", {})["computerName"] = name
-    simulators.world.vms[ref.resource_id] = document
+    simulators.world.create_vm(document)
     return ref
 
 

@@ -88,7 +88,7 @@ def add_vm(
         view.pop("computerName", None)
         if computer_name is not None:
             view["computerName"] = computer_name
-    simulators.world.vms[ref.resource_id] = document
+    simulators.world.create_vm(document)
     simulators.world.set_power_state(ref.resource_id, power)
     return ref
 

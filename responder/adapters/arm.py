@@ -13,6 +13,7 @@ after the retries becomes a TransientError or a refusal (`_errors`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
@@ -38,7 +39,8 @@ from azure.mgmt.core.tools import parse_resource_id
 from responder import arm_documents
 from responder.adapters._errors import ARM, service_failure
 from responder.clouds import PUBLIC, Cloud
-from responder.facts import Gone, HostPool, ImageDefinition, VmFacts
+from responder.errors import AccessDenied
+from responder.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
 from responder.model import VmRef
 
 T = TypeVar("T")
@@ -47,8 +49,15 @@ RETRY_TOTAL = 5  # per call; beyond it the event or message is retried later
 # The api-versions azure-mgmt-compute 39.0.0 and azure-mgmt-desktopvirtualization 2.0.0 send.
 VIRTUAL_MACHINES_API = "2026-04-01"
 GALLERIES_API = "2026-03-03"
+DISKS_API = "2026-03-02"
 DESKTOP_VIRTUALIZATION_API = "2024-04-03"
 USER_AGENT = "intune-vm-responder"
+# A directly shared or community gallery's image definition, read in a subscription and region.
+_LOCATED_IMAGE = re.compile(
+    r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)"
+    r"/(?P<kind>sharedGalleries|communityGalleries)/(?P<gallery>[^/]+)/images/(?P<image>[^/]+)",
+    re.IGNORECASE,
+)
 
 
 class ArmCompute:
@@ -105,6 +114,18 @@ class ArmCompute:
         return Gone(vm.resource_id) if document is None else arm_documents.vm_facts(document)
 
     async def get_image_definition(self, image_id: str) -> ImageDefinition | Gone:
+        """A gallery image definition by its id (or a version's), or a shared or community gallery's
+        at the path `arm_documents.image_definition_path` gives (SharedGalleryImages_Get and
+        CommunityGalleryImages_Get, at the galleries' api-version)."""
+        if located := _LOCATED_IMAGE.fullmatch(image_id.rstrip("/")):
+            kind = "sharedGalleries" if located["kind"].lower() == "sharedgalleries" else "communityGalleries"
+            path = (
+                f"/subscriptions/{_segment(located['sub'])}/providers/Microsoft.Compute"
+                f"/locations/{_segment(located['location'])}/{kind}/{_segment(located['gallery'])}"
+                f"/images/{_segment(located['image'])}"
+            )
+            document = await self._get(path, GALLERIES_API)
+            return Gone(image_id) if document is None else arm_documents.image_definition(document)
         definition_id = arm_documents.gallery_image_definition_id(image_id)
         parts = parse_resource_id(definition_id or "")
         if definition_id is None or not parts.get("child_name_1"):
@@ -117,9 +138,24 @@ class ArmCompute:
         document = await self._get(path, GALLERIES_API)
         return Gone(definition_id) if document is None else arm_documents.image_definition(document)
 
+    async def get_disk(self, disk_id: str) -> OsDisk | Gone:
+        parts = parse_resource_id(disk_id)
+        if str(parts.get("type", "")).lower() != "disks" or not parts.get("resource_group"):
+            raise ValueError(f"not a managed disk: {disk_id}")
+        path = (
+            f"/subscriptions/{_segment(parts['subscription'])}/resourceGroups/{_segment(parts['resource_group'])}"
+            f"/providers/Microsoft.Compute/disks/{_segment(parts['name'])}"
+        )
+        document = await self._get(path, DISKS_API)
+        return Gone(disk_id) if document is None else arm_documents.os_disk(document)
+
     async def find_host_pool(self, vm: VmRef) -> HostPool | None:
-        """The AVD host pool the VM is a session host of, or None when it is not one."""
+        """The AVD host pool the VM is a session host of, or None when it is not one.
+
+        A pool whose session hosts ARM refuses to list is passed over; the refusal is raised
+        (AccessDenied, its `resource` the pool) only when no readable pool holds the VM."""
         wanted = vm.resource_id
+        refused: AccessDenied | None = None
         pools = f"/subscriptions/{_segment(vm.subscription_id)}/providers/Microsoft.DesktopVirtualization/hostPools"
         async for pool in self._list(pools, DESKTOP_VIRTUALIZATION_API):
             pool_parts = parse_resource_id(str(pool.get("id", "")))
@@ -128,10 +164,15 @@ class ArmCompute:
                 f"/resourceGroups/{_segment(pool_parts['resource_group'])}"
                 f"/providers/Microsoft.DesktopVirtualization/hostPools/{_segment(pool_parts['name'])}/sessionHosts"
             )
-            async for host in self._list(hosts, DESKTOP_VIRTUALIZATION_API):
-                properties = host.get("properties") or {}
-                if str(properties.get("resourceId") or "").lower() == wanted:
-                    return arm_documents.host_pool(pool, agent_version=properties.get("agentVersion"))
+            try:
+                async for host in self._list(hosts, DESKTOP_VIRTUALIZATION_API):
+                    properties = host.get("properties") or {}
+                    if str(properties.get("resourceId") or "").lower() == wanted:
+                        return arm_documents.host_pool(pool, agent_version=properties.get("agentVersion"))
+            except AccessDenied as denied:
+                refused = refused or AccessDenied(denied.status, denied.message, denied.service, str(pool.get("id")))
+        if refused is not None:
+            raise refused
         return None
 
     async def list_vms(self, subscription_id: str) -> AsyncIterator[VmFacts]:

@@ -1,0 +1,173 @@
+"""How real estates live (SPEC §11, issue 26), each case once, through the real handler functions,
+the queue host, Azurite and the simulators in enforce mode: a VM re-created from its kept OS
+disk, a deletion Event Grid reports twice."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from localdev.azurite import Azurite
+from localdev.simulators import Simulators
+from responder.composition import Services
+from responder.model import VmRecord, VmRef
+from tests.conftest import ledger_row
+from tests.test_wrong_device_regressions import (
+    CREATED,
+    DAY,
+    GROUP,
+    add_device,
+    add_vm,
+    cleanup_rows,
+    deletions,
+    deliver,
+    enforcing,
+    seen,
+    work_queue,
+    writes,
+)
+
+__all__ = ["enforcing"]  # the fixture, shared with the wrong-device regressions
+vm_ids = itertools.count(1)
+
+
+def delete_keeping_the_os_disk(simulators: Simulators, vm: VmRef) -> dict[str, Any]:
+    """The VM goes, its OS disk stays (`osDisk.deleteOption: Detach`); returns the deleted VM's document."""
+    document = simulators.world.vms[vm.resource_id]
+    document["properties"]["storageProfile"]["osDisk"]["deleteOption"] = "Detach"
+    return simulators.world.delete_vm(vm.resource_id)
+
+
+def recreate_from_disk(simulators: Simulators, deleted: dict[str, Any], disk_id: str | None = None) -> str:
+    """Created again under the same resource id by attaching an OS disk (the deleted VM's unless
+    `disk_id`): a new vmId, no osProfile; the guest reports the computer name it already had."""
+    document = copy.deepcopy(deleted)
+    properties = document["properties"]
+    properties.pop("osProfile", None)
+    properties["storageProfile"].pop("imageReference", None)
+    os_disk = properties["storageProfile"]["osDisk"]
+    os_disk["createOption"] = "Attach"
+    if disk_id is not None:
+        os_disk["managedDisk"]["id"] = disk_id
+    properties["vmId"] = f"vmid-attached-{next(vm_ids)}"
+    properties["timeCreated"] = (CREATED + 2 * DAY).isoformat()
+    simulators.world.put_vm(document)
+    return str(os_disk["managedDisk"]["id"])
+
+
+# --- same disk, same machine ----------------------------------------------------------------
+
+
+async def test_the_cleanup_of_a_vm_recreated_from_its_kept_os_disk_deletes_nothing(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    vm = add_vm(simulators, "estate-a", "host-a")
+    managed, entra = add_device(simulators, "host-a", anchor=vm)
+    await seen(vm)
+    deleted = delete_keeping_the_os_disk(simulators, vm)
+    await deliver("delete", vm, CREATED + DAY)
+    disk = recreate_from_disk(simulators, deleted)  # to change its zone: within the cleanup's delay
+    await deliver("write", vm, CREATED + 2 * DAY)
+
+    await work_queue(enforcing, azurite)
+
+    assert deletions(simulators) == []
+    assert {managed, entra} <= {*simulators.tenant.managed_devices, *simulators.tenant.devices}
+    (row,) = await cleanup_rows(enforcing)
+    assert row["Decision"] == "skipped"
+    assert disk.lower() in str(row["Reason"])
+    assert "same Windows installation" in str(row["Reason"])
+
+
+async def test_a_vm_recreated_from_its_kept_os_disk_takes_over_its_device(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    vm = add_vm(simulators, "estate-b", "host-b")
+    _, entra = add_device(simulators, "host-b", anchor=vm)
+    await seen(vm)
+    simulators.world.set_power_state(vm.resource_id, "deallocated")
+    await deliver("deallocate", vm, CREATED + timedelta(hours=3))  # the ledger learns its device
+    simulators.world.set_power_state(vm.resource_id, "running")
+    await deliver("start", vm, CREATED + timedelta(hours=4))
+    deleted = delete_keeping_the_os_disk(simulators, vm)
+    await deliver("delete", vm, CREATED + DAY)
+    recreate_from_disk(simulators, deleted)
+    await deliver("write", vm, CREATED + 2 * DAY)
+    simulators.graph.reset_calls()
+
+    simulators.world.set_power_state(vm.resource_id, "deallocated")
+    await deliver("deallocate", vm, CREATED + 3 * DAY)
+
+    assert writes(simulators) == [f"POST /v1.0/groups/{GROUP}/members/$ref"]
+    assert simulators.tenant.members_of(GROUP) == [entra]
+    row = await ledger_row(enforcing.ledger, vm)
+    assert row.device_vm_id == row.vm_id
+    assert row.machine_since is not None
+    assert row.created_at is not None
+    assert row.machine_since < row.created_at  # the installation is older than the VM that boots it now
+
+
+async def test_a_vm_recreated_from_another_disk_while_the_deleted_ones_disk_is_unknown_is_left_alone(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    """A ledger row from before OS disks were recorded: which disk the deleted VM booted is unknown, and
+    the VM now under its resource id boots an attached disk, so it may be the same installation."""
+    vm = add_vm(simulators, "estate-c", "host-c")
+    add_device(simulators, "host-c", anchor=vm)
+    await seen(vm)
+
+    def unknown_disk(row: VmRecord) -> tuple[VmRecord, None]:
+        return replace(row, os_disk_id=None, machine_since=None), None
+
+    await enforcing.ledger.update(vm, unknown_disk)
+    deleted = delete_keeping_the_os_disk(simulators, vm)
+    await deliver("delete", vm, CREATED + DAY)
+    recreate_from_disk(simulators, deleted)
+
+    await work_queue(enforcing, azurite)
+
+    assert deletions(simulators) == []
+    (row,) = await cleanup_rows(enforcing)
+    assert row["Decision"] == "refused"
+    assert "attaching an existing OS disk" in str(row["Reason"])
+
+
+async def test_a_deleted_vms_kept_disk_left_unattached_does_not_stop_its_cleanup(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    vm = add_vm(simulators, "estate-d", "host-d")
+    managed, entra = add_device(simulators, "host-d", anchor=vm)
+    await seen(vm)
+    delete_keeping_the_os_disk(simulators, vm)
+    await deliver("delete", vm, CREATED + DAY)
+
+    await work_queue(enforcing, azurite)
+
+    assert sorted(deletions(simulators)) == sorted(
+        [f"DELETE /v1.0/deviceManagement/managedDevices/{managed}", f"DELETE /v1.0/devices/{entra}"]
+    )
+
+
+# --- duplicated delete events ---------------------------------------------------------------
+
+
+async def test_two_delete_events_of_one_deletion_make_one_cleanup_and_no_refusal(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    vm = add_vm(simulators, "estate-e", "host-e")
+    managed, entra = add_device(simulators, "host-e", anchor=vm)
+    await seen(vm)
+    simulators.world.delete_vm(vm.resource_id)
+    first = await deliver("delete", vm, CREATED + DAY)
+    await work_queue(enforcing, azurite)
+    twin = await deliver("delete", vm, CREATED + DAY + timedelta(seconds=20))  # another event id, same deletion
+    await work_queue(enforcing, azurite)
+
+    assert (first.outcome, twin.outcome) == ("recorded", "recorded")
+    assert sorted(deletions(simulators)) == sorted(
+        [f"DELETE /v1.0/deviceManagement/managedDevices/{managed}", f"DELETE /v1.0/devices/{entra}"]
+    )
+    assert [row["Decision"] for row in await cleanup_rows(enforcing)] == ["delete"]

@@ -4,6 +4,12 @@ Receive visible messages, call the function with an `azure.functions`
 QueueMessage, delete the message when the function returns, make it visible
 again when it raises, and move it to `<queue>-poison` after `maxDequeueCount`
 deliveries (host.json). Used by the local run and the tests, against Azurite.
+
+Message expiry is Azurite's, which is Azure's: before every receive it deletes each
+message whose expiry time has come, so a message whose delay reached its time-to-live is
+never delivered. The poison copy is sent as the host sends it, body only and without a
+time-to-live, so it expires after Azure's default 7 days (the worker's own parked
+envelope never expires).
 """
 
 from __future__ import annotations

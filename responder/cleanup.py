@@ -29,6 +29,11 @@ DOC = "https://learn.microsoft.com/mem/intune/remote-actions/devices-wipe#delete
 
 
 VM_EXISTS = "the VM exists (again, or its deletion did not go through): its records are not orphans"
+# What a cleanup can't know of a VM the responder never read (design §5).
+UNSEEN = (
+    "the responder never read this VM (it predates the responder, or its events were missed): only the "
+    "physicalIds anchor ties the record to it, and whether it carried the opt-out tag is unknown"
+)
 
 
 class MessageError(ValueError):
@@ -213,12 +218,6 @@ def plan_cleanup(
         return CleanupPlan(Decision.REFUSED, f"out of scope: {out_of_scope}")
     if request.opted_out:
         return CleanupPlan(Decision.REFUSED, "the VM carried the opt-out tag: its records are left alone")
-    if request.found_by is Origin.EVENT and not request.vm_id:
-        return CleanupPlan(
-            Decision.REFUSED,
-            "the responder never read this VM while it existed (no event of it was handled in time), so its "
-            "vmId, computer name and opt-out tag are unknown: its records are left alone for a person to check",
-        )
     if presence is Presence.EXISTS:
         return CleanupPlan(Decision.SKIPPED, VM_EXISTS)
     if ownership is None or not ownership.candidates:
@@ -248,6 +247,8 @@ def plan_cleanup(
         else:
             targets.append(Target("entra", own.entra.object_id, own.entra.display_name))
     reason = f"the VM is gone and {ownership.reason}"
+    if request.found_by is Origin.EVENT and not request.vm_id:
+        reason += f"; {UNSEEN}"
     return CleanupPlan(Decision.DELETE, reason, tuple(targets), tuple(findings))
 
 

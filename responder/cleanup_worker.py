@@ -35,7 +35,7 @@ from responder.cleanup import (
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
 from responder.events import VmEvent, vm_ref_from_resource_id
-from responder.facts import Gone, VmFacts
+from responder.facts import EntraDevice, Gone, ManagedDevice, VmFacts
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device
 from responder.model import CleanupStatus, PowerState, VmRecord, VmRef
@@ -50,8 +50,6 @@ from responder.settings import Mode
 # parked with its reason, which leaves the last delivery to park it should storage fail then.
 MAX_ATTEMPTS = 5
 PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
-# Reconciliation knows a record, not a VM: a placeholder that no physicalIds anchor can name.
-NOWHERE = "not-known"
 
 
 _STATUS_AFTER = {
@@ -132,7 +130,7 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     if record is not None and record.finished and request.vm_id and _another_deletion(request, record):
         # Not this incarnation's deletion again but a later VM's under this resource id, which the ledger
         # never saw (its write came late, or found it gone): nothing known of the earlier VM is evidence
-        # about it. Its cleanup is that of an unseen VM (refused, and reported).
+        # about it. Its cleanup is that of a VM never read: proven by a physicalIds anchor alone, or not.
         return await _clean_up(_unseen_vm(request), text, services)
     if record is not None and record.finished:
         if record.decision is Decision.PARKED:
@@ -205,11 +203,12 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
     """Today's facts (is the VM gone? which records are its own?) → the plan."""
     settings = services.settings
     out_of_scope = out_of_scope_reason(request.vm, settings) if request.knows_the_vm else None
-    unknown_vm = request.found_by is Origin.EVENT and not request.vm_id
-    if out_of_scope is not None or request.opted_out or unknown_vm:
+    if out_of_scope is not None or request.opted_out:
         return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=out_of_scope)
     if request.found_by is Origin.RECONCILE:
         return await _decide_orphan(request, services)
+    if not request.vm_id:
+        return await _decide_unseen(request, services)
     presence, current = await _presence(request, services)
     ownership = None
     if presence is not Presence.EXISTS:
@@ -225,6 +224,44 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         quiet_since = await _last_deletion(request, services)
         ownership = await find_own_device(incarnation, known, services.directory, quiet_since=quiet_since)
     return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
+
+
+async def _decide_unseen(request: CleanupRequest, services: Services) -> CleanupPlan:
+    """A deletion of a VM the responder never read: its vmId, computer name, OS disk and opt-out
+    tag are unknown, so only a physicalIds anchor to its resource id can prove a record its own,
+    with the same checks as reconciliation's orphan sweep (design §5): no VM under that resource id
+    from before the deletion, silent since it, and no watched VM of the record's name (a moved VM
+    keeps its old anchor). A name alone proves nothing."""
+    presence, current = await _presence(request, services)
+    if presence is Presence.EXISTS:
+        return plan_cleanup(request, presence=presence, ownership=None, out_of_scope=None)
+    if (held := plan_for_its_os_disk(request.resource_id, None, current, None)) is not None:
+        return held
+    incarnation = Incarnation(request.vm, arm_id=request.arm_id)
+    ownership = await find_own_device(incarnation, None, services.directory, quiet_since=request.deleted_at)
+    own = ownership.own
+    name = _name_of(own.managed, own.entra) if own is not None else None
+    if own is not None and name is not None and (namesake := await _watched_vm_named(name, services)) is not None:
+        return CleanupPlan(
+            Decision.REFUSED,
+            f"{own.label} is anchored to this VM, but {namesake.resource_id} carries its name {name!r}: "
+            "a VM moved elsewhere keeps its old anchor, so the record may be that VM's",
+        )
+    return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
+
+
+def _name_of(managed: ManagedDevice | None, entra: EntraDevice | None) -> str | None:
+    name = (managed.device_name if managed else None) or (entra.display_name if entra else None)
+    return name.strip().lower() if name and name.strip() else None
+
+
+async def _watched_vm_named(name: str, services: Services) -> VmRef | None:
+    """A VM of the watched subscriptions whose computer name (or, unknown, resource name) is `name`."""
+    for subscription in sorted(services.settings.reconcile.watched_subscriptions):
+        async for vm in services.compute.list_vms(subscription):
+            if (vm.computer_name or vm.ref.name).lower() == name:
+                return vm.ref
+    return None
 
 
 async def _deletion_did_not_happen(request: CleanupRequest, services: Services) -> None:
@@ -257,6 +294,8 @@ async def _presence(request: CleanupRequest, services: Services) -> tuple[Presen
         return Presence.EXISTS, facts  # created before the deletion: the deletion did not go through
     if request.vm_id and facts.vm_id and facts.vm_id != request.vm_id:
         return Presence.REPLACED, facts
+    if not request.vm_id and facts.time_created is not None:
+        return Presence.REPLACED, facts  # created after the deletion of a VM never read: a later VM
     if not request.vm_id and request.replaced_by_vm_id and facts.vm_id == request.replaced_by_vm_id:
         return Presence.REPLACED, facts
     return Presence.EXISTS, facts
@@ -265,9 +304,9 @@ async def _presence(request: CleanupRequest, services: Services) -> tuple[Presen
 async def _decide_orphan(request: CleanupRequest, services: Services) -> CleanupPlan:
     """A record reconciliation found silent, with no VM of its name: whose was it?
 
-    Anchored to a VM: that VM must be gone, in scope and not opted out. Not anchored:
-    only the exact-name proof remains, and only when no allow-list narrows the scope
-    (an unanchored record can't be placed in a subscription).
+    Only a physicalIds anchor can say, as for the deletion of a VM the responder never
+    read (`_decide_unseen`): that VM must be gone, in scope, not opted out, and its OS
+    disk must boot no VM. Not anchored: a name alone proves nothing, hybrid included.
     """
     directory = services.directory
     managed = await directory.get_managed_device(str(request.managed_device_id))
@@ -278,16 +317,15 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
     if len(anchored) > 1:
         return CleanupPlan(Decision.NEEDS_REVIEW, f"its Entra objects name several VMs: {', '.join(anchored)}")
     vm = vm_ref_from_resource_id(anchored[0]) if anchored else None
-    if vm is not None:
-        refusal = await _anchored_vm_refusal(vm, services)
-        if refusal is not None:
-            return refusal
-    elif services.settings.allowed_subscriptions or services.settings.allowed_resource_groups:
+    if vm is None:
         return CleanupPlan(
             Decision.REFUSED,
-            "no physicalIds anchor says which subscription this record's VM was in, and allow-lists are set",
+            "no physicalIds anchor ties this record to a VM (hybrid-joined VMs and old joins carry none), and "
+            "a name alone proves nothing: another machine may carry it; a person checks and deletes it",
         )
-    incarnation = Incarnation(vm or VmRef(NOWHERE, NOWHERE, NOWHERE), computer_name=managed.device_name)
+    if (refusal := await _anchored_vm_refusal(vm, services)) is not None:
+        return refusal
+    incarnation = Incarnation(vm, computer_name=managed.device_name)
     # The record itself and its namesakes: the decision needs to see a clone of the same name.
     ownership = await find_own_device(
         incarnation, KnownDevice(None, managed_device_id=managed.id), directory, quiet_since=request.deleted_at

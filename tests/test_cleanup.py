@@ -317,9 +317,10 @@ async def test_a_vm_that_carried_the_opt_out_tag_is_not_cleaned(
     )
 
 
-async def test_a_vm_never_seen_alive_is_left_alone_and_reported(
+async def test_a_vm_never_seen_alive_whose_records_carry_no_anchor_is_not_matched_by_name(
     services: Services, simulators: Simulators, azurite: Azurite
 ) -> None:
+    # vm-hybrid-06's Intune record carries its name, but its hybrid Entra object no physicalIds anchor.
     simulators.world.delete_vm(VmRef(SUB, "rg-avd-prod", "vm-hybrid-06").resource_id)
 
     await deliver(delete_event(vm="vm-hybrid-06"))
@@ -327,8 +328,8 @@ async def test_a_vm_never_seen_alive_is_left_alone_and_reported(
 
     assert deleted_requests(simulators) == []
     (row,) = await audit_rows(services)
-    assert row["Decision"] == "refused"
-    assert "never read this VM while it existed" in row["Reason"]
+    assert row["Decision"] == "skipped"
+    assert "nothing is matched by its resource name" in row["Reason"]
 
 
 async def test_an_unknown_computer_name_is_never_replaced_by_the_resource_name(

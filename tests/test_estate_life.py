@@ -171,3 +171,63 @@ async def test_two_delete_events_of_one_deletion_make_one_cleanup_and_no_refusal
         [f"DELETE /v1.0/deviceManagement/managedDevices/{managed}", f"DELETE /v1.0/devices/{entra}"]
     )
     assert [row["Decision"] for row in await cleanup_rows(enforcing)] == ["delete"]
+
+
+# --- an estate older than the responder: one proof on every path ------------------------------
+
+
+async def test_the_deletion_of_a_vm_never_read_cleans_up_the_record_anchored_to_it(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    vm = add_vm(simulators, "estate-f", "host-f")  # there before the responder: no event of it was handled
+    managed, entra = add_device(simulators, "host-f", anchor=vm)
+    simulators.world.delete_vm(vm.resource_id)
+    await deliver("delete", vm, CREATED + DAY)
+
+    await work_queue(enforcing, azurite)
+
+    assert sorted(deletions(simulators)) == sorted(
+        [f"DELETE /v1.0/deviceManagement/managedDevices/{managed}", f"DELETE /v1.0/devices/{entra}"]
+    )
+    (row,) = await cleanup_rows(enforcing)
+    assert row["Decision"] == "delete"
+    assert "physicalIds anchor" in str(row["Reason"])
+    assert "opt-out tag is unknown" in str(row["Reason"])
+
+
+async def test_the_deletion_of_a_vm_never_read_leaves_a_record_of_its_name_without_an_anchor_alone(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    vm = add_vm(simulators, "estate-g", "host-g")
+    add_device(simulators, "host-g", anchor=None)  # an on-premises machine, or a join that wrote no anchor
+    simulators.world.delete_vm(vm.resource_id)
+    await deliver("delete", vm, CREATED + DAY)
+
+    await work_queue(enforcing, azurite)
+
+    assert deletions(simulators) == []
+
+
+async def test_a_stale_anchor_of_a_vm_moved_elsewhere_does_not_pass_for_a_deleted_vms(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    """A VM moved to another resource group keeps its Entra object's old anchor. A VM later created
+    under the old resource id and deleted, never read, must not take the moved VM's records along,
+    even while the moved VM is deallocated and silent."""
+    old_place = add_vm(simulators, "estate-h", "host-h")
+    managed, entra = add_device(simulators, "host-h", anchor=old_place)
+    moved = simulators.world.delete_vm(old_place.resource_id)  # the move: a new resource id, same vmId
+    moved["id"] = moved["id"].replace("/rg-avd-prod/", "/rg-avd-moved/")
+    simulators.world.put_vm(moved)
+    simulators.world.set_power_state(moved["id"], "deallocated")
+    later = add_vm(simulators, "estate-h", "host-h2", created=CREATED + DAY)
+    simulators.world.delete_vm(later.resource_id)
+    await deliver("delete", later, CREATED + 2 * DAY)
+
+    await work_queue(enforcing, azurite)
+
+    assert deletions(simulators) == []
+    assert {managed, entra} <= {*simulators.tenant.managed_devices, *simulators.tenant.devices}
+    (row,) = await cleanup_rows(enforcing)
+    assert row["Decision"] == "refused"
+    assert "rg-avd-moved" in str(row["Reason"])

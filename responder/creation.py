@@ -14,16 +14,18 @@ import hashlib
 import json
 from dataclasses import replace
 
+from responder import arm_documents
 from responder.composition import Services
+from responder.errors import AccessDenied
 from responder.events import VmEvent
-from responder.facts import Gone, ImageDefinition, VmFacts
+from responder.facts import Gone, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
 from responder.model import Finding, VmRecord
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
 from responder.pipeline import Work
 from responder.prerequisites import PREREQUISITE_RULE_IDS, CheckFacts, cannot_enrol, check
 from responder.scope import opted_out
-from responder.vm_checks import host_pool_of, report_findings
+from responder.vm_checks import read_host_pool, report_findings
 
 
 def fingerprint(facts: VmFacts) -> str:
@@ -31,11 +33,16 @@ def fingerprint(facts: VmFacts) -> str:
     image = facts.image
     material = {
         "vm_id": facts.vm_id,
-        "image": [image.publisher, image.offer, image.sku, image.id] if image else None,
+        # A shared or community gallery image stands where a gallery image's id would (earlier fingerprints hold).
+        "image": [image.publisher, image.offer, image.sku, image.id or _located_image(image)] if image else None,
         "extensions": sorted(f"{extension.publisher}/{extension.type}".lower() for extension in facts.extensions),
         "os_disk": facts.os_disk_create_option,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _located_image(image: ImageReference) -> str | None:
+    return image.shared_gallery_image_id or image.community_gallery_image_id
 
 
 async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
@@ -58,12 +65,17 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     checked = fingerprint(facts)
     if record.check_fingerprint == checked:
         return "already checked; image and extensions unchanged", record.findings
+    # A read ARM refuses (403: a gallery or host pool where the app has no role) is a finding, not a failure.
+    definition = await _image_definition(facts, services)
+    pool = await read_host_pool(facts, services)
     findings = tuple(
         check(
             CheckFacts(
                 vm=facts,
-                image_definition=await _image_definition(facts, services),
-                host_pool=await host_pool_of(facts, services),
+                image_definition=definition if isinstance(definition, ImageDefinition) else None,
+                host_pool=pool if isinstance(pool, HostPool) else None,
+                image_unreadable=definition if isinstance(definition, Unreadable) else None,
+                host_pool_unreadable=pool if isinstance(pool, Unreadable) else None,
                 entra_ds_domains=services.settings.entra_ds_domains,
             )
         )
@@ -92,9 +104,13 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
 
 
-async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | None:
-    image_id = facts.image.id if facts.image else None
-    if not image_id or "/galleries/" not in image_id.lower():
+async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | Unreadable | None:
+    """The definition of the VM's gallery image (a gallery's, or one shared directly or to the community)."""
+    path = arm_documents.image_definition_path(facts)
+    if path is None:
         return None
-    definition = await services.compute.get_image_definition(image_id)
+    try:
+        definition = await services.compute.get_image_definition(path)
+    except AccessDenied as refused:
+        return arm_documents.unreadable(path, refused.message)
     return None if isinstance(definition, Gone) else definition

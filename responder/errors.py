@@ -22,11 +22,12 @@ class RequestRefused(Exception):
     """A service refused a request for a reason a retry will not change (400,
     403, 404, 409...): the caller records it as a finding or a refusal."""
 
-    def __init__(self, status: int, message: str, service: str | None = None) -> None:
+    def __init__(self, status: int, message: str, service: str | None = None, resource: str | None = None) -> None:
         self.status = status
         super().__init__(f"{status}: {message}")
         self.message = message
         self.service = service
+        self.resource = resource  # what the refused request was for, where the caller can't tell
 
 
 class AccessDenied(RequestRefused):

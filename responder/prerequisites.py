@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from responder.facts import HostPool, ImageDefinition, VmFacts
+from responder.facts import HostPool, ImageDefinition, Unreadable, VmFacts
 from responder.intune_policies import (
     TPM_COMPLIANCE_SETTINGS,
     AssignedPolicy,
@@ -64,6 +64,9 @@ class CheckFacts:
     vm: VmFacts
     image_definition: ImageDefinition | None = None
     host_pool: HostPool | None = None
+    # What ARM refused to show the app (403): the rule that needed it says so instead of deciding.
+    image_unreadable: Unreadable | None = None
+    host_pool_unreadable: Unreadable | None = None
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services managed domains
     device: DeviceFacts | None = None
 
@@ -141,8 +144,18 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
-@reports("host-pool", "avd-agent")
+@reports("host-pool", "avd-agent", "host-pool-unreadable")
 def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
+    if facts.host_pool_unreadable is not None:
+        return [
+            _unreadable(
+                "host-pool-unreadable",
+                "The AVD host pool of this session host",
+                "the host-pool rule and the AVD-only device rules were not checked",
+                facts.host_pool_unreadable,
+                DOC_AVD,
+            )
+        ]
     pool = facts.host_pool
     if pool is None:
         return []
@@ -242,8 +255,26 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     ]
 
 
-@reports("cloned-image")
+@reports("cloned-image", "image-unreadable")
 def cloned_image(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
+    unreadable = facts.image_unreadable
+    findings = (
+        [
+            _unreadable(
+                "image-unreadable",
+                "The VM's gallery image definition",
+                "the cloned-image rule could not see whether the image is specialized",
+                unreadable,
+                DOC_CLONE,
+            )
+        ]
+        if unreadable is not None
+        else []
+    )
+    return findings + _clone(facts)
+
+
+def _clone(facts: CheckFacts) -> list[Finding]:
     definition = facts.image_definition
     if definition is not None and (definition.os_state or "").lower() == "specialized":
         return [
@@ -363,6 +394,28 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         evidence = f"{assigned.policy.label} via {assigned.via}: {shown}"
         findings.append(_device_finding("remote-access", severity, message, evidence, DOC_AVD))
     return findings
+
+
+def _unreadable(rule_id: str, what: str, so: str, unreadable: Unreadable, doc: str) -> Finding:
+    """A read ARM refused: a warning that names the role to grant, and where."""
+    return Finding(
+        rule_id,
+        Severity.WARNING,
+        f"{what} could not be read: ARM refused the app's identity, so {so}. Grant the app's identity the "
+        f"Reader role (or a role with {unreadable.action}) on {_scope_name(unreadable.scope)}.",
+        f"{unreadable.resource_id}: {unreadable.refusal}",
+        doc,
+    )
+
+
+def _scope_name(scope: str) -> str:
+    """`/subscriptions/s/resourceGroups/rg` → "resource group rg of subscription s"."""
+    parts = scope.strip("/").split("/")
+    if len(parts) >= 4 and parts[2].lower() == "resourcegroups":
+        return f"resource group {parts[3]} of subscription {parts[1]}, or on that subscription"
+    if len(parts) >= 2 and parts[0].lower() == "subscriptions":
+        return f"subscription {parts[1]}"
+    return scope
 
 
 def _device_finding(rule_id: str, severity: Severity, message: str, evidence: str, doc: str) -> Finding:

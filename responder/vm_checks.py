@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 
+from responder import arm_documents
 from responder.composition import Services
-from responder.facts import HostPool, VmFacts
+from responder.errors import AccessDenied
+from responder.facts import HostPool, Unreadable, VmFacts
 from responder.log_lines import vm_fields, write
 from responder.model import Finding, Severity, VmRef
 
@@ -50,7 +52,25 @@ def verdict(findings: tuple[Finding, ...]) -> str:
 
 
 async def host_pool_of(facts: VmFacts, services: Services) -> HostPool | None:
-    """Only session hosts carry the AVD registration extension; others cost no lookups."""
+    """The session host's pool, for the device check: one ARM refuses to show is None here
+    (the create-time check reported it: `read_host_pool`)."""
+    pool = await read_host_pool(facts, services)
+    return pool if isinstance(pool, HostPool) else None
+
+
+async def read_host_pool(facts: VmFacts, services: Services) -> HostPool | Unreadable | None:
+    """Only session hosts carry the AVD registration extension; others cost no lookups. A pool
+    ARM refuses to show (403: the app has no role where it lives) is `Unreadable`, not a failure."""
     if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
         return None
-    return await services.compute.find_host_pool(facts.ref)
+    try:
+        return await services.compute.find_host_pool(facts.ref)
+    except AccessDenied as refused:
+        if refused.resource:  # a pool whose session hosts ARM refused to list
+            return arm_documents.unreadable(f"{refused.resource}/sessionHosts", refused.message)
+        return Unreadable(  # the subscription's pools
+            resource_id=f"/subscriptions/{facts.ref.subscription_id}/providers/Microsoft.DesktopVirtualization/hostPools",
+            action="Microsoft.DesktopVirtualization/hostPools/read and hostPools/sessionHosts/read",
+            scope=f"/subscriptions/{facts.ref.subscription_id}",
+            refusal=refused.message,
+        )

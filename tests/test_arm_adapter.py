@@ -7,14 +7,17 @@ from http import HTTPStatus
 import pytest
 
 from localdev.simulators import Simulators
-from responder.adapters.arm import VIRTUAL_MACHINES_API
+from responder.adapters.arm import GALLERIES_API, VIRTUAL_MACHINES_API
 from responder.composition import Services
-from responder.errors import TransientError
+from responder.errors import AccessDenied, TransientError
 from responder.facts import Gone, VmFacts
 from responder.model import PowerState, VmRef
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GALLERY = f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/Microsoft.Compute/galleries/gal_corp/images"
+LOCATED = f"/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope"
+SHARED = f"{LOCATED}/sharedGalleries/8f2c5e1a-0b3d-4e6f-9a7c-1d2e3f4a5b6c-FABRIKAMSHARED/images"
+COMMUNITY = f"{LOCATED}/communityGalleries/northwind-5d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a/images"
 
 
 def vm(name: str, resource_group: str = "rg-avd-prod") -> VmRef:
@@ -80,6 +83,61 @@ async def test_a_generalized_gallery_image_reads_as_generalized(services: Servic
 
 async def test_a_missing_gallery_image_reads_as_gone(services: Services) -> None:
     assert isinstance(await services.compute.get_image_definition(f"{GALLERY}/retired-image"), Gone)
+
+
+async def test_a_shared_gallery_image_definition_is_read_in_the_vms_subscription_and_region(
+    services: Services, simulators: Simulators
+) -> None:
+    definition = await services.compute.get_image_definition(f"{SHARED}/win11-shared-specialized")
+
+    assert not isinstance(definition, Gone)
+    assert (definition.id, definition.os_state) == (
+        "/SharedGalleries/8f2c5e1a-0b3d-4e6f-9a7c-1d2e3f4a5b6c-FABRIKAMSHARED/Images/win11-shared-specialized",
+        "Specialized",
+    )
+    (request,) = simulators.arm.calls("GET", f"{SHARED}/win11-shared-specialized")
+    assert request.query["api-version"] == GALLERIES_API
+
+
+async def test_a_community_gallery_image_definition_is_read_in_the_vms_subscription_and_region(
+    services: Services,
+) -> None:
+    definition = await services.compute.get_image_definition(f"{COMMUNITY}/win11-community-specialized")
+
+    assert not isinstance(definition, Gone)
+    assert definition.os_state == "Specialized"
+
+
+async def test_a_missing_shared_gallery_image_reads_as_gone(services: Services) -> None:
+    assert isinstance(await services.compute.get_image_definition(f"{SHARED}/retired-image"), Gone)
+
+
+async def test_a_gallery_in_a_subscription_the_app_has_no_role_in_is_refused_once_not_retried(
+    services: Services, simulators: Simulators
+) -> None:
+    simulators.world.unreadable_scopes.add(f"/subscriptions/{SUB}/resourcegroups/rg-images")
+
+    with pytest.raises(AccessDenied) as refused:
+        await services.compute.get_image_definition(f"{GALLERY}/win11-golden")
+
+    assert refused.value.status == HTTPStatus.FORBIDDEN
+    assert "(AuthorizationFailed) The client" in refused.value.message
+    assert len(simulators.arm.calls("GET", "/galleries/")) == 1
+
+
+async def test_a_host_pool_whose_session_hosts_are_refused_is_passed_over(
+    services: Services, simulators: Simulators
+) -> None:
+    pools = f"/subscriptions/{SUB}/resourcegroups/rg-avd-prod/providers/microsoft.desktopvirtualization/hostpools"
+    simulators.world.unreadable_scopes.add(f"{pools}/hp-personal")  # its session hosts can't be listed
+
+    pool = await services.compute.find_host_pool(vm("avd-pooled-01", "rg-avd-pool"))
+
+    assert pool is not None
+    assert pool.name == "hp-pooled"
+    with pytest.raises(AccessDenied) as refused:
+        await services.compute.find_host_pool(vm("avd-personal-03"))
+    assert refused.value.resource == simulators.world.host_pools[f"{pools}/hp-personal"]["id"]
 
 
 async def test_a_personal_session_host_finds_its_personal_host_pool(services: Services) -> None:

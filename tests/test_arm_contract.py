@@ -1,5 +1,6 @@
 """The ARM simulator and the document reader against Microsoft's REST examples for
-`Microsoft.Compute/virtualMachines` (api-version 2026-03-01, vendored in tests/contracts)."""
+`Microsoft.Compute/virtualMachines` (api-version 2026-03-01) and gallery image definitions: a
+gallery's, and those shared directly or to the community (2025-03-03), vendored in tests/contracts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from azure.mgmt.compute.models import VirtualMachine
+from azure.mgmt.compute.models import CommunityGalleryImage, SharedGalleryImage, VirtualMachine
 
 from localdev.arm_sim import ArmWorld
 from localdev.simulators import load_seed
@@ -15,13 +16,22 @@ from responder import arm_documents
 from responder.model import PowerState
 
 EXAMPLES = Path(__file__).parent / "contracts" / "arm" / "Microsoft.Compute" / "2026-03-01"
+GALLERY_EXAMPLES = EXAMPLES.parent / "2025-03-03"
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 # Free-form by definition: an extension's public settings and a resource's tags.
 FREE_FORM = ("resources[].properties.settings.", "tags.")
+# What every ARM resource carries (common-types `Resource`), though not every example shows it.
+ARM_RESOURCE = {"id", "name", "type", "location"}
+# The example of each kind of image definition, by the first segment of its id (uniqueId).
+IMAGE_EXAMPLES = {
+    "galleries": "GalleryImage_Get",
+    "sharedgalleries": "SharedGalleryImage_Get",
+    "communitygalleries": "CommunityGalleryImage_Get",
+}
 
 
-def example(name: str) -> Any:
-    text = (EXAMPLES / f"{name}.json").read_text().replace("{subscription-id}", SUB)
+def example(name: str, folder: Path = EXAMPLES) -> Any:
+    text = (folder / f"{name}.json").read_text().replace("{subscription-id}", SUB)
     return json.loads(text)["responses"]["200"]["body"]
 
 
@@ -68,3 +78,43 @@ def test_microsofts_instance_view_example_gives_the_power_state() -> None:
     codes = [status["code"] for status in body["properties"]["instanceView"]["statuses"]]
     power = next(code for code in codes if code.startswith("PowerState/")).removeprefix("PowerState/")
     assert facts.power_state.value == power
+
+
+def test_the_simulated_image_definitions_have_only_the_shapes_microsofts_examples_show() -> None:
+    world = ArmWorld.from_seed(load_seed("sample"))
+    examples = {kind: example(name, GALLERY_EXAMPLES) for kind, name in IMAGE_EXAMPLES.items()}
+    served = [("galleries", document) for document in world.gallery_images.values()]
+    for document in world.located_images.values():
+        served.append((document["identifier"]["uniqueId"].split("/")[1].lower(), document))
+
+    assert {kind for kind, _ in served} == set(IMAGE_EXAMPLES)
+    for kind, document in served:
+        assert key_paths(document) <= key_paths(examples[kind]) | ARM_RESOURCE, (kind, document["name"])
+
+
+def test_microsofts_shared_and_community_image_examples_read_through_the_sdk_model_with_their_os_state() -> None:
+    for model, name in (
+        (SharedGalleryImage, "SharedGalleryImage_Get"),
+        (CommunityGalleryImage, "CommunityGalleryImage_Get"),
+    ):
+        body = example(name, GALLERY_EXAMPLES)
+
+        definition = arm_documents.image_definition(model(body).as_dict())
+
+        assert (definition.id, definition.os_type, definition.os_state) == (
+            body["identifier"]["uniqueId"],
+            "Windows",
+            body["properties"]["osState"],
+        )
+
+
+def test_the_simulator_serves_a_shared_gallery_image_where_microsofts_example_is_asked_for() -> None:
+    world = ArmWorld.from_seed(load_seed("sample"))
+    body = example("SharedGalleryImage_Get", GALLERY_EXAMPLES)
+    world.add_located_image(body)
+
+    path = (
+        f"/subscriptions/{SUB}/providers/Microsoft.Compute/locations/myLocation/sharedGalleries/galleryUniqueName"
+        "/images/myGalleryImageName"
+    )
+    assert world.image_definition(path) == body

@@ -142,6 +142,19 @@ async def test_the_device_side_findings_go_where_the_create_time_findings_go(
     assert record.managed_device_id == "7d1e0003-aaaa-4bbb-8ccc-000000000003"  # proven: kept for later
 
 
+async def test_a_session_host_whose_host_pool_the_app_cannot_read_is_checked_without_the_avd_only_rules(
+    services: Services, simulators: Simulators, ledger: TableLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="responder")
+    pools = f"/subscriptions/{SUB}/resourcegroups/rg-avd-prod/providers/microsoft.desktopvirtualization/hostpools"
+    simulators.world.unreadable_scopes.add(f"{pools}/hp-personal")  # the create-time check reported it
+
+    await deliver(request_for(ENROLLED_HOST, ENROLLED_HOST_VM_ID))
+
+    assert [line["decision"] for line in log_lines(caplog, "device-check")] == ["checked"]
+    assert ids(await device_findings(ledger, ENROLLED_HOST)) == [("tpm-profile", "warning")]  # BitLocker, on any VM
+
+
 async def test_remote_desktop_turned_off_for_an_avd_host_is_an_error_naming_the_profile(
     services: Services, ledger: TableLedger
 ) -> None:

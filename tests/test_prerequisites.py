@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from responder.facts import Extension, HostPool, ImageDefinition, ImageReference, VmFacts
+from responder.facts import Extension, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
 from responder.joins import INTUNE_MDM_ID
 from responder.model import PowerState, VmRef
 from responder.os_identity import identify_os
@@ -28,6 +28,17 @@ GALLERY = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galler
 PERSONAL = HostPool("/hp/personal", "hp-personal", "Personal", "Persistent", "1.0.9742.1000")
 POOLED = HostPool("/hp/pooled", "hp-pooled", "Pooled", "BreadthFirst", "1.0.9742.1000")
 POOLED_OLD_AGENT = replace(POOLED, agent_version="1.0.2800.2802")
+CENTRAL_IMAGE = "/subscriptions/central/resourceGroups/rg-images/providers/Microsoft.Compute/galleries/g/images/golden"
+REFUSED = "Azure Resource Manager refused the app's identity (AuthorizationFailed)"
+IMAGE_UNREADABLE = Unreadable(
+    CENTRAL_IMAGE, "Microsoft.Compute/galleries/images/read", "/subscriptions/central/resourceGroups/rg-images", REFUSED
+)
+POOLS_UNREADABLE = Unreadable(
+    "/subscriptions/s/providers/Microsoft.DesktopVirtualization/hostPools",
+    "Microsoft.DesktopVirtualization/hostPools/read and hostPools/sessionHosts/read",
+    "/subscriptions/s",
+    REFUSED,
+)
 
 
 def marketplace(sku: str, offer: str = "windows-11", publisher: str = "MicrosoftWindowsDesktop") -> ImageReference:
@@ -115,6 +126,27 @@ CASES: list[tuple[str, CheckFacts, set[tuple[str, str]]]] = [
         {("cloned-image", "error")},
     ),
     (
+        "a gallery image the app can't read: the other rules still run",
+        CheckFacts(
+            vm(ImageReference(id=f"{CENTRAL_IMAGE}/versions/1.0.0"), (), os_name="Windows 11 Enterprise"),
+            image_unreadable=IMAGE_UNREADABLE,
+        ),
+        {("image-unreadable", "warning"), ("join", "warning")},
+    ),
+    (
+        "a gallery image the app can't read on an attached OS disk is still a clone",
+        CheckFacts(
+            vm(ImageReference(id=CENTRAL_IMAGE), os_disk_create_option="Attach", os_name="Windows 11 Enterprise"),
+            image_unreadable=IMAGE_UNREADABLE,
+        ),
+        {("image-unreadable", "warning"), ("cloned-image", "error")},
+    ),
+    (
+        "a session host whose host pool the app can't read",
+        CheckFacts(vm(extensions=(AVD_DSC_ENTRA,)), host_pool_unreadable=POOLS_UNREADABLE),
+        {("host-pool-unreadable", "warning")},
+    ),
+    (
         "windows server",
         CheckFacts(vm(marketplace("2022-datacenter-azure-edition", "WindowsServer", "MicrosoftWindowsServer"))),
         {("os-edition", "error")},
@@ -175,6 +207,25 @@ def test_every_finding_says_why_and_where_it_comes_from() -> None:
         for finding in check(facts):
             assert finding.message.endswith(".")
             assert finding.evidence
+
+
+def test_an_unreadable_image_names_the_role_to_grant_and_where() -> None:
+    facts = vm(ImageReference(id=CENTRAL_IMAGE), os_name="Windows 11 Enterprise")
+
+    (finding,) = check(CheckFacts(facts, image_unreadable=IMAGE_UNREADABLE))
+
+    assert finding.rule_id == "image-unreadable"
+    assert "Reader role (or a role with Microsoft.Compute/galleries/images/read)" in finding.message
+    assert "on resource group rg-images of subscription central, or on that subscription." in finding.message
+    assert finding.evidence == f"{CENTRAL_IMAGE}: {REFUSED}"
+
+
+def test_an_unreadable_host_pool_names_the_role_to_grant_and_where() -> None:
+    (finding,) = check(CheckFacts(vm(extensions=(AVD_DSC_ENTRA,)), host_pool_unreadable=POOLS_UNREADABLE))
+
+    assert finding.rule_id == "host-pool-unreadable"
+    assert "Reader role (or a role with Microsoft.DesktopVirtualization/hostPools/read" in finding.message
+    assert finding.message.endswith("on subscription s.")
 
 
 def test_an_error_finding_fails_the_check() -> None:

@@ -198,6 +198,7 @@ class MemoryQueue:
     async def send_poison(self, text: str, reason: str) -> None:
         self.faults.before("parking a message")
         self.put_poison(text, reason, message_timing(0).time_to_live)
+        self.faults.after("parking a message")
 
     async def poison_depth(self) -> int:
         self.drop_expired()

@@ -48,6 +48,7 @@ class ArmWorld:
     disks: dict[str, Json] = field(default_factory=dict)
     gallery_images: dict[str, Json] = field(default_factory=dict)
     host_pools: dict[str, Json] = field(default_factory=dict)
+    served: set[str] = field(default_factory=set)  # VMs whose document was read while they existed (tests ask)
     session_hosts: dict[str, Json] = field(default_factory=dict)
     # Images shared directly or to the community, keyed by `located_image_key`: they have no
     # resource id, only `identifier.uniqueId`, and every subscription reads them in their region.
@@ -127,6 +128,19 @@ class ArmWorld:
         os_disk["createOption"] = "FromImage"
         self.put_vm(document)
 
+    def move_vm(self, vm_id: str, resource_group: str) -> Json:
+        """Move a VM and its OS disk to another resource group, as a resource move does: new resource
+        ids, the same vmId, the disk still attached (the move itself is one action on the source group)."""
+        document = self.vms.pop(vm_id.lower())
+        moved = _in_group(str(document["id"]), resource_group)
+        document["id"] = moved
+        managed = document["properties"]["storageProfile"]["osDisk"]["managedDisk"]
+        disk = self.disks.pop(str(managed["id"]).lower())
+        disk["id"] = managed["id"] = _in_group(str(managed["id"]), resource_group)
+        self.disks[str(disk["id"]).lower()] = disk
+        self.put_vm(document)
+        return document
+
     def delete_vm(self, vm_id: str) -> Json:
         """The VM goes; its OS disk goes with it only when `osDisk.deleteOption` is `Delete`."""
         document = self.vms.pop(vm_id.lower())
@@ -191,6 +205,7 @@ class ArmSimulator:
         vm = self.world.vms.get(path)
         if vm is None:
             return _not_found(path)
+        self.world.served.add(path)
         body = copy.deepcopy(vm)
         if request.query.get("$expand", "").lower() != "instanceview":
             body["properties"].pop("instanceView", None)
@@ -198,6 +213,7 @@ class ArmSimulator:
 
     def _list_vms(self, request: Request, path: str, sub: str) -> Response:
         vms = [copy.deepcopy(vm) for vm in self.world.vms.values() if _in_subscription(vm, sub)]
+        self.world.served.update(str(vm["id"]).lower() for vm in vms)
         if request.query.get("statusOnly", "").lower() != "true":
             for vm in vms:
                 vm["properties"].pop("instanceView", None)
@@ -235,6 +251,11 @@ class ArmSimulator:
             query["$skiptoken"] = str(start + self.page_size)
             body["nextLink"] = f"{self.base_url}{request.path}?{urlencode(query)}"
         return Response(HTTPStatus.OK, body)
+
+
+def _in_group(resource_id: str, resource_group: str) -> str:
+    head, _, rest = resource_id.partition("/resourceGroups/")
+    return f"{head}/resourceGroups/{resource_group}/{rest.split('/', 1)[1]}"
 
 
 def _disk(disk_id: str, os_disk: Json, location: object) -> Json:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -114,6 +114,7 @@ class MemoryAudit:
         self.now = now
         self.rows: list[AuditEntry] = []
         self.cleanups: dict[str, CleanupRecord] = {}
+        self.claims: dict[str, tuple[str, datetime]] = {}  # record id → the cleanup deleting it, since when
         self.cap = CapState()
         self.cursor = 0
         self.faults = StorageFaults()
@@ -137,6 +138,18 @@ class MemoryAudit:
         self.cleanups[record.key] = stored
         self.faults.after("writing a cleanup row")
         return stored
+
+    async def claim_records(self, key: str, record_ids: tuple[str, ...]) -> str | None:
+        self.faults.before("claiming records")
+        for record_id in record_ids:
+            holder, since = self.claims.get(record_id, (key, self.now()))
+            record = self.cleanups.get(holder)
+            unsaved = record is None and self.now() - since < timedelta(minutes=10)
+            if holder != key and (unsaved or (record is not None and not record.finished)):
+                return holder
+            self.claims[record_id] = (key, self.now())
+        self.faults.after("claiming records")
+        return None
 
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
         self.cap, reservation = reserve(self.cap, wanted, cap, self.now())
@@ -279,7 +292,10 @@ class WorldCompute:
 
     async def get_vm(self, vm: VmRef) -> VmFacts | Gone:
         document = self.world.vms.get(vm.resource_id)
-        return arm_documents.vm_facts(copy.deepcopy(document)) if document else Gone(vm.resource_id)
+        if document is None:
+            return Gone(vm.resource_id)
+        self.world.served.add(vm.resource_id)
+        return arm_documents.vm_facts(copy.deepcopy(document))
 
     async def get_image_definition(self, image_id: str) -> ImageDefinition | Gone:
         if self.world.refused_scope(image_id) is not None:  # the simulator's 403, as the adapter maps it
@@ -298,6 +314,7 @@ class WorldCompute:
         prefix = f"/subscriptions/{subscription_id}/"
         for key, document in list(self.world.vms.items()):
             if key.startswith(prefix):
+                self.world.served.add(key)
                 yield arm_documents.vm_facts(copy.deepcopy(document))
 
     async def merge_tags(self, vm: VmRef, tags: dict[str, str]) -> None:

@@ -146,6 +146,17 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
             await services.audit.record(entry)
             return _logged_entry(entry)
         record = _record_of(request, plan, services.settings.mode, services.clock())
+        if not record.finished and record.targets:
+            # Two cleanups (a deletion's and reconciliation's, or two deletions') may prove one record:
+            # one deletes it, the other says who does, so every deletion has one audit row.
+            holder = await services.audit.claim_records(record.key, tuple(t.record_id for t in record.targets))
+            if holder is not None:
+                record = replace(
+                    record,
+                    decision=Decision.SKIPPED,
+                    reason=f"another cleanup ({holder}) is deleting these records: {plan.reason}",
+                    targets=(),
+                )
         if record.finished or not record.targets:
             record = await services.audit.save_cleanup(record.finish(services.clock()))
             await _settle_ledger(request, record, services)
@@ -215,6 +226,10 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         disk = await services.compute.get_disk(request.os_disk_id) if request.os_disk_id else None
         if (lives_on := plan_for_its_os_disk(request.resource_id, request.os_disk_id, current, disk)) is not None:
             return lives_on
+        if presence is Presence.GONE and (moved := await _living_elsewhere(request.vm_id, None, services)):
+            return CleanupPlan(
+                Decision.SKIPPED, f"the VM (vmId {request.vm_id}) lives on as {moved.resource_id}: moved"
+            )
         incarnation = Incarnation(
             request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind, request.arm_id
         )
@@ -241,7 +256,7 @@ async def _decide_unseen(request: CleanupRequest, services: Services) -> Cleanup
     ownership = await find_own_device(incarnation, None, services.directory, quiet_since=request.deleted_at)
     own = ownership.own
     name = _name_of(own.managed, own.entra) if own is not None else None
-    if own is not None and name is not None and (namesake := await _watched_vm_named(name, services)) is not None:
+    if own is not None and name is not None and (namesake := await _living_elsewhere(None, name, services)) is not None:
         return CleanupPlan(
             Decision.REFUSED,
             f"{own.label} is anchored to this VM, but {namesake.resource_id} carries its name {name!r}: "
@@ -255,11 +270,14 @@ def _name_of(managed: ManagedDevice | None, entra: EntraDevice | None) -> str | 
     return name.strip().lower() if name and name.strip() else None
 
 
-async def _watched_vm_named(name: str, services: Services) -> VmRef | None:
-    """A VM of the watched subscriptions whose computer name (or, unknown, resource name) is `name`."""
+async def _living_elsewhere(vm_id: str | None, name: str | None, services: Services) -> VmRef | None:
+    """A VM of the watched subscriptions with this vmId (the VM, moved: a move keeps the vmId and sends
+    no event the app hears) or with this computer name (or, unknown, resource name)."""
     for subscription in sorted(services.settings.reconcile.watched_subscriptions):
         async for vm in services.compute.list_vms(subscription):
-            if (vm.computer_name or vm.ref.name).lower() == name:
+            if (vm_id is not None and vm.vm_id == vm_id) or (
+                name is not None and (vm.computer_name or vm.ref.name).lower() == name
+            ):
                 return vm.ref
     return None
 
@@ -325,6 +343,14 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
         )
     if (refusal := await _anchored_vm_refusal(vm, services)) is not None:
         return refusal
+    known = await services.ledger.get(vm)
+    name = _name_of(managed, None)
+    if (elsewhere := await _living_elsewhere(known.vm_id if known else None, name, services)) is not None:
+        return CleanupPlan(
+            Decision.SKIPPED,
+            f"{elsewhere.resource_id} carries its name {name!r} or its VM's vmId now: moved, or re-created from "
+            "its disk, it is not an orphan",
+        )
     incarnation = Incarnation(vm, computer_name=managed.device_name)
     # The record itself and its namesakes: the decision needs to see a clone of the same name.
     ownership = await find_own_device(

@@ -153,7 +153,9 @@ def _latest(record: VmRecord, event: VmEvent) -> dict[EventKind, datetime]:
 def forget_incarnation(record: VmRecord) -> VmRecord:
     """The row once a new VM holds the resource id: nothing known of the old one carries over,
     except what belongs to its Windows installation (its OS disk, the device proven for it,
-    its mark), which `adopt_incarnation` hands to a new VM booting that same disk, or drops."""
+    its mark), which `adopt_incarnation` hands to a new VM booting that same disk, or drops;
+    and the opt-out tag, until ARM is read: a VM the responder never reads (a deletion of it
+    is all it hears) is taken to be tagged as the one before it under that resource id."""
     return replace(
         record,
         vm_id=None,
@@ -165,7 +167,6 @@ def forget_incarnation(record: VmRecord) -> VmRecord:
         check_fingerprint=None,
         device_check_due=None,
         device_checked_at=None,
-        opted_out=False,
     )
 
 

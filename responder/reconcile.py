@@ -1,8 +1,11 @@
 """Reconciliation (design §6): catch what the events missed, through the same decision code.
 
-One pass walks the VMs of every watched subscription (a deallocated VM whose
-device isn't marked, a running one whose device still is: `align_power_mark`; a
-Windows VM whose device-side check never concluded: queued again),
+One pass walks the VMs of every watched subscription and records each in the
+ledger (its vmId, computer name, creation time, OS disk and opt-out tag: an estate
+older than the app is known from its first run on, whatever the bound), then
+acts on drift (a deallocated VM whose device isn't marked, a running one whose
+device still is: `align_power_mark`; a Windows VM whose device-side check never
+concluded: queued again),
 then the Intune records of model `Virtual Machine` (no VM of that name anywhere
 and silent for `stale_days`: a cleanup queued through the guarded worker). A
 run looks at no more than `max_items` and saves where it stopped; the next run
@@ -37,6 +40,7 @@ LOOK_AGAIN_FOR_A_DEVICE_AFTER = timedelta(days=7)
 @dataclass
 class ReconcileSummary:
     checked: int = 0
+    recorded: int = 0  # VMs the ledger learnt (or learnt anew) this run: every VM is read, whatever the bound
     repaired: int = 0  # marks set or lifted (or, in audit mode, planned)
     refused: int = 0  # drift found but left alone, with a finding (ambiguous, no device...)
     queued: int = 0  # orphaned records sent to the guarded cleanup
@@ -68,17 +72,36 @@ class _Pass:
         return True
 
     async def vms(self) -> bool:
+        bounded = False
         for subscription in sorted(self.settings.reconcile.watched_subscriptions):
             async for vm in self.services.compute.list_vms(subscription):
                 self.vm_names.update(name.lower() for name in (vm.ref.name, vm.computer_name) if name)
+                in_scope = not out_of_scope_reason(vm.ref, self.settings)
+                record = await self._record(vm) if in_scope else None  # every VM: the bound limits actions
+                if bounded:
+                    continue
                 step = self.take()
                 if step is None:
-                    return False
-                if step and not out_of_scope_reason(vm.ref, self.settings) and not opted_out(vm.tags, self.settings):
-                    record = await self.services.ledger.get(vm.ref)  # read once for both
+                    bounded = True
+                elif step and record is not None and not record.opted_out:
                     await self._align(vm.ref, vm.power_state, record)
                     await self._check_device(vm, record)
-        return True
+        return not bounded
+
+    async def _record(self, vm: VmFacts) -> VmRecord:
+        """What ARM says of the VM, in its ledger row (written only when it changes): a deletion of it
+        later is then the deletion of a VM the responder read, with its device, disk and opt-out known."""
+        tagged = opted_out(vm.tags, self.settings)
+
+        def learn(current: VmRecord) -> tuple[VmRecord, bool]:
+            if current.deleted_at is not None:
+                return current, False  # a deletion is being handled: its cleanup decides, not this read
+            learnt = replace(adopt_incarnation(current, vm), opted_out=tagged)
+            return learnt, learnt != current
+
+        record, changed = await self.services.ledger.update(vm.ref, learn)
+        self.summary.recorded += changed
+        return record
 
     async def _align(self, vm: VmRef, power: PowerState, record: VmRecord | None) -> None:
         marked = record.suppression if record else SuppressionState.NONE

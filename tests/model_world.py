@@ -53,8 +53,12 @@ class Vm:
     created_at: datetime = T0
     exists: bool = True
     power: str = "running"
-    disk: str = ""  # the OS disk the current (or last) incarnation boots, lower case
-    kept_disk: str | None = None  # the last incarnation's OS disk, kept when it was deleted
+    disk: str = ""  # the installation the current (or last) incarnation boots: its OS disk's first id, lower case
+    arm_disk: str = ""  # that disk's resource id now (a move changes it)
+    kept_disk: bool = False  # the last incarnation's OS disk was kept when it was deleted
+    disks: set[str] = field(default_factory=set)  # every installation this VM resource ever booted
+    moved: bool = False
+    former_ids: set[str] = field(default_factory=set)  # its resource ids before a move
     incarnations: int = 0
 
     @property
@@ -103,8 +107,9 @@ class World:
         self.vms: list[Vm] = []
         self.truth: dict[str, Truth] = {}  # record id → owner, for every record ever created
         self.pending: list[PendingEvent] = []
-        self.delivered_deletions: set[tuple[str, str | None]] = set()  # (resource id, vmId) whose delete was handled
+        self.delivered_deletions: set[str] = set()  # the vmIds whose delete event the product handled
         self.enrolled_disks: set[str] = set()  # installations with their device records
+        self.known_opted_out: set[str] = set()  # resource ids whose opt-out tag the product's ledger recorded
         self.last_booted_by: dict[str, str] = {}  # OS disk → the vmId of the last VM that booted it
         self._ids = itertools.count(1)
 
@@ -139,7 +144,10 @@ class World:
             attach
             or f"{vm.arm_id.split('/providers/')[0]}/providers/Microsoft.Compute/disks/{vm.name}_OsDisk_{vm.vm_id}"
         )
-        vm.disk, vm.kept_disk = disk.lower(), None
+        if not attach:
+            vm.disk = disk.lower()
+        vm.arm_disk, vm.kept_disk = disk, False
+        vm.disks.add(vm.disk)
         self.last_booted_by[vm.disk] = vm.vm_id
         document = _clone(self.hybrid_template if vm.hybrid else self.template)
         document["id"], document["name"] = vm.arm_id, vm.name
@@ -184,7 +192,7 @@ class World:
         document = self.arm.vms[vm.ref.resource_id]
         document["properties"]["storageProfile"]["osDisk"]["deleteOption"] = "Detach" if keep_disk else "Delete"
         self.arm.delete_vm(vm.ref.resource_id)
-        vm.kept_disk = vm.disk if keep_disk else None
+        vm.kept_disk = keep_disk
         self.emit(vm, "delete")
         return True
 
@@ -199,9 +207,22 @@ class World:
     def reattach(self, vm: Vm) -> bool:
         """Created again by attaching the kept OS disk (to change zone or size family): the same
         Windows installation, so the same computer name and the same device, under a new vmId."""
-        if vm.exists or vm.kept_disk is None:
+        if vm.exists or not vm.kept_disk:
             return False
-        self._incarnate(vm, attach=self.arm.disks[vm.kept_disk]["id"])
+        self._incarnate(vm, attach=vm.arm_disk)
+        return True
+
+    def move(self, vm: Vm) -> bool:
+        """Moved to another resource group: a new resource id, the same vmId, OS disk and device (whose
+        Entra object keeps the anchor to the old id). ARM's one event is an action on the source
+        resource group, which no event subscription of the app admits: the app hears nothing."""
+        if not vm.exists or vm.moved:
+            return False
+        old = vm.ref.resource_id
+        vm.former_ids.add(old)
+        vm.resource_group, vm.moved = f"{vm.resource_group}-moved", True
+        document = self.arm.move_vm(old, vm.resource_group)
+        vm.arm_disk = document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
         return True
 
     def spurious_delete(self, vm: Vm) -> bool:
@@ -289,8 +310,10 @@ class World:
         return self.machine_runs(truth) and vm is not None and vm.power == "running"
 
     def owner(self, truth: Truth) -> Vm | None:
-        """The VM resource the record belongs to (its incarnation may be gone)."""
-        return next((vm for vm in self.vms if truth.resource_id == vm.ref.resource_id), None)
+        """The VM resource the record belongs to (its incarnation may be gone, the VM moved)."""
+        if truth.disk is None:
+            return None
+        return next((vm for vm in self.vms if truth.disk in vm.disks), None)
 
     def machine_runs(self, truth: Truth) -> bool:
         """A VM boots the installation the record belongs to (its first VM, or one re-created on its disk)."""
@@ -366,8 +389,13 @@ class Oracle:
         if truth.resource_id is None:
             return f"{kind} on a physical PC's record"
         vm = self.world.owner(truth)
-        if vm is None or not vm.in_scope:
-            return f"{kind} on a record of a VM outside the allow-lists or opted out"
+        if vm is None or vm.subscription != SUB_A:
+            return f"{kind} on a record of a VM outside the allow-lists"
+        if vm.opted_out and (kind != "delete" or truth.resource_id in self.world.known_opted_out):
+            # A deletion of a VM the product never recorded under the resource id its record is anchored
+            # to (an estate older than it, events lost, moved since): its opt-out tag can't be known
+            # there, and its cleanup says so.
+            return f"{kind} on a record of a VM tagged to be left alone"
         if kind == "delete":
             if self.world.machine_runs(truth):
                 return f"deleted a record of {truth.resource_id} ({truth.vm_id}), whose OS disk a VM boots"

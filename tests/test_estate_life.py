@@ -1,4 +1,4 @@
-"""How real estates live (SPEC §11, issue 26), each case once, through the real handler functions,
+"""How real estates live (issue 26; design §2 and §5), each case once, through the real handler functions,
 the queue host, Azurite and the simulators in enforce mode: a VM re-created from its kept OS
 disk, a deletion Event Grid reports twice."""
 
@@ -10,15 +10,21 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from azure.functions.timer import TimerRequest
+
+from handlers import reconcile_timer
 from localdev.azurite import Azurite
 from localdev.simulators import Simulators
-from responder.composition import Services
+from responder.composition import Services, close_services
+from responder.events import vm_ref_from_resource_id
 from responder.model import VmRecord, VmRef
-from tests.conftest import ledger_row
+from tests.conftest import deployed_services, ledger_row
 from tests.test_wrong_device_regressions import (
     CREATED,
     DAY,
     GROUP,
+    SUB,
     add_device,
     add_vm,
     cleanup_rows,
@@ -32,6 +38,7 @@ from tests.test_wrong_device_regressions import (
 
 __all__ = ["enforcing"]  # the fixture, shared with the wrong-device regressions
 vm_ids = itertools.count(1)
+on_reconcile_timer = reconcile_timer.on_reconcile_timer.build().get_user_function()
 
 
 def delete_keeping_the_os_disk(simulators: Simulators, vm: VmRef) -> dict[str, Any]:
@@ -231,3 +238,47 @@ async def test_a_stale_anchor_of_a_vm_moved_elsewhere_does_not_pass_for_a_delete
     (row,) = await cleanup_rows(enforcing)
     assert row["Decision"] == "refused"
     assert "rg-avd-moved" in str(row["Reason"])
+
+
+async def test_a_vm_the_ledger_knew_and_moved_elsewhere_keeps_its_records(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    """A move keeps the vmId and sends no event the app hears; a delete event for the old resource
+    id (one that did not go through there) must not take the moved VM's records along."""
+    vm = add_vm(simulators, "estate-i", "host-i")
+    add_device(simulators, "host-i", anchor=vm)
+    await seen(vm)
+    simulators.world.move_vm(vm.resource_id, "rg-avd-moved")
+    await deliver("delete", vm, CREATED + DAY)
+
+    await work_queue(enforcing, azurite)
+
+    assert deletions(simulators) == []
+    (row,) = await cleanup_rows(enforcing)
+    assert row["Decision"] == "skipped"
+    assert "rg-avd-moved" in str(row["Reason"])
+
+
+# --- adopting an estate -----------------------------------------------------------------------
+
+
+async def test_reconciliation_records_every_vm_of_the_estate_whatever_its_bound(
+    enforcing: Services, simulators: Simulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESPONDER_RECONCILE_MAX_ITEMS", "1")
+    await close_services()
+    services = await deployed_services()
+
+    await on_reconcile_timer(TimerRequest(past_due=False))
+
+    for document in list(simulators.world.vms.values()):
+        if not str(document["id"]).lower().startswith(f"/subscriptions/{SUB}/"):
+            continue
+        ref = vm_ref_from_resource_id(str(document["id"]))
+        assert ref is not None
+        row = await ledger_row(services.ledger, ref)
+        assert row.vm_id == document["properties"]["vmId"]
+        assert row.os_disk_id == document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"].lower()
+        assert row.created_at is not None
+    optout = await ledger_row(services.ledger, VmRef(SUB, "rg-avd-prod", "vm-optout-10"))
+    assert optout.opted_out

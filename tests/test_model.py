@@ -42,9 +42,10 @@ from localdev.simulators import load_seed
 from responder.cleanup import CleanupRecord, CleanupRequest, Decision, Target
 from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
 from responder.device_check import process_device_check
-from responder.events import subscription_filter_kind
-from responder.model import EventKind
+from responder.events import subscription_filter_kind, vm_ref_from_resource_id
+from responder.model import EventKind, VmRecord, VmRef
 from responder.pipeline import Handled
+from responder.reconcile import reconcile
 from responder.settings import Settings
 from tests.conftest import handle_as
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
@@ -70,6 +71,8 @@ def settings_for_model() -> Settings:
             "RESPONDER_SUPPRESSION_ATTRIBUTE": "7",
             "RESPONDER_CLEANUP_DELAY_SECONDS": "3600",
             "RESPONDER_MAX_DELETIONS_PER_HOUR": "100000",
+            "RESPONDER_WATCHED_SUBSCRIPTIONS": f"{SUB_A},{SUB_B}",
+            "RESPONDER_RECONCILE_STALE_DAYS": "1",
         }
     )
 
@@ -124,9 +127,11 @@ class ResponderModel(RuleBasedStateMachine):
         specs=vm_specs,
         pcs=st.lists(st.sampled_from(COMPUTER_NAMES), max_size=2),
         running_since=st.sampled_from([True, True, True, False]),
+        predates=st.sampled_from([False, False, True]),
     )
-    def tenant(self, specs: list[dict[str, Any]], pcs: list[str], running_since: bool) -> None:
-        """`running_since`: the product was deployed before these VMs were created, and saw them."""
+    def tenant(self, specs: list[dict[str, Any]], pcs: list[str], running_since: bool, predates: bool = False) -> None:
+        """`running_since`: the product was deployed before these VMs were created, and saw them;
+        `predates`: the estate is older than the product, which never hears of these VMs' creation."""
         seen: set[tuple[str, str]] = set()
         for spec in specs:
             key = (spec["subscription"], spec["name"].lower())
@@ -148,7 +153,9 @@ class ResponderModel(RuleBasedStateMachine):
                 self.world.enrol(vm)
         for name in pcs:
             self.world.add_physical_pc(name)
-        if running_since:
+        if predates:
+            self.world.pending.clear()
+        elif running_since:
             for pending in list(self.world.pending):
                 if self._deliver(pending.raw, pending.vm, pending.vm_id):
                     self.world.pending.remove(pending)
@@ -189,6 +196,12 @@ class ResponderModel(RuleBasedStateMachine):
         self.world.tick(minutes)
         self.world.reattach(self._vm(index))
 
+    @rule(index=st.integers(0, 7), minutes=st.integers(1, 600))
+    def move(self, index: int, minutes: int) -> None:
+        """Moved to another resource group: the app hears no event of it."""
+        self.world.tick(minutes)
+        self.world.move(self._vm(index))
+
     @rule(index=st.integers(0, 7))
     def spurious_delete(self, index: int) -> None:
         self.world.tick(1)
@@ -223,6 +236,19 @@ class ResponderModel(RuleBasedStateMachine):
         for item in pending:
             if self._deliver(item.raw, item.vm, item.vm_id) and not (keep_some and shuffle.random() < 0.3):
                 self.world.pending.remove(item)
+
+    @rule(days=st.integers(0, 3))
+    def reconcile(self, days: int) -> None:
+        """The daily timer: what the events missed, through the same decisions."""
+        self.world.tick(24 * 60 * days)
+        writes_before = len(self.graph.operations)
+        try:
+            self.run_reconcile()
+        except Exception as error:  # a failed run: the timer's next run walks again
+            if "injected" not in str(error) and not _transient(error):
+                raise
+        finally:
+            self._check_writes(writes_before, None)
 
     @rule(hours=st.integers(0, 3))
     def work_the_queue(self, hours: int) -> None:
@@ -268,7 +294,7 @@ class ResponderModel(RuleBasedStateMachine):
             return False
         self._check_writes(writes_before, vm)
         if kind is EventKind.DELETED and handled.outcome in {"recorded", "resumed"}:
-            self.world.delivered_deletions.add((vm.ref.resource_id, vm_id))
+            self.world.delivered_deletions.add(vm_id)
         return True
 
     def _work_queue(self) -> None:
@@ -285,6 +311,9 @@ class ResponderModel(RuleBasedStateMachine):
             return await process_cleanup(text, attempt, self.product.services)
 
         self._run(run_queue(self.product.queue, work, max_dequeue_count=MAX_ATTEMPTS))
+
+    def run_reconcile(self) -> None:
+        self._run(reconcile(self.product.services))
 
     def run_device_checks(self) -> None:
         async def check(text: str, attempt: int) -> object:
@@ -325,6 +354,19 @@ class ResponderModel(RuleBasedStateMachine):
         return self.loop.run_until_complete(coroutine)
 
     # --- what must always hold ----------------------------------------------------
+
+    @invariant()
+    def learn_what_the_product_knows(self) -> None:
+        """Where the product's ledger recorded an opt-out tag (the oracle judges deletions by it)."""
+        for vm in self.world.vms:
+            for resource_id in {vm.ref.resource_id, *vm.former_ids} if vm.opted_out else set():
+                ref = vm_ref_from_resource_id(resource_id)
+                row = self.ledger_row(ref) if ref is not None else None
+                if row is not None and row.opted_out:
+                    self.world.known_opted_out.add(resource_id)
+
+    def ledger_row(self, vm: VmRef) -> VmRecord | None:
+        return self._run(self.product.services.ledger.get(vm))  # type: ignore[no-any-return]
 
     @invariant()
     def no_wrong_write(self) -> None:
@@ -386,7 +428,9 @@ class ResponderModel(RuleBasedStateMachine):
         for record_id, truth in self.world.truth.items():
             if not self._owed(record_id, truth):
                 continue
-            assert record_id in self.deleted_records or truth.resource_id in reported, (
+            owner = self.world.owner(truth)
+            where = {truth.resource_id, owner.ref.resource_id if owner else None}  # before and after a move
+            assert record_id in self.deleted_records or where & reported, (
                 record_id,
                 truth,
                 [(r.decision, r.reason) for r in cleanups],
@@ -395,8 +439,7 @@ class ResponderModel(RuleBasedStateMachine):
     def _owed(self, record_id: str, truth: Truth) -> bool:
         """A record the product must clean up or report: no VM boots its installation any more, and
         the deletion of the last VM that did reached the product."""
-        last = self.world.last_vm_id(truth)
-        if truth.resource_id is None or (truth.resource_id, last) not in self.world.delivered_deletions:
+        if truth.resource_id is None or self.world.last_vm_id(truth) not in self.world.delivered_deletions:
             return False
         vm = self.world.owner(truth)
         if vm is None or not vm.in_scope or self.world.machine_runs(truth):

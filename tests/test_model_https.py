@@ -30,7 +30,7 @@ from localdev.simulators import Simulators
 from responder.adapters.audit_table import CLEANUP_PARTITION, cleanup_record_from_entity
 from responder.cleanup import CleanupRecord
 from responder.composition import Services, close_services
-from responder.model import EventKind
+from responder.model import EventKind, VmRecord, VmRef
 from responder.pipeline import Handled
 from tests.conftest import deployed_services, outcome_of
 from tests.model_world import GROUP, SUB_A
@@ -96,6 +96,9 @@ class WireModel(ResponderModel):
         """Over Azurite, whose visibility delays run on the wall clock: the checks whose delay is over."""
         queue = self.product.settings.device_check.queue
         self._run(run_queue_trigger(self.azurite.connection_string, queue, on_device_check_message))
+
+    def ledger_row(self, vm: VmRef) -> VmRecord | None:
+        return self._run(self.product.ledger.get(vm))  # type: ignore[no-any-return]
 
     def queued(self) -> int:
         async def count() -> int:

@@ -14,7 +14,7 @@ import json
 import random
 import uuid
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -37,6 +37,9 @@ from responder.errors import LedgerConflict, TransientError
 from responder.model import parse_moment
 
 CLEANUP_PARTITION = "cleanup"
+CLAIM_PARTITION = "claim"  # one row per Intune or Entra record a cleanup deletes: whose it is to delete
+# A claim whose cleanup row was never written (its worker died in between) passes on after this long.
+UNSAVED_CLAIM = timedelta(minutes=10)
 CAP_ROW = ("blast-radius", "deletions")
 CURSOR_ROW = ("reconcile", "cursor")
 BOOKKEEPING_ROWS = {CAP_ROW, CURSOR_ROW}
@@ -99,12 +102,49 @@ class AuditTable:
             raise service_failure(error, TABLES) from error
         return replace(record, etag=metadata.get("etag"))
 
+    async def claim_records(self, key: str, record_ids: tuple[str, ...]) -> str | None:
+        """Each record's claim row, inserted (or taken over from a finished cleanup) under ETags."""
+        for record_id in record_ids:
+            row = {"PartitionKey": CLAIM_PARTITION, "RowKey": record_id, "Cleanup": key, "At": datetime.now(UTC)}
+            try:
+                await self._table.create_entity(row)
+                continue
+            except ResourceExistsError:
+                pass
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                raise service_failure(error, TABLES) from error
+            try:
+                current = await self._table.get_entity(CLAIM_PARTITION, record_id)
+                holder = str(current.get("Cleanup", ""))
+                if holder == key:
+                    continue
+                if await self._still_holds(holder, _plain(current.get("At"))):
+                    return holder
+                await self._table.update_entity(
+                    row,
+                    mode=UpdateMode.REPLACE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError) as error:
+                raise LedgerConflict(f"the claim on {record_id} changed while cleanup {key} took it") from error
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                raise service_failure(error, TABLES) from error
+        return None
+
+    async def _still_holds(self, holder: str, claimed_at: datetime | None) -> bool:
+        record = await self.cleanup_record(holder)
+        if record is None:
+            return claimed_at is not None and datetime.now(UTC) - claimed_at < UNSAVED_CLAIM
+        return not record.finished
+
     async def entries(self) -> list[dict[str, object]]:
-        """The decision rows (the cap's bookkeeping row left out)."""
+        """The decision rows (the cap's bookkeeping row and the claims left out)."""
         return [
             dict(entity)
             async for entity in self._table.list_entities()
             if (entity["PartitionKey"], entity["RowKey"]) not in BOOKKEEPING_ROWS
+            and entity["PartitionKey"] != CLAIM_PARTITION
         ]
 
     async def reconcile_cursor(self) -> int:

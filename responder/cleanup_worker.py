@@ -226,9 +226,12 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         disk = await services.compute.get_disk(request.os_disk_id) if request.os_disk_id else None
         if (lives_on := plan_for_its_os_disk(request.resource_id, request.os_disk_id, current, disk)) is not None:
             return lives_on
-        if presence is Presence.GONE and (moved := await _living_elsewhere(request.vm_id, None, services)):
+        moved = await _living_elsewhere(services, vm_id=request.vm_id, os_disk_id=request.os_disk_id, beside=request.vm)
+        if moved is not None:
             return CleanupPlan(
-                Decision.SKIPPED, f"the VM (vmId {request.vm_id}) lives on as {moved.resource_id}: moved"
+                Decision.SKIPPED,
+                f"the VM (vmId {request.vm_id}) or its OS disk lives on in {moved.resource_id} (moved): its records "
+                "are that VM's",
             )
         incarnation = Incarnation(
             request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind, request.arm_id
@@ -256,7 +259,8 @@ async def _decide_unseen(request: CleanupRequest, services: Services) -> Cleanup
     ownership = await find_own_device(incarnation, None, services.directory, quiet_since=request.deleted_at)
     own = ownership.own
     name = _name_of(own.managed, own.entra) if own is not None else None
-    if own is not None and name is not None and (namesake := await _living_elsewhere(None, name, services)) is not None:
+    namesake = await _living_elsewhere(services, name=name) if own is not None and name is not None else None
+    if own is not None and namesake is not None:
         return CleanupPlan(
             Decision.REFUSED,
             f"{own.label} is anchored to this VM, but {namesake.resource_id} carries its name {name!r}: "
@@ -270,13 +274,27 @@ def _name_of(managed: ManagedDevice | None, entra: EntraDevice | None) -> str | 
     return name.strip().lower() if name and name.strip() else None
 
 
-async def _living_elsewhere(vm_id: str | None, name: str | None, services: Services) -> VmRef | None:
-    """A VM of the watched subscriptions with this vmId (the VM, moved: a move keeps the vmId and sends
-    no event the app hears) or with this computer name (or, unknown, resource name)."""
+async def _living_elsewhere(
+    services: Services,
+    *,
+    vm_id: str | None = None,
+    os_disk_id: str | None = None,
+    name: str | None = None,
+    beside: VmRef | None = None,
+) -> VmRef | None:
+    """A VM of the watched subscriptions (other than `beside`) that is the gone VM's machine: with its
+    vmId (moved: a move keeps the vmId and sends no event the app hears), booting its OS disk (a move
+    changes the disk's resource group, not its name), or with this computer name (or, unknown, resource
+    name): a record anchored to a gone resource id may be a moved VM's, which keeps its old anchor."""
+    disk_name = f"/disks/{os_disk_id.rsplit('/', 1)[-1]}" if os_disk_id else None
     for subscription in sorted(services.settings.reconcile.watched_subscriptions):
         async for vm in services.compute.list_vms(subscription):
-            if (vm_id is not None and vm.vm_id == vm_id) or (
-                name is not None and (vm.computer_name or vm.ref.name).lower() == name
+            if beside is not None and vm.ref == beside:
+                continue
+            if (
+                (vm_id is not None and vm.vm_id == vm_id)
+                or (disk_name is not None and (vm.os_disk_id or "").endswith(disk_name))
+                or (name is not None and (vm.computer_name or vm.ref.name).lower() == name)
             ):
                 return vm.ref
     return None
@@ -345,7 +363,10 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
         return refusal
     known = await services.ledger.get(vm)
     name = _name_of(managed, None)
-    if (elsewhere := await _living_elsewhere(known.vm_id if known else None, name, services)) is not None:
+    elsewhere = await _living_elsewhere(
+        services, vm_id=known.vm_id if known else None, os_disk_id=known.os_disk_id if known else None, name=name
+    )
+    if elsewhere is not None:
         return CleanupPlan(
             Decision.SKIPPED,
             f"{elsewhere.resource_id} carries its name {name!r} or its VM's vmId now: moved, or re-created from "

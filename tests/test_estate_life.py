@@ -282,3 +282,24 @@ async def test_reconciliation_records_every_vm_of_the_estate_whatever_its_bound(
         assert row.created_at is not None
     optout = await ledger_row(services.ledger, VmRef(SUB, "rg-avd-prod", "vm-optout-10"))
     assert optout.opted_out
+
+
+async def test_a_vm_recreated_from_its_kept_disk_and_then_moved_keeps_its_records(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    """Found by the stateful model: the disk's resource id changes with the move, so ARM answers 404 for
+    the deleted VM's disk; the VM booting it elsewhere still carries the disk's name."""
+    vm = add_vm(simulators, "estate-j", "host-j")
+    add_device(simulators, "host-j", anchor=vm)
+    await seen(vm)
+    deleted = delete_keeping_the_os_disk(simulators, vm)
+    await deliver("delete", vm, CREATED + DAY)
+    recreate_from_disk(simulators, deleted)
+    simulators.world.move_vm(vm.resource_id, "rg-avd-moved")
+
+    await work_queue(enforcing, azurite)
+
+    assert deletions(simulators) == []
+    (row,) = await cleanup_rows(enforcing)
+    assert row["Decision"] == "skipped"
+    assert "rg-avd-moved" in str(row["Reason"])

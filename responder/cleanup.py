@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from responder.facts import Gone, OsDisk, VmFacts
+from responder.facts import Gone, ManagedDevice, OsDisk, VmFacts
 from responder.model import Finding, Severity, VmRef
 from responder.names import clip, has_control
 from responder.ownership import Ownership, Verdict
@@ -279,6 +279,18 @@ def plan_for_its_os_disk(
     if isinstance(disk, OsDisk) and disk.managed_by and (current is not None or disk.managed_by != resource_id):
         return CleanupPlan(Decision.SKIPPED, _lives_on(os_disk_id, disk.managed_by))
     return None
+
+
+def came_after(current: VmFacts, record: ManagedDevice) -> bool:
+    """The VM now under a record's anchored resource id is a later machine: created from an image (not
+    by attaching a disk, which may be the record's installation) after the record was last active."""
+    last_active = max((moment for moment in (record.enrolled_at, record.last_sync_at) if moment), default=None)
+    return (
+        (current.os_disk_create_option or "").lower() == "fromimage"
+        and current.time_created is not None
+        and last_active is not None
+        and current.time_created > last_active
+    )
 
 
 def _lives_on(disk: str, vm: str) -> str:

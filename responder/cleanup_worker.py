@@ -29,6 +29,7 @@ from responder.cleanup import (
     Origin,
     Presence,
     Target,
+    came_after,
     plan_cleanup,
     plan_for_its_os_disk,
 )
@@ -338,11 +339,13 @@ async def _presence(request: CleanupRequest, services: Services) -> tuple[Presen
 
 
 async def _decide_orphan(request: CleanupRequest, services: Services) -> CleanupPlan:
-    """A record reconciliation found silent, with no VM of its name: whose was it?
+    """A record reconciliation found silent: whose was it?
 
     Only a physicalIds anchor can say, as for the deletion of a VM the responder never
-    read (`_decide_unseen`): that VM must be gone, in scope, not opted out, and its OS
-    disk must boot no VM. Not anchored: a name alone proves nothing, hybrid included.
+    read (`_decide_unseen`): that VM must be gone (or replaced by a VM created from an
+    image since the record was last active: a host rebuilt under its name), in scope,
+    not opted out, its OS disk booting no VM, and no VM elsewhere may carry its vmId,
+    disk or name. Not anchored: a name alone proves nothing, hybrid included.
     """
     directory = services.directory
     managed = await directory.get_managed_device(str(request.managed_device_id))
@@ -359,18 +362,33 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
             "no physicalIds anchor ties this record to a VM (hybrid-joined VMs and old joins carry none), and "
             "a name alone proves nothing: another machine may carry it; a person checks and deletes it",
         )
-    if (refusal := await _anchored_vm_refusal(vm, services)) is not None:
-        return refusal
+    if (reason := out_of_scope_reason(vm, services.settings)) is not None:
+        return CleanupPlan(Decision.REFUSED, f"out of scope: its VM {vm.resource_id}: {reason}")
     known = await services.ledger.get(vm)
+    if known is not None and known.opted_out:
+        return CleanupPlan(Decision.REFUSED, f"its VM {vm.resource_id} carried the opt-out tag")
+    current = await services.compute.get_vm(vm)
+    if not isinstance(current, Gone):
+        if not came_after(current, managed):
+            return CleanupPlan(Decision.SKIPPED, f"its VM {vm.resource_id} exists: not an orphan")
+        known = None  # the row describes the later VM: nothing in it is the record's machine's
+    elif known is not None and known.os_disk_id:
+        disk = await services.compute.get_disk(known.os_disk_id)
+        if (lives_on := plan_for_its_os_disk(vm.resource_id, known.os_disk_id, None, disk)) is not None:
+            return lives_on
     name = _name_of(managed, None)
     elsewhere = await _living_elsewhere(
-        services, vm_id=known.vm_id if known else None, os_disk_id=known.os_disk_id if known else None, name=name
+        services,
+        vm_id=known.vm_id if known else None,
+        os_disk_id=known.os_disk_id if known else None,
+        name=name,
+        beside=vm,
     )
     if elsewhere is not None:
         return CleanupPlan(
             Decision.SKIPPED,
-            f"{elsewhere.resource_id} carries its name {name!r} or its VM's vmId now: moved, or re-created from "
-            "its disk, it is not an orphan",
+            f"{elsewhere.resource_id} carries its name {name!r}, or its VM's vmId or OS disk, now: moved, or "
+            "re-created from its disk, it is not an orphan",
         )
     incarnation = Incarnation(vm, computer_name=managed.device_name)
     # The record itself and its namesakes: the decision needs to see a clone of the same name.
@@ -378,21 +396,6 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
         incarnation, KnownDevice(None, managed_device_id=managed.id), directory, quiet_since=request.deleted_at
     )
     return plan_cleanup(request, presence=Presence.GONE, ownership=ownership, out_of_scope=None)
-
-
-async def _anchored_vm_refusal(vm: VmRef, services: Services) -> CleanupPlan | None:
-    if (reason := out_of_scope_reason(vm, services.settings)) is not None:
-        return CleanupPlan(Decision.REFUSED, f"out of scope: its VM {vm.resource_id}: {reason}")
-    known = await services.ledger.get(vm)
-    if known is not None and known.opted_out:
-        return CleanupPlan(Decision.REFUSED, f"its VM {vm.resource_id} carried the opt-out tag")
-    if not isinstance(await services.compute.get_vm(vm), Gone):
-        return CleanupPlan(Decision.SKIPPED, f"its VM {vm.resource_id} exists: not an orphan")
-    if known is not None and known.os_disk_id:
-        # The same proof as a delete event's cleanup: a VM booting the gone VM's disk runs its device.
-        disk = await services.compute.get_disk(known.os_disk_id)
-        return plan_for_its_os_disk(vm.resource_id, known.os_disk_id, None, disk)
-    return None
 
 
 async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: Services) -> AuditEntry:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
 from responder.audit import AuditEntry
-from responder.cleanup import CleanupRequest, Origin
+from responder.cleanup import CleanupRequest, Origin, came_after
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
 from responder.facts import VmFacts
@@ -59,7 +59,7 @@ class _Pass:
         self.cursor = cursor
         self.position = 0
         self.summary = ReconcileSummary(resumed_from=cursor)
-        self.vm_names: set[str] = set()
+        self.vms_named: dict[str, list[VmFacts]] = {}  # computer (and resource) name → the VMs carrying it
 
     def take(self) -> bool | None:
         """Advance one item: None when the bound is reached, False to skip it (done before), True to look."""
@@ -75,7 +75,8 @@ class _Pass:
         bounded = False
         for subscription in sorted(self.settings.reconcile.watched_subscriptions):
             async for vm in self.services.compute.list_vms(subscription):
-                self.vm_names.update(name.lower() for name in (vm.ref.name, vm.computer_name) if name)
+                for name in {name.lower() for name in (vm.ref.name, vm.computer_name) if name}:
+                    self.vms_named.setdefault(name, []).append(vm)
                 in_scope = not out_of_scope_reason(vm.ref, self.settings)
                 record = await self._record(vm) if in_scope else None  # every VM: the bound limits actions
                 if bounded:
@@ -149,8 +150,8 @@ class _Pass:
             if step is None:
                 return False
             name = (device.device_name or "").lower()
-            if not step or not name or name in self.vm_names:
-                continue  # done before, or its VM exists in a watched subscription
+            if not step or not name or not all(came_after(vm, device) for vm in self.vms_named.get(name, [])):
+                continue  # done before, or a VM of its name that could be its machine exists (a later one can't)
             if device.last_sync_at is None or device.last_sync_at > silent_since:
                 continue  # recently active: a machine somewhere still uses it
             request = CleanupRequest(

@@ -59,6 +59,7 @@ class Vm:
     disks: set[str] = field(default_factory=set)  # every installation this VM resource ever booted
     moved: bool = False
     former_ids: set[str] = field(default_factory=set)  # its resource ids before a move
+    deleted_at: datetime | None = None  # when its last incarnation was deleted
     incarnations: int = 0
 
     @property
@@ -188,7 +189,7 @@ class World:
         """The VM goes; its OS disk goes with it, or stays unattached (`osDisk.deleteOption`)."""
         if not vm.exists:
             return False
-        vm.exists, vm.power = False, "deleted"
+        vm.exists, vm.power, vm.deleted_at = False, "deleted", self.now
         document = self.arm.vms[vm.ref.resource_id]
         document["properties"]["storageProfile"]["osDisk"]["deleteOption"] = "Detach" if keep_disk else "Delete"
         self.arm.delete_vm(vm.ref.resource_id)
@@ -223,6 +224,13 @@ class World:
         vm.resource_group, vm.moved = f"{vm.resource_group}-moved", True
         document = self.arm.move_vm(old, vm.resource_group)
         vm.arm_disk = document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
+        return True
+
+    def twin_delete(self, vm: Vm) -> bool:
+        """Event Grid reports the last deletion once more, under another event id, moments later."""
+        if vm.exists or vm.deleted_at is None:
+            return False
+        self.emit(vm, "delete", at=vm.deleted_at + timedelta(seconds=20))
         return True
 
     def spurious_delete(self, vm: Vm) -> bool:
@@ -326,7 +334,7 @@ class World:
 
     # --- events -----------------------------------------------------------------
 
-    def emit(self, vm: Vm, action: str) -> None:
+    def emit(self, vm: Vm, action: str, at: datetime | None = None) -> None:
         event_type, operation = OPERATIONS[action]
         event_id = f"evt-{next(self._ids):05d}"
         data = {
@@ -337,7 +345,7 @@ class World:
             "subscriptionId": vm.subscription,
             "correlationId": f"corr-{event_id}",
         }
-        moment = self.now.isoformat().replace("+00:00", "Z")
+        moment = (at or self.now).isoformat().replace("+00:00", "Z")
         if len(self.pending) % 3 == 2:  # some deliveries in the CloudEvents schema
             raw = {
                 "specversion": "1.0",

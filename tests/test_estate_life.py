@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -303,3 +303,32 @@ async def test_a_vm_recreated_from_its_kept_disk_and_then_moved_keeps_its_record
     (row,) = await cleanup_rows(enforcing)
     assert row["Decision"] == "skipped"
     assert "rg-avd-moved" in str(row["Reason"])
+
+
+# --- hosts rebuilt under the same names ----------------------------------------------------------
+
+
+async def test_reconciliation_cleans_the_record_of_a_host_rebuilt_under_its_name(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    """A pooled host rebuilt from the image under the same resource and computer name, its deletion
+    never heard: the old record is silent while a later VM of its name runs, so only the old one goes."""
+    old = add_vm(simulators, "estate-k", "host-k")
+    old_managed, old_entra = add_device(simulators, "host-k", anchor=old)
+    simulators.world.delete_vm(old.resource_id)  # its delete event was dead-lettered
+    rebuilt = add_vm(simulators, "estate-k", "host-k", created=CREATED + 2 * DAY)
+    new_managed, new_entra = add_device(
+        simulators,
+        "host-k",
+        anchor=rebuilt,
+        enrolled=CREATED + 2 * DAY + timedelta(hours=1),
+        last_sync=datetime.now(UTC),
+    )
+
+    await on_reconcile_timer(TimerRequest(past_due=False))
+    await work_queue(enforcing, azurite)
+
+    assert sorted(deletions(simulators)) == sorted(
+        [f"DELETE /v1.0/deviceManagement/managedDevices/{old_managed}", f"DELETE /v1.0/devices/{old_entra}"]
+    )
+    assert {new_managed, new_entra} <= {*simulators.tenant.managed_devices, *simulators.tenant.devices}

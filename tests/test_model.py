@@ -203,6 +203,10 @@ class ResponderModel(RuleBasedStateMachine):
         self.world.move(self._vm(index))
 
     @rule(index=st.integers(0, 7))
+    def twin_delete(self, index: int) -> None:
+        self.world.twin_delete(self._vm(index))
+
+    @rule(index=st.integers(0, 7))
     def spurious_delete(self, index: int) -> None:
         self.world.tick(1)
         self.world.spurious_delete(self._vm(index))

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 from azure.data.tables.aio import TableClient
+from azure.functions.timer import TimerRequest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
 
-from handlers import cleanup_worker, device_check, vm_created, vm_deleted, vm_power
+from handlers import cleanup_worker, device_check, reconcile_timer, vm_created, vm_deleted, vm_power
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.sim_http import SimulatedApi
@@ -33,7 +34,7 @@ from responder.composition import Services, close_services
 from responder.model import EventKind, VmRecord, VmRef
 from responder.pipeline import Handled
 from tests.conftest import deployed_services, outcome_of
-from tests.model_world import GROUP, SUB_A
+from tests.model_world import GROUP, SUB_A, SUB_B
 from tests.test_model import GRAPH_FAULTS, ResponderModel, inject_graph_fault
 
 SEQUENCES = int(os.environ.get("RESPONDER_MODEL_HTTPS_SEQUENCES", "25"))
@@ -48,6 +49,7 @@ FUNCTIONS = {
 }
 on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
 on_device_check_message = device_check.on_device_check_message.build().get_user_function()
+on_reconcile_timer = reconcile_timer.on_reconcile_timer.build().get_user_function()
 
 
 class WireModel(ResponderModel):
@@ -96,6 +98,9 @@ class WireModel(ResponderModel):
         """Over Azurite, whose visibility delays run on the wall clock: the checks whose delay is over."""
         queue = self.product.settings.device_check.queue
         self._run(run_queue_trigger(self.azurite.connection_string, queue, on_device_check_message))
+
+    def run_reconcile(self) -> None:
+        self._run(on_reconcile_timer(TimerRequest(past_due=False)))
 
     def ledger_row(self, vm: VmRef) -> VmRecord | None:
         return self._run(self.product.ledger.get(vm))  # type: ignore[no-any-return]
@@ -159,6 +164,8 @@ def wire_env(azurite: Azurite, simulators: Simulators, monkeypatch: pytest.Monke
         "RESPONDER_SUPPRESSION_ATTRIBUTE": "7",
         "RESPONDER_CLEANUP_DELAY_SECONDS": "0",
         "RESPONDER_MAX_DELETIONS_PER_HOUR": "100000",
+        "RESPONDER_WATCHED_SUBSCRIPTIONS": f"{SUB_A},{SUB_B}",
+        "RESPONDER_RECONCILE_STALE_DAYS": "1",
         "RESPONDER_FINDINGS_TOPIC_ENDPOINT": "",
         **{key: value for key, value in simulators.settings.items() if key != "RESPONDER_FINDINGS_TOPIC_ENDPOINT"},
         "RESPONDER_LEDGER_TABLE": "placeholder",

@@ -260,7 +260,10 @@ async def _decide_unseen(request: CleanupRequest, services: Services) -> Cleanup
     ownership = await find_own_device(incarnation, None, services.directory, quiet_since=request.deleted_at)
     own = ownership.own
     name = _name_of(own.managed, own.entra) if own is not None else None
-    namesake = await _living_elsewhere(services, name=name) if own is not None and name is not None else None
+    # A VM under this resource id now was created after the deletion from an image (an attached disk was
+    # refused above): a later machine, whose own record carries the name too and is not this one.
+    beside = request.vm if current is not None else None
+    namesake = await _living_elsewhere(services, name=name, beside=beside) if own is not None and name else None
     if own is not None and namesake is not None:
         return CleanupPlan(
             Decision.REFUSED,

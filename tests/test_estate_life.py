@@ -332,3 +332,23 @@ async def test_reconciliation_cleans_the_record_of_a_host_rebuilt_under_its_name
         [f"DELETE /v1.0/deviceManagement/managedDevices/{old_managed}", f"DELETE /v1.0/devices/{old_entra}"]
     )
     assert {new_managed, new_entra} <= {*simulators.tenant.managed_devices, *simulators.tenant.devices}
+
+
+async def test_the_deletion_of_a_host_never_read_and_rebuilt_under_its_name_cleans_the_old_record_only(
+    enforcing: Services, simulators: Simulators, azurite: Azurite
+) -> None:
+    old = add_vm(simulators, "estate-l", "host-l")  # older than the responder
+    old_managed, old_entra = add_device(simulators, "host-l", anchor=old)
+    simulators.world.delete_vm(old.resource_id)
+    await deliver("delete", old, CREATED + DAY)
+    rebuilt = add_vm(simulators, "estate-l", "host-l", created=CREATED + DAY + timedelta(minutes=20))
+    new_managed, new_entra = add_device(
+        simulators, "host-l", anchor=rebuilt, enrolled=CREATED + DAY + timedelta(minutes=40)
+    )
+
+    await work_queue(enforcing, azurite)
+
+    assert sorted(deletions(simulators)) == sorted(
+        [f"DELETE /v1.0/deviceManagement/managedDevices/{old_managed}", f"DELETE /v1.0/devices/{old_entra}"]
+    )
+    assert {new_managed, new_entra} <= {*simulators.tenant.managed_devices, *simulators.tenant.devices}

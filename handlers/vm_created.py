@@ -1,4 +1,5 @@
-"""VM created or updated (`virtualMachines/write`) → prerequisite check (design §3)."""
+"""VM created or updated (`virtualMachines/write`), or one of its extensions written
+(`virtualMachines/extensions/write`, after the VM's own write) → prerequisite check (design §3)."""
 
 import azure.functions as func
 

@@ -26,9 +26,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from responder.composition import Services
+from responder.creation import judge_finished
 from responder.errors import RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
-from responder.facts import Gone
+from responder.facts import Gone, VmFacts
 from responder.intune_policies import assigned_to_device
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, known_device_of
@@ -46,7 +47,7 @@ from responder.prerequisites import (
 )
 from responder.scope import opted_out, out_of_scope_reason
 from responder.settings import DeviceCheckSettings
-from responder.vm_checks import host_pool_of, report_findings
+from responder.vm_checks import host_pool_of, report_news
 
 MAX_WAIT_SECONDS = 2 * 3600  # the longest wait between two looks
 # The Functions host gives a message this many deliveries (host.json maxDequeueCount); the
@@ -204,7 +205,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     ownership = await find_own_device(incarnation_of(record), known_device_of(record), services.directory)
     own = ownership.own if ownership.verdict is Verdict.OWN else None
     if own is None or own.managed is None:
-        return await _not_found_yet(request, ownership, services)
+        return await _not_found_yet(request, ownership, (facts, record), services)
     managed, entra = own.managed, own.entra
     extra: tuple[Finding, ...] = ()
     if entra is None:  # its groups are the Entra object's: without it, group-assigned policies can't be placed
@@ -228,6 +229,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     checked = CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device)
     findings = (*extra, *check_device(checked))
     errors = sum(finding.severity == "error" for finding in findings)
+    await judge_finished(vm, facts, record, True, services)  # it enrolled: whatever the extensions say of a join
     await _conclude(request, findings, services, ownership)
     return DeviceCheckOutcome(
         DeviceCheckDecision.CHECKED,
@@ -246,7 +248,9 @@ async def _look_again(request: DeviceCheckRequest, services: Services, why: str)
     return DeviceCheckOutcome(DeviceCheckDecision.WAITING, f"{why}; looking again in {wait} s")
 
 
-async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, services: Services) -> DeviceCheckOutcome:
+async def _not_found_yet(
+    request: DeviceCheckRequest, ownership: Ownership, seen: tuple[VmFacts, VmRecord], services: Services
+) -> DeviceCheckOutcome:
     checks = services.settings.device_check
     if (waiting := await _look_again(request, services, "no Intune record proven to be this VM's yet")) is not None:
         return waiting
@@ -269,6 +273,8 @@ async def _not_found_yet(request: DeviceCheckRequest, ownership: Ownership, serv
             DOC_VM,
             phase=DEVICE_PHASE,
         )
+    facts, record = seen
+    await judge_finished(request.vm, facts, record, False, services)  # the wait is over: a missing join is said now
     await _conclude(request, (finding,), services, None)
     return DeviceCheckOutcome(DeviceCheckDecision(finding.rule_id), finding.message, (finding,))
 
@@ -280,15 +286,15 @@ async def _conclude(
     ownership: Ownership | None,
 ) -> None:
     """Report the findings (log, topic, tag), then record them: a crash before the ledger write repeats the check.
-    Findings the last check already reported (a redelivery, a weekly look that finds the same) are recorded, not
-    reported again."""
+    Findings the last check already reported (a redelivery, a weekly look that finds the same, a second look)
+    are recorded, not reported again: only the new ones are."""
     vm, now = request.vm, services.clock()
     current = await services.ledger.get(vm)
     known = current.findings if current else ()
     create_time = tuple(finding for finding in known if finding.rule_id not in DEVICE_RULE_IDS)
     reported = tuple(finding for finding in known if finding.rule_id in DEVICE_RULE_IDS)
-    if current is None or current.device_checked_at is None or reported != findings:
-        await report_findings(vm, request.vm_id, findings, create_time, services)
+    first = current is None or (current.device_checked_at is None and not reported)
+    await report_news(vm, request.vm_id, findings, reported, other_phase=create_time, services=services, first=first)
     own = ownership.own if ownership is not None else None
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:

@@ -33,10 +33,16 @@ WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
 ACTION_SUCCESS = "microsoft.resources.resourceactionsuccess"
 DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
 
+# A VM's extensions are resources of their own: a template or the portal PUTs the VM first and
+# each extension (Entra join, AD join, the AVD registration) later, as its own operation, whose
+# event names the extension (`.../virtualMachines/{vm}/extensions/{name}`). Its work is the VM's.
+EXTENSION_WRITE = "microsoft.compute/virtualmachines/extensions/write"
+
 # design §1, keyed by lower-cased data.operationName. The event type a row needs
 # is part of the key: a write operation reported as an action is not a write.
 OPERATIONS: Mapping[tuple[str, str], EventKind] = {
     (WRITE_SUCCESS, "microsoft.compute/virtualmachines/write"): EventKind.CREATED,
+    (WRITE_SUCCESS, EXTENSION_WRITE): EventKind.CREATED,  # a write of the VM's model: checked as the VM
     (ACTION_SUCCESS, "microsoft.compute/virtualmachines/deallocate/action"): EventKind.DEALLOCATED,
     (ACTION_SUCCESS, "microsoft.compute/virtualmachines/poweroff/action"): EventKind.POWERED_OFF,
     (ACTION_SUCCESS, "microsoft.compute/virtualmachines/start/action"): EventKind.STARTED,
@@ -45,9 +51,15 @@ OPERATIONS: Mapping[tuple[str, str], EventKind] = {
     (DELETE_SUCCESS, "microsoft.compute/virtualmachines/delete"): EventKind.DELETED,
 }
 
+# The operations whose resource is a VM's child of this type: the event is about that VM.
+CHILD_OF_VM: Mapping[str, str] = {EXTENSION_WRITE: "extensions"}
+
 # The operation names as Azure spells them, for event subscription filters.
 OPERATION_NAMES: Mapping[EventKind, tuple[str, ...]] = {
-    EventKind.CREATED: ("Microsoft.Compute/virtualMachines/write",),
+    EventKind.CREATED: (
+        "Microsoft.Compute/virtualMachines/write",
+        "Microsoft.Compute/virtualMachines/extensions/write",
+    ),
     EventKind.DEALLOCATED: ("Microsoft.Compute/virtualMachines/deallocate/action",),
     EventKind.POWERED_OFF: ("Microsoft.Compute/virtualMachines/powerOff/action",),
     EventKind.STARTED: (
@@ -252,9 +264,11 @@ def _classify(
         return IntakeError(f"resource id of {len(resource_uri)} characters: {clip(resource_uri)}", event_id)
     if isinstance(subject, str) and subject and _normalised(subject) != _normalised(resource_uri):
         return IntakeError(f"subject {clip(subject)} disagrees with data.resourceUri {clip(resource_uri)}", event_id)
-    vm = vm_ref_from_resource_id(resource_uri)
+    child_type = CHILD_OF_VM.get(operation_name.lower())
+    vm = vm_ref_from_resource_id(resource_uri, child_type)
     if vm is None:
-        return ignored(f"resource is not a virtual machine: {clip(resource_uri)}")
+        what = f"an {child_type[:-1]} of a virtual machine" if child_type else "a virtual machine"
+        return ignored(f"resource is not {what}: {clip(resource_uri)}")
     if (problem := _vm_ref_problem(vm)) is not None:
         return IntakeError(problem, event_id)
     if isinstance(topic, str) and topic and not _same_subscription(topic, vm):
@@ -263,8 +277,9 @@ def _classify(
     return classified(kind, vm)
 
 
-def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
-    """The VM a resource id names, or None for anything else.
+def vm_ref_from_resource_id(resource_id: str, child_type: str | None = None) -> VmRef | None:
+    """The VM a resource id names, or None for anything else; with `child_type` (`extensions`),
+    the VM whose child of that type the id names.
 
     Scale-set instances (`virtualMachineScaleSets/x/virtualMachines/0`) and VM
     child resources (extensions, run commands) are not VMs of their own.
@@ -276,10 +291,13 @@ def vm_ref_from_resource_id(resource_id: str) -> VmRef | None:
         for key, value in parse_resource_id(resource_id.strip().rstrip("/")).items()
         if isinstance(value, str)
     }
+    children = parts.get("children", "").strip("/").split("/") if parts.get("children") else []
+    expected = 2 if child_type else 0  # the child's type and name
     if (
         parts.get("namespace") != "microsoft.compute"
         or parts.get("type") != "virtualmachines"
-        or parts.get("children")
+        or len(children) != expected
+        or (child_type and children[0] != child_type.lower())
         or not parts.get("subscription")
         or not parts.get("resource_group")
         or not parts.get("name")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from responder.facts import Extension
 
 INTUNE_MDM_ID = "0000000a-0000-0000-c000-000000000000"  # the Intune MDM application id
+# The extension types a join is read from (lower case): Entra join, the AVD registration, AD join.
+JOIN_EXTENSION_TYPES = frozenset({"aadloginforwindows", "dsc", "jsonaddomainextension"})
 
 
 def join_kind(extensions: tuple[Extension, ...]) -> str | None:

@@ -69,6 +69,10 @@ class CheckFacts:
     host_pool_unreadable: Unreadable | None = None
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services managed domains
     device: DeviceFacts | None = None
+    # A VM with neither join extension isn't reported (yet): its device-side check is under way, and the
+    # extensions a template or the portal writes after the VM may still land; or it found the VM's device
+    # enrolled. Said once that check ends without a device (`responder.creation.judge_finished`).
+    hold_missing_join: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,8 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 DOC_AVD,
             )
         ]
+    if facts.hold_missing_join:
+        return []
     return [
         Finding(
             "join",

@@ -42,6 +42,32 @@ async def report_findings(
         await services.findings_publisher.publish(vm, vm_id, list(findings))
 
 
+async def report_news(
+    vm: VmRef,
+    vm_id: str | None,
+    findings: tuple[Finding, ...],
+    reported: tuple[Finding, ...],
+    *,
+    other_phase: tuple[Finding, ...],
+    services: Services,
+    first: bool,
+) -> None:
+    """Report a check's findings once. Its first run reports them all (none at all is news too: the
+    topic hears the VM was checked); a later run reports only those not reported before (`reported`:
+    this check's findings the ledger holds), and one that only lost findings updates the tag alone."""
+    if first:
+        await report_findings(vm, vm_id, findings, other_phase, services)
+        return
+    if set(findings) == set(reported):
+        return
+    new = tuple(finding for finding in findings if finding not in reported)
+    kept = tuple(finding for finding in findings if finding in reported)
+    if new:
+        await report_findings(vm, vm_id, new, (*other_phase, *kept), services)
+    elif services.settings.findings_tag:
+        await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*other_phase, *findings))})
+
+
 def verdict(findings: tuple[Finding, ...]) -> str:
     """A tag value (at most 256 characters) an admin can filter VMs by in the portal."""
     for severity in ("error", "warning"):

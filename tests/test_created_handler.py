@@ -40,6 +40,33 @@ def write_event(vm: str, resource_group: str = "rg-avd-prod", event_id: str | No
     return raw
 
 
+def extension_write_event(vm: VmRef, extension: str, event_id: str | None = None) -> dict[str, Any]:
+    """The `virtualMachines/extensions/write` ARM sends when a template or the portal adds an extension."""
+    raw = copy.deepcopy(load_event("eventgrid-vm-extension-write.json"))
+    resource_id = f"{vm.arm_cased_id}/extensions/{extension}"
+    raw["subject"] = raw["data"]["resourceUri"] = raw["data"]["authorization"]["scope"] = resource_id
+    raw["id"] = event_id or str(uuid.uuid4())
+    return raw
+
+
+def extension_document(vm: VmRef, name: str, publisher: str, kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """An extension as ARM lists it in the VM's `resources` once its write succeeded."""
+    return {
+        "id": f"{vm.arm_cased_id}/extensions/{name}",
+        "name": name,
+        "type": "Microsoft.Compute/virtualMachines/extensions",
+        "location": "westeurope",
+        "properties": {
+            "publisher": publisher,
+            "type": kind,
+            "typeHandlerVersion": "1.0",
+            "autoUpgradeMinorVersion": True,
+            "settings": settings,
+            "provisioningState": "Succeeded",
+        },
+    }
+
+
 async def deliver(raw: dict[str, Any]) -> None:
     await on_vm_created(trigger_input(raw))
 
@@ -134,16 +161,39 @@ async def test_a_second_write_with_the_same_image_and_extensions_is_not_checked_
 
 
 @pytest.mark.usefixtures("app_env")
-async def test_a_write_that_changes_the_extensions_is_checked_again(
+async def test_a_write_that_changes_the_join_extension_is_checked_again_and_reports_what_is_new(
     simulators: Simulators, ledger: TableLedger
 ) -> None:
     await deliver(write_event("vm-win11-01"))
-    simulators.world.vms[VmRef(SUB, "rg-avd-prod", "vm-win11-01").resource_id].pop("resources")
+    (extension,) = simulators.world.vms[VmRef(SUB, "rg-avd-prod", "vm-win11-01").resource_id]["resources"]
+    del extension["properties"]["settings"]["mdmId"]  # Entra join without Intune auto-enrolment
 
-    await deliver(write_event("vm-win11-01", event_id="extension-removed-write"))
+    await deliver(write_event("vm-win11-01", event_id="extension-changed-write"))
 
     assert len(simulators.topic_router.events) == 2
+    assert [item["ruleId"] for item in simulators.topic_router.events[1]["data"]["findings"]] == ["join"]
     assert await rule_ids(ledger, "vm-win11-01") == [("join", "warning")]
+
+
+@pytest.mark.usefixtures("app_env")
+async def test_a_write_of_an_extension_the_rules_do_not_read_changes_nothing(
+    simulators: Simulators, ledger: TableLedger
+) -> None:
+    vm = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
+    await deliver(write_event(vm.name))
+    before = await ledger_row(ledger, vm)
+    simulators.world.vms[vm.resource_id]["resources"].append(
+        extension_document(vm, "AzureMonitorWindowsAgent", "Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent", {})
+    )
+
+    handled = await outcome_of(on_vm_created, extension_write_event(vm, "AzureMonitorWindowsAgent"))
+
+    assert (handled.outcome, handled.reason) == (
+        "recorded",
+        "already checked; the image, OS disk and the extensions the rules read are unchanged",
+    )
+    assert len(simulators.topic_router.events) == 1
+    assert (await ledger_row(ledger, vm)).check_fingerprint == before.check_fingerprint
 
 
 @pytest.mark.usefixtures("app_env")
@@ -201,20 +251,15 @@ async def test_a_vm_whose_gallery_the_app_cannot_read_gets_a_finding_naming_the_
 
     assert handled.outcome == "recorded"
     record = await ledger_row(ledger, vm)
-    assert [(item.rule_id, item.severity) for item in record.findings] == [
-        ("join", "warning"),  # the other rules still ran
-        ("image-unreadable", "warning"),
-    ]
+    # The other rules still ran (a missing join is said once the device-side check's wait is over).
+    assert [(item.rule_id, item.severity) for item in record.findings] == [("image-unreadable", "warning")]
     unreadable = finding(record.findings, "image-unreadable")
     assert "Reader role (or a role with Microsoft.Compute/galleries/images/read)" in unreadable.message
     assert f"on resource group rg-images of subscription {CENTRAL}, or on that subscription." in unreadable.message
     assert unreadable.evidence.startswith(f"{CENTRAL_GALLERY}/images/win11-golden: ")
     assert "AuthorizationFailed" in unreadable.evidence
     assert len(simulators.arm.calls("GET", "/galleries/")) == 1  # a refusal is not retried
-    assert [item["ruleId"] for item in simulators.topic_router.events[0]["data"]["findings"]] == [
-        "join",
-        "image-unreadable",
-    ]
+    assert [item["ruleId"] for item in simulators.topic_router.events[0]["data"]["findings"]] == ["image-unreadable"]
     assert record.device_check_due is not None
     assert await device_checks_queued(azurite, queue) == 1
 

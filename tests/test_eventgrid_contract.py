@@ -58,3 +58,23 @@ def test_microsofts_sample_classifies_as_the_event_table_says(path: Path) -> Non
         assert result.vm is not None
         assert result.vm.name == "vm-win11-01"
         assert result.correlation_id == event["data"]["correlationId"]
+
+
+@pytest.mark.parametrize("schema", ["event-grid-schema", "cloud-events-schema"])
+def test_microsofts_write_sample_of_a_vm_extension_is_a_write_of_its_vm(schema: str) -> None:
+    """A template or the portal writes each extension as its own resource: the event's subject,
+    resourceUri and authorization scope name the extension, and the work is its VM's."""
+    event, _, _ = as_vm_event(EXAMPLES / "examples" / schema / "resource_write_success.json")
+    extension = f"{VM}/extensions/AADLoginForWindows"
+    event = json.loads(json.dumps(event).replace(f'{VM}"', f'{extension}"'))
+    event["data"]["operationName"] = event["data"]["authorization"]["action"] = (
+        "Microsoft.Compute/virtualMachines/extensions/write"
+    )
+
+    result = parse_event(event)
+
+    assert isinstance(result, ClassifiedEvent), result
+    assert event["subject"] == event["data"]["resourceUri"] == extension
+    assert result.kind is EventKind.CREATED
+    assert result.vm is not None
+    assert result.vm.name == "vm-win11-01"

@@ -23,6 +23,7 @@ from responder.model import EventKind
 from tests.conftest import EVENTS, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+EXTENSIONS = "Microsoft.Compute/virtualMachines/extensions"
 
 
 def vm_id(name: str, group: str = "rg-avd-prod") -> str:
@@ -32,6 +33,7 @@ def vm_id(name: str, group: str = "rg-avd-prod") -> str:
 # Every design §1 row, in both delivery schemas.
 EVENT_ROWS = [
     ("vm-write", EventKind.CREATED, "vm-win11-01"),
+    ("vm-extension-write", EventKind.CREATED, "vm-win11-01"),  # the VM's AADLoginForWindows, minutes later
     ("vm-deallocate", EventKind.DEALLOCATED, "vm-win11-01"),
     ("vm-poweroff", EventKind.POWERED_OFF, "vm-win10-02"),
     ("vm-start", EventKind.STARTED, "vm-win11-01"),
@@ -95,7 +97,6 @@ def test_event_time_keeps_the_instant_of_a_seven_digit_timestamp() -> None:
         ("eventgrid-vm-delete-cancel.json", "ResourceDeleteCancel"),
         ("eventgrid-storage-account-write.json", "Microsoft.Storage/storageAccounts/write"),
         ("eventgrid-vmss-instance-deallocate.json", "virtualMachineScaleSets"),
-        ("eventgrid-vm-extension-write.json", "extensions/write"),
         ("eventgrid-vm-runcommand-action.json", "runCommand/action"),
         ("eventgrid-subscription-validation.json", "SubscriptionValidationEvent"),
     ],
@@ -106,6 +107,52 @@ def test_anything_else_is_ignored_with_a_reason(sample: str, reason_fragment: st
     assert event.kind is EventKind.IGNORED
     assert event.ignore_reason is not None
     assert reason_fragment in event.ignore_reason
+
+
+def test_an_extension_write_is_a_write_of_the_vm_that_has_the_extension() -> None:
+    event = classified(load_event("eventgrid-vm-extension-write.json"))
+
+    assert (event.kind, event.vm) == (EventKind.CREATED, vm_ref_from_resource_id(vm_id("vm-win11-01")))
+    assert event.operation_name == "Microsoft.Compute/virtualMachines/extensions/write"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "operation", "reason_fragment"),
+    [
+        ("Microsoft.Resources.ResourceDeleteSuccess", f"{EXTENSIONS}/delete", "needs no"),
+        ("Microsoft.Resources.ResourceWriteFailure", f"{EXTENSIONS}/write", "needs no"),
+    ],
+    ids=["extension deleted", "extension write failed"],
+)
+def test_other_extension_operations_are_ignored(event_type: str, operation: str, reason_fragment: str) -> None:
+    raw = load_event("eventgrid-vm-extension-write.json")
+    raw["eventType"], raw["data"]["operationName"] = event_type, operation
+
+    event = classified(raw)
+
+    assert event.kind is EventKind.IGNORED
+    assert reason_fragment in (event.ignore_reason or "")
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "virtualMachines/vm-win11-01",  # the VM itself, named by an extension's operation
+        "virtualMachines/vm-win11-01/runCommands/x",
+        "virtualMachines/vm-win11-01/extensions/x/y/z",
+        "virtualMachineScaleSets/pool/virtualMachines/3/extensions/x",
+    ],
+)
+def test_an_extension_write_must_name_an_extension_of_a_vm(resource: str) -> None:
+    raw = load_event("eventgrid-vm-extension-write.json")
+    raw["subject"] = raw["data"]["resourceUri"] = (
+        f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/{resource}"
+    )
+
+    event = classified(raw)
+
+    assert event.kind is EventKind.IGNORED
+    assert "not an extension of a virtual machine" in (event.ignore_reason or "")
 
 
 def test_a_scale_set_instance_with_a_vm_operation_name_is_not_a_vm() -> None:

@@ -77,6 +77,18 @@ def test_each_subscription_filters_exactly_the_operations_its_handler_accepts(fu
     assert {event_type.lower() for event_type in entry["eventTypes"]} == event_types
 
 
+def test_the_creation_function_hears_a_vms_extensions_land_after_the_vm() -> None:
+    """An extension's event names the extension (`.../virtualMachines/{vm}/extensions/{name}`): both
+    filters of the creation function's subscription let it through."""
+    created = routed_functions()["on_vm_created"]
+    subject = parsed("modules/watched-subscription.bicep")["variables"]["vmSubject"]["value"]
+    (sample,) = json.loads((Path(__file__).parent / "events" / "eventgrid-vm-extension-write.json").read_text())
+
+    assert sample["data"]["operationName"] in created["operations"]
+    assert sample["eventType"] in created["eventTypes"]
+    assert subject in sample["subject"]
+
+
 def test_the_event_subscriptions_filter_on_operation_name_and_vm_subject_with_dead_lettering() -> None:
     config = parsed("modules/watched-subscription.bicep")["resources"]["subscriptions"]["config"]["config"]
     properties = config["properties"]

@@ -164,6 +164,16 @@ CASES: list[tuple[str, CheckFacts, set[tuple[str, str]]]] = [
     ),
     ("Entra-joined without the Intune mdmId", CheckFacts(vm(extensions=(ENTRA_JOIN_NO_MDM,))), {("join", "warning")}),
     ("neither Entra- nor AD-joined", CheckFacts(vm(extensions=())), {("join", "warning")}),
+    (  # a template or the portal writes the extensions after the VM: said once the device check ends
+        "neither joined yet, while the device check is under way",
+        CheckFacts(vm(extensions=()), hold_missing_join=True),
+        set(),
+    ),
+    (  # what is held back is the missing join only
+        "Entra-joined without the Intune mdmId, while the device check is under way",
+        CheckFacts(vm(extensions=(ENTRA_JOIN_NO_MDM,)), hold_missing_join=True),
+        {("join", "warning")},
+    ),
     (
         "joined to an Entra Domain Services domain",
         CheckFacts(vm(extensions=(ENTRA_DS_JOIN,)), entra_ds_domains=frozenset({"aadds.contoso.com"})),

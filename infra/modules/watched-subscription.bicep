@@ -20,9 +20,14 @@ var vmSubject = '/providers/Microsoft.Compute/virtualMachines/'
 
 var functions = [
   {
+    // A template or the portal writes the VM first and each extension (Entra join, AD join, the AVD
+    // registration) later, as its own operation: the check runs again for the VM once they land.
     name: 'on_vm_created'
     eventTypes: [ 'Microsoft.Resources.ResourceWriteSuccess' ]
-    operations: [ 'Microsoft.Compute/virtualMachines/write' ]
+    operations: [
+      'Microsoft.Compute/virtualMachines/write'
+      'Microsoft.Compute/virtualMachines/extensions/write'
+    ]
   }
   {
     name: 'on_vm_power_changed'

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from azure.mgmt.compute.models import CommunityGalleryImage, SharedGalleryImage, VirtualMachine
+from azure.mgmt.compute.models import CommunityGalleryImage, Disk, SharedGalleryImage, VirtualMachine
 
 from localdev.arm_sim import ArmWorld
 from localdev.simulators import load_seed
@@ -118,3 +118,37 @@ def test_the_simulator_serves_a_shared_gallery_image_where_microsofts_example_is
         "/images/myGalleryImageName"
     )
     assert world.image_definition(path) == body
+
+
+DISK_EXAMPLES = EXAMPLES.parent / "2025-01-02"
+
+
+def test_the_simulated_os_disks_have_only_the_shapes_microsofts_example_shows() -> None:
+    documented = key_paths(example("Disk_Get", DISK_EXAMPLES)) | {"properties.diskState"}  # an enum of Disk
+
+    world = ArmWorld.from_seed(load_seed("sample"))
+    assert world.disks
+    for document in world.disks.values():
+        served = {path for path in key_paths(document) if not path.startswith(FREE_FORM)}
+        assert served <= documented, (document["name"], sorted(served - documented))
+
+
+def test_microsofts_disk_example_reads_through_the_sdk_model_with_the_vm_it_is_attached_to() -> None:
+    body = example("Disk_Get", DISK_EXAMPLES)
+
+    disk = arm_documents.os_disk(Disk(body).as_dict())
+
+    assert disk.id == body["id"].lower()
+    assert disk.managed_by == body["managedBy"].lower()
+
+
+def test_a_seeded_vm_boots_its_own_os_disk_and_a_deleted_one_leaves_it_kept_and_unattached() -> None:
+    world = ArmWorld.from_seed(load_seed("sample"))
+    vm_id = next(key for key in world.vms if key.endswith("/vm-win11-01"))
+    disk_id = world.vms[vm_id]["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"].lower()
+    assert world.disks[disk_id]["managedBy"].lower() == vm_id
+
+    world.delete_vm(vm_id)
+
+    assert "managedBy" not in world.disks[disk_id]
+    assert world.disks[disk_id]["properties"]["diskState"] == "Unattached"

@@ -192,7 +192,8 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
     is forgotten, so it can never be taken for the new one's. Its device goes with its
     OS disk: a new VM that boots the old one's disk (re-created by attaching it) is the
     same Windows installation, so the same Entra and Intune device (design §2); a new VM
-    on another disk inherits nothing.
+    on another disk inherits nothing, and neither does the same VM once it boots another
+    OS disk (swapped).
     """
     if facts.vm_id and facts.vm_id != record.vm_id:
         # An earlier VM's installation, when the row knew one (a row that never knew a vmId may still
@@ -202,6 +203,10 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
             record = forget_incarnation(record)
         if earlier:
             record = _inherit_machine(record, facts) if boots_same_disk(record, facts) else forget_machine(record)
+    elif facts.os_disk_id and record.os_disk_id and facts.os_disk_id != record.os_disk_id:
+        # The same VM boots another OS disk (an OS disk swap): another installation, whose device the
+        # row doesn't know (a restored copy of this one is the same device, but nothing here proves it).
+        record = forget_machine(record)
     created_at = facts.time_created or record.created_at
     return replace(
         record,

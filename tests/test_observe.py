@@ -185,6 +185,16 @@ def test_a_vm_booting_the_deleted_ones_os_disk_inherits_its_device_and_mark() ->
     assert record.suppression is SuppressionState.SUPPRESSED
 
 
+def test_a_vm_that_swapped_its_os_disk_keeps_no_device_of_the_old_one() -> None:
+    known = replace(
+        VmRecord(ref=VM), vm_id="vm-life-2", os_disk_id="disk-2", managed_device_id="md-2", device_vm_id="vm-life-2"
+    )
+
+    record = adopt_incarnation(known, replace(ARM_FACTS, os_disk_id="disk-3"))
+
+    assert (record.os_disk_id, record.managed_device_id, record.device_vm_id) == ("disk-3", None, None)
+
+
 def test_a_vm_of_an_unknown_os_disk_inherits_nothing() -> None:
     record = written_again(deleted_vm(os_disk_id=None), os_disk_id=None)
 

@@ -2,8 +2,10 @@
 
 Commands: `classify` (parse deliveries), `check-vm` (the enrolment prerequisite
 rules on a VM document), `replay` (run deliveries through the real handler
-functions), `send` (post one to a Functions host, as Event Grid does).
-Exit codes: 0 success, 1 `check-vm` found an error or the host refused a `send`,
+functions), `reconcile` (one reconciliation pass, with a report of what it and its
+orphan sweep decided), `send` (post one to a Functions host, as Event Grid does).
+Exit codes: 0 success, 1 `check-vm` found an error, the host refused a `send`, or a
+`reconcile` could not finish (Azure, Graph or storage failed; the message says which),
 2 unreadable or malformed input or settings (a clear message, never a traceback).
 """
 
@@ -14,9 +16,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from responder.events import IntakeError, parse_payload
+
+if TYPE_CHECKING:
+    from tools.reconcile import PassReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,6 +45,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     replay.add_argument("files", nargs="+", type=Path, help="JSON files as Event Grid would deliver them")
     replay.add_argument("--enforce", action="store_true", help="carry the plan out (default: audit)")
     replay.add_argument("--json", action="store_true", help="one JSON line per event")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="run one reconciliation pass with this process's app settings (against Azure with "
+        "DefaultAzureCredential, or local emulators) and report what it and its orphan sweep decided; "
+        "in audit mode the sweep's cleanups are decided here, deleting nothing",
+    )
+    reconcile.add_argument("--enforce", action="store_true", help="carry the plan out (default: the settings' mode)")
+    reconcile.add_argument("--json", action="store_true", help="one JSON object instead of the report")
     check_vm = commands.add_parser(
         "check-vm",
         help="run the Intune enrolment prerequisite rules on an ARM virtual machine document "
@@ -57,6 +70,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args.files, out, err, enforce=args.enforce, as_json=args.json)
+    if args.command == "reconcile":
+        return _reconcile(out, err, enforce=args.enforce, as_json=args.json)
     if args.command == "check-vm":
         return _check_vm(args.file, args.host_pool, args.image_definition, out, err)
     if args.command == "send":
@@ -100,6 +115,65 @@ async def _replay_rows(deliveries: list[tuple[str, bytes]]) -> list[Any]:
 
     try:
         return await replay(deliveries, event_grid_routes())
+    finally:
+        await close_services()
+
+
+def _reconcile(out: TextIO, err: TextIO, *, enforce: bool, as_json: bool) -> int:
+    import asyncio
+    import os
+
+    from azure.core.exceptions import AzureError
+
+    from responder.errors import AccessDenied, RequestRefused, TransientError
+    from responder.settings import MODE, Settings, SettingsError
+    from tools.reconcile import report_lines
+
+    if enforce:
+        os.environ[MODE] = "enforce"
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    if not settings.reconcile.watched_subscriptions:
+        print(
+            "error: RESPONDER_WATCHED_SUBSCRIPTIONS is not set: a pass would read no VM, and every silent Intune VM "
+            "record would look orphaned. Set it to the subscription ids the app watches (comma-separated), as the "
+            "Function App's configuration has it",
+            file=err,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        report = asyncio.run(_reconcile_report())
+    except SettingsError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    except (TransientError, RequestRefused, AzureError, OSError) as error:
+        print(f"error: the reconciliation pass stopped: {error}", file=err)
+        if isinstance(error, AccessDenied) and not settings.managed_identity:
+            print(
+                "note: from a terminal the identity is yours (what DefaultAzureCredential found, e.g. az login): "
+                "it needs the roles the README's Permissions section lists for the app's identity",
+                file=err,
+            )
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps(report.to_json(), sort_keys=True), file=out)
+    else:
+        print("\n".join(report_lines(report)), file=out)
+    if report.failed:
+        print("error: a cleanup of the orphan sweep could not be decided (its reason says why)", file=err)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _reconcile_report() -> PassReport:
+    from responder.composition import close_services, get_services
+    from tools.reconcile import reconcile_by_hand
+
+    try:
+        return await reconcile_by_hand(await get_services())
     finally:
         await close_services()
 

@@ -49,6 +49,11 @@ param deviceCheckFirstDelaySeconds int = 900
 @description('Hours to keep looking for a new VM\'s Intune device before reporting it as not enrolled.')
 param deviceCheckWaitHours int = 24
 
+@minValue(0)
+@maxValue(168)
+@description('Hours after a device is found before it is looked at again, once its dynamic groups can have settled (0: no second look).')
+param deviceCheckSettleHours int = 4
+
 @description('NCRONTAB schedule of the reconciliation timer (default: daily at 03:30 UTC).')
 param reconcileSchedule string = '0 30 3 * * *'
 
@@ -162,6 +167,7 @@ module app 'modules/app.bicep' = {
     maxDeletionsPerHour: maxDeletionsPerHour
     deviceCheckFirstDelaySeconds: deviceCheckFirstDelaySeconds
     deviceCheckWaitHours: deviceCheckWaitHours
+    deviceCheckSettleHours: deviceCheckSettleHours
     watchedSubscriptionIds: join(map(watchedSubscriptions, watched => watched.subscriptionId), ',')
     reconcileSchedule: reconcileSchedule
     reconcileMaxItems: reconcileMaxItems

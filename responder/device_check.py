@@ -8,7 +8,14 @@ until the configured number of hours since the first has passed; then the VM is
 reported `not-enrolled` (or `device-unproven`, with the candidates). Found: the
 policies that reach the device (its groups, all devices, all users) are read from
 Intune and the device rules of `responder.prerequisites` run. Their findings replace
-the last device check's in the ledger, go to the log, the findings topic and the tag.
+the last device check's in the ledger; the ones not reported before go to the log, the
+findings topic and the tag.
+
+Entra fills dynamic device groups in minutes to hours after a device appears, so a
+device found with its Entra object is looked at once more, a *second look*, after
+`RESPONDER_DEVICE_CHECK_SETTLE_HOURS`, for the profiles its groups have brought since;
+reconciliation queues one too when the device's groups changed since its last check
+(`look_again_if_groups_changed`: the ledger keeps a fingerprint of them).
 
 Read-only in Graph: nothing here writes to a device, so a redelivered message only
 repeats reads (and the report). A check that concluded for this incarnation after
@@ -18,12 +25,14 @@ a no-op.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from http import HTTPStatus
 
 from responder.composition import Services
 from responder.creation import judge_finished
@@ -54,6 +63,7 @@ MAX_WAIT_SECONDS = 2 * 3600  # the longest wait between two looks
 # last but one parks a check that keeps failing, with its reason, in the poison queue.
 MAX_ATTEMPTS = 5
 PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
+SAME_MOMENT = timedelta(seconds=1)  # two times the ledger holds this close are one (a chain's due time too)
 
 
 class DeviceCheckMessageError(ValueError):
@@ -66,7 +76,9 @@ class DeviceCheckRequest:
 
     `due_by` is when this chain of looks gives up, and names the chain: the ledger row
     keeps the current chain's, so a look of an older chain (the VM was checked again
-    since) is dropped instead of cutting the newer one short.
+    since) is dropped instead of cutting the newer one short. A `second_look` is one look
+    at a device found before, once its groups can have settled: it never waits, and a
+    check that concluded after it was queued makes it a no-op.
     """
 
     resource_id: str
@@ -74,6 +86,7 @@ class DeviceCheckRequest:
     first_queued_at: datetime
     due_by: datetime
     attempt: int = 1
+    second_look: bool = False
 
     @property
     def vm(self) -> VmRef:
@@ -90,6 +103,7 @@ class DeviceCheckRequest:
                 "firstQueuedAt": self.first_queued_at.isoformat(),
                 "dueBy": self.due_by.isoformat(),
                 "attempt": self.attempt,
+                **({"secondLook": True} if self.second_look else {}),
             }
         )
 
@@ -112,7 +126,10 @@ class DeviceCheckRequest:
             raise DeviceCheckMessageError("dueBy must be an ISO 8601 time with its offset")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise DeviceCheckMessageError("attempt must be a whole number of at least 1")
-        request = cls(resource_id, vm_id, queued_at, due_by, attempt)
+        second_look = document.get("secondLook", False)
+        if not isinstance(second_look, bool):
+            raise DeviceCheckMessageError("secondLook must be true or false")
+        request = cls(resource_id, vm_id, queued_at, due_by, attempt, second_look)
         _ = request.vm  # a resource id that names no VM is unreadable now, not at the first look
         return request
 
@@ -195,15 +212,19 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     if identify_os(facts).family == "linux":
         return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "a Linux VM: the Windows enrolment rules don't apply")
     record, _ = await services.ledger.update(vm, lambda current: (adopt_incarnation(current, facts), None))
-    if record.device_checked_at is not None and record.device_checked_at >= request.first_queued_at:
-        return DeviceCheckOutcome(
-            DeviceCheckDecision.SKIPPED, f"already checked at {record.device_checked_at:%Y-%m-%d %H:%M} UTC"
-        )
+    # A second look is queued as its check concludes, at that very time (give or take the table's rounding).
+    queued = request.first_queued_at + (SAME_MOMENT if request.second_look else timedelta())
+    if (checked_at := record.device_checked_at) is not None and checked_at >= queued:
+        return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, f"already checked at {checked_at:%Y-%m-%d %H:%M} UTC")
     due = record.device_check_due
     if due is not None and abs((due - request.due_by).total_seconds()) > 1:
         return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "a later check of this VM is under way")
     ownership = await find_own_device(incarnation_of(record), known_device_of(record), services.directory)
     own = ownership.own if ownership.verdict is Verdict.OWN else None
+    if request.second_look and (own is None or own.entra is None):  # its groups can't be read: nothing new to say
+        return DeviceCheckOutcome(
+            DeviceCheckDecision.SKIPPED, "second look: the device and its Entra object aren't proven the VM's now"
+        )
     if own is None or own.managed is None:
         return await _not_found_yet(request, ownership, (facts, record), services)
     managed, entra = own.managed, own.entra
@@ -230,13 +251,55 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     findings = (*extra, *check_device(checked))
     errors = sum(finding.severity == "error" for finding in findings)
     await judge_finished(vm, facts, record, True, services)  # it enrolled: whatever the extensions say of a join
-    await _conclude(request, findings, services, ownership)
+    now, later = services.clock(), ""
+    if entra is not None and not request.second_look:
+        later = await _queue_second_look(request, now, services)
+    await _conclude(request, findings, services, ownership, (now, groups if entra else None))
     return DeviceCheckOutcome(
         DeviceCheckDecision.CHECKED,
         f"device {managed.id}: {_policies(len(device.policies))} reach it; "
-        f"{len(findings)} finding(s), {errors} error(s)",
+        f"{len(findings)} finding(s), {errors} error(s){later}",
         findings,
     )
+
+
+async def _queue_second_look(request: DeviceCheckRequest, now: datetime, services: Services) -> str:
+    """Queue one more look at the device found now, once its dynamic groups can have settled (queued before
+    the check concludes: a crash in between looks twice, never not at all); says when, for the outcome."""
+    hours = services.settings.device_check.settle_hours
+    if not hours:
+        return ""
+    due = now + timedelta(hours=hours)
+    second = DeviceCheckRequest(request.resource_id, request.vm_id, now, due, second_look=True)
+    await services.device_check_queue.send(second.to_text(), hours * 3600)
+    return f"; a second look in {hours} h, once its groups have settled"
+
+
+def groups_fingerprint(groups: frozenset[str], services: Services) -> str:
+    """What the ledger keeps of a device's Entra groups: enough to see that they changed. The app's own
+    suppression group is left out: the power stage puts the device in it and takes it out (design §4)."""
+    mark = (services.settings.suppression.group_id or "").lower()
+    return hashlib.sha256(json.dumps(sorted(groups - {mark})).encode()).hexdigest()[:16]
+
+
+async def look_again_if_groups_changed(vm: VmRef, record: VmRecord, services: Services) -> bool:
+    """Reconciliation's look at the groups of a device the check found (`record`: the VM's ledger row):
+    a second look is queued when they changed since that check (a dynamic group filled in or let it go),
+    or weren't recorded then. One Graph read; a device whose Entra object is gone is left to the others."""
+    if record.entra_object_id is None or record.vm_id is None or record.device_vm_id != record.vm_id:
+        return False
+    try:
+        groups = await services.directory.device_group_ids(record.entra_object_id)
+    except RequestRefused as refused:
+        if refused.status == HTTPStatus.NOT_FOUND:
+            return False
+        raise
+    if record.device_groups == groups_fingerprint(groups, services):
+        return False
+    now = services.clock()
+    second = DeviceCheckRequest(vm.resource_id, record.vm_id, now, now, second_look=True)
+    await services.device_check_queue.send(second.to_text(), 0)
+    return True
 
 
 async def _look_again(request: DeviceCheckRequest, services: Services, why: str) -> DeviceCheckOutcome | None:
@@ -284,11 +347,13 @@ async def _conclude(
     findings: tuple[Finding, ...],
     services: Services,
     ownership: Ownership | None,
+    seen: tuple[datetime | None, frozenset[str] | None] = (None, None),
 ) -> None:
     """Report the findings (log, topic, tag), then record them: a crash before the ledger write repeats the check.
     Findings the last check already reported (a redelivery, a weekly look that finds the same, a second look)
     are recorded, not reported again: only the new ones are."""
-    vm, now = request.vm, services.clock()
+    at, groups = seen  # when the check concluded (a second look queued names it), the device's groups it read
+    vm, now = request.vm, at or services.clock()
     current = await services.ledger.get(vm)
     known = current.findings if current else ()
     create_time = tuple(finding for finding in known if finding.rule_id not in DEVICE_RULE_IDS)
@@ -310,6 +375,8 @@ async def _conclude(
                 entra_device_id=own.entra.device_id if own.entra else own.managed.azure_ad_device_id,
                 device_vm_id=request.vm_id,
             )
+        if groups is not None:
+            updated = replace(updated, device_groups=groups_fingerprint(groups, services))
         return updated, None
 
     await services.ledger.update(vm, remember, read=current)  # the row read above; its ETag catches a change since

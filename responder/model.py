@@ -134,6 +134,7 @@ class VmRecord:
     check_fingerprint: str | None = None  # what the last prerequisite check looked at (vmId, image, extensions)
     device_check_due: datetime | None = None  # a device-side check is queued and gives up at this time
     device_checked_at: datetime | None = None  # the device-side check concluded (findings, or not enrolled)
+    device_groups: str | None = None  # a fingerprint of the device's Entra groups that check read (they change)
     opted_out: bool = False  # carried the opt-out tag when ARM was last read
     last_plan: tuple[str, ...] = ()  # the actions last decided, done or (audit mode) only recorded
     lease_owner: str | None = None  # the invocation acting on this VM's device right now

@@ -120,7 +120,7 @@ class _Pass:
     async def _check_device(self, vm: VmFacts, record: VmRecord | None) -> None:
         """Queue the device-side check of a Windows VM whose check never found its device (never ran:
         its create event was missed or its follow-ups were lost; or ended without a proven device),
-        unless one is on its way."""
+        unless one is on its way; and a second look at a found device whose groups changed since."""
         if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
             return
         if record is not None and record.vm_id == vm.vm_id:
@@ -128,7 +128,12 @@ class _Pass:
                 return  # Windows Server, Pro: the create-time check said so; no device will come
             found = not any(finding.rule_id in DEVICE_NOT_FOUND for finding in record.findings)
             checked = record.device_checked_at
-            if checked is not None and (found or checked > self.now - LOOK_AGAIN_FOR_A_DEVICE_AFTER):
+            if checked is not None and found:  # one more look if its groups changed since (a dynamic group)
+                from responder.device_check import look_again_if_groups_changed
+
+                self.summary.device_checks_queued += await look_again_if_groups_changed(vm.ref, record, self.services)
+                return
+            if checked is not None and checked > self.now - LOOK_AGAIN_FOR_A_DEVICE_AFTER:
                 return
             if record.device_check_due is not None and record.device_check_due > self.now:
                 return

@@ -265,6 +265,9 @@ _check_first_delay = declare(
 )
 # Then, with no device, it is reported as not enrolled; a week at most (the follow-up rides the queue's delay).
 _check_wait = declare("RESPONDER_DEVICE_CHECK_WAIT_HOURS", 24, whole_number(1, 7 * 24, "hours"))
+# Entra fills dynamic device groups in minutes to hours after a device appears: a found device is looked at
+# again this long after, for the profiles its groups bring (0: no second look). A week at most (the queue's delay).
+_check_settle = declare("RESPONDER_DEVICE_CHECK_SETTLE_HOURS", 4, whole_number(0, 7 * 24, "hours"))
 _watched = declare("RESPONDER_WATCHED_SUBSCRIPTIONS", frozenset[str](), items(guid("a subscription id")))
 _schedule = declare("RESPONDER_RECONCILE_SCHEDULE", "0 30 3 * * *", ncrontab)  # daily, 03:30 UTC
 _max_items = declare("RESPONDER_RECONCILE_MAX_ITEMS", 500, whole_number(1))
@@ -341,6 +344,7 @@ class DeviceCheckSettings:
     queue: str = _check_queue.default
     first_delay_seconds: int = _check_first_delay.default
     wait_hours: int = _check_wait.default
+    settle_hours: int = _check_settle.default  # the second look at a found device, once its groups can have settled
 
     @property
     def poison_queue(self) -> str:
@@ -414,7 +418,10 @@ class Settings:
                 max_deletions_per_hour=read(_max_deletions),
             ),
             device_check=DeviceCheckSettings(
-                queue=read(_check_queue), first_delay_seconds=read(_check_first_delay), wait_hours=read(_check_wait)
+                queue=read(_check_queue),
+                first_delay_seconds=read(_check_first_delay),
+                wait_hours=read(_check_wait),
+                settle_hours=read(_check_settle),
             ),
             findings_topic_endpoint=read(_findings_topic),
             entra_ds_domains=read(_entra_ds_domains),

@@ -42,6 +42,7 @@ def full_record() -> VmRecord:
         findings=(Finding("os-edition", Severity.ERROR, "Windows Server is not supported", "sku=2022", "doc"),),
         cleanup_status=CleanupStatus.NEEDS_REVIEW,
         deleted_at=T0,
+        device_groups="3f2a9c0d1e4b5a69",
     )
 
 

@@ -12,6 +12,7 @@ param cleanupDelaySeconds int
 param maxDeletionsPerHour int
 param deviceCheckFirstDelaySeconds int
 param deviceCheckWaitHours int
+param deviceCheckSettleHours int
 param watchedSubscriptionIds string
 param reconcileSchedule string
 param reconcileMaxItems int
@@ -282,6 +283,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RESPONDER_DEVICE_CHECK_QUEUE: deviceCheckQueueName
     RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS: string(deviceCheckFirstDelaySeconds)
     RESPONDER_DEVICE_CHECK_WAIT_HOURS: string(deviceCheckWaitHours)
+    RESPONDER_DEVICE_CHECK_SETTLE_HOURS: string(deviceCheckSettleHours)
     RESPONDER_WATCHED_SUBSCRIPTIONS: watchedSubscriptionIds
     RESPONDER_RECONCILE_SCHEDULE: reconcileSchedule
     RESPONDER_RECONCILE_MAX_ITEMS: string(reconcileMaxItems)

@@ -137,6 +137,7 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "CheckFingerprint": record.check_fingerprint,
         "DeviceCheckDue": record.device_check_due,
         "DeviceCheckedAt": record.device_checked_at,
+        "DeviceGroups": record.device_groups,
         "LeaseOwner": record.lease_owner,
         "LeaseUntil": record.lease_until,
     }
@@ -180,6 +181,7 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         check_fingerprint=entity.get("CheckFingerprint"),
         device_check_due=_moment(entity.get("DeviceCheckDue")),
         device_checked_at=_moment(entity.get("DeviceCheckedAt")),
+        device_groups=entity.get("DeviceGroups"),
         lease_owner=entity.get("LeaseOwner"),
         lease_until=_moment(entity.get("LeaseUntil")),
         etag=etag,

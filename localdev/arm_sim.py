@@ -115,7 +115,8 @@ class ArmWorld:
                 f"{group}/providers/Microsoft.Compute/disks/{os_disk.get('name') or document['name'] + '-osdisk'}"
             )
         disk_id = str(managed["id"])
-        disk = self.disks.setdefault(disk_id.lower(), _disk(disk_id, os_disk, document.get("location")))
+        created = document["properties"].get("timeCreated")
+        disk = self.disks.setdefault(disk_id.lower(), _disk(disk_id, os_disk, document.get("location"), created))
         disk["managedBy"] = vm_id
         disk["properties"]["diskState"] = "Attached"
         self.vms[vm_id.lower()] = document
@@ -126,6 +127,20 @@ class ArmWorld:
         os_disk.pop("managedDisk", {}).pop("id", None)
         os_disk["name"] = f"{document['name']}_OsDisk_{document['properties'].get('vmId', '')}"
         os_disk["createOption"] = "FromImage"
+        self.put_vm(document)
+
+    def swap_os_disk(self, vm_id: str, disk_id: str, created: str) -> None:
+        """Change the OS disk a VM boots (an OS disk swap) for a new disk created at `created` (ISO 8601):
+        the old disk is kept, unattached."""
+        document = self.vms[vm_id.lower()]
+        os_disk = document["properties"]["storageProfile"]["osDisk"]
+        old = self.disks.get(str(os_disk["managedDisk"]["id"]).lower())
+        if old is not None:
+            old.pop("managedBy", None)
+            old["properties"]["diskState"] = "Unattached"
+        os_disk["managedDisk"] = {**os_disk["managedDisk"], "id": disk_id}
+        os_disk["name"] = disk_id.rsplit("/", 1)[-1]
+        self.disks[disk_id.lower()] = _disk(disk_id, os_disk, document.get("location"), created)
         self.put_vm(document)
 
     def move_vm(self, vm_id: str, resource_group: str) -> Json:
@@ -258,7 +273,7 @@ def _in_group(resource_id: str, resource_group: str) -> str:
     return f"{head}/resourceGroups/{resource_group}/{rest.split('/', 1)[1]}"
 
 
-def _disk(disk_id: str, os_disk: Json, location: object) -> Json:
+def _disk(disk_id: str, os_disk: Json, location: object, created: object) -> Json:
     """A managed disk document in the shape of Microsoft's `Disk_Get` example."""
     return {
         "id": disk_id,
@@ -271,6 +286,7 @@ def _disk(disk_id: str, os_disk: Json, location: object) -> Json:
             "creationData": {"createOption": "FromImage"},
             "diskState": "Attached",
             "provisioningState": "Succeeded",
+            **({"timeCreated": created} if isinstance(created, str) else {}),
         },
     }
 

@@ -68,7 +68,12 @@ def os_disk(document: Mapping[str, Any]) -> OsDisk:
     disk_id = _lower_id(document.get("id"))
     if disk_id is None:
         raise DocumentError(f"not a managed disk: {document.get('id')!r}")
-    return OsDisk(id=disk_id, managed_by=_lower_id(document.get("managedBy")))
+    properties = _object(document.get("properties"))
+    return OsDisk(
+        id=disk_id,
+        managed_by=_lower_id(document.get("managedBy")),
+        time_created=parse_moment(properties.get("timeCreated")),
+    )
 
 
 def image_definition(document: Mapping[str, Any]) -> ImageDefinition:

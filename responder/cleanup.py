@@ -204,6 +204,7 @@ class CleanupPlan:
     reason: str
     targets: tuple[Target, ...] = ()
     findings: tuple[Finding, ...] = ()
+    vm: str | None = None  # the VM the records were proven for, when the request didn't name it (an orphan's anchor)
 
 
 def plan_cleanup(

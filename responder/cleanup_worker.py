@@ -164,7 +164,29 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
             return _logged(record)
         record = await services.audit.save_cleanup(record)  # the plan and its ids, before the first deletion
         await _publish(request, plan, services)
+    elif (revived := await _machine_back(request, record, services)) is not None:
+        # Resuming (an earlier attempt failed part-way): the machine must still be gone. Came back since
+        # (its disk re-attached, the deletion undone), what is left stays, and a person hears of what was done.
+        stopped = f"stopped part-way: {revived}{_progress(record)}"
+        record = await services.audit.save_cleanup(record.finish(services.clock(), Decision.NEEDS_REVIEW, stopped))
+        return _logged(record)
     return await _carry_out(request, record, services)
+
+
+async def _machine_back(request: CleanupRequest, record: CleanupRecord, services: Services) -> str | None:
+    """Why the deleted VM's machine runs again (a VM under its resource id from before the deletion, or
+    booting its OS disk or one attached in its place, or elsewhere with a record's name), or None."""
+    if request.found_by is Origin.RECONCILE:
+        return await _orphan_back(record, services)
+    if not request.knows_the_vm:
+        return None
+    presence, current = await _presence(request, services)
+    if presence is Presence.EXISTS:
+        return VM_EXISTS
+    disk = await services.compute.get_disk(request.os_disk_id) if request.os_disk_id else None
+    if (lives_on := plan_for_its_os_disk(request.resource_id, request.os_disk_id, current, disk)) is not None:
+        return lives_on.reason
+    return None
 
 
 def _another_deletion(request: CleanupRequest, record: CleanupRecord) -> bool:
@@ -196,7 +218,7 @@ def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode, now: date
     record = CleanupRecord(
         key=request.key,
         event_id=request.event_id,
-        resource_id=request.resource_id,
+        resource_id=plan.vm or request.resource_id,
         mode=mode.value,
         decision=plan.decision,
         reason=plan.reason,
@@ -243,6 +265,26 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         quiet_since = await _last_deletion(request, services)
         ownership = await find_own_device(incarnation, known, services.directory, quiet_since=quiet_since)
     return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
+
+
+async def _orphan_back(record: CleanupRecord, services: Services) -> str | None:
+    """An orphan's cleanup resumed: its anchored VM must still be gone (a VM under that id now created
+    by attaching a disk may be it), its OS disk unbooted, and no VM elsewhere may carry a record's name."""
+    vm = vm_ref_from_resource_id(record.resource_id)
+    if vm is None:
+        return None
+    current = await services.compute.get_vm(vm)
+    if not isinstance(current, Gone) and (current.os_disk_create_option or "").lower() == "attach":
+        return f"{vm.resource_id} was created again by attaching an OS disk: it may be the same installation"
+    known = await services.ledger.get(vm)
+    if known is not None and known.os_disk_id and isinstance(current, Gone):
+        disk = await services.compute.get_disk(known.os_disk_id)
+        if (lives_on := plan_for_its_os_disk(vm.resource_id, known.os_disk_id, None, disk)) is not None:
+            return lives_on.reason
+    for name in sorted({target.name.lower() for target in record.targets if target.name}):
+        if (elsewhere := await _living_elsewhere(services, name=name, beside=vm)) is not None:
+            return f"{elsewhere.resource_id} carries the record's name {name!r} now"
+    return None
 
 
 async def _decide_unseen(request: CleanupRequest, services: Services) -> CleanupPlan:
@@ -398,7 +440,10 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
     ownership = await find_own_device(
         incarnation, KnownDevice(None, managed_device_id=managed.id), directory, quiet_since=request.deleted_at
     )
-    return plan_cleanup(request, presence=Presence.GONE, ownership=ownership, out_of_scope=None)
+    # The record names the VM its records were proven for: a resumed attempt checks that VM again.
+    return replace(
+        plan_cleanup(request, presence=Presence.GONE, ownership=ownership, out_of_scope=None), vm=vm.resource_id
+    )
 
 
 async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: Services) -> AuditEntry:

@@ -26,6 +26,7 @@ from responder.errors import AccessDenied
 from responder.events import VmEvent
 from responder.facts import Gone, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
 from responder.joins import JOIN_EXTENSION_TYPES, domain_join, entra_join
+from responder.matching import installation_since
 from responder.model import Finding, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
@@ -70,10 +71,12 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     facts = await services.compute.get_vm(event.vm)
     if isinstance(facts, Gone):
         return "the VM no longer exists", ()
+    since = await installation_since(record, facts, services.compute)
     if opted_out(facts.tags, services.settings):
         # Remembered, so the cleanup after a deletion leaves this VM's records alone too.
         await services.ledger.update(
-            event.vm, lambda current: (replace(adopt_incarnation(current, facts), opted_out=True), None)
+            event.vm,
+            lambda current: (replace(adopt_incarnation(current, facts, event.event_time, since), opted_out=True), None),
         )
         return "the VM carries the opt-out tag: not checked", ()
     checked = fingerprint(facts)
@@ -101,7 +104,7 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
         device_check_due = await queue_device_check(event.vm, facts.vm_id, services)
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
-        adopted = adopt_incarnation(current, facts)
+        adopted = adopt_incarnation(current, facts, event.event_time, since)
         kept = _device_phase(adopted.findings)
         updated = replace(adopted, findings=(*kept, *findings), check_fingerprint=checked, opted_out=False)
         if device_check_due is not None:
@@ -124,6 +127,7 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
     """
     if record.check_fingerprint is None or record.vm_id != facts.vm_id:
         return
+    since = await installation_since(record, facts, services.compute)
     checked = fingerprint(facts)
     reported = _create_phase(record.findings)
     if checked == record.check_fingerprint:  # only the join rule's answer can differ: no ARM reads needed
@@ -145,7 +149,7 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
         if current.vm_id != facts.vm_id:
             return current, None  # a later VM holds the row now
-        adopted = adopt_incarnation(current, facts)
+        adopted = adopt_incarnation(current, facts, services.clock(), since)
         return replace(adopted, findings=(*_device_phase(adopted.findings), *findings), check_fingerprint=checked), None
 
     await services.ledger.update(vm, remember)

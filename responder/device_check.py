@@ -41,7 +41,7 @@ from responder.events import vm_ref_from_resource_id
 from responder.facts import Gone, VmFacts
 from responder.intune_policies import assigned_to_device
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.matching import find_own_device, incarnation_of, known_device_of
+from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
 from responder.model import Finding, Severity, VmRecord, VmRef, parse_moment
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
@@ -211,7 +211,11 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
         return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "the VM carries the opt-out tag")
     if identify_os(facts).family == "linux":
         return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "a Linux VM: the Windows enrolment rules don't apply")
-    record, _ = await services.ledger.update(vm, lambda current: (adopt_incarnation(current, facts), None))
+    known = await services.ledger.get(vm)
+    now, since = services.clock(), await installation_since(known or VmRecord(vm), facts, services.compute)
+    record, _ = await services.ledger.update(
+        vm, lambda current: (adopt_incarnation(current, facts, now, since), None), read=known
+    )
     # A second look is queued as its check concludes, at that very time (give or take the table's rounding).
     queued = request.first_queued_at + (SAME_MOMENT if request.second_look else timedelta())
     if (checked_at := record.device_checked_at) is not None and checked_at >= queued:

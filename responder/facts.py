@@ -73,6 +73,7 @@ class OsDisk:
 
     id: str
     managed_by: str | None  # the VM's resource id, lower case
+    time_created: datetime | None = None  # when the disk, so the installation on it (or its copy), came to be
 
 
 @dataclass(frozen=True, slots=True)

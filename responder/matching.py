@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from responder.facts import EntraDevice, ManagedDevice
+from responder.facts import EntraDevice, ManagedDevice, OsDisk, VmFacts
 from responder.model import VmRecord
 from responder.ownership import Incarnation, KnownDevice, Ownership, decide_ownership, device_id_of
-from responder.ports import DeviceDirectory
+from responder.ports import Compute, DeviceDirectory
 
 
 def incarnation_of(record: VmRecord) -> Incarnation:
@@ -29,6 +29,16 @@ def incarnation_of(record: VmRecord) -> Incarnation:
         record.join_kind,
         record.arm_id,
     )
+
+
+async def installation_since(record: VmRecord, facts: VmFacts, compute: Compute) -> datetime | None:
+    """When the VM's OS disk was created (ARM), read only while the row doesn't date this disk: a record
+    enrolled before it belongs to another installation (an OS disk swapped in), and one enrolled after an
+    older attached disk was created may be this one's (re-created from a kept disk)."""
+    if not facts.os_disk_id or (record.os_disk_id == facts.os_disk_id and record.machine_since is not None):
+        return None
+    disk = await compute.get_disk(facts.os_disk_id)
+    return disk.time_created if isinstance(disk, OsDisk) else None
 
 
 def known_device_of(record: VmRecord) -> KnownDevice:

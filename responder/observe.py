@@ -9,7 +9,7 @@ back: a late `deallocate` must not make a running VM look deallocated.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from responder.events import VmEvent
@@ -24,6 +24,10 @@ RECENT_EVENT_IDS_KEPT = 32
 # A VM is deleted once; the events of one deletion (and their redeliveries) carry times this close
 # together, while creating a VM again and deleting it takes longer.
 SAME_DELETION = timedelta(minutes=10)
+
+# An OS disk swap seen with no time to date it: no record is younger than this, so none passes for the
+# new installation's (blind, never wrong).
+SWAPPED_UNSEEN = datetime.max.replace(tzinfo=UTC)
 
 POWER_STATE_AFTER: dict[EventKind, PowerState] = {
     EventKind.DEALLOCATED: PowerState.DEALLOCATED,
@@ -184,7 +188,9 @@ def forget_machine(record: VmRecord) -> VmRecord:
     )
 
 
-def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
+def adopt_incarnation(
+    record: VmRecord, facts: VmFacts, noticed_at: datetime | None = None, disk_since: datetime | None = None
+) -> VmRecord:
     """What ARM says about the VM now, bound to its vmId.
 
     A vmId other than the one the row describes is a new VM under the same resource
@@ -193,7 +199,10 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
     OS disk: a new VM that boots the old one's disk (re-created by attaching it) is the
     same Windows installation, so the same Entra and Intune device (design §2); a new VM
     on another disk inherits nothing, and neither does the same VM once it boots another
-    OS disk (swapped).
+    OS disk (swapped). `disk_since`: when ARM says the OS disk was created (read when the
+    row doesn't know this disk), which dates the installation; without it a swapped-in
+    disk is dated `noticed_at`, when the swap was first seen, so no record of the old
+    installation passes for the new one's.
     """
     if facts.vm_id and facts.vm_id != record.vm_id:
         # An earlier VM's installation, when the row knew one (a row that never knew a vmId may still
@@ -206,18 +215,17 @@ def adopt_incarnation(record: VmRecord, facts: VmFacts) -> VmRecord:
     elif facts.os_disk_id and record.os_disk_id and facts.os_disk_id != record.os_disk_id:
         # The same VM boots another OS disk (an OS disk swap): another installation, whose device the
         # row doesn't know (a restored copy of this one is the same device, but nothing here proves it).
-        record = forget_machine(record)
-    created_at = facts.time_created or record.created_at
+        record = replace(forget_machine(record), machine_since=disk_since or noticed_at or SWAPPED_UNSEEN)
     return replace(
         record,
         vm_id=facts.vm_id or record.vm_id,
         computer_name=facts.computer_name or record.computer_name,
         os_type=facts.os_type or record.os_type,
-        created_at=created_at,
+        created_at=facts.time_created or record.created_at,
         join_kind=join_kind(facts.extensions) or record.join_kind,
         arm_id=facts.arm_id or record.arm_id,
         os_disk_id=facts.os_disk_id or record.os_disk_id,
-        machine_since=record.machine_since or created_at,
+        machine_since=record.machine_since or disk_since,  # None: not read yet (the VM's creation stands in)
     )
 
 

@@ -18,7 +18,7 @@ from responder.errors import TransientError
 from responder.events import VmEvent
 from responder.executor import execute
 from responder.facts import Gone, VmFacts
-from responder.matching import find_own_device, incarnation_of, known_device_of
+from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
 from responder.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.ownership import Ownership, Verdict
@@ -81,7 +81,7 @@ async def align_power_mark(
     except BaseException:
         await _release(vm, owner, services)
         raise
-    await _commit(vm, owner, decided, services)
+    await _commit(vm, owner, at, decided, services)
     return decided.result
 
 
@@ -91,19 +91,22 @@ class _Decided:
     device: DeviceMatch | None  # the VM's own device when proven, for the ledger
     facts: VmFacts | None  # what ARM said (None: the VM is gone)
     opted_out: bool
+    disk_since: datetime | None = None  # when ARM says the VM's OS disk was created, when it was read
 
 
 async def _decide_and_act(at: datetime, record: VmRecord, services: Services, quiet_since: datetime | None) -> _Decided:
     settings = services.settings
     facts = await services.compute.get_vm(record.ref)
+    since = None
     if isinstance(facts, Gone):
         power, current, arm = PowerState.DELETED, record, None
     else:
-        power, current, arm = facts.power_state, adopt_incarnation(record, facts), facts
+        since = await installation_since(record, facts, services.compute)
+        power, current, arm = facts.power_state, adopt_incarnation(record, facts, at, since), facts
     if arm is not None and opted_out(arm.tags, settings):
         name, value = settings.opt_out_tag
         plan = Plan((), (), current.suppression, f"the VM is tagged {name}={value}: left alone")
-        return _Decided(PowerResult(plan, (), ()), None, arm, True)
+        return _Decided(PowerResult(plan, (), ()), None, arm, True, since)
     device: DeviceMatch | None = None
     wanted = wanted_suppression(power, settings.suppression)
     if power not in {PowerState.DELETED, PowerState.UNKNOWN} and (
@@ -124,7 +127,8 @@ async def _decide_and_act(at: datetime, record: VmRecord, services: Services, qu
         event_time=at,
     )
     execution = await execute(plan, services.directory, settings.mode)
-    return _Decided(PowerResult(plan, execution.done, (*plan.findings, *execution.refused)), device, arm, False)
+    result = PowerResult(plan, execution.done, (*plan.findings, *execution.refused))
+    return _Decided(result, device, arm, False, since)
 
 
 def device_match(ownership: Ownership) -> DeviceMatch:
@@ -164,7 +168,7 @@ async def _release(vm: VmRef, owner: str, services: Services) -> None:
     await services.ledger.update(vm, give_back)
 
 
-async def _commit(vm: VmRef, owner: str, decided: _Decided, services: Services) -> None:
+async def _commit(vm: VmRef, owner: str, at: datetime, decided: _Decided, services: Services) -> None:
     """Record what was decided and done, what ARM said, the device proven, and free the lease."""
     enforced = services.settings.mode is Mode.ENFORCE
     result, device = decided.result, decided.device
@@ -172,7 +176,8 @@ async def _commit(vm: VmRef, owner: str, decided: _Decided, services: Services) 
     def record_outcome(record: VmRecord) -> tuple[VmRecord, None]:
         updated = record
         if decided.facts is not None:  # what ARM said; a VM that is gone keeps what was known of it
-            updated = replace(adopt_incarnation(record, decided.facts), opted_out=decided.opted_out)
+            adopted = adopt_incarnation(record, decided.facts, at, decided.disk_since)
+            updated = replace(adopted, opted_out=decided.opted_out)
         updated = replace(updated, findings=_merge_findings(updated.findings, result.findings), last_plan=result.done)
         if enforced and not any(f.rule_id == "action-refused" for f in result.findings):
             updated = replace(updated, suppression=result.plan.suppression_after)

@@ -97,7 +97,7 @@ class _Pass:
         def learn(current: VmRecord) -> tuple[VmRecord, bool]:
             if current.deleted_at is not None:
                 return current, False  # a deletion is being handled: its cleanup decides, not this read
-            learnt = replace(adopt_incarnation(current, vm), opted_out=tagged)
+            learnt = replace(adopt_incarnation(current, vm, self.now), opted_out=tagged)
             return learnt, learnt != current
 
         record, changed = await self.services.ledger.update(vm.ref, learn)
@@ -142,7 +142,7 @@ class _Pass:
         due = await queue_device_check(vm.ref, vm.vm_id, self.services)
 
         def expect(current: VmRecord) -> tuple[VmRecord, None]:
-            return replace(adopt_incarnation(current, vm), device_check_due=due), None
+            return replace(adopt_incarnation(current, vm, self.now), device_check_due=due), None
 
         # The row read above is tried first; if aligning the mark changed it since, its ETag says so.
         await self.services.ledger.update(vm.ref, expect, read=record)

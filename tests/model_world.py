@@ -111,6 +111,7 @@ class World:
         self.delivered_deletions: set[str] = set()  # the vmIds whose delete event the product handled
         self.enrolled_disks: set[str] = set()  # installations with their device records
         self.known_opted_out: set[str] = set()  # resource ids whose opt-out tag the product's ledger recorded
+        self.deleted_while_booted: set[str] = set()  # installations whose VM was deleted while booting them
         self.last_booted_by: dict[str, str] = {}  # OS disk → the vmId of the last VM that booted it
         self._ids = itertools.count(1)
 
@@ -190,6 +191,7 @@ class World:
         if not vm.exists:
             return False
         vm.exists, vm.power, vm.deleted_at = False, "deleted", self.now
+        self.deleted_while_booted.add(vm.disk)
         document = self.arm.vms[vm.ref.resource_id]
         document["properties"]["storageProfile"]["osDisk"]["deleteOption"] = "Detach" if keep_disk else "Delete"
         self.arm.delete_vm(vm.ref.resource_id)
@@ -211,6 +213,19 @@ class World:
         if vm.exists or not vm.kept_disk:
             return False
         self._incarnate(vm, attach=vm.arm_disk)
+        return True
+
+    def swap_disk(self, vm: Vm) -> bool:
+        """Its OS disk swapped for a new one (another installation, which enrols anew): a VM write."""
+        if not vm.exists:
+            return False
+        group = vm.arm_disk.split("/providers/", maxsplit=1)[0]
+        disk = f"{group}/providers/Microsoft.Compute/disks/{vm.name}_Swapped_{next(self._ids)}"
+        self.arm.swap_os_disk(vm.ref.resource_id, disk, self.now.isoformat())
+        vm.disk, vm.arm_disk = disk.lower(), disk
+        vm.disks.add(vm.disk)
+        self.last_booted_by[vm.disk] = vm.vm_id
+        self.emit(vm, "write")
         return True
 
     def move(self, vm: Vm) -> bool:
@@ -327,6 +342,9 @@ class World:
         """A VM boots the installation the record belongs to (its first VM, or one re-created on its disk)."""
         vm = self.owner(truth)
         return vm is not None and vm.exists and vm.disk == truth.disk
+
+    def vm_exists(self, vm_id: str | None) -> bool:
+        return any(vm.exists and vm.vm_id == vm_id for vm in self.vms)
 
     def last_vm_id(self, truth: Truth) -> str | None:
         """The vmId of the last VM that booted the record's installation."""

@@ -202,6 +202,12 @@ class ResponderModel(RuleBasedStateMachine):
         self.world.tick(minutes)
         self.world.move(self._vm(index))
 
+    @rule(index=st.integers(0, 7), minutes=st.integers(1, 600))
+    def swap_disk(self, index: int, minutes: int) -> None:
+        """An OS disk swap: the VM boots another installation, under the same vmId."""
+        self.world.tick(minutes)
+        self.world.swap_disk(self._vm(index))
+
     @rule(index=st.integers(0, 7))
     def twin_delete(self, index: int) -> None:
         self.world.twin_delete(self._vm(index))
@@ -443,8 +449,11 @@ class ResponderModel(RuleBasedStateMachine):
     def _owed(self, record_id: str, truth: Truth) -> bool:
         """A record the product must clean up or report: no VM boots its installation any more, and
         the deletion of the last VM that did reached the product."""
-        if truth.resource_id is None or self.world.last_vm_id(truth) not in self.world.delivered_deletions:
-            return False
+        last = self.world.last_vm_id(truth)
+        if truth.resource_id is None or last not in self.world.delivered_deletions or self.world.vm_exists(last):
+            return False  # not deleted for good (a delete that didn't go through)
+        if truth.disk not in self.world.deleted_while_booted:
+            return False  # its disk was swapped away before: reconciliation's orphan sweep finds it later
         vm = self.world.owner(truth)
         if vm is None or not vm.in_scope or self.world.machine_runs(truth):
             return False
@@ -455,7 +464,9 @@ class ResponderModel(RuleBasedStateMachine):
 def _claims(record: CleanupRecord, target: Target) -> bool:
     if target.deleted_at is not None:
         return not target.already_gone
-    return record.decision is Decision.PARKED and target.attempted and target.record_id in record.reason
+    # Sent, its answer lost, and then parked or stopped (the machine came back): the reason names it.
+    stopped = {Decision.PARKED, Decision.NEEDS_REVIEW}
+    return record.decision in stopped and target.attempted and target.record_id in record.reason
 
 
 def inject_graph_fault(graph: SimulatedApi, where: str, count: int) -> None:

@@ -171,7 +171,7 @@ def test_a_write_after_the_deletion_forgets_the_deleted_vm() -> None:
 def test_a_vm_created_on_a_new_os_disk_inherits_nothing_of_the_deleted_one() -> None:
     record = written_again(deleted_vm(), os_disk_id="disk-2")
 
-    assert (record.vm_id, record.os_disk_id, record.machine_since) == ("vm-life-2", "disk-2", ARM_FACTS.time_created)
+    assert (record.vm_id, record.os_disk_id, record.machine_since) == ("vm-life-2", "disk-2", None)  # not read
     assert (record.managed_device_id, record.device_vm_id) == (None, None)
     assert record.suppression is SuppressionState.NONE
 
@@ -193,6 +193,23 @@ def test_a_vm_that_swapped_its_os_disk_keeps_no_device_of_the_old_one() -> None:
     record = adopt_incarnation(known, replace(ARM_FACTS, os_disk_id="disk-3"))
 
     assert (record.os_disk_id, record.managed_device_id, record.device_vm_id) == ("disk-3", None, None)
+
+
+def test_the_os_disks_creation_dates_the_installation_a_vm_boots() -> None:
+    attached_old_disk = T0 - timedelta(days=90)
+
+    record = adopt_incarnation(VmRecord(ref=VM), replace(ARM_FACTS, os_disk_id="disk-9"), disk_since=attached_old_disk)
+
+    assert record.machine_since == attached_old_disk
+
+
+def test_a_swapped_in_os_disk_seen_without_its_creation_time_is_dated_when_the_swap_was_seen() -> None:
+    known = replace(VmRecord(ref=VM), vm_id="vm-life-2", os_disk_id="disk-2", machine_since=T0)
+    seen = T0 + timedelta(days=3)
+
+    record = adopt_incarnation(known, replace(ARM_FACTS, os_disk_id="disk-3"), noticed_at=seen)
+
+    assert record.machine_since == seen
 
 
 def test_a_vm_of_an_unknown_os_disk_inherits_nothing() -> None:

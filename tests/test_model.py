@@ -14,7 +14,7 @@ Graph deletion has exactly one audit row.
 
 The product runs in-process here (its real Graph adapter over an in-process transport
 to the Graph simulator, in-memory storage with Azure's semantics), fast enough for
-the thousand sequences CI runs; `test_model_https.py` runs the same model over HTTPS,
+the ten thousand sequences CI runs; `test_model_https.py` runs the same model over HTTPS,
 Azurite and the real handler functions.
 """
 
@@ -50,9 +50,9 @@ from responder.settings import Settings
 from tests.conftest import handle_as
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
 
-# The thousands of sequences CI runs take about a minute; pytest's per-test default is for ordinary tests.
-pytestmark = pytest.mark.timeout(900)
-SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "2000"))
+# The ten thousand sequences CI runs take about eight minutes; pytest's per-test default is for ordinary tests.
+pytestmark = pytest.mark.timeout(1800)
+SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "10000"))
 # Look-alikes (a prefix, a suffix, another case, a resource name) and names only one VM has.
 COMPUTER_NAMES = ("avd-1", "avd-10", "avd-2", "AVD-1", "avd-1-pc", "vm-a", "host-3", "host-4", "host-5")
 RESOURCE_NAMES = ("vm-a", "vm-b", "avd-1", "VM-C")

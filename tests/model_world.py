@@ -31,6 +31,10 @@ T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 
 OPERATIONS = {
     "write": ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Compute/virtualMachines/write"),
+    "extension-write": (
+        "Microsoft.Resources.ResourceWriteSuccess",
+        "Microsoft.Compute/virtualMachines/extensions/write",
+    ),
     "deallocate": ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.Compute/virtualMachines/deallocate/action"),
     "start": ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.Compute/virtualMachines/start/action"),
     "restart": ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.Compute/virtualMachines/restart/action"),
@@ -60,6 +64,8 @@ class Vm:
     moved: bool = False
     former_ids: set[str] = field(default_factory=set)  # its resource ids before a move
     deleted_at: datetime | None = None  # when its last incarnation was deleted
+    in_pieces: bool = False  # deployed as a template or the portal does: the VM first, its extensions later
+    extensions_to_land: list[dict[str, Any]] = field(default_factory=list)
     incarnations: int = 0
 
     @property
@@ -171,6 +177,8 @@ class World:
         else:
             properties["osProfile"]["computerName"] = vm.computer_name
         properties["instanceView"]["computerName"] = vm.computer_name
+        if vm.in_pieces and not attach:
+            vm.extensions_to_land, document["resources"] = document.get("resources", []), []
         self.arm.put_vm(document)
         self.arm.set_power_state(vm.ref.resource_id, "running")
         self.emit(vm, "write")
@@ -239,6 +247,16 @@ class World:
         vm.resource_group, vm.moved = f"{vm.resource_group}-moved", True
         document = self.arm.move_vm(old, vm.resource_group)
         vm.arm_disk = document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
+        return True
+
+    def extensions_land(self, vm: Vm) -> bool:
+        """The join and AVD extensions of a deployment in pieces, each its own write, minutes after the VM's."""
+        if not vm.exists or not vm.extensions_to_land:
+            return False
+        landing, vm.extensions_to_land = vm.extensions_to_land, []
+        self.arm.vms[vm.ref.resource_id]["resources"] = landing
+        for extension in landing:
+            self.emit(vm, "extension-write", child=f"/extensions/{extension['name']}")
         return True
 
     def twin_delete(self, vm: Vm) -> bool:
@@ -352,12 +370,14 @@ class World:
 
     # --- events -----------------------------------------------------------------
 
-    def emit(self, vm: Vm, action: str, at: datetime | None = None) -> None:
+    def emit(self, vm: Vm, action: str, at: datetime | None = None, child: str = "") -> None:
+        """`child`: a child resource of the VM's the operation was on (an extension)."""
         event_type, operation = OPERATIONS[action]
+        subject = vm.arm_id + child
         event_id = f"evt-{next(self._ids):05d}"
         data = {
             "operationName": operation,
-            "resourceUri": vm.arm_id,
+            "resourceUri": subject,
             "resourceProvider": "Microsoft.Compute",
             "status": "Succeeded",
             "subscriptionId": vm.subscription,
@@ -369,7 +389,7 @@ class World:
                 "specversion": "1.0",
                 "id": event_id,
                 "source": f"/subscriptions/{vm.subscription}",
-                "subject": vm.arm_id,
+                "subject": subject,
                 "type": event_type,
                 "time": moment,
                 "data": data,
@@ -378,7 +398,7 @@ class World:
             raw = {
                 "id": event_id,
                 "topic": f"/subscriptions/{vm.subscription}",
-                "subject": vm.arm_id,
+                "subject": subject,
                 "eventType": event_type,
                 "eventTime": moment,
                 "data": data,

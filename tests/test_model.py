@@ -89,6 +89,7 @@ vm_specs = st.lists(
             "hybrid": st.booleans(),
             "opted_out": st.sampled_from([False, False, False, True]),
             "enrolled": st.sampled_from([True, True, True, False]),
+            "in_pieces": st.sampled_from([False, True]),
         }
     ),
     min_size=1,
@@ -146,6 +147,7 @@ class ResponderModel(RuleBasedStateMachine):
                 anchored=spec["anchored"],
                 hybrid=spec["hybrid"],
                 opted_out=spec["opted_out"],
+                in_pieces=spec.get("in_pieces", False),
             )
             self.world.add_vm(vm)
             if spec["enrolled"]:
@@ -207,6 +209,12 @@ class ResponderModel(RuleBasedStateMachine):
         """An OS disk swap: the VM boots another installation, under the same vmId."""
         self.world.tick(minutes)
         self.world.swap_disk(self._vm(index))
+
+    @rule(index=st.integers(0, 7), minutes=st.integers(1, 30))
+    def extensions_land(self, index: int, minutes: int) -> None:
+        """A template's or the portal's extensions, minutes after the VM's own write."""
+        self.world.tick(minutes)
+        self.world.extensions_land(self._vm(index))
 
     @rule(index=st.integers(0, 7))
     def twin_delete(self, index: int) -> None:

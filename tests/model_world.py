@@ -25,6 +25,11 @@ from responder.model import VmRef
 SUB_A = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"  # watched and allowed
 SUB_B = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"  # another subscription: outside the allow-list
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
+SUB_IMAGES = "3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"  # shared services: a central gallery the app may not read
+CENTRAL_IMAGE = (
+    f"/subscriptions/{SUB_IMAGES}/resourceGroups/rg-gallery/providers/Microsoft.Compute/galleries/central"
+    "/images/win11-avd/versions/1.0.0"
+)
 ATTRIBUTE = 7
 OPT_OUT = {"intune-responder": "ignore"}
 T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
@@ -65,6 +70,7 @@ class Vm:
     former_ids: set[str] = field(default_factory=set)  # its resource ids before a move
     deleted_at: datetime | None = None  # when its last incarnation was deleted
     in_pieces: bool = False  # deployed as a template or the portal does: the VM first, its extensions later
+    central_image: bool = False  # created from an image in a gallery of a subscription the app can't read
     extensions_to_land: list[dict[str, Any]] = field(default_factory=list)
     incarnations: int = 0
 
@@ -116,6 +122,7 @@ class World:
         self.pending: list[PendingEvent] = []
         self.delivered_deletions: set[str] = set()  # the vmIds whose delete event the product handled
         self.enrolled_disks: set[str] = set()  # installations with their device records
+        self.arm.unreadable_scopes.add(f"/subscriptions/{SUB_IMAGES}")
         self.known_opted_out: set[str] = set()  # resource ids whose opt-out tag the product's ledger recorded
         self.deleted_while_booted: set[str] = set()  # installations whose VM was deleted while booting them
         self.last_booted_by: dict[str, str] = {}  # OS disk → the vmId of the last VM that booted it
@@ -177,6 +184,8 @@ class World:
         else:
             properties["osProfile"]["computerName"] = vm.computer_name
         properties["instanceView"]["computerName"] = vm.computer_name
+        if vm.central_image and not attach:
+            properties["storageProfile"]["imageReference"] = {"id": CENTRAL_IMAGE}
         if vm.in_pieces and not attach:
             vm.extensions_to_land, document["resources"] = document.get("resources", []), []
         self.arm.put_vm(document)

@@ -90,6 +90,7 @@ vm_specs = st.lists(
             "opted_out": st.sampled_from([False, False, False, True]),
             "enrolled": st.sampled_from([True, True, True, False]),
             "in_pieces": st.sampled_from([False, True]),
+            "central_image": st.sampled_from([False, False, True]),
         }
     ),
     min_size=1,
@@ -148,6 +149,7 @@ class ResponderModel(RuleBasedStateMachine):
                 hybrid=spec["hybrid"],
                 opted_out=spec["opted_out"],
                 in_pieces=spec.get("in_pieces", False),
+                central_image=spec.get("central_image", False),
             )
             self.world.add_vm(vm)
             if spec["enrolled"]:

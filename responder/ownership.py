@@ -285,6 +285,13 @@ class _Judge:
             ]
         if entra is None:
             return Verdict.AMBIGUOUS, ["the exact computer name, but no Entra object confirms it"]
+        if entra.is_hybrid and self.incarnation.join_kind != "domain":
+            # A deployment's join extension lands minutes after the VM: until then its join is unknown,
+            # and a synced object of its name may be another AD-joined machine's.
+            return Verdict.AMBIGUOUS, [
+                "the exact computer name on a hybrid-joined object, but this VM is not known to join an AD domain "
+                "(no JsonADDomainExtension seen): another machine may carry the name"
+            ]
         if not entra.is_hybrid and not anchors(entra):
             # Entra-joined Azure VMs carry a physicalIds anchor; one without is likely another machine of that name.
             return Verdict.AMBIGUOUS, [

@@ -258,6 +258,18 @@ class World:
         vm.arm_disk = document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
         return True
 
+    def join_dynamic_group(self, vm: Vm, group_id: str) -> bool:
+        """The Entra object of the installation the VM boots becomes a member of a dynamic group."""
+        objects = [
+            record_id
+            for record_id, truth in self.truth.items()
+            if truth.kind == "entra" and truth.disk == vm.disk and record_id in self.tenant.devices
+        ]
+        members = self.tenant.groups[group_id]["members"]
+        added = [object_id for object_id in objects if object_id not in members]
+        members.extend(added)
+        return bool(added)
+
     def extensions_land(self, vm: Vm) -> bool:
         """The join and AVD extensions of a deployment in pieces, each its own write, minutes after the VM's."""
         if not vm.exists or not vm.extensions_to_land:

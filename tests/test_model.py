@@ -50,6 +50,8 @@ from responder.settings import Settings
 from tests.conftest import handle_as
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
 
+DYNAMIC_GROUP = "d7a30000-1111-4222-8333-00000000d7a3"
+
 # The ten thousand sequences CI runs take about eight minutes; pytest's per-test default is for ordinary tests.
 pytestmark = pytest.mark.timeout(1800)
 SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "10000"))
@@ -107,7 +109,7 @@ class ResponderModel(RuleBasedStateMachine):
         seed = load_seed("sample")
         template = next(vm for vm in seed["virtualMachines"] if vm["name"] == "vm-win11-01")
         hybrid = next(vm for vm in seed["virtualMachines"] if vm["name"] == "vm-win10-02")
-        tenant = GraphTenant.from_seed({"groups": seed["groups"]})
+        tenant = GraphTenant.from_seed({"groups": seed["groups"], **dynamic_group_policy(seed)})
         self.world = World(ArmWorld(), tenant, template, hybrid)
         self.product = self.build_product()
         self.oracle = Oracle(self.world)
@@ -211,6 +213,12 @@ class ResponderModel(RuleBasedStateMachine):
         """An OS disk swap: the VM boots another installation, under the same vmId."""
         self.world.tick(minutes)
         self.world.swap_disk(self._vm(index))
+
+    @rule(index=st.integers(0, 7), minutes=st.integers(5, 240))
+    def dynamic_group_fills(self, index: int, minutes: int) -> None:
+        """Entra evaluates the dynamic group's rule, minutes to hours after the device appeared."""
+        self.world.tick(minutes)
+        self.world.join_dynamic_group(self._vm(index), DYNAMIC_GROUP)
 
     @rule(index=st.integers(0, 7), minutes=st.integers(1, 30))
     def extensions_land(self, index: int, minutes: int) -> None:
@@ -477,6 +485,16 @@ def _claims(record: CleanupRecord, target: Target) -> bool:
     # Sent, its answer lost, and then parked or stopped (the machine came back): the reason names it.
     stopped = {Decision.PARKED, Decision.NEEDS_REVIEW}
     return record.decision in stopped and target.attempted and target.record_id in record.reason
+
+
+def dynamic_group_policy(seed: Mapping[str, Any]) -> dict[str, Any]:
+    """A dynamic device group of AVD hosts, empty at first, and the sample's BitLocker profile assigned
+    to it: a device's group-targeted findings show only once Entra has filled the group in."""
+    bitlocker = copy.deepcopy(seed["deviceConfigurations"][0])
+    target = {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": DYNAMIC_GROUP}
+    bitlocker["assignments"] = [{"id": f"{bitlocker['id']}_{DYNAMIC_GROUP}", "target": target}]
+    group = {"id": DYNAMIC_GROUP, "displayName": "AVD hosts (dynamic)", "members": []}
+    return {"groups": [*seed["groups"], group], "deviceConfigurations": [bitlocker]}
 
 
 def inject_graph_fault(graph: SimulatedApi, where: str, count: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from responder.facts import EntraDevice, ManagedDevice
@@ -57,8 +58,17 @@ def entra(
     )
 
 
-def test_exact_name_with_a_consistent_link_to_a_hybrid_object_is_own() -> None:
+def test_a_hybrid_object_of_the_vms_name_is_not_proof_while_its_join_is_unknown() -> None:
+    """A template's JsonADDomainExtension lands minutes after the VM: until then another AD-joined
+    machine of the same name must not pass for this VM's."""
     result = decide_ownership(HERE, [intune()], [entra(hybrid=True)], quiet_since=STOPPED)
+
+    assert result.verdict is Verdict.AMBIGUOUS
+    assert "not known to join an AD domain" in result.reason
+
+
+def test_exact_name_with_a_consistent_link_to_a_hybrid_object_of_an_ad_joined_vm_is_own() -> None:
+    result = decide_ownership(replace(HERE, join_kind="domain"), [intune()], [entra(hybrid=True)], quiet_since=STOPPED)
     assert result.verdict is Verdict.OWN
     assert result.own is not None
     assert result.own.managed is not None
@@ -174,7 +184,7 @@ def test_a_record_enrolled_before_this_vm_was_created_is_an_earlier_machines() -
 def test_a_hybrid_entra_object_older_than_the_vm_still_confirms_its_new_intune_record() -> None:
     # The on-premises computer account outlives a re-created VM; its Entra object keeps its registration date.
     reused = entra(registered=CREATED - timedelta(days=300), hybrid=True)
-    assert decide_ownership(HERE, [intune()], [reused]).verdict is Verdict.OWN
+    assert decide_ownership(replace(HERE, join_kind="domain"), [intune()], [reused]).verdict is Verdict.OWN
 
 
 def test_a_mapping_learnt_for_this_vm_is_own() -> None:
@@ -191,7 +201,8 @@ def test_two_vm_records_with_the_vms_name_are_ambiguous() -> None:
 
 def test_a_physical_pc_with_the_vms_name_is_not_own_and_not_in_the_way() -> None:
     laptop = intune("md-9", device_id="dev-9", model="Surface Laptop 5")
-    result = decide_ownership(HERE, [intune(), laptop], [entra(hybrid=True), entra("obj-9", device_id="dev-9")])
+    ad_joined = replace(HERE, join_kind="domain")
+    result = decide_ownership(ad_joined, [intune(), laptop], [entra(hybrid=True), entra("obj-9", device_id="dev-9")])
     assert result.verdict is Verdict.OWN
     assert result.own is not None
     assert result.own.managed is not None
@@ -205,7 +216,9 @@ def test_look_alike_names_are_not_own() -> None:
 
 
 def test_names_compare_case_insensitively() -> None:
-    assert decide_ownership(HERE, [intune(name="AVD-01")], [entra(name="Avd-01", hybrid=True)]).verdict is Verdict.OWN
+    ad_joined = replace(HERE, join_kind="domain")
+    result = decide_ownership(ad_joined, [intune(name="AVD-01")], [entra(name="Avd-01", hybrid=True)])
+    assert result.verdict is Verdict.OWN
 
 
 def test_an_anchor_to_this_vm_under_another_name_is_ambiguous() -> None:

@@ -43,6 +43,15 @@ async def test_each_event_goes_to_the_function_its_subscription_filter_admits(
     ]
 
 
+async def test_a_vms_extension_writes_go_to_the_creation_function_in_both_schemas(app_env: dict[str, str]) -> None:
+    assert (
+        await replayed(
+            "eventgrid-vm-write.json", "eventgrid-vm-extension-write.json", "cloudevents-vm-extension-write.json"
+        )
+        == [("on_vm_created", "recorded")] * 3
+    )
+
+
 async def test_events_no_filter_admits_are_reported_as_not_delivered(app_env: dict[str, str]) -> None:
     assert (
         await replayed(

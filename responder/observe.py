@@ -184,6 +184,7 @@ def forget_machine(record: VmRecord) -> VmRecord:
         entra_device_id=None,
         entra_object_id=None,
         device_vm_id=None,
+        device_groups=None,
         suppression=SuppressionState.NONE,
     )
 

@@ -264,19 +264,21 @@ def plan_for_its_os_disk(
     never learnt); `current`: the VM ARM has under `resource_id` now (None: none); `disk`: the
     deleted VM's OS disk as ARM reports it now.
     """
-    if os_disk_id is None:
-        if current is not None and (current.os_disk_create_option or "").lower() == "attach":
-            return CleanupPlan(
-                Decision.REFUSED,
-                f"the VM now under this resource id (vmId {current.vm_id}) was created by attaching an existing "
-                "OS disk, and which disk the deleted VM booted is unknown: it may be the same Windows "
-                "installation, so its records are left alone",
-            )
-        return None
-    if current is not None and current.os_disk_id == os_disk_id:
+    if os_disk_id is not None and current is not None and current.os_disk_id == os_disk_id:
         return CleanupPlan(
             Decision.SKIPPED, _lives_on(os_disk_id, f"the VM now under this resource id (vmId {current.vm_id})")
         )
+    if current is not None and (current.os_disk_create_option or "").lower() == "attach":
+        # Another disk than the one last seen: the ledger may not have heard of a swap before the deletion.
+        known = "is unknown" if os_disk_id is None else f"was last seen as {os_disk_id}, not the one attached now"
+        return CleanupPlan(
+            Decision.REFUSED,
+            f"the VM now under this resource id (vmId {current.vm_id}) was created by attaching an existing "
+            f"OS disk, and the disk the deleted VM booted {known}: it may be the same Windows installation, "
+            "so its records are left alone",
+        )
+    if os_disk_id is None:
+        return None
     if isinstance(disk, OsDisk) and disk.managed_by and (current is not None or disk.managed_by != resource_id):
         return CleanupPlan(Decision.SKIPPED, _lives_on(os_disk_id, disk.managed_by))
     return None

@@ -55,6 +55,7 @@ DYNAMIC_GROUP = "d7a30000-1111-4222-8333-00000000d7a3"
 # The ten thousand sequences CI runs take about eight minutes; pytest's per-test default is for ordinary tests.
 pytestmark = pytest.mark.timeout(1800)
 SEQUENCES = int(os.environ.get("RESPONDER_MODEL_SEQUENCES", "10000"))
+EXPLORE = os.environ.get("RESPONDER_MODEL_EXPLORE") == "1"
 # Look-alikes (a prefix, a suffix, another case, a resource name) and names only one VM has.
 COMPUTER_NAMES = ("avd-1", "avd-10", "avd-2", "AVD-1", "avd-1-pc", "vm-a", "host-3", "host-4", "host-5")
 RESOURCE_NAMES = ("vm-a", "vm-b", "avd-1", "VM-C")
@@ -536,8 +537,8 @@ TestResponderModel.settings = settings(
     phases=[phase for phase in Phase if os.environ.get("RESPONDER_MODEL_SHRINK", "1") == "1" or phase != Phase.shrink],
     # The suite runs the same sequences every time (a red CI is a change's doing, never the dice's);
     # RESPONDER_MODEL_EXPLORE=1 draws new ones, to look for what these don't reach.
-    derandomize=os.environ.get("RESPONDER_MODEL_EXPLORE") != "1",
-    database=None if os.environ.get("RESPONDER_MODEL_EXPLORE") != "1" else settings.default.database,
+    derandomize=not EXPLORE,
+    database=None,
 )
 
 

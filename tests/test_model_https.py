@@ -189,6 +189,7 @@ def test_the_model_holds_through_the_real_functions_over_https(
             stateful_step_count=20,
             deadline=None,
             database=None,
+            derandomize=os.environ.get("RESPONDER_MODEL_EXPLORE") != "1",  # as the in-process model
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )

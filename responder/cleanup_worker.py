@@ -183,10 +183,16 @@ async def _machine_back(request: CleanupRequest, record: CleanupRecord, services
     presence, current = await _presence(request, services)
     if presence is Presence.EXISTS:
         return VM_EXISTS
-    disk = await services.compute.get_disk(request.os_disk_id) if request.os_disk_id else None
-    if (lives_on := plan_for_its_os_disk(request.resource_id, request.os_disk_id, current, disk)) is not None:
-        return lives_on.reason
-    return None
+    lives_on = await _installation_lives_on(request.resource_id, request.os_disk_id, current, services)
+    return lives_on.reason if lives_on is not None else None
+
+
+async def _installation_lives_on(
+    resource_id: str, os_disk_id: str | None, current: VmFacts | None, services: Services
+) -> CleanupPlan | None:
+    """`plan_for_its_os_disk` with the disk as ARM reports it now (read only when it is known)."""
+    disk = await services.compute.get_disk(os_disk_id) if os_disk_id else None
+    return plan_for_its_os_disk(resource_id, os_disk_id, current, disk)
 
 
 def _another_deletion(request: CleanupRequest, record: CleanupRecord) -> bool:
@@ -246,8 +252,8 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
     presence, current = await _presence(request, services)
     ownership = None
     if presence is not Presence.EXISTS:
-        disk = await services.compute.get_disk(request.os_disk_id) if request.os_disk_id else None
-        if (lives_on := plan_for_its_os_disk(request.resource_id, request.os_disk_id, current, disk)) is not None:
+        lives_on = await _installation_lives_on(request.resource_id, request.os_disk_id, current, services)
+        if lives_on is not None:
             return lives_on
         moved = await _living_elsewhere(services, vm_id=request.vm_id, os_disk_id=request.os_disk_id, beside=request.vm)
         if moved is not None:
@@ -277,9 +283,9 @@ async def _orphan_back(record: CleanupRecord, services: Services) -> str | None:
     if not isinstance(current, Gone) and (current.os_disk_create_option or "").lower() == "attach":
         return f"{vm.resource_id} was created again by attaching an OS disk: it may be the same installation"
     known = await services.ledger.get(vm)
-    if known is not None and known.os_disk_id and isinstance(current, Gone):
-        disk = await services.compute.get_disk(known.os_disk_id)
-        if (lives_on := plan_for_its_os_disk(vm.resource_id, known.os_disk_id, None, disk)) is not None:
+    if isinstance(current, Gone) and known is not None:
+        lives_on = await _installation_lives_on(vm.resource_id, known.os_disk_id, None, services)
+        if lives_on is not None:
             return lives_on.reason
     for name in sorted({target.name.lower() for target in record.targets if target.name}):
         if (elsewhere := await _living_elsewhere(services, name=name, beside=vm)) is not None:
@@ -417,9 +423,9 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
         if not came_after(current, managed):
             return CleanupPlan(Decision.SKIPPED, f"its VM {vm.resource_id} exists: not an orphan")
         known = None  # the row describes the later VM: nothing in it is the record's machine's
-    elif known is not None and known.os_disk_id:
-        disk = await services.compute.get_disk(known.os_disk_id)
-        if (lives_on := plan_for_its_os_disk(vm.resource_id, known.os_disk_id, None, disk)) is not None:
+    elif known is not None:
+        lives_on = await _installation_lives_on(vm.resource_id, known.os_disk_id, None, services)
+        if lives_on is not None:
             return lives_on
     name = _name_of(managed, None)
     elsewhere = await _living_elsewhere(

@@ -6,8 +6,8 @@ The host imports this module to index the functions; anything that could fail
 
 import azure.functions as func
 
-from handlers import cleanup_worker, device_check, reconcile_timer, vm_created, vm_deleted, vm_power
+from handlers import cleanup_worker, device_check, queue_watch, reconcile_timer, vm_created, vm_deleted, vm_power
 
 app = func.FunctionApp()
-for handler in (vm_created, vm_power, vm_deleted, cleanup_worker, device_check, reconcile_timer):
+for handler in (vm_created, vm_power, vm_deleted, cleanup_worker, device_check, reconcile_timer, queue_watch):
     app.register_functions(handler.blueprint)

@@ -96,6 +96,7 @@ async def run(
 
     from handlers.cleanup_worker import on_cleanup_message
     from handlers.device_check import on_device_check_message
+    from handlers.queue_watch import on_queue_watch_timer
     from handlers.reconcile_timer import on_reconcile_timer
     from responder.composition import close_services, get_services
     from tools.routes import event_grid_routes
@@ -120,6 +121,8 @@ async def run(
         await run_queue_trigger(storage, checks.queue, device_check)
         # Then the daily reconciliation, once, as its timer would run it.
         await on_reconcile_timer.build().get_user_function()(TimerRequest(past_due=False))
+        # And the queue watch: what waits in the poison queues and Event Grid's dead letters.
+        await on_queue_watch_timer.build().get_user_function()(TimerRequest(past_due=False))
         records = [record async for record in services.ledger.records()]
         audit = [entry for entry in await services.audit.entries() if entry.get("Decision") != "reconcile"]
     finally:

@@ -9,9 +9,10 @@ class TransientError(Exception):
     """A dependency failed in a way that a later retry can fix (throttling, 5xx,
     network, a lost optimistic-concurrency race). `service` names it, for the log line."""
 
-    def __init__(self, message: str = "", service: str | None = None) -> None:
+    def __init__(self, message: str = "", service: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.service = service
+        self.status = status  # the HTTP status when the service answered (429: throttled), for the log line
 
 
 class LedgerConflict(TransientError):
@@ -32,4 +33,16 @@ class RequestRefused(Exception):
 
 class AccessDenied(RequestRefused):
     """401/403, or no token at all: the app's identity lacks a role or a setting is wrong.
-    The message names what is missing; nothing retries it."""
+    The message names what is missing; nothing retries it. `role` names the role an admin grants
+    (the access-denied alert is split by it)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        service: str | None = None,
+        resource: str | None = None,
+        role: str | None = None,
+    ) -> None:
+        super().__init__(status, message, service, resource)
+        self.role = role

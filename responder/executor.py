@@ -1,9 +1,10 @@
 """Carry out a plan against Microsoft Graph, or in audit mode only describe it.
 
 Every action is idempotent at the adapter (False: already so), so a retried
-event repeats a plan safely. A refusal (RequestRefused) becomes a finding and
-the remaining actions still run; a TransientError escapes so the event is
-retried later.
+event repeats a plan safely. A refusal (RequestRefused) becomes a finding and a
+`Refusal` naming the action and the Graph app role it needs (the caller writes
+its line, which the access-denied alert reads), and the remaining actions still
+run; a TransientError escapes so the event is retried later.
 """
 
 from __future__ import annotations
@@ -18,26 +19,40 @@ from responder.suppression import Action, AddToGroup, Plan, RemoveFromGroup, Set
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """One action Graph refused: what, the app role it needs, and Graph's answer."""
+
+    action: str
+    role: str
+    problem: RequestRefused
+
+    def finding(self) -> Finding:
+        return Finding("action-refused", Severity.WARNING, f"Graph refused to {self.action}", str(self.problem))
+
+
+@dataclass(frozen=True, slots=True)
 class Execution:
     done: tuple[str, ...]  # what was carried out (enforce) or would have been (audit)
-    refused: tuple[Finding, ...]
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def refused(self) -> tuple[Finding, ...]:
+        return tuple(refusal.finding() for refusal in self.refusals)
 
 
 async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Execution:
     if mode is Mode.AUDIT:
-        return Execution(tuple(f"audit: would {action.describe()}" for action in plan.actions), ())
+        return Execution(tuple(f"audit: would {action.describe()}" for action in plan.actions))
     done: list[str] = []
-    refused: list[Finding] = []
+    refusals: list[Refusal] = []
     for action in plan.actions:
         try:
             changed = await _perform(action, directory)
-        except RequestRefused as refusal:
-            refused.append(
-                Finding("action-refused", Severity.WARNING, f"Graph refused to {action.describe()}", str(refusal))
-            )
+        except RequestRefused as problem:
+            refusals.append(Refusal(action.describe(), action.role, problem))
             continue
         done.append(action.describe() + ("" if changed else " (already so)"))
-    return Execution(tuple(done), tuple(refused))
+    return Execution(tuple(done), tuple(refusals))
 
 
 async def _perform(action: Action, directory: DeviceDirectory) -> bool:

@@ -61,6 +61,10 @@ def failure_of(problem: BaseException | None) -> tuple[str | None, str | None]:
     return None, None
 
 
-def failure_fields(problem: BaseException | None) -> dict[str, str | None]:
+def failure_fields(problem: BaseException | None) -> dict[str, str | int | None]:
+    """`failure` and `service`, with the `role` a refused identity needs (the access-denied alert is
+    split by it) and the HTTP `status` (429: throttled, what the throttling alert counts)."""
     failure, service = failure_of(problem)
-    return {"failure": failure, "service": service}
+    role = problem.role if isinstance(problem, AccessDenied) else None
+    status = problem.status if isinstance(problem, (TransientError, RequestRefused)) else None
+    return {"failure": failure, "service": service, "role": role, "status": status}

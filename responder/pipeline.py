@@ -19,7 +19,7 @@ from typing import Any
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
 from responder.events import ClassifiedEvent, IntakeError, VmEvent, parse_event
-from responder.log_lines import failure_of, vm_fields, write
+from responder.log_lines import failure_fields, vm_fields, write
 from responder.model import EventKind, VmRecord
 from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
 from responder.observe import NEEDS_WORK, Outcome, observe, settle
@@ -57,8 +57,7 @@ class Handled:
     actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
     correlation_id: str | None = None  # the ARM operation's, to join the Activity Log
     suppression: str | None = None  # marked | unmarked: where a power event left the device's mark
-    failure: str | None = None  # transient | access-denied | refused (`log_lines.failure_of`)
-    service: str | None = None  # which service failed
+    problem: Exception | None = None  # what failed (transient, access-denied, refused: `log_lines.failure_fields`)
 
     def log_fields(self) -> dict[str, Any]:
         """The `event` log line's fields (README, "Log lines are JSON"), bounded like `to_json`."""
@@ -72,8 +71,7 @@ class Handled:
             "actions": row["actions"],
             "correlationId": row["correlation_id"],
             "suppression": self.suppression,
-            "failure": self.failure,
-            "service": self.service,
+            **failure_fields(self.problem),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +94,7 @@ class Work:
     summary: str
     actions: tuple[str, ...] = ()  # done (enforce) or only recorded (audit)
     suppression: str | None = None  # marked | unmarked: where a power event left the device's mark
+    problem: RequestRefused | None = None  # a write Graph refused: the event is done, but not all of it
 
 
 # A stage: the work of one VM event, given the ledger row the event produced (`responder.power`,
@@ -113,7 +112,6 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], stage: 
         handled = await _handle_classified(parsed, accepts, stage, services)
     except TransientError as problem:  # Event Grid redelivers; the line says which service and why
         resource_id = parsed.vm.resource_id if parsed.vm else None
-        failure, service = failure_of(problem)
         retrying = Handled(
             EventOutcome.RETRYING,
             parsed.event_id,
@@ -121,8 +119,7 @@ async def handle(raw: Mapping[str, Any], accepts: Collection[EventKind], stage: 
             resource_id,
             str(problem),  # clipped by log_fields, like every reason
             correlation_id=parsed.correlation_id,
-            failure=failure,
-            service=service,
+            problem=problem,
         )
         write(
             LEVELS[EventOutcome.RETRYING], "event", **retrying.log_fields()
@@ -152,10 +149,7 @@ async def _handle_classified(
     except RequestRefused as refused:
         # Retrying won't change a refusal (a missing role, a bad request): say so once, don't retry for a day.
         reason = f"{refused}; the event is left unfinished, reconciliation repairs the VM once the cause is fixed"
-        failure, service = failure_of(refused)
-        return Handled(
-            EventOutcome.FAILED, event.event_id, event.kind, resource_id, reason, failure=failure, service=service
-        )
+        return Handled(EventOutcome.FAILED, event.event_id, event.kind, resource_id, reason, problem=refused)
 
 
 async def _record_and_work(event: VmEvent, stage: Stage, services: Services) -> Handled:
@@ -183,6 +177,7 @@ async def _record_and_work(event: VmEvent, stage: Stage, services: Services) -> 
         work.summary,
         work.actions,
         suppression=work.suppression,
+        problem=work.problem,
     )
 
 
@@ -212,7 +207,7 @@ LEVELS = {
 
 
 def _logged(handled: Handled) -> Handled:
-    level = LEVELS.get(handled.outcome, logging.INFO)
+    level = LEVELS.get(handled.outcome, logging.WARNING if handled.problem else logging.INFO)
     write(level, "event", **handled.log_fields())
     if (sink := _collector.get()) is not None:
         sink.append(handled)

@@ -10,14 +10,16 @@ holder dies.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from responder.composition import Services
-from responder.errors import TransientError
+from responder.errors import AccessDenied, TransientError
 from responder.events import VmEvent
-from responder.executor import execute
+from responder.executor import Refusal, execute
 from responder.facts import Gone, VmFacts
+from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
 from responder.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
 from responder.observe import adopt_incarnation
@@ -48,6 +50,7 @@ class PowerResult:
     plan: Plan
     done: tuple[str, ...]
     findings: tuple[Finding, ...]
+    refusals: tuple[Refusal, ...] = ()  # writes Graph refused: the mark is not where the plan wanted it
 
     def summary(self) -> str:
         parts = [self.plan.reason, *(f"{f.rule_id}: {f.message}" for f in self.findings)]
@@ -60,7 +63,8 @@ async def power_stage(event: VmEvent, record: VmRecord, services: Services) -> W
     quiet_since = event.event_time if event.kind in {EventKind.DEALLOCATED, EventKind.POWERED_OFF} else None
     result = await align_power_mark(event.vm, event.event_time, event.event_id, services, quiet_since=quiet_since)
     marked = result.plan.suppression_after is SuppressionState.SUPPRESSED
-    return Work(result.summary(), result.done, suppression="marked" if marked else "unmarked")
+    problem = result.refusals[0].problem if result.refusals else None
+    return Work(result.summary(), result.done, suppression="marked" if marked else "unmarked", problem=problem)
 
 
 async def align_power_mark(
@@ -82,7 +86,38 @@ async def align_power_mark(
         await _release(vm, owner, services)
         raise
     await _commit(vm, owner, at, decided, services)
+    _report(vm, decided.result, "reconcile" if actor == "reconcile" else "event", services.settings.mode)
     return decided.result
+
+
+def _report(vm: VmRef, result: PowerResult, origin: str, mode: Mode) -> None:
+    """A `mark` line when the plan changed the mark (what the workbook's current state reads: in
+    enforce mode, accepted only when Graph refused none of it), and an `action-refused` line per
+    refused write, naming the Graph app role it needs (the access-denied alert is split by it)."""
+    for refusal in result.refusals:
+        write(
+            logging.WARNING,
+            "action-refused",
+            action=refusal.action,
+            reason=str(refusal.problem),
+            mode=mode.value,
+            **vm_fields(vm.resource_id),
+            **failure_fields(refusal.problem),
+            **({"role": refusal.role} if isinstance(refusal.problem, AccessDenied) else {}),
+        )
+    if not result.plan.actions:
+        return
+    marked = result.plan.suppression_after is SuppressionState.SUPPRESSED
+    write(
+        logging.INFO,
+        "mark",
+        suppression="marked" if marked else "unmarked",
+        mode=mode.value,
+        accepted=mode is Mode.ENFORCE and not result.refusals,
+        origin=origin,
+        actions=list(result.done),
+        **vm_fields(vm.resource_id),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +162,7 @@ async def _decide_and_act(at: datetime, record: VmRecord, services: Services, qu
         event_time=at,
     )
     execution = await execute(plan, services.directory, settings.mode)
-    result = PowerResult(plan, execution.done, (*plan.findings, *execution.refused))
+    result = PowerResult(plan, execution.done, (*plan.findings, *execution.refused), execution.refusals)
     return _Decided(result, device, arm, False, since)
 
 

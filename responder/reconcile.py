@@ -10,12 +10,19 @@ then the Intune records of model `Virtual Machine` (no VM of that name anywhere
 and silent for `stale_days`: a cleanup queued through the guarded worker). A
 run looks at no more than `max_items` and saves where it stopped; the next run
 resumes there. Audit mode applies to everything it would change.
+
+A step that fails (a role missing, a service failing) doesn't end the run: it is
+counted and written as a `reconcile-failure` line naming the VM (or subscription)
+and the step, and the walk goes on with the next VM; the orphan sweep runs only on
+a complete list of VMs (a VM missing from a failed listing would look deleted).
+The run always ends in its `reconcile` line, which the heartbeat alert waits for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
@@ -24,8 +31,9 @@ from responder.cleanup import CleanupRequest, Origin, came_after
 from responder.composition import Services
 from responder.errors import RequestRefused, TransientError
 from responder.facts import VmFacts
-from responder.log_lines import failure_fields, write
+from responder.log_lines import failure_fields, vm_fields, write
 from responder.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.names import clip
 from responder.observe import adopt_incarnation
 from responder.power import align_power_mark
 from responder.prerequisites import DEVICE_NOT_FOUND, cannot_enrol
@@ -35,6 +43,17 @@ from responder.suppression import wanted_suppression
 # A VM whose device never showed (or was never proven) is looked for again, weekly: it may have
 # enrolled since, and a daily chain of looks for a VM that never will would be noise.
 LOOK_AGAIN_FOR_A_DEVICE_AFTER = timedelta(days=7)
+# A device marked this long gets a `still-marked` line each run (the marked-too-long alert reads it;
+# its threshold is at least this): a week covers every holiday deallocation without a line a day.
+REPORT_MARKED_AFTER = timedelta(days=7)
+# Failures written line by line in one run; more are counted only. And failures in a row after which
+# the run stops: a service that fails every VM is down, and the next run starts over.
+MAX_FAILURE_LINES = 20
+GIVE_UP_AFTER_FAILURES_IN_A_ROW = 20
+
+
+class _GiveUp(Exception):
+    """Every step fails: the run stops here and says so."""
 
 
 @dataclass
@@ -45,8 +64,10 @@ class ReconcileSummary:
     refused: int = 0  # drift found but left alone, with a finding (ambiguous, no device...)
     queued: int = 0  # orphaned records sent to the guarded cleanup
     device_checks_queued: int = 0  # Windows VMs whose device-side check never concluded
+    failed: int = 0  # steps a service refused or failed: each has its `reconcile-failure` line (up to a bound)
+    first_failure: str | None = None  # what the first of them could not do, and why
     resumed_from: int = 0
-    complete: bool = False  # False: the bound was reached; the next run continues
+    complete: bool = False  # False: the bound was reached (the next run continues) or a step failed
 
 
 class _Pass:
@@ -60,6 +81,37 @@ class _Pass:
         self.position = 0
         self.summary = ReconcileSummary(resumed_from=cursor)
         self.vms_named: dict[str, list[VmFacts]] = {}  # computer (and resource) name → the VMs carrying it
+        self.listed_every_vm = True  # False: a listing failed, so a VM missing from vms_named may exist
+        self.bounded = False  # the bound was reached: the rest of the VMs are only recorded
+        self.failures_in_a_row = 0
+
+    async def attempt(self, step: str, resource_id: str | None, work: Awaitable[object]) -> bool:
+        """Run one step; a refusal or a transient failure is counted and written, and the walk goes on."""
+        try:
+            await work
+        except (RequestRefused, TransientError) as problem:
+            self.failure(step, str(problem), resource_id, problem)
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= GIVE_UP_AFTER_FAILURES_IN_A_ROW:
+                raise _GiveUp(f"{self.failures_in_a_row} steps in a row failed, the last: {problem}") from problem
+            return False
+        self.failures_in_a_row = 0
+        return True
+
+    def failure(self, step: str, reason: str, resource_id: str | None = None, problem: Exception | None = None) -> None:
+        """Count a step left undone, and write its line (the first MAX_FAILURE_LINES of a run)."""
+        self.summary.failed += 1
+        if self.summary.first_failure is None:
+            self.summary.first_failure = clip(f"{step}: {reason}", 1000)
+        if self.summary.failed <= MAX_FAILURE_LINES:
+            write(
+                logging.WARNING,
+                "reconcile-failure",
+                step=step,
+                reason=reason,
+                **vm_fields(resource_id),
+                **failure_fields(problem),
+            )
 
     def take(self) -> bool | None:
         """Advance one item: None when the bound is reached, False to skip it (done before), True to look."""
@@ -67,27 +119,57 @@ class _Pass:
         if self.position <= self.cursor:
             return False
         if self.summary.checked >= self.settings.reconcile.max_items:
+            self.bounded = True
             return None
         self.summary.checked += 1
         return True
 
     async def vms(self) -> bool:
-        bounded = False
         for subscription in sorted(self.settings.reconcile.watched_subscriptions):
-            async for vm in self.services.compute.list_vms(subscription):
-                for name in {name.lower() for name in (vm.ref.name, vm.computer_name) if name}:
-                    self.vms_named.setdefault(name, []).append(vm)
-                in_scope = not out_of_scope_reason(vm.ref, self.settings)
-                record = await self._record(vm) if in_scope else None  # every VM: the bound limits actions
-                if bounded:
-                    continue
-                step = self.take()
-                if step is None:
-                    bounded = True
-                elif step and record is not None and not record.opted_out:
-                    await self._align(vm.ref, vm.power_state, record)
-                    await self._check_device(vm, record)
-        return not bounded
+            listing = self._subscription(subscription)
+            self.listed_every_vm &= await self.attempt("list VMs", f"/subscriptions/{subscription}", listing)
+        return not self.bounded
+
+    async def _subscription(self, subscription: str) -> None:
+        async for vm in self.services.compute.list_vms(subscription):
+            for name in {name.lower() for name in (vm.ref.name, vm.computer_name) if name}:
+                self.vms_named.setdefault(name, []).append(vm)
+            record = None
+            if not out_of_scope_reason(vm.ref, self.settings):  # every VM: the bound limits actions only
+                record = await self._recorded(vm)
+            if self.bounded:
+                continue
+            step = self.take()
+            if step and record is not None and not record.opted_out:
+                await self.attempt("align the mark", vm.ref.resource_id, self._align(vm.ref, vm.power_state, record))
+                await self.attempt("queue the device check", vm.ref.resource_id, self._check_device(vm, record))
+
+    async def _recorded(self, vm: VmFacts) -> VmRecord | None:
+        """The VM's ledger row after `_record` (None: the ledger failed, said in a line)."""
+        rows: list[VmRecord] = []
+
+        async def record() -> None:
+            rows.append(await self._record(vm))
+
+        if not await self.attempt("record the VM", vm.ref.resource_id, record()):
+            return None
+        self._report_long_mark(vm.ref, rows[0])
+        return rows[0]
+
+    def _report_long_mark(self, vm: VmRef, record: VmRecord) -> None:
+        """A `still-marked` line for a device marked longer than REPORT_MARKED_AFTER."""
+        since = record.power_state_at
+        if record.suppression is not SuppressionState.SUPPRESSED or since is None:
+            return
+        if since > self.now - REPORT_MARKED_AFTER:
+            return
+        write(
+            logging.INFO,
+            "still-marked",
+            markedSince=since.isoformat(),
+            markedDays=(self.now - since).days,
+            **vm_fields(vm.resource_id),
+        )
 
     async def _record(self, vm: VmFacts) -> VmRecord:
         """What ARM says of the VM, in its ledger row (written only when it changes): a deletion of it
@@ -148,12 +230,21 @@ class _Pass:
         await self.services.ledger.update(vm.ref, expect, read=record)
         self.summary.device_checks_queued += 1
 
-    async def records(self) -> bool:
+    async def records(self) -> None:
+        """The orphan sweep, on a complete list of VMs only."""
+        if not self.listed_every_vm:
+            self.failure(
+                "sweep orphaned records", "skipped: a VM listing failed, and a VM missing from it would look deleted"
+            )
+            return
+        await self.attempt("sweep orphaned records", None, self._sweep())
+
+    async def _sweep(self) -> None:
         silent_since = self.now - timedelta(days=self.settings.reconcile.stale_days)
         async for device in self.services.directory.windows_virtual_machines():
             step = self.take()
             if step is None:
-                return False
+                return
             name = (device.device_name or "").lower()
             if not step or not name or not all(came_after(vm, device) for vm in self.vms_named.get(name, [])):
                 continue  # done before, or a VM of its name that could be its machine exists (a later one can't)
@@ -173,50 +264,29 @@ class _Pass:
             )
             await self.services.cleanup_queue.send(request.to_text(), 0)
             self.summary.queued += 1
-        return True
 
 
 async def reconcile(services: Services, now: datetime | None = None) -> ReconcileSummary:
     walk = _Pass(services, await services.audit.reconcile_cursor(), now or services.clock())
-    if await walk.vms() and await walk.records():
-        walk.summary.complete = True
-        return await _stop(services, walk.summary, 0)
-    return await _stop(services, walk.summary, walk.position - 1)
+    try:
+        await walk.vms()
+        if not walk.bounded:
+            await walk.records()
+    except _GiveUp as gave_up:
+        walk.failure("the run", f"stopped: {gave_up}")
+    walk.summary.complete = not walk.bounded and walk.summary.failed == 0
+    # Resume after the bound; a run that ended on failures starts over (its failed steps are due again).
+    return await _stop(services, walk.summary, walk.position - 1 if walk.bounded else 0)
 
 
 async def _stop(services: Services, summary: ReconcileSummary, cursor: int) -> ReconcileSummary:
     """Save where the next run starts, and report the counts once: a log line and an audit row."""
     await services.audit.save_reconcile_cursor(cursor)
     counts = json.dumps(asdict(summary), sort_keys=True)
-    write(logging.INFO, "reconcile", **{_camel(name): value for name, value in asdict(summary).items()})
+    level = logging.WARNING if summary.failed else logging.INFO
+    write(level, "reconcile", **{_camel(name): value for name, value in asdict(summary).items()})
     await services.audit.record(AuditEntry(None, None, "reconcile", counts, services.settings.mode.value))
-    await _report_queues(services)
     return summary
-
-
-async def _report_queues(services: Services) -> None:
-    """The poison queue's depth and Event Grid's dead letters, for the workbook and the alert.
-    A count that fails is reported as unknown with the failure; the run itself is done."""
-    cleanup = services.settings.cleanup
-    counts: dict[str, int | None] = {"poisonMessages": None, "deviceCheckPoisonMessages": None, "deadLettered": None}
-    problem: Exception | None = None
-    try:
-        counts["poisonMessages"] = await services.cleanup_queue.poison_depth()
-        counts["deviceCheckPoisonMessages"] = await services.device_check_queue.poison_depth()
-        if services.dead_letters is not None:
-            counts["deadLettered"] = await services.dead_letters.count()
-    except (TransientError, RequestRefused) as failed:
-        problem = failed
-    write(
-        logging.WARNING if problem else logging.INFO,
-        "queues",
-        **counts,
-        poisonQueue=cleanup.poison_queue,
-        deviceCheckPoisonQueue=services.settings.device_check.poison_queue,
-        deadLetterContainer=cleanup.dead_letter_container,
-        reason=str(problem) if problem else None,
-        **failure_fields(problem),
-    )
 
 
 def _camel(name: str) -> str:

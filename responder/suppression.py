@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from responder.model import Finding, PowerState, Severity, SuppressionState
 from responder.settings import SuppressionSettings
@@ -40,6 +41,7 @@ DeviceMatch = DeviceIds | NoDevice
 
 @dataclass(frozen=True, slots=True)
 class AddToGroup:
+    role: ClassVar[str] = "GroupMember.ReadWrite.All"  # the Graph app role it needs (README, Permissions)
     group_id: str
     object_id: str
 
@@ -49,6 +51,7 @@ class AddToGroup:
 
 @dataclass(frozen=True, slots=True)
 class RemoveFromGroup:
+    role: ClassVar[str] = "GroupMember.ReadWrite.All"  # the Graph app role it needs (README, Permissions)
     group_id: str
     object_id: str
 
@@ -58,6 +61,7 @@ class RemoveFromGroup:
 
 @dataclass(frozen=True, slots=True)
 class SetAttribute:
+    role: ClassVar[str] = "Device.ReadWrite.All"  # the Graph app role it needs (README, Permissions)
     object_id: str
     number: int
     value: str | None  # None clears it
@@ -69,6 +73,9 @@ class SetAttribute:
 
 @dataclass(frozen=True, slots=True)
 class SyncDevice:
+    role: ClassVar[str] = (
+        "DeviceManagementManagedDevices.PrivilegedOperations.All"  # the Graph app role it needs (README, Permissions)
+    )
     managed_device_id: str
 
     def describe(self) -> str:

@@ -45,6 +45,7 @@ def test_the_host_indexes_one_function_per_trigger(indexed: dict[str, Any]) -> N
         "on_cleanup_message",
         "on_device_check_message",
         "on_reconcile_timer",
+        "on_queue_watch_timer",
     }
 
 
@@ -139,7 +140,7 @@ def test_indexing_the_app_in_a_fresh_interpreter_reads_no_settings_and_builds_no
 
     assert completed.returncode == 0, completed.stderr
     indexed = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert len(indexed["functions"]) == 6
+    assert len(indexed["functions"]) == 7
     assert not [
         name
         for name in indexed["loaded"]

@@ -100,6 +100,7 @@ def test_the_worker_indexes_every_function_with_its_trigger(protos: Any, indexed
         "on_cleanup_message": {"message": "queueTrigger"},
         "on_device_check_message": {"message": "queueTrigger"},
         "on_reconcile_timer": {"timer": "timerTrigger"},
+        "on_queue_watch_timer": {"timer": "timerTrigger"},
     }
     assert all(
         b.direction == protos.BindingInfo.Direction.Value("in") for f in indexed.values() for b in f.bindings.values()

@@ -184,31 +184,6 @@ async def test_the_bound_counts_only_vm_records_even_when_graph_ignores_the_filt
     assert summary["queued"] == 1
 
 
-async def test_each_run_reports_the_dead_letters_and_the_parked_cleanup_messages(
-    services: Services, azurite: Azurite, caplog: pytest.LogCaptureFixture
-) -> None:
-    from azure.storage.blob.aio import ContainerClient
-
-    caplog.set_level(logging.INFO, logger="responder")
-    container = services.settings.cleanup.dead_letter_container
-    async with ContainerClient.from_connection_string(azurite.connection_string, container) as dead_letters:
-        await dead_letters.create_container()
-        try:
-            for number in range(2):  # what Event Grid writes: one blob per undeliverable batch
-                await dead_letters.upload_blob(f"topic/subscription/2026/11/24/{number}.json", b"[]")
-            parked_before = await services.cleanup_queue.poison_depth()  # the queues are shared by the session
-            await services.cleanup_queue.send_poison("{}", "a test parks one message")
-
-            await run_timer()
-
-            (line,) = log_lines(caplog, "queues")
-            assert (line["deadLettered"], line["poisonMessages"]) == (2, parked_before + 1)
-        finally:  # other tests read this queue and this container
-            await dead_letters.delete_container()
-            async with queue_client(azurite.connection_string, services.settings.cleanup.poison_queue) as poison:
-                await poison.clear_messages()
-
-
 async def test_a_windows_vm_whose_device_was_never_checked_gets_its_device_check_queued(
     drifted: Services, azurite: Azurite, ledger: TableLedger
 ) -> None:

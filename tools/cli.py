@@ -119,6 +119,12 @@ async def _replay_rows(deliveries: list[tuple[str, bytes]]) -> list[Any]:
         await close_services()
 
 
+_YOUR_IDENTITY = (
+    "note: from a terminal the identity is yours (what DefaultAzureCredential found, e.g. az login): "
+    "it needs the roles the README's Permissions section lists for the app's identity"
+)
+
+
 def _reconcile(out: TextIO, err: TextIO, *, enforce: bool, as_json: bool) -> int:
     import asyncio
     import os
@@ -152,16 +158,21 @@ def _reconcile(out: TextIO, err: TextIO, *, enforce: bool, as_json: bool) -> int
     except (TransientError, RequestRefused, AzureError, OSError) as error:
         print(f"error: the reconciliation pass stopped: {error}", file=err)
         if isinstance(error, AccessDenied) and not settings.managed_identity:
-            print(
-                "note: from a terminal the identity is yours (what DefaultAzureCredential found, e.g. az login): "
-                "it needs the roles the README's Permissions section lists for the app's identity",
-                file=err,
-            )
+            print(_YOUR_IDENTITY, file=err)
         return EXIT_FAILED
     if as_json:
         print(json.dumps(report.to_json(), sort_keys=True), file=out)
     else:
         print("\n".join(report_lines(report)), file=out)
+    if report.summary.failed:
+        print(
+            f"error: the reconciliation pass could not do {report.summary.failed} step(s); "
+            f"the first: {report.summary.first_failure}",
+            file=err,
+        )
+        if not settings.managed_identity:
+            print(_YOUR_IDENTITY, file=err)
+        return EXIT_FAILED
     if report.failed:
         print("error: a cleanup of the orphan sweep could not be decided (its reason says why)", file=err)
         return EXIT_FAILED

@@ -42,6 +42,18 @@ NEEDS = {
 }
 
 
+# The role itself, short: what the access-denied alert is split by (a Graph call's own app role,
+# where the caller knows it, replaces this: `AccessDenied.role`).
+ROLES = {
+    TABLES: "Storage Table Data Contributor",
+    QUEUES: "Storage Queue Data Contributor",
+    BLOBS: "Storage Blob Data Reader",
+    ARM: "Reader",
+    GRAPH: "Microsoft Graph app roles",
+    EVENT_GRID: "EventGrid Data Sender",
+}
+
+
 def is_transient(status: int) -> bool:
     """Statuses a later retry can fix."""
     return status in {408, 429} or status >= 500
@@ -54,6 +66,7 @@ def service_failure(problem: Exception, service: str) -> Exception:
             401,
             f"no token for {service}: {clip(str(problem))} (check the managed identity and AZURE_CLIENT_ID)",
             service,
+            role="managed identity (AZURE_CLIENT_ID)",
         )
     if isinstance(problem, (ServiceRequestError, ServiceResponseError)):
         return TransientError(f"{service} unreachable: {clip(str(problem))}", service)
@@ -65,9 +78,12 @@ def service_failure(problem: Exception, service: str) -> Exception:
 def status_failure(status: int | None, message: str, service: str) -> Exception:
     """The same mapping from an HTTP status, for clients that are not azure-core (msgraph-sdk)."""
     if status is None or is_transient(status):
-        return TransientError(f"{service} answered {status}: {message}", service)
+        return TransientError(f"{service} answered {status}: {message}", service, status)
     if status in {401, 403}:
         return AccessDenied(
-            status, f"{service} refused the app's identity: it needs {NEEDS[service]} ({message})", service
+            status,
+            f"{service} refused the app's identity: it needs {NEEDS[service]} ({message})",
+            service,
+            role=ROLES[service],
         )
     return RequestRefused(status, f"{service}: {message}", service)

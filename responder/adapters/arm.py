@@ -170,7 +170,9 @@ class ArmCompute:
                     if str(properties.get("resourceId") or "").lower() == wanted:
                         return arm_documents.host_pool(pool, agent_version=properties.get("agentVersion"))
             except AccessDenied as denied:
-                refused = refused or AccessDenied(denied.status, denied.message, denied.service, str(pool.get("id")))
+                refused = refused or AccessDenied(
+                    denied.status, denied.message, denied.service, str(pool.get("id")), denied.role
+                )
         if refused is not None:
             raise refused
         return None

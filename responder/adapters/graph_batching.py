@@ -75,7 +75,9 @@ class GraphBatching:
                     wait = max(wait, _retry_after(item.get("headers")))
                     continue
                 if status >= 500 or status == 0:
-                    raise TransientError(f"Microsoft Graph answered {status or 'nothing'} inside a batch", GRAPH)
+                    raise TransientError(
+                        f"Microsoft Graph answered {status or 'nothing'} inside a batch", GRAPH, status or None
+                    )
                 body = item.get("body")
                 answers[key] = Answer(status, body if isinstance(body, dict) else None)
                 del pending[key]
@@ -83,7 +85,7 @@ class GraphBatching:
                 return answers
             if attempt < self._max_retries:
                 await asyncio.sleep(wait)
-        raise TransientError(f"Microsoft Graph kept throttling {len(pending)} batched request(s)", GRAPH)
+        raise TransientError(f"Microsoft Graph kept throttling {len(pending)} batched request(s)", GRAPH, 429)
 
 
 def _retry_after(headers: dict[str, Any] | None) -> int:

@@ -95,6 +95,9 @@ def _report(vm: VmRef, result: PowerResult, origin: str, mode: Mode) -> None:
     enforce mode, accepted only when Graph refused none of it), and an `action-refused` line per
     refused write, naming the Graph app role it needs (the access-denied alert is split by it)."""
     for refusal in result.refusals:
+        failure = failure_fields(refusal.problem)
+        if isinstance(refusal.problem, AccessDenied):
+            failure["role"] = refusal.role  # the action's own app role, not "Graph app roles"
         write(
             logging.WARNING,
             "action-refused",
@@ -102,8 +105,7 @@ def _report(vm: VmRef, result: PowerResult, origin: str, mode: Mode) -> None:
             reason=str(refusal.problem),
             mode=mode.value,
             **vm_fields(vm.resource_id),
-            **failure_fields(refusal.problem),
-            **({"role": refusal.role} if isinstance(refusal.problem, AccessDenied) else {}),
+            **failure,
         )
     if not result.plan.actions:
         return

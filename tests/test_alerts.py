@@ -1,0 +1,405 @@
+"""Every failure that matters reaches an alert, once, with the VM or the role named (design §7,
+README "Operate").
+
+The table below is the contract: each failure class is injected at the simulators or the
+stores, the real function runs against Azurite and the Graph/ARM simulators, and the JSON
+lines it writes are stored as Application Insights stores them (`AppTraces` rows, one per
+line, with the invocation's `OperationId`). Then the alert's own query, as deployed
+(`infra/monitoring/alerts.json` and its `.kql`), runs offline over those rows
+(`tests/kql/evaluate.py`) the way a scheduled query rule evaluates it: the rows of its time
+range, counted per dimension value, fire when the count passes the threshold in every
+failing period. A failure class whose alert stays silent fails its case; an alert that no
+failure class reaches fails `test_every_alert_is_reached_by_a_failure_class`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from handlers import cleanup_worker, device_check, queue_watch, reconcile_timer, vm_created, vm_deleted, vm_power
+from localdev.azurite import Azurite
+from localdev.queue_host import queue_client, run_queue_trigger
+from localdev.simulators import Simulators
+from responder.composition import Services, close_services
+from responder.device_check import DeviceCheckRequest
+from responder.errors import TransientError
+from responder.model import PowerState, SuppressionState, VmRecord, VmRef
+from tests.conftest import deployed_services, load_event, outcome_of
+from tests.kql.evaluate import evaluate
+
+REPO = Path(__file__).resolve().parent.parent
+MONITORING = REPO / "infra" / "monitoring"
+ALERTS = {alert["name"]: alert for alert in json.loads((MONITORING / "alerts.json").read_text())["alerts"]}
+LINE_PREFIX = '{"log": "intune-vm-responder"'
+
+SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
+GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
+WIN11 = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
+OLD = VmRef(SUB, "rg-avd-prod", "vm-old-09")
+WIN11_VM_ID = "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01"
+WIN11_MANAGED, WIN11_ENTRA = "7d1e0001-aaaa-4bbb-8ccc-000000000001", "e0b10001-1111-4222-8333-000000000001"
+
+on_vm_created = vm_created.on_vm_created.build().get_user_function()
+on_vm_power_changed = vm_power.on_vm_power_changed.build().get_user_function()
+on_vm_deleted = vm_deleted.on_vm_deleted.build().get_user_function()
+on_cleanup_message = cleanup_worker.on_cleanup_message.build().get_user_function()
+on_device_check_message = device_check.on_device_check_message.build().get_user_function()
+on_reconcile_timer = reconcile_timer.on_reconcile_timer.build().get_user_function()
+on_queue_watch_timer = queue_watch.on_queue_watch_timer.build().get_user_function()
+
+
+# --- what Application Insights stores, and what a scheduled query rule does with it ----------
+
+
+@dataclass
+class Telemetry:
+    """The rows one failure leaves in the workspace: a trace per log line, and the requests of
+    invocations that failed (the Functions host writes those; here the test does, as it would)."""
+
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    operation: str = "operation-1"
+
+    def record(self, message: str) -> None:
+        self.traces.append({"Message": message, "OperationId": self.operation, "SeverityLevel": 1})
+
+    def failed_invocation(self, function: str) -> None:
+        self.requests.append(
+            {
+                "OperationName": function,
+                "Name": function,
+                "Success": False,
+                "ResultCode": "1",
+                "OperationId": self.operation,
+            }
+        )
+
+    def at(self, when: datetime, repeat: int = 1) -> dict[str, list[dict[str, Any]]]:
+        """The tables as they stand at `when`: every row written then, `repeat` times over."""
+        return {
+            "AppTraces": [{**row, "TimeGenerated": when} for row in self.traces for _ in range(repeat)],
+            "AppRequests": [{**row, "TimeGenerated": when} for row in self.requests for _ in range(repeat)],
+        }
+
+
+def duration(text: str) -> timedelta:
+    """An ISO 8601 duration of the forms alerts.json uses (PT15M, PT1H, P1D, P2D)."""
+    days, _, clock = text.removeprefix("P").partition("T")
+    hours = minutes = 0
+    if clock.endswith("H"):
+        hours = int(clock[:-1])
+    elif clock.endswith("M"):
+        minutes = int(clock[:-1])
+    return timedelta(days=int(days.removesuffix("D") or 0), hours=hours, minutes=minutes)
+
+
+def fired(alert: dict[str, Any], tables: dict[str, list[dict[str, Any]]], now: datetime) -> list[dict[str, str]]:
+    """The dimension values the alert fires for at `now`: the query over its time range (the window,
+    or `lookBack`), its rows counted per dimension value, those counted past the threshold."""
+    since = now - duration(alert.get("lookBack") or alert["window"])
+    in_range = {name: [row for row in rows if since < row["TimeGenerated"] <= now] for name, rows in tables.items()}
+    query = (MONITORING / "alerts" / alert["query"]).read_text()
+    rows = evaluate(query, in_range, now)
+    counted = Counter(tuple(str(row.get(name) or "") for name in alert["dimensions"]) for row in rows)
+    return [
+        dict(zip(alert["dimensions"], values, strict=True)) for values, n in counted.items() if n > alert["threshold"]
+    ]
+
+
+def fires_in_every_period(
+    alert: dict[str, Any], telemetry: Telemetry, repeat: int, now: datetime, later: timedelta
+) -> list[dict[str, str]]:
+    """What fires `later` than `now` when the failure happened at `now`, `repeat` times, and again
+    in each earlier failing period of the alert (an alert on a sustained condition needs them all)."""
+    window = duration(alert["window"])
+    answers = []
+    for period in range(alert.get("failingPeriods", 1)):
+        happened = now - period * window - timedelta(seconds=1)
+        answers.append(fired(alert, telemetry.at(happened, repeat), now + later - period * window))
+    return [dimensions for dimensions in answers[0] if all(dimensions in answer for answer in answers[1:])]
+
+
+@contextlib.contextmanager
+def captured_into(telemetry: Telemetry) -> Iterator[None]:
+    """The responder's log lines, as the Functions host's logger ships them to App Insights."""
+
+    class Ship(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith(LINE_PREFIX):
+                telemetry.record(message)
+
+    ship = Ship(logging.INFO)
+    responder = logging.getLogger("responder")
+    before = responder.level
+    responder.addHandler(ship)
+    responder.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        responder.removeHandler(ship)
+        responder.setLevel(before)
+
+
+# --- the estate a failure happens in ------------------------------------------------------------
+
+
+@dataclass
+class Estate:
+    """The sample estate behind the simulators, in enforce mode with a suppression group."""
+
+    simulators: Simulators
+    azurite: Azurite
+    monkeypatch: pytest.MonkeyPatch
+    telemetry: Telemetry
+
+    async def start(self, **settings: str) -> Services:
+        """The app's services, with these settings on top of the estate's."""
+        for name, value in settings.items():
+            self.monkeypatch.setenv(name, value)
+        return await deployed_services()
+
+
+@pytest.fixture
+async def estate(
+    app_env: dict[str, str],
+    simulators: Simulators,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+    table_name: str,
+) -> AsyncIterator[Estate]:
+    for name, value in {
+        "RESPONDER_MODE": "enforce",
+        "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
+        "RESPONDER_WATCHED_SUBSCRIPTIONS": SUB,
+        "RESPONDER_CLEANUP_DELAY_SECONDS": "0",
+        "RESPONDER_CLEANUP_QUEUE": f"alert-{table_name[-12:]}",
+        "RESPONDER_DEVICE_CHECK_QUEUE": f"alert-checks-{table_name[-12:]}",
+        "RESPONDER_AUDIT_TABLE": f"audit{table_name[-12:]}",
+        "RESPONDER_DEAD_LETTER_CONTAINER": f"dead-{table_name[-12:]}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield Estate(simulators, azurite, monkeypatch, Telemetry())
+    await close_services()
+
+
+def deallocate_event() -> dict[str, Any]:
+    return copy.deepcopy(load_event("eventgrid-vm-deallocate.json"))
+
+
+async def cleanup_of_old_09(estate: Estate, **settings: str) -> None:
+    """vm-old-09 created (the ledger reads it), deleted, and its cleanup run by the queue host."""
+    services = await estate.start(**settings)
+    await outcome_of(on_vm_created, copy.deepcopy(load_event("eventgrid-vm-create-old-09.json")))
+    estate.simulators.world.delete_vm(OLD.resource_id)
+    await outcome_of(on_vm_deleted, copy.deepcopy(load_event("eventgrid-vm-delete.json")))
+    storage = services.settings.storage.connection_string or ""
+    await run_queue_trigger(storage, services.settings.cleanup.queue, on_cleanup_message)
+
+
+# --- the failure classes --------------------------------------------------------------------------
+
+
+async def graph_refuses_the_group_write_for_a_missing_role(estate: Estate) -> None:
+    estate.simulators.world.set_power_state(WIN11.resource_id, "deallocated")
+    await estate.start()
+    faults = estate.simulators.graph.faults
+    faults.fail, faults.methods, faults.path_prefix = [403], frozenset({"POST"}), "/v1.0/groups/"
+    await outcome_of(on_vm_power_changed, deallocate_event())
+
+
+async def graph_rejects_the_group_write(estate: Estate) -> None:
+    estate.simulators.world.set_power_state(WIN11.resource_id, "deallocated")
+    await estate.start()
+    faults = estate.simulators.graph.faults
+    faults.fail, faults.methods, faults.path_prefix = [400], frozenset({"POST"}), "/v1.0/groups/"
+    await outcome_of(on_vm_power_changed, deallocate_event())
+
+
+async def arm_refuses_to_read_the_vm(estate: Estate) -> None:
+    await estate.start()
+    estate.simulators.arm.faults.fail = [403]
+    await outcome_of(on_vm_power_changed, deallocate_event())
+
+
+async def graph_refuses_the_deletion_of_a_proven_record(estate: Estate) -> None:
+    estate.simulators.graph.faults.fail, estate.simulators.graph.faults.methods = [403] * 4, frozenset({"DELETE"})
+    await cleanup_of_old_09(estate)
+
+
+async def deletions_outrun_the_blast_radius_cap(estate: Estate) -> None:
+    await cleanup_of_old_09(estate, RESPONDER_MAX_DELETIONS_PER_HOUR="1")  # its two records need two slots
+
+
+async def graph_refuses_the_device_check(estate: Estate) -> None:
+    await estate.start()
+    estate.simulators.graph.faults.fail = [403]
+    first = datetime.now(UTC)
+    text = DeviceCheckRequest(WIN11.resource_id, WIN11_VM_ID, first, first + timedelta(hours=24), 1).to_text()
+    from azure.functions.queue import QueueMessage
+
+    await on_device_check_message(QueueMessage(id="m1", body=text.encode(), dequeue_count=1))
+
+
+async def a_vm_fails_an_intune_prerequisite(estate: Estate) -> None:
+    await estate.start()
+    created = copy.deepcopy(load_event("eventgrid-vm-write.json"))
+    created["id"] = "create-of-a-clone"
+    created["subject"] = created["data"]["resourceUri"] = created["subject"].replace("vm-win11-01", "vm-clone-05")
+    await outcome_of(on_vm_created, created)
+
+
+async def a_malformed_event_is_delivered(estate: Estate) -> None:
+    await estate.start()
+    await outcome_of(on_vm_power_changed, copy.deepcopy(load_event("malformed-bad-time.json")))
+
+
+async def the_host_moves_a_failing_message_to_the_poison_queue(estate: Estate) -> None:
+    services = await estate.start()
+    poison = services.settings.cleanup.poison_queue
+    async with queue_client(estate.azurite.connection_string, poison) as queue:
+        await queue.send_message("a message the host gave up on after maxDequeueCount deliveries")
+    await on_queue_watch_timer(TimerRequest(past_due=False))
+
+
+async def event_grid_dead_letters_an_event(estate: Estate) -> None:
+    from azure.storage.blob.aio import ContainerClient
+
+    services = await estate.start()
+    container = services.settings.cleanup.dead_letter_container
+    async with ContainerClient.from_connection_string(estate.azurite.connection_string, container) as dead_letters:
+        await dead_letters.create_container()
+        await dead_letters.upload_blob("topic/subscription/2026/12/03/0.json", b"[]")  # one undeliverable batch
+    await on_queue_watch_timer(TimerRequest(past_due=False))
+
+
+async def reconciliation_ran_once_then_stopped_running(estate: Estate) -> None:
+    await estate.start()
+    await on_reconcile_timer(TimerRequest(past_due=False))  # evaluated 27 hours later: nothing since
+
+
+async def reconciliation_is_refused_the_watched_subscription(estate: Estate) -> None:
+    await estate.start()
+    estate.simulators.world.unreadable_scopes.add(f"/subscriptions/{SUB}".lower())
+    await on_reconcile_timer(TimerRequest(past_due=False))
+
+
+async def a_function_fails_on_a_wrong_setting(estate: Estate) -> None:
+    from responder.settings import SettingsError
+
+    estate.monkeypatch.setenv("RESPONDER_MODE", "enforced")  # a typo in the app settings
+    with pytest.raises(SettingsError):
+        await on_queue_watch_timer(TimerRequest(past_due=False))
+    estate.telemetry.failed_invocation("on_queue_watch_timer")  # what the host writes for it
+
+
+async def arm_keeps_throttling(estate: Estate) -> None:
+    await estate.start()
+    throttle = estate.simulators.arm.throttle
+    throttle.every, throttle.retry_after_seconds = 1, 0.01
+    with pytest.raises(TransientError):
+        await outcome_of(on_vm_power_changed, deallocate_event())
+    estate.telemetry.failed_invocation("on_vm_power_changed")  # a retried event: a failed request, handled
+
+
+async def a_device_stays_marked_for_three_weeks(estate: Estate) -> None:
+    services = await estate.start()
+    estate.simulators.world.set_power_state(WIN11.resource_id, "deallocated")
+    estate.simulators.tenant.groups[GROUP]["members"].append(WIN11_ENTRA)
+    since = datetime.now(UTC) - timedelta(days=21)
+
+    def marked(record: VmRecord) -> tuple[VmRecord, None]:
+        return VmRecord(
+            WIN11,
+            suppression=SuppressionState.SUPPRESSED,
+            power_state=PowerState.DEALLOCATED,
+            power_state_at=since,
+            managed_device_id=WIN11_MANAGED,
+            entra_object_id=WIN11_ENTRA,
+        ), None
+
+    await services.ledger.update(WIN11, marked)
+    await on_reconcile_timer(TimerRequest(past_due=False))
+
+
+@dataclass(frozen=True)
+class FailureClass:
+    inject: Callable[[Estate], Awaitable[None]]
+    alert: str
+    names: dict[str, str]  # the dimension values the alert fires with: the VM, the role, the queue
+    repeat: int = 1  # the failure recurs this often in each period (alerts on a count)
+    later: timedelta = timedelta(0)  # evaluated this long after the failure
+
+    @property
+    def id(self) -> str:
+        return self.inject.__name__
+
+
+TABLE = [
+    FailureClass(
+        graph_refuses_the_group_write_for_a_missing_role,
+        "access-denied",
+        {"role": "GroupMember.ReadWrite.All", "vmName": "vm-win11-01"},
+    ),
+    FailureClass(arm_refuses_to_read_the_vm, "access-denied", {"role": "Reader", "vmName": "vm-win11-01"}),
+    FailureClass(
+        graph_rejects_the_group_write, "request-refused", {"service": "Microsoft Graph", "vmName": "vm-win11-01"}
+    ),
+    FailureClass(
+        graph_refuses_the_deletion_of_a_proven_record,
+        "cleanup-needs-review",
+        {"decision": "parked", "vmName": "vm-old-09"},
+    ),
+    FailureClass(graph_refuses_the_device_check, "device-check-parked", {"vmName": "vm-win11-01"}),
+    FailureClass(deletions_outrun_the_blast_radius_cap, "blast-radius-cap", {}),
+    FailureClass(a_vm_fails_an_intune_prerequisite, "error-findings", {"vmName": "vm-clone-05"}),
+    FailureClass(
+        a_malformed_event_is_delivered,
+        "bad-events",
+        {"outcome": "malformed"},
+        repeat=ALERTS["bad-events"]["threshold"] + 1,
+    ),
+    FailureClass(the_host_moves_a_failing_message_to_the_poison_queue, "poison-queue", {}),
+    FailureClass(event_grid_dead_letters_an_event, "dead-lettered-events", {}),
+    FailureClass(reconciliation_ran_once_then_stopped_running, "reconcile-missing", {}, later=timedelta(hours=27)),
+    FailureClass(reconciliation_is_refused_the_watched_subscription, "reconcile-incomplete", {"role": "Reader"}),
+    FailureClass(a_function_fails_on_a_wrong_setting, "function-failures", {"function": "on_queue_watch_timer"}),
+    FailureClass(
+        arm_keeps_throttling,
+        "sustained-throttling",
+        {"service": "Azure Resource Manager"},
+        repeat=ALERTS["sustained-throttling"]["threshold"] + 1,
+    ),
+    FailureClass(a_device_stays_marked_for_three_weeks, "marked-too-long", {"vmName": "vm-win11-01"}),
+]
+
+
+@pytest.mark.parametrize("failure", TABLE, ids=[failure.id for failure in TABLE])
+async def test_each_failure_class_fires_its_alert_naming_the_vm_or_the_role(
+    estate: Estate, failure: FailureClass
+) -> None:
+    with captured_into(estate.telemetry):
+        await failure.inject(estate)
+    alert = ALERTS[failure.alert]
+
+    fired_for = fires_in_every_period(alert, estate.telemetry, failure.repeat, datetime.now(UTC), failure.later)
+
+    assert any(failure.names.items() <= dimensions.items() for dimensions in fired_for), (
+        f"{failure.alert} fired for {fired_for}; lines: {[row['Message'][:300] for row in estate.telemetry.traces]}"
+    )
+
+
+def test_every_alert_is_reached_by_a_failure_class() -> None:
+    assert {failure.alert for failure in TABLE} == set(ALERTS)

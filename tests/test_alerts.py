@@ -14,13 +14,11 @@ failure class reaches fails `test_every_alert_is_reached_by_a_failure_class`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,20 +30,17 @@ from handlers import cleanup_worker, device_check, queue_watch, reconcile_timer,
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
-from responder.composition import Services, close_services
 from responder.device_check import DeviceCheckRequest
 from responder.errors import TransientError
 from responder.model import PowerState, SuppressionState, VmRecord, VmRef
-from tests.conftest import deployed_services, load_event, outcome_of
+from tests.conftest import load_event, outcome_of
 from tests.kql.evaluate import evaluate
+from tests.telemetry import GROUP, SUB, Estate, Telemetry, captured_into, enforced_estate
 
 REPO = Path(__file__).resolve().parent.parent
 MONITORING = REPO / "infra" / "monitoring"
 ALERTS = {alert["name"]: alert for alert in json.loads((MONITORING / "alerts.json").read_text())["alerts"]}
-LINE_PREFIX = '{"log": "intune-vm-responder"'
 
-SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
-GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
 WIN11 = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
 OLD = VmRef(SUB, "rg-avd-prod", "vm-old-09")
 WIN11_VM_ID = "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01"
@@ -61,37 +56,6 @@ on_queue_watch_timer = queue_watch.on_queue_watch_timer.build().get_user_functio
 
 
 # --- what Application Insights stores, and what a scheduled query rule does with it ----------
-
-
-@dataclass
-class Telemetry:
-    """The rows one failure leaves in the workspace: a trace per log line, and the requests of
-    invocations that failed (the Functions host writes those; here the test does, as it would)."""
-
-    traces: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    operation: str = "operation-1"
-
-    def record(self, message: str) -> None:
-        self.traces.append({"Message": message, "OperationId": self.operation, "SeverityLevel": 1})
-
-    def failed_invocation(self, function: str) -> None:
-        self.requests.append(
-            {
-                "OperationName": function,
-                "Name": function,
-                "Success": False,
-                "ResultCode": "1",
-                "OperationId": self.operation,
-            }
-        )
-
-    def at(self, when: datetime, repeat: int = 1) -> dict[str, list[dict[str, Any]]]:
-        """The tables as they stand at `when`: every row written then, `repeat` times over."""
-        return {
-            "AppTraces": [{**row, "TimeGenerated": when} for row in self.traces for _ in range(repeat)],
-            "AppRequests": [{**row, "TimeGenerated": when} for row in self.requests for _ in range(repeat)],
-        }
 
 
 def duration(text: str) -> timedelta:
@@ -131,68 +95,12 @@ def fires_in_every_period(
     return [dimensions for dimensions in answers[0] if all(dimensions in answer for answer in answers[1:])]
 
 
-@contextlib.contextmanager
-def captured_into(telemetry: Telemetry) -> Iterator[None]:
-    """The responder's log lines, as the Functions host's logger ships them to App Insights."""
-
-    class Ship(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            message = record.getMessage()
-            if message.startswith(LINE_PREFIX):
-                telemetry.record(message)
-
-    ship = Ship(logging.INFO)
-    responder = logging.getLogger("responder")
-    before = responder.level
-    responder.addHandler(ship)
-    responder.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        responder.removeHandler(ship)
-        responder.setLevel(before)
-
-
-# --- the estate a failure happens in ------------------------------------------------------------
-
-
-@dataclass
-class Estate:
-    """The sample estate behind the simulators, in enforce mode with a suppression group."""
-
-    simulators: Simulators
-    azurite: Azurite
-    monkeypatch: pytest.MonkeyPatch
-    telemetry: Telemetry
-
-    async def start(self, **settings: str) -> Services:
-        """The app's services, with these settings on top of the estate's."""
-        for name, value in settings.items():
-            self.monkeypatch.setenv(name, value)
-        return await deployed_services()
-
-
 @pytest.fixture
 async def estate(
-    app_env: dict[str, str],
-    simulators: Simulators,
-    azurite: Azurite,
-    monkeypatch: pytest.MonkeyPatch,
-    table_name: str,
+    app_env: dict[str, str], simulators: Simulators, azurite: Azurite, monkeypatch: pytest.MonkeyPatch, table_name: str
 ) -> AsyncIterator[Estate]:
-    for name, value in {
-        "RESPONDER_MODE": "enforce",
-        "RESPONDER_SUPPRESSION_GROUP_ID": GROUP,
-        "RESPONDER_WATCHED_SUBSCRIPTIONS": SUB,
-        "RESPONDER_CLEANUP_DELAY_SECONDS": "0",
-        "RESPONDER_CLEANUP_QUEUE": f"alert-{table_name[-12:]}",
-        "RESPONDER_DEVICE_CHECK_QUEUE": f"alert-checks-{table_name[-12:]}",
-        "RESPONDER_AUDIT_TABLE": f"audit{table_name[-12:]}",
-        "RESPONDER_DEAD_LETTER_CONTAINER": f"dead-{table_name[-12:]}",
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield Estate(simulators, azurite, monkeypatch, Telemetry())
-    await close_services()
+    async with enforced_estate(simulators, azurite, monkeypatch, table_name) as estate:
+        yield estate
 
 
 def deallocate_event() -> dict[str, Any]:

@@ -311,3 +311,34 @@ async def test_each_failure_class_fires_its_alert_naming_the_vm_or_the_role(
 
 def test_every_alert_is_reached_by_a_failure_class() -> None:
     assert {failure.alert for failure in TABLE} == set(ALERTS)
+
+
+HEARTBEAT = "reconcile-missing"  # fires when nothing at all was written: not about one event
+
+
+async def test_a_healthy_deallocate_and_start_fire_no_alert(estate: Estate) -> None:
+    await estate.start()
+    estate.simulators.world.set_power_state(WIN11.resource_id, "deallocated")
+    with captured_into(estate.telemetry):
+        await outcome_of(on_vm_power_changed, deallocate_event())
+        estate.simulators.world.set_power_state(WIN11.resource_id, "running")
+        await outcome_of(on_vm_power_changed, copy.deepcopy(load_event("eventgrid-vm-start.json")))
+    now = datetime.now(UTC)
+
+    firing = {name: fired(alert, estate.telemetry.tables(), now) for name, alert in ALERTS.items() if name != HEARTBEAT}
+
+    assert {name: dimensions for name, dimensions in firing.items() if dimensions} == {}
+
+
+async def test_an_event_retried_after_throttling_is_not_a_function_failure(estate: Estate) -> None:
+    with captured_into(estate.telemetry):
+        await arm_keeps_throttling(estate)  # the host records the invocation as failed; the app said why
+
+    assert fired(ALERTS["function-failures"], estate.telemetry.tables(), datetime.now(UTC)) == []
+
+
+async def test_reconciliation_that_ran_within_26_hours_is_not_missing(estate: Estate) -> None:
+    with captured_into(estate.telemetry):
+        await reconciliation_ran_once_then_stopped_running(estate)
+
+    assert fired(ALERTS[HEARTBEAT], estate.telemetry.tables(), datetime.now(UTC) + timedelta(hours=25)) == []

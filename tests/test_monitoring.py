@@ -1,9 +1,11 @@
 """The workbook and the alerts read what the app writes.
 
 Every query (the workbook's items, `infra/monitoring/alerts/*.kql`) is parsed and checked
-against the `AppTraces` columns Microsoft documents, with Microsoft's Kusto language service
-(npm `@kusto/language-service-next`, run by Node.js); and every field a query reads from the
-JSON log lines is in the lines the local main job writes, with the type the query expects.
+against the columns Microsoft documents for `AppTraces` and `AppRequests`, with Microsoft's Kusto
+language service (npm `@kusto/language-service-next`, run by Node.js). Every alert and the
+current-state and failure panels also run offline over what the real functions write
+(tests/test_alerts.py, tests/test_workbook.py); for the other panels, every field a query reads
+from the JSON log lines is in the lines the local main job writes, with the type it expects.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from tests.test_local_run import restore_after_the_test
 REPO = Path(__file__).resolve().parent.parent
 MONITORING = REPO / "infra" / "monitoring"
 ANALYZE = Path(__file__).parent / "kql" / "analyze.js"
-APP_TRACES = json.loads((Path(__file__).parent / "contracts" / "monitor" / "AppTraces.json").read_text())["columns"]
+TABLES = {
+    table["table"]: table["columns"]
+    for table in (
+        json.loads(path.read_text())
+        for path in sorted((Path(__file__).parent / "contracts" / "monitor").glob("*.json"))
+    )
+}
+# Run offline over what the real functions write, not only checked here: every alert (tests/test_alerts.py)
+# and these panels (tests/test_workbook.py). The other panels' fields are checked against the lines below.
+EVALUATED_PANELS = {"marked-now", "last-reconciliation", "failures", "queues"}
+CURRENT_STATE_PANELS = {"marked-now", "last-reconciliation"}  # the latest state, whatever the time range
 KIND = re.compile(r'tostring\(line\.kind\) == "([\w-]+)"')
 FIELD = re.compile(r"(\w+)\(line\.(\w+)\)")
 
@@ -41,7 +53,7 @@ def analyze(texts: dict[str, str]) -> dict[str, list[str]]:
     node = shutil.which("node")
     assert node, "Node.js runs Microsoft's Kusto language service"
     payload = {
-        "tables": {"AppTraces": APP_TRACES},
+        "tables": TABLES,
         "queries": {name: re.sub(r"\{\w+\}", "sample", text) for name, text in texts.items()},
     }
     answer = subprocess.run(
@@ -75,9 +87,12 @@ def test_the_workbook_filters_by_time_subscription_resource_group_and_vm() -> No
     (parameters,) = [item["content"]["parameters"] for item in workbook["items"] if item["type"] == 9]
 
     assert [parameter["name"] for parameter in parameters] == ["TimeRange", "Subscription", "ResourceGroup", "VmName"]
-    assert {item["content"]["timeContextFromParameter"] for item in workbook["items"] if item["type"] == 3} == {
-        "TimeRange"
-    }
+    panels = {item["name"]: item["content"] for item in workbook["items"] if item["type"] == 3}
+    assert {name for name, panel in panels.items() if panel.get("timeContextFromParameter") != "TimeRange"} == (
+        CURRENT_STATE_PANELS
+    )
+    thirty_days = 30 * 24 * 3600 * 1000
+    assert all(panels[name]["timeContext"]["durationMs"] >= thirty_days for name in CURRENT_STATE_PANELS)
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +171,21 @@ def test_every_line_the_app_writes_is_one_json_object_of_the_responder(local_run
     assert {(line["log"], line["schema"]) for line in local_run_lines} == {("intune-vm-responder", 1)}
 
 
+def panels_not_evaluated() -> dict[str, str]:
+    workbook = json.loads((MONITORING / "workbook.json").read_text())
+    return {
+        item["name"]: item["content"]["query"]
+        for item in workbook["items"]
+        if item["type"] == 3 and item["name"] not in EVALUATED_PANELS
+    }
+
+
 def test_every_field_a_query_reads_is_in_the_lines_the_app_writes_with_its_type(
     local_run_lines: list[dict[str, Any]], failure_lines: list[dict[str, Any]]
 ) -> None:
     written = local_run_lines + failure_lines
     missing = []
-    for name, text in queries().items():
+    for name, text in panels_not_evaluated().items():
         kinds = set(KIND.findall(text)) or {line["kind"] for line in written}
         lines = [line for line in written if line["kind"] in kinds]
         if not lines:
@@ -200,7 +224,7 @@ def test_every_value_a_query_compares_with_is_one_the_app_writes(
         for name, value in line.items():
             written.setdefault(name, set()).add(value if not isinstance(value, list) else None)
     unknown = []
-    for name, text in queries().items():
+    for name, text in panels_not_evaluated().items():
         for field, literals in COMPARED.findall(text):
             for literal in re.findall(r'"([^"]*)"', literals):
                 if literal not in written.get(field, set()) | declared.get(field, set()):

@@ -113,11 +113,23 @@ param planName string = ''
 @description('Name of the Function App (empty: func-responder-<token>).')
 param functionAppName string = ''
 
-@description('E-mail address for the alerts (cleanup needing review, blast-radius cap, missing role, error findings, bad events, poison queue); empty: alerts show in the portal only.')
-param alertEmail string = ''
+// No default, so azd asks for it when RESPONDER_ALERT_EMAIL is unset or empty (and keeps the answer).
+@description('E-mail address that receives the alerts (infra/monitoring/alerts.json, and Event Grid\'s dead-lettered, dropped and failing deliveries). Leave it empty only on purpose: with existingActionGroupId, or to see the alerts in the portal only (Monitor → Alerts), with nobody told.')
+param alertEmail string
+
+@description('Resource id of an existing action group the alerts notify instead (empty: one is made for alertEmail).')
+param existingActionGroupId string = ''
 
 @description('Malformed or misrouted deliveries per hour before the bad-events alert fires.')
 param badEventsPerHour int = 10
+
+@minValue(1)
+@description('Requests Graph or ARM throttled (429) per half hour, two half hours in a row, before the throttling alert fires.')
+param throttledPerHalfHour int = 30
+
+@minValue(1)
+@description('Days a device may stay marked as deallocated before the marked-too-long alert names its VM.')
+param markedDaysAlert int = 14
 
 @description('Tags for every resource.')
 param tags object = {}
@@ -188,9 +200,13 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: allTags
     workspaceId: app.outputs.workspaceId
+    applicationInsightsId: app.outputs.applicationInsightsId
     actionGroupName: '${abbrs.insightsActionGroups}intune-vm-responder'
     alertEmail: alertEmail
+    existingActionGroupId: existingActionGroupId
     badEventsPerHour: badEventsPerHour
+    throttledPerHalfHour: throttledPerHalfHour
+    markedDaysAlert: markedDaysAlert
   }
 }
 
@@ -218,6 +234,7 @@ module watchedTopics 'modules/watched-subscription.bicep' = [
       topicPrefix: abbrs.eventGridEventSubscriptionsSystemTopics
       createEventSubscriptions: createEventSubscriptions
       existingSystemTopicName: watched.?existingSystemTopicName ?? ''
+      actionGroupId: monitoring.outputs.actionGroupId
       tags: allTags
     }
   }

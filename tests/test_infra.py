@@ -263,3 +263,316 @@ def test_the_dead_letter_container_is_named_once_and_passed_on() -> None:
 
     assert "'deadletter'" not in watched
     assert "deadLetterContainerName: app.outputs.deadLetterContainerName" in (INFRA / "main.bicep").read_text()
+
+
+# The responder's alerts (infra/monitoring/alerts.json, deployed by modules/monitoring.bicep) and
+# Event Grid's own (modules/watched-subscription.bicep), and where the admin finds the workbook.
+MONITORING = INFRA / "monitoring"
+DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$")
+
+
+def alert_definitions() -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = json.loads((MONITORING / "alerts.json").read_text())["alerts"]
+    return alerts
+
+
+def log_alert_rule() -> dict[str, Any]:
+    """The body of the scheduled query rule deployed once per alert of alerts.json."""
+    rule: dict[str, Any] = parsed("modules/monitoring.bicep")["resources"]["rules"]["config"]
+    return rule
+
+
+def unquoted(name: str) -> str:
+    return name[1:-1] if len(name) > 1 and name[0] == name[-1] == "'" else name
+
+
+def accessed(expression: Any) -> tuple[Any, Any]:
+    """`a.b` (or `a.?b`) parsed: ("a", "b")."""
+    operands = expression["operator"]["operands"]
+    assert expression["operator"]["type"] == "property_accessor"
+    return operands["operand_1"], operands["operand_2"]
+
+
+def alert_defaults() -> dict[str, Any]:
+    """What the template assumes for a field an alert of alerts.json leaves out."""
+    defaults: dict[str, Any] = parsed("modules/monitoring.bicep")["variables"]["alertDefaults"]["value"]
+    return defaults
+
+
+def seconds(duration: str) -> int:
+    match = DURATION.fullmatch(duration)
+    assert match, duration
+    days, hours, minutes = (int(part or 0) for part in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60
+
+
+def projected_columns(query: str) -> set[str]:
+    """The columns of the query's last `project` (a bare column or `name = expression`), read loosely:
+    the clause runs to the next pipe, its items split on the commas outside parentheses."""
+    clause = query[query.rindex("| project ") + len("| project ") :].split("|", 1)[0]
+    items, depth, current = [], 0, ""
+    for character in clause:
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += character
+    items.append(current)
+    return {item.split("=", 1)[0].strip() for item in items if item.strip()}
+
+
+def test_the_log_alert_rules_are_the_alerts_of_alerts_json_with_the_fields_they_leave_out() -> None:
+    rules = parsed("modules/monitoring.bicep")["resources"]["rules"]
+    alerts = parsed("modules/monitoring.bicep")["variables"]["alerts"]["value"]
+
+    assert rules["config"]["loop_type"]["detail"] == {"item_name": "alert", "array_name": "alerts"}
+    assert alerts["config"] == {
+        "function": {"type": "union", "parameters": {"arg_1": "alertDefaults", "arg_2": "alert"}}
+    }
+    assert accessed(alerts["loop_type"]["detail"]["array_name"]) == (
+        {
+            "function": {
+                "type": "load_json_content",
+                "parameters": {"file_path": "../monitoring/alerts.json", "json_path": None, "encoding": None},
+            }
+        },
+        "alerts",
+    )
+    assert rules["config"]["config"]["kind"] == "LogAlert"
+
+
+def test_every_alert_of_alerts_json_has_its_query_file_and_the_template_loads_it() -> None:
+    loaded = {unquoted(name) for name in parsed("modules/monitoring.bicep")["variables"]["queries"]["value"]}
+    named = {alert["query"] for alert in alert_definitions()}
+
+    assert named <= {path.name for path in (MONITORING / "alerts").glob("*.kql")}
+    assert named == loaded
+
+
+def test_every_dimension_an_alert_splits_on_is_a_column_its_query_projects() -> None:
+    missing = []
+    for alert in alert_definitions():
+        columns = (
+            projected_columns((MONITORING / "alerts" / alert["query"]).read_text()) if alert["dimensions"] else set()
+        )
+        missing += [f"{alert['name']}: {name}" for name in alert["dimensions"] if name not in columns]
+    assert missing == []
+
+
+def test_the_column_reader_finds_named_and_bare_columns_of_the_last_project() -> None:
+    query = (
+        "T | join (U | project OperationId) on OperationId\n"
+        "| project TimeGenerated, function = OperationName,\n    code = tostring(pack('a', 1, 'b', 2)), queue"
+    )
+
+    assert projected_columns(query) == {"TimeGenerated", "function", "code", "queue"}
+
+
+def test_no_alert_is_both_stateful_and_muted() -> None:
+    # alerts.json never sets both; Microsoft documents them as two separate options (autoMitigate,
+    # default true: resolve and notify once per condition; muteActionsDuration: quiet after firing).
+    assert [alert["name"] for alert in alert_definitions() if alert["stateful"] and "mute" in alert] == []
+
+
+def test_every_stateful_alert_runs_at_most_every_12_hours() -> None:
+    # Microsoft: "Stateful alert rules with a frequency of more than 12 hours are not supported."
+    too_slow = [
+        alert["name"] for alert in alert_definitions() if alert["stateful"] and seconds(alert["frequency"]) > 12 * 3600
+    ]
+
+    assert too_slow == []
+
+
+def test_each_alert_splits_on_its_dimensions_with_every_value() -> None:
+    criterion = log_alert_rule()["config"]["properties"]["criteria"]["allOf"][0]
+    split = criterion["dimensions"]
+
+    assert split["loop_type"]["detail"]["item_name"] == "dimension"
+    assert accessed(split["loop_type"]["detail"]["array_name"]) == ("alert", "dimensions")
+    assert split["config"] == {"name": "dimension", "operator": "Include", "values": ["*"]}
+
+
+def test_each_alert_runs_at_its_frequency_over_its_window_and_look_back() -> None:
+    properties = log_alert_rule()["config"]["properties"]
+
+    assert accessed(properties["evaluationFrequency"]) == ("alert", "frequency")
+    assert accessed(properties["windowSize"]) == ("alert", "window")
+    assert accessed(properties["overrideQueryTimeRange"]) == ("alert", "lookBack")
+    assert alert_defaults()["lookBack"] is None  # none: the window
+
+
+def test_a_stateful_alert_resolves_itself_and_a_muted_one_stays_quiet_for_its_mute() -> None:
+    properties = log_alert_rule()["config"]["properties"]
+
+    assert accessed(properties["autoMitigate"]) == ("alert", "stateful")
+    assert accessed(properties["muteActionsDuration"]) == ("alert", "mute")
+    assert alert_defaults()["mute"] is None
+
+
+def test_an_alert_needs_its_failing_periods_in_a_row_one_by_default() -> None:
+    periods = log_alert_rule()["config"]["properties"]["criteria"]["allOf"][0]["failingPeriods"]
+
+    assert accessed(periods["numberOfEvaluationPeriods"]) == ("alert", "failingPeriods")
+    assert accessed(periods["minFailingPeriodsToAlert"]) == ("alert", "failingPeriods")
+    assert alert_defaults()["failingPeriods"] == 1
+    assert {alert["name"]: alert["failingPeriods"] for alert in alert_definitions() if "failingPeriods" in alert} == {
+        "sustained-throttling": 2
+    }
+
+
+def test_an_alert_counting_failing_periods_has_a_time_column_to_count_them_by() -> None:
+    # Microsoft: to use the number of violations, the query's results must include a datetime column.
+    counted = [alert for alert in alert_definitions() if alert.get("failingPeriods", 1) > 1]
+
+    assert counted
+    for alert in counted:
+        assert "TimeGenerated" in projected_columns((MONITORING / "alerts" / alert["query"]).read_text())
+
+
+def test_a_threshold_parameter_is_a_deployment_parameter_whose_default_is_the_json_threshold() -> None:
+    monitoring = parsed("modules/monitoring.bicep")
+    main = parsed("main.bicep")
+    passed = main["modules"]["monitoring"]["config"]["params"]
+    thresholds = monitoring["variables"]["thresholds"]["value"]
+
+    for alert in [alert for alert in alert_definitions() if "thresholdParameter" in alert]:
+        name = alert["thresholdParameter"]
+        assert thresholds[name] == name
+        assert name in monitoring["parameters"]
+        assert passed[name] == name
+        assert main["parameters"][name]["default"] == alert["threshold"], name
+    threshold = log_alert_rule()["config"]["properties"]["criteria"]["allOf"][0]["threshold"]["operator"]["operands"]
+    assert threshold["condition"]["function"]["parameters"]["container"] == "thresholds"
+    assert accessed(threshold["condition"]["function"]["parameters"]["item_to_find"]) == ("alert", "thresholdParameter")
+    assert accessed(threshold["false_value"]) == ("alert", "threshold")
+    assert threshold["true_value"]["operator"]["operands"]["operand_1"] == "thresholds"
+    assert alert_defaults()["thresholdParameter"] == ""  # no parameter of that name: the alert's own
+
+
+def test_the_marked_days_line_the_template_replaces_is_the_querys_and_its_default_is_the_parameters() -> None:
+    monitoring = parsed("modules/monitoring.bicep")
+    line = monitoring["variables"]["markedDaysLine"]["value"]
+    query = (MONITORING / "alerts" / "marked-too-long.kql").read_text()
+    text = (INFRA / "modules" / "monitoring.bicep").read_text()
+
+    assert line in query.splitlines()
+    assert parsed("main.bicep")["parameters"]["markedDaysAlert"]["default"] == int(re.findall(r"\d+", line)[0])
+    assert (
+        "replace(queries['marked-too-long.kql'], markedDaysLine, 'let markedDaysAlert = ${markedDaysAlert};')" in text
+    )
+    assert "query: deployedQueries[alert.query]" in text
+
+
+def test_azd_asks_for_the_alert_email_unless_the_environment_has_one() -> None:
+    # azd prompts for a parameter with no default whose parameters-file value is missing or resolves
+    # empty (Azure/azure-dev, bicep_provider.go: armParameterFileValue, ensureParameters).
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+
+    assert parsed("main.bicep")["parameters"]["alertEmail"]["default"] is None
+    assert mapped["alertEmail"] == {"value": "${RESPONDER_ALERT_EMAIL}"}
+    assert mapped["existingActionGroupId"] == {"value": "${RESPONDER_EXISTING_ACTION_GROUP_ID=}"}
+
+
+def test_an_existing_action_group_is_used_and_none_is_made_and_an_email_alone_gets_one() -> None:
+    variables = parsed("modules/monitoring.bicep")["variables"]
+    mail = parsed("modules/monitoring.bicep")["resources"]["mail"]["config"]
+    chosen = variables["actionGroupId"]["value"]["operator"]["operands"]
+
+    assert mail["condition"] == "createActionGroup"
+    assert mail["config"]["properties"]["emailReceivers"][0]["emailAddress"] == "alertEmail"
+    assert variables["createActionGroup"]["value"]["operator"]["type"] == "and"
+    assert chosen["condition"] == {
+        "function": {"type": "empty", "parameters": {"item_to_test": "existingActionGroupId"}}
+    }
+    assert chosen["false_value"] == "existingActionGroupId"
+    assert chosen["true_value"]["operator"]["operands"]["false_value"] == ""  # neither: portal only
+
+
+def test_every_alert_rule_log_and_metric_notifies_the_chosen_action_group() -> None:
+    log_actions = log_alert_rule()["config"]["properties"]["actions"]["actionGroups"]["operator"]["operands"]
+    metric = parsed("modules/watched-subscription.bicep")["resources"]["deliveryAlertRules"]["config"]["config"]
+    metric_actions = metric["properties"]["actions"]["operator"]["operands"]
+    watched = parsed("main.bicep")["modules"]["watchedTopics"]["config"]["config"]["params"]
+
+    assert log_actions["false_value"] == ["actionGroupId"]
+    assert parsed("modules/monitoring.bicep")["outputs"]["actionGroupId"]["value"] == "actionGroupId"
+    assert metric_actions["false_value"] == [{"actionGroupId": "actionGroupId"}]
+    assert accessed(watched["actionGroupId"]) == (
+        "monitoring",
+        {"operator": {"type": "property_accessor", "operands": {"operand_1": "outputs", "operand_2": "actionGroupId"}}},
+    )
+
+
+def test_event_grid_alerts_on_dead_lettered_dropped_and_failing_deliveries_per_event_subscription() -> None:
+    # Names and dimensions from Microsoft's supported metrics of Microsoft.EventGrid/systemTopics.
+    module = parsed("modules/watched-subscription.bicep")
+    alerts = {alert["metricName"]: alert for alert in module["variables"]["deliveryAlerts"]["value"]}
+    (criterion,) = module["resources"]["deliveryAlertRules"]["config"]["config"]["properties"]["criteria"]["allOf"]
+
+    assert set(alerts) == {"DeadLetteredCount", "DroppedEventCount", "DeliveryAttemptFailCount"}
+    assert alerts["DeadLetteredCount"]["threshold"] == alerts["DroppedEventCount"]["threshold"] == 0
+    assert 0 < alerts["DeliveryAttemptFailCount"]["threshold"] <= 10
+    assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
+    assert criterion["dimensions"] == [{"name": "EventSubscriptionName", "operator": "Include", "values": ["*"]}]
+    assert (criterion["operator"], criterion["timeAggregation"]) == ("GreaterThan", "Total")
+
+
+def test_event_grid_alerts_watch_the_subscriptions_own_topic_from_its_resource_group() -> None:
+    module = parsed("modules/watched-subscription.bicep")
+    rule = module["resources"]["deliveryAlertRules"]["config"]["config"]
+    topic_id = module["variables"]["topicId"]["value"]["function"]
+
+    assert rule["location"] == "global"
+    assert rule["properties"]["scopes"] == ["topicId"]
+    assert (topic_id["type"], topic_id["parameters"]["resource_type"]) == (
+        "resource_id",
+        "Microsoft.EventGrid/systemTopics",
+    )
+    assert topic_id["parameters"]["resource_name_1"] == "topicName"
+    assert rule["dependsOn"] == ["topic", "existingTopic"]
+
+
+def test_the_workbook_is_listed_under_the_apps_application_insights() -> None:
+    workbook = parsed("modules/monitoring.bicep")["resources"]["workbook"]["config"]["properties"]
+    passed = parsed("main.bicep")["modules"]["monitoring"]["config"]["params"]
+
+    assert workbook["sourceId"] == "applicationInsightsId"
+    assert accessed(passed["applicationInsightsId"])[0] == "app"
+    assert "output applicationInsightsId string = insights.id" in (INFRA / "modules" / "app.bicep").read_text()
+
+
+def test_the_workbook_is_in_azure_monitors_workbook_gallery_with_the_same_content() -> None:
+    resources = parsed("modules/monitoring.bicep")["resources"]
+    template = resources["workbookTemplate"]["config"]["properties"]
+
+    assert [(gallery["type"], gallery["resourceType"]) for gallery in template["galleries"]] == [
+        ("workbook", "Azure Monitor")
+    ]
+    assert template["templateData"] == "workbookData"
+    assert resources["workbook"]["config"]["properties"]["serializedData"] == {
+        "function": {"type": "string", "parameters": {"value_to_convert": "workbookData"}}
+    }
+
+
+def test_the_workbooks_queries_read_the_apps_workspace_wherever_it_is_opened() -> None:
+    # Microsoft: the workspace table names (AppTraces, AppRequests) are queried from the Log Analytics
+    # workspace; through the Application Insights resource the classic schema is served.
+    variables = parsed("modules/monitoring.bicep")["variables"]
+    items = variables["workbookItems"]["value"]
+    chosen = items["config"]["operator"]["operands"]
+    workbook = json.loads((MONITORING / "workbook.json").read_text())
+
+    assert accessed(items["loop_type"]["detail"]["array_name"]) == ("workbookContent", "items")
+    assert chosen["condition"]["function"]["parameters"]["item_to_find"] == "query"
+    assert chosen["true_value"]["function"]["parameters"]["arg_2"]["content"]["function"]["parameters"]["arg_2"] == {
+        "crossComponentResources": ["workspaceId"]
+    }
+    assert chosen["false_value"] == "item"
+    assert variables["workbookData"]["value"]["function"]["parameters"]["arg_2"] == {
+        "fallbackResourceIds": ["workspaceId"],
+        "items": "workbookItems",
+    }
+    assert {item["content"]["resourceType"] for item in workbook["items"] if "query" in item["content"]} == {
+        "microsoft.operationalinsights/workspaces"
+    }

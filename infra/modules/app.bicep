@@ -311,4 +311,5 @@ output identityClientId string = identity.properties.clientId
 output deliveryIdentityId string = deliveryIdentity.id
 output storageId string = storage.id
 output workspaceId string = logs.id
+output applicationInsightsId string = insights.id
 output deadLetterContainerName string = deadLetterContainerName

@@ -1,6 +1,8 @@
 // One watched subscription: its Event Grid system topic and one event subscription per function,
 // filtered to exactly the VM operations that function handles (tests/test_infra.py checks the lists
 // against the handlers). Undeliverable events go to the dead-letter container after 24 hours.
+// Event Grid's own view of the deliveries is alerted on here too (metric alerts on the topic, in its
+// resource group): an event dead-lettered, dropped, or failing delivery again and again.
 param subscriptionId string
 param functionAppId string
 param deliveryIdentityId string
@@ -10,6 +12,8 @@ param deadLetterContainerName string
 param topicPrefix string
 param createEventSubscriptions bool
 param tags object
+@description('Resource id of the action group the metric alerts notify (empty: they show in the portal only).')
+param actionGroupId string
 @description('The name of the subscription\'s existing Microsoft.Resources.Subscriptions system topic in this resource group, when it has one (Azure allows one per subscription): the event subscriptions attach to it. Empty: the template creates the topic.')
 param existingSystemTopicName string = ''
 
@@ -117,4 +121,74 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
   }
 ]
 
-output systemTopicId string = resourceId('Microsoft.EventGrid/systemTopics', topicName)
+// Microsoft.EventGrid/systemTopics metrics (Azure Monitor's supported-metrics reference): each is a
+// Total count per minute with the dimension EventSubscriptionName, split on here so the alert names
+// the function whose deliveries fail. Dead-lettered or dropped: one event is already one too many
+// (a lost "VM deleted" is a lost cleanup). Failed attempts: Event Grid retries, so a few are normal.
+var deliveryAlerts = [
+  {
+    name: 'eventgrid-dead-lettered'
+    title: 'Event Grid dead-lettered events for the responder'
+    severity: 1
+    metricName: 'DeadLetteredCount'
+    threshold: 0
+  }
+  {
+    name: 'eventgrid-dropped'
+    title: 'Event Grid dropped events for the responder (neither delivered nor dead-lettered)'
+    severity: 1
+    metricName: 'DroppedEventCount'
+    threshold: 0
+  }
+  {
+    name: 'eventgrid-delivery-failing'
+    title: 'Event Grid keeps failing to deliver events to the responder'
+    severity: 2
+    metricName: 'DeliveryAttemptFailCount'
+    threshold: 5
+  }
+]
+
+var topicId = resourceId('Microsoft.EventGrid/systemTopics', topicName)
+
+resource deliveryAlertRules 'Microsoft.Insights/metricAlerts@2026-01-01' = [
+  for alert in deliveryAlerts: {
+    name: 'alert-intune-vm-responder-${alert.name}'
+    location: 'global'
+    tags: tags
+    dependsOn: [topic, existingTopic]
+    properties: {
+      description: 'Intune VM responder: ${alert.title}, on ${topicName}. See the README, section Operate.'
+      severity: alert.severity
+      enabled: true
+      scopes: [topicId]
+      evaluationFrequency: 'PT5M'
+      windowSize: 'PT15M'
+      criteria: {
+        'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+        allOf: [
+          {
+            criterionType: 'StaticThresholdCriterion'
+            name: alert.metricName
+            metricNamespace: 'Microsoft.EventGrid/systemTopics'
+            metricName: alert.metricName
+            dimensions: [
+              {
+                name: 'EventSubscriptionName'
+                operator: 'Include'
+                values: ['*']
+              }
+            ]
+            operator: 'GreaterThan'
+            threshold: alert.threshold
+            timeAggregation: 'Total'
+          }
+        ]
+      }
+      autoMitigate: true
+      actions: empty(actionGroupId) ? [] : [{ actionGroupId: actionGroupId }]
+    }
+  }
+]
+
+output systemTopicId string = topicId

@@ -342,3 +342,14 @@ async def test_reconciliation_that_ran_within_26_hours_is_not_missing(estate: Es
         await reconciliation_ran_once_then_stopped_running(estate)
 
     assert fired(ALERTS[HEARTBEAT], estate.telemetry.tables(), datetime.now(UTC) + timedelta(hours=25)) == []
+
+
+def test_the_marked_too_long_threshold_can_not_go_below_what_reconciliation_reports() -> None:
+    import re
+
+    from responder.reconcile import REPORT_MARKED_AFTER
+
+    for template in ("main.bicep", "modules/monitoring.bicep"):
+        text = (REPO / "infra" / template).read_text()
+        (floor,) = re.findall(r"@minValue\((\d+)\)\n@description\([^\n]*\)\nparam markedDaysAlert int", text)
+        assert int(floor) == REPORT_MARKED_AFTER.days, template

@@ -16,7 +16,8 @@ param existingActionGroupId string
 param badEventsPerHour int
 @description('Requests Graph or ARM throttled (429) per half hour, two half hours in a row, before the throttling alert fires.')
 param throttledPerHalfHour int
-@description('Days a device may stay marked as deallocated before the marked-too-long alert names its VM.')
+@minValue(7)
+@description('Days a device may stay marked as deallocated before the marked-too-long alert names its VM (7 or more).')
 param markedDaysAlert int
 @description('Name of the action group that mails the alerts.')
 param actionGroupName string

@@ -1,4 +1,4 @@
-"""Timer → the queue watch: poison queues and dead letters counted every 15 minutes (design §7)."""
+"""Timer → the queue watch: poison queues and dead letters counted every 15 minutes (design §8)."""
 
 import azure.functions as func
 

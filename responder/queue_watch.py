@@ -1,4 +1,4 @@
-"""The queue watch (design §7): what waits for a person, counted every 15 minutes.
+"""The queue watch (design §8): what waits for a person, counted every 15 minutes.
 
 A message the responder parks, and one the Functions host moves itself after its
 retries, both land in the queue's `-poison` twin; Event Grid's dead letters land as

@@ -1,4 +1,4 @@
-"""Every failure that matters reaches an alert, once, with the VM or the role named (design §7,
+"""Every failure that matters reaches an alert, once, with the VM or the role named (design §8,
 README "Operate").
 
 The table below is the contract: each failure class is injected at the simulators or the

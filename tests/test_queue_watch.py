@@ -1,5 +1,5 @@
 """The queue watch, through its real timer function: every 15 minutes, one line per poison queue and
-one for Event Grid's dead letters, which the poison-queue and dead-letter alerts read (design §7)."""
+one for Event Grid's dead letters, which the poison-queue and dead-letter alerts read (design §8)."""
 
 from __future__ import annotations
 

@@ -100,6 +100,36 @@ async def test_each_kind_of_drift_is_repaired_and_look_alikes_are_left_alone(
     assert len(simulators.tenant.managed_devices) == 9
 
 
+async def test_a_vm_that_can_not_be_read_is_reported_and_the_walk_goes_on_with_the_next(
+    drifted: Services, simulators: Simulators, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="responder")
+    win10 = f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win10-02"
+    simulators.arm.faults.fail, simulators.arm.faults.path_prefix = [403], win10  # its own read only
+
+    await run_timer()
+
+    (summary,) = await summaries(drifted)
+    assert (summary["failed"], summary["complete"]) == (1, False)
+    assert summary["repaired"] == 1  # win11's mark lifted all the same
+    assert simulators.tenant.members_of(GROUP) == []
+    (failure,) = log_lines(caplog, "reconcile-failure")
+    assert (failure["vmName"], failure["step"], failure["role"]) == ("vm-win10-02", "align the mark", "Reader")
+
+
+async def test_the_orphan_sweep_waits_for_a_complete_list_of_vms(
+    drifted: Services, simulators: Simulators, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="responder")
+    simulators.world.unreadable_scopes.add(f"/subscriptions/{SUB}")  # no VM listed: every record would look orphaned
+
+    await run_timer()
+
+    (summary,) = await summaries(drifted)
+    assert (summary["queued"], summary["failed"]) == (0, 2)
+    assert [line["step"] for line in log_lines(caplog, "reconcile-failure")] == ["list VMs", "sweep orphaned records"]
+
+
 async def test_a_bounded_run_stops_and_the_next_one_resumes(
     drifted: Services, monkeypatch: pytest.MonkeyPatch, simulators: Simulators
 ) -> None:

@@ -6,7 +6,7 @@ stores, the real function runs against Azurite and the Graph/ARM simulators, and
 lines it writes are stored as Application Insights stores them (`AppTraces` rows, one per
 line, with the invocation's `OperationId`). Then the alert's own query, as deployed
 (`infra/monitoring/alerts.json` and its `.kql`), runs offline over those rows
-(`tests/kql/evaluate.py`) the way a scheduled query rule evaluates it: the rows of its time
+(`tools/kql.py`) the way a scheduled query rule evaluates it: the rows of its time
 range, counted per dimension value, fire when the count passes the threshold in every
 failing period. A failure class whose alert stays silent fails its case; an alert that no
 failure class reaches fails `test_every_alert_is_reached_by_a_failure_class`.
@@ -15,8 +15,6 @@ failure class reaches fails `test_every_alert_is_reached_by_a_failure_class`.
 from __future__ import annotations
 
 import copy
-import json
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,12 +32,11 @@ from responder.device_check import DeviceCheckRequest
 from responder.errors import TransientError
 from responder.model import PowerState, SuppressionState, VmRecord, VmRef
 from tests.conftest import load_event, outcome_of
-from tests.kql.evaluate import evaluate
 from tests.telemetry import GROUP, SUB, Estate, Telemetry, captured_into, enforced_estate
+from tools.monitoring import ALERTS, alert_fires, duration
 
 REPO = Path(__file__).resolve().parent.parent
 MONITORING = REPO / "infra" / "monitoring"
-ALERTS = {alert["name"]: alert for alert in json.loads((MONITORING / "alerts.json").read_text())["alerts"]}
 
 WIN11 = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
 OLD = VmRef(SUB, "rg-avd-prod", "vm-old-09")
@@ -58,30 +55,6 @@ on_queue_watch_timer = queue_watch.on_queue_watch_timer.build().get_user_functio
 # --- what Application Insights stores, and what a scheduled query rule does with it ----------
 
 
-def duration(text: str) -> timedelta:
-    """An ISO 8601 duration of the forms alerts.json uses (PT15M, PT1H, P1D, P2D)."""
-    days, _, clock = text.removeprefix("P").partition("T")
-    hours = minutes = 0
-    if clock.endswith("H"):
-        hours = int(clock[:-1])
-    elif clock.endswith("M"):
-        minutes = int(clock[:-1])
-    return timedelta(days=int(days.removesuffix("D") or 0), hours=hours, minutes=minutes)
-
-
-def fired(alert: dict[str, Any], tables: dict[str, list[dict[str, Any]]], now: datetime) -> list[dict[str, str]]:
-    """The dimension values the alert fires for at `now`: the query over its time range (the window,
-    or `lookBack`), its rows counted per dimension value, those counted past the threshold."""
-    since = now - duration(alert.get("lookBack") or alert["window"])
-    in_range = {name: [row for row in rows if since < row["TimeGenerated"] <= now] for name, rows in tables.items()}
-    query = (MONITORING / "alerts" / alert["query"]).read_text()
-    rows = evaluate(query, in_range, now)
-    counted = Counter(tuple(str(row.get(name) or "") for name in alert["dimensions"]) for row in rows)
-    return [
-        dict(zip(alert["dimensions"], values, strict=True)) for values, n in counted.items() if n > alert["threshold"]
-    ]
-
-
 def fires_in_every_period(
     alert: dict[str, Any], telemetry: Telemetry, repeat: int, now: datetime, later: timedelta
 ) -> list[dict[str, str]]:
@@ -91,7 +64,7 @@ def fires_in_every_period(
     answers = []
     for period in range(alert.get("failingPeriods", 1)):
         happened = now - period * window - timedelta(seconds=1)
-        answers.append(fired(alert, telemetry.at(happened, repeat), now + later - period * window))
+        answers.append(alert_fires(alert, telemetry.at(happened, repeat), now + later - period * window))
     return [dimensions for dimensions in answers[0] if all(dimensions in answer for answer in answers[1:])]
 
 
@@ -325,7 +298,9 @@ async def test_a_healthy_deallocate_and_start_fire_no_alert(estate: Estate) -> N
         await outcome_of(on_vm_power_changed, copy.deepcopy(load_event("eventgrid-vm-start.json")))
     now = datetime.now(UTC)
 
-    firing = {name: fired(alert, estate.telemetry.tables(), now) for name, alert in ALERTS.items() if name != HEARTBEAT}
+    firing = {
+        name: alert_fires(alert, estate.telemetry.tables(), now) for name, alert in ALERTS.items() if name != HEARTBEAT
+    }
 
     assert {name: dimensions for name, dimensions in firing.items() if dimensions} == {}
 
@@ -334,14 +309,14 @@ async def test_an_event_retried_after_throttling_is_not_a_function_failure(estat
     with captured_into(estate.telemetry):
         await arm_keeps_throttling(estate)  # the host records the invocation as failed; the app said why
 
-    assert fired(ALERTS["function-failures"], estate.telemetry.tables(), datetime.now(UTC)) == []
+    assert alert_fires(ALERTS["function-failures"], estate.telemetry.tables(), datetime.now(UTC)) == []
 
 
 async def test_reconciliation_that_ran_within_26_hours_is_not_missing(estate: Estate) -> None:
     with captured_into(estate.telemetry):
         await reconciliation_ran_once_then_stopped_running(estate)
 
-    assert fired(ALERTS[HEARTBEAT], estate.telemetry.tables(), datetime.now(UTC) + timedelta(hours=25)) == []
+    assert alert_fires(ALERTS[HEARTBEAT], estate.telemetry.tables(), datetime.now(UTC) + timedelta(hours=25)) == []
 
 
 def test_the_marked_too_long_threshold_can_not_go_below_what_reconciliation_reports() -> None:

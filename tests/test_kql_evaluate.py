@@ -1,4 +1,4 @@
-"""The KQL evaluator (tests/kql/evaluate.py) runs the workbook's and the alerts' queries over log lines
+"""The KQL evaluator (tools/kql.py) runs the workbook's and the alerts' queries over log lines
 in memory, so a test can say which lines make an alert fire. These tests pin its semantics to Kusto's,
 one behaviour each, and check it accepts every query in infra/monitoring."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from responder.log_lines import LOG, SCHEMA
-from tests.kql.evaluate import KqlError, UnsupportedKql, evaluate, parameters, substitute
+from tools.kql import KqlError, UnsupportedKql, evaluate, parameters, substitute
 
 MONITORING = Path(__file__).resolve().parent.parent / "infra" / "monitoring"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """The workbook tells the truth (README "Operate"): its panels, run offline over the rows the real
-functions write (`tests/kql/evaluate.py`), over the time range the portal would give each panel.
+functions write (`tools/kql.py`), over the time range the portal would give each panel.
 
 "Devices marked now" is the latest state of each VM (not the chosen time range): marks Graph
 accepted in enforce mode, the ones reconciliation repaired included; audit-mode decisions and
@@ -23,8 +23,8 @@ from handlers import queue_watch, reconcile_timer, vm_power
 from localdev.azurite import Azurite
 from localdev.simulators import Simulators
 from tests.conftest import load_event, outcome_of
-from tests.kql.evaluate import evaluate, substitute
 from tests.telemetry import SUB, Estate, captured_into, enforced_estate
+from tools.monitoring import panel_rows
 
 WORKBOOK = json.loads((Path(__file__).resolve().parent.parent / "infra" / "monitoring" / "workbook.json").read_text())
 PANELS = {item["name"]: item["content"] for item in WORKBOOK["items"] if item["type"] == 3}
@@ -44,21 +44,9 @@ async def estate(
         yield estate
 
 
-def panel(name: str, estate: Estate, now: datetime | None = None) -> list[dict[str, Any]]:
+def panel(name: str, estate: Estate) -> list[dict[str, Any]]:
     """The panel's rows as the portal shows them: no filter chosen, over the panel's time range."""
-    content = PANELS[name]
-    now = now or datetime.now(UTC)
-    span = (
-        CHOSEN_RANGE
-        if content.get("timeContextFromParameter")
-        else timedelta(milliseconds=content["timeContext"]["durationMs"])
-    )
-    tables = {
-        name: [row for row in rows if now - span < row["TimeGenerated"] <= now]
-        for name, rows in estate.telemetry.tables().items()
-    }
-    query = substitute(content["query"], {"Subscription": "", "ResourceGroup": "", "VmName": ""})
-    return evaluate(query, tables, now)
+    return panel_rows(name, estate.telemetry.tables(), datetime.now(UTC))
 
 
 def marked_now(estate: Estate) -> set[str]:

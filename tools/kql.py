@@ -44,7 +44,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-CONTRACTS = Path(__file__).resolve().parent.parent / "contracts" / "monitor"
+# The column tables of Microsoft's Azure Monitor Logs reference, vendored with the tests.
+CONTRACTS = Path(__file__).resolve().parent.parent / "tests" / "contracts" / "monitor"
 TICKS_ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -165,7 +166,8 @@ def _token(query: str, at: int) -> Token:
         return _number(query, at)
     if char == "!" and query[at + 1 : at + 2].isalpha():
         word = _NAME.match(query, at + 1)
-        assert word
+        if word is None:  # isalpha() above: a name starts here
+            raise UnsupportedKql(f"expected a name after '!' at {at}")
         return _name(query, at, word.end())
     if word := _NAME.match(query, at):
         return _name(query, at, word.end())
@@ -217,7 +219,8 @@ def _string(query: str, at: int) -> Token:
 def _number(query: str, at: int) -> Token:
     """An int, a real, or a timespan (`15m`, `1.5h`, `26h`, `1d`): a number with a unit glued on."""
     number = _NUMBER.match(query, at)
-    assert number
+    if number is None:
+        raise UnsupportedKql(f"expected a number at {at}: {query[at : at + 20]!r}")
     digits = number.group()
     unit = _LETTERS.match(query, number.end())
     if unit is None:
@@ -1085,7 +1088,8 @@ def _arg_returns(agg: Aggregate, columns: Sequence[str], by_names: Sequence[str]
     """arg_max/arg_min's columns and what fills each: first the value maximized, then the columns
     asked for (`*`: every input column but those the `by` clause names, which replace them)."""
     first = agg.args[0]
-    assert first is not None
+    if first is None:
+        raise UnsupportedKql(f"{agg.function}() needs a column")
     returns: dict[str, Expr] = {agg.name or _derived_name(first) or f"{agg.function.removeprefix('arg_')}_": first}
     for arg in agg.args[1:]:
         wanted: list[tuple[str, Expr]] = [(column, Name(column, 0)) for column in columns]
@@ -1150,7 +1154,8 @@ def _arg_extreme(
     """arg_max/arg_min: the row with the largest (smallest) value, first one on a tie; its value and
     the columns asked for. Rows where the value is null don't count; with none left, all is null."""
     first = agg.args[0]
-    assert first is not None
+    if first is None:
+        raise UnsupportedKql(f"{agg.function}() needs a column")
     best: tuple[Any, dict[str, Any]] | None = None
     for row in rows:
         value = first.value_in(row, scope)

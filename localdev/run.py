@@ -5,19 +5,23 @@ points the app settings at them, replays every sample delivery
 in `tests/events/` through the real handler functions (routed as the event
 subscription filters would route them), prints what was decided for each
 event and the ledger afterwards, and stops everything it started. Audit mode
-unless `--enforce` is given.
+unless `--enforce` is given. `--failures` (enforce mode) injects what an admin
+must hear about: Graph refusing the suppression group's writes (403), an event
+Event Grid dead-lettered, and a VM reconciliation can't read; it then prints what
+the workbook's panels and the alerts show, run offline over the run's log lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,7 +29,7 @@ from localdev.arm_sim import ArmWorld
 from localdev.azurite import running_azurite
 from localdev.graph_sim import GraphTenant
 from localdev.queue_host import run_queue_trigger
-from localdev.simulators import load_seed, running_simulators
+from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.events import IntakeError, parse_event
 from responder.model import EventKind, PowerState, VmRecord
 from responder.observe import POWER_STATE_AFTER
@@ -38,6 +42,7 @@ from responder.settings import (
     STORAGE_CONNECTION_STRING,
     SUPPRESSION_ATTRIBUTE,
     SUPPRESSION_GROUP_ID,
+    WATCHED_SUBSCRIPTIONS,
     Mode,
 )
 from tools.replay import ReplayRow, replay
@@ -90,8 +95,10 @@ async def run(
     as_json: bool,
     world: ArmWorld | None = None,
     enrol_late: Callable[[], None] | None = None,
+    before_reconcile: Callable[[], Awaitable[None]] | None = None,
 ) -> list[ReplayRow]:
-    """`enrol_late`: the devices that enrol after their VM was created appear (between two device checks)."""
+    """`enrol_late`: the devices that enrol after their VM was created appear (between two device checks);
+    `before_reconcile`: what happens between the events and the daily reconciliation (`--failures`)."""
     from azure.functions.timer import TimerRequest
 
     from handlers.cleanup_worker import on_cleanup_message
@@ -119,6 +126,8 @@ async def run(
             enrol_late()
         await asyncio.sleep(2 * checks.first_delay_seconds + 0.8)  # the second look's delay
         await run_queue_trigger(storage, checks.queue, device_check)
+        if before_reconcile is not None:
+            await before_reconcile()
         # Then the daily reconciliation, once, as its timer would run it.
         await on_reconcile_timer.build().get_user_function()(TimerRequest(past_due=False))
         # And the queue watch: what waits in the poison queues and Event Grid's dead letters.
@@ -216,11 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON line per event instead of a table")
     parser.add_argument("--tenant", default="sample", help="tenant seed for the simulators (name or file)")
     parser.add_argument("--verbose", action="store_true", help="also show the handlers' log lines")
+    parser.add_argument(
+        "--failures",
+        action="store_true",
+        help="inject a Graph 403, a dead-lettered event and a VM reconciliation can't read (enforce mode), "
+        "then show what the workbook and the alerts show",
+    )
     args = parser.parse_args(argv)
     # The report already says what each handler decided; its log lines are noise here.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, stream=sys.stderr)
     files = args.files or sample_files()
-    mode = Mode.ENFORCE if args.enforce else Mode.AUDIT
+    mode = Mode.ENFORCE if args.enforce or args.failures else Mode.AUDIT
     seed = load_seed(args.tenant)
     with running_azurite() as azurite, running_simulators(seed) as simulators:
         os.environ.update(simulators.settings)
@@ -233,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[STORAGE_CONNECTION_STRING] = azurite.connection_string
         os.environ[LEDGER_TABLE] = f"ledger{uuid.uuid4().hex[:12]}"
         os.environ[MODE] = mode.value
+        if seed.get("subscriptionId"):  # reconciliation reads the sample's subscription, as deployed it reads yours
+            os.environ.setdefault(WATCHED_SUBSCRIPTIONS, seed["subscriptionId"])
         print(
             f"Azurite on 127.0.0.1 (tables :{azurite.table_port}), Graph at {simulators.graph.url}, "
             f"ARM at {simulators.arm.url}; mode {mode.value}\n",
@@ -240,18 +257,106 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         before = set(simulators.tenant.managed_devices) | set(simulators.tenant.devices)
         late = seed.get("lateEnrolments", {})
-        asyncio.run(
-            run(
-                files,
-                sys.stdout,
-                as_json=args.json,
-                world=simulators.world,
-                enrol_late=lambda: simulators.tenant.enrol(late),
+        with captured_lines(shown=args.verbose) as lines:
+            failures = inject_failures(simulators, azurite.connection_string) if args.failures else None
+            asyncio.run(
+                run(
+                    files,
+                    sys.stdout,
+                    as_json=args.json,
+                    world=simulators.world,
+                    enrol_late=lambda: simulators.tenant.enrol(late),
+                    before_reconcile=failures,
+                )
             )
-        )
         if not args.json:
             print_tenant(simulators.tenant, before, sys.stdout)
+        if args.failures:
+            print_monitoring(lines, sys.stdout, as_json=args.json)
     return 0
+
+
+def inject_failures(simulators: Simulators, storage: str) -> Callable[[], Awaitable[None]]:
+    """Graph refuses every suppression-group write from now on (the app lacks GroupMember.ReadWrite.All);
+    before reconciliation, Event Grid dead-letters a delivery and one VM becomes unreadable to the app."""
+    faults = simulators.graph.faults
+    faults.fail, faults.methods, faults.path_prefix = [403] * 1000, frozenset({"POST", "DELETE"}), "/v1.0/groups/"
+
+    async def before_reconcile() -> None:
+        from azure.storage.blob.aio import ContainerClient
+
+        from responder.composition import get_services
+
+        container = (await get_services()).settings.cleanup.dead_letter_container
+        async with ContainerClient.from_connection_string(storage, container) as dead_letters:
+            if not await dead_letters.exists():
+                await dead_letters.create_container()
+            await dead_letters.upload_blob(f"{uuid.uuid4()}.json", b"[]", overwrite=True)  # what Event Grid writes
+        seed_vm = next(iter(simulators.world.vms))  # reconciliation's ARM read of this VM is refused
+        simulators.arm.faults.fail, simulators.arm.faults.path_prefix = [403], _arm_path(simulators.world, seed_vm)
+
+    return before_reconcile
+
+
+def _arm_path(world: ArmWorld, resource_id: str) -> str:
+    """The VM's id as ARM spells it (the SDK's requests use it, the ledger lower-cases it)."""
+    return str(world.vms[resource_id].get("id") or resource_id)
+
+
+@contextlib.contextmanager
+def captured_lines(*, shown: bool) -> Iterator[list[dict[str, Any]]]:
+    """The responder's JSON lines with the time each was written: the rows App Insights would keep
+    (`shown`: also on stderr, as `--verbose` asks)."""
+    from datetime import UTC, datetime
+
+    rows: list[dict[str, Any]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith('{"log": "intune-vm-responder"'):
+                rows.append({"TimeGenerated": datetime.now(UTC), "Message": message, "OperationId": "local-run"})
+
+    responder = logging.getLogger("responder")
+    keep, level, propagate = Keep(logging.INFO), responder.level, responder.propagate
+    responder.addHandler(keep)
+    responder.setLevel(logging.INFO)
+    responder.propagate = shown
+    try:
+        yield rows
+    finally:
+        responder.removeHandler(keep)
+        responder.setLevel(level)
+        responder.propagate = propagate
+
+
+MONITORED_PANELS = ("failures", "last-reconciliation", "queues", "marked-now")
+
+
+def print_monitoring(lines: list[dict[str, Any]], out: TextIO, *, as_json: bool) -> None:
+    """What the workbook's panels and the alerts show over this run's lines (tools/monitoring.py)."""
+    from datetime import UTC, datetime
+
+    from tools.monitoring import ALERTS, alert_fires, panel_rows
+
+    tables: dict[str, list[dict[str, Any]]] = {"AppTraces": lines, "AppRequests": []}
+    now = datetime.now(UTC)
+    firing = {name: alert_fires(alert, tables, now) for name, alert in ALERTS.items()}
+    panels = {name: panel_rows(name, tables, now) for name in MONITORED_PANELS}
+    if as_json:
+        shown = {"alerts": {name: fired for name, fired in firing.items() if fired}, "panels": panels}
+        print(json.dumps(shown, sort_keys=True, default=str), file=out)
+        return
+    print("\nalerts that fire (each for what it names):", file=out)
+    for name, fired in firing.items():
+        for dimensions in fired:
+            named = ", ".join(f"{key}={value}" for key, value in dimensions.items() if value) or "-"
+            print(f"  {ALERTS[name]['title']:<70} {named}", file=out)
+    for name, rows in panels.items():
+        print(f"\nworkbook: {name} ({len(rows)} rows)", file=out)
+        for row in rows:
+            fields = {key: value for key, value in row.items() if value not in (None, "") and key != "resourceId"}
+            print("  " + "; ".join(f"{key}={str(value)[:120]}" for key, value in fields.items()), file=out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from responder.errors import RequestRefused
+from responder.errors import AccessDenied, RequestRefused
 from responder.model import Finding, Severity
 from responder.ports import DeviceDirectory
 from responder.settings import Mode
@@ -48,6 +48,11 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
     for action in plan.actions:
         try:
             changed = await _perform(action, directory)
+        except AccessDenied as denied:  # named after this write's own app role, not Graph's in general
+            needs = f"{denied.message}; this write needs {action.role}"
+            problem = AccessDenied(denied.status, needs, denied.service, denied.resource, action.role)
+            refusals.append(Refusal(action.describe(), action.role, problem))
+            continue
         except RequestRefused as problem:
             refusals.append(Refusal(action.describe(), action.role, problem))
             continue

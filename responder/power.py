@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from responder.composition import Services
-from responder.errors import AccessDenied, TransientError
+from responder.errors import TransientError
 from responder.events import VmEvent
 from responder.executor import Refusal, execute
 from responder.facts import Gone, VmFacts
@@ -95,9 +95,6 @@ def _report(vm: VmRef, result: PowerResult, origin: str, mode: Mode) -> None:
     enforce mode, accepted only when Graph refused none of it), and an `action-refused` line per
     refused write, naming the Graph app role it needs (the access-denied alert is split by it)."""
     for refusal in result.refusals:
-        failure = failure_fields(refusal.problem)
-        if isinstance(refusal.problem, AccessDenied):
-            failure["role"] = refusal.role  # the action's own app role, not "Graph app roles"
         write(
             logging.WARNING,
             "action-refused",
@@ -105,7 +102,7 @@ def _report(vm: VmRef, result: PowerResult, origin: str, mode: Mode) -> None:
             reason=str(refusal.problem),
             mode=mode.value,
             **vm_fields(vm.resource_id),
-            **failure,
+            **failure_fields(refusal.problem),
         )
     if not result.plan.actions:
         return

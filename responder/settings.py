@@ -289,6 +289,7 @@ SUPPRESSION_GROUP_ID = _suppression_group.name
 SUPPRESSION_ATTRIBUTE = _suppression_attribute.name
 CLEANUP_DELAY_SECONDS = _cleanup_delay.name
 DEVICE_CHECK_FIRST_DELAY_SECONDS = _check_first_delay.name
+WATCHED_SUBSCRIPTIONS = _watched.name
 
 SETTING_NAMES: tuple[str, ...] = tuple(setting.name for setting in DECLARED)
 # Read by the settings object but deliberately not set by the Bicep template (tests/test_infra.py).

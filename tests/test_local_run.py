@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from responder.settings import SETTING_NAMES
 from tests.conftest import EVENTS
 from tools.replay import replay
 from tools.routes import event_grid_routes
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def restore_after_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +112,8 @@ def test_the_local_run_prints_a_readable_report(
 
     report = capsys.readouterr().out
     assert "on_vm_power_changed" in report
-    assert "ledger after the run (1 VMs)" in report
+    sample_vms = len(json.loads((REPO / "localdev" / "tenants" / "sample.json").read_text())["virtualMachines"])
+    assert f"ledger after the run ({sample_vms} VMs)" in report  # reconciliation records every VM it reads
     assert "vm-win11-01" in report
 
 
@@ -126,3 +130,23 @@ def test_the_local_run_shows_the_device_side_findings_of_a_host_whose_device_enr
     assert "'Windows - BitLocker' (c0f10001-0000-4000-8000-000000000001)" in device_side[0]
     assert "'Windows health - Secure Boot' (c0c00001-0000-4000-8000-000000000001)" in device_side[1]
     assert "'Corporate Wi-Fi' (c0f10002-0000-4000-8000-000000000002)" in device_side[2]
+
+
+def test_the_local_run_with_failures_shows_each_in_the_workbook_and_the_alerts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    restore_after_the_test(monkeypatch)
+
+    assert run.main(["--failures", "--json"]) == 0
+
+    shown = json.loads(capsys.readouterr().out.splitlines()[-1])
+    alerts, panels = shown["alerts"], shown["panels"]
+    assert {"role": "GroupMember.ReadWrite.All", "vmName": "vm-win11-01"} in alerts["access-denied"]
+    assert alerts["dead-lettered-events"] == [{"container": "deadletter"}]
+    assert alerts["reconcile-incomplete"] == [{"role": "Reader", "vmName": "vm-win11-01"}]
+    refused = [row for row in panels["failures"] if row["lineKind"] == "action-refused"]
+    assert {row["role"] for row in refused} == {"GroupMember.ReadWrite.All"}
+    (last,) = panels["last-reconciliation"]
+    assert (last["complete"], last["failed"]) == (False, 1)
+    assert {row["what"]: row["waiting"] for row in panels["queues"]}["dead-lettered events"] == 1
+    assert panels["marked-now"] == []  # every mark was refused: none counts

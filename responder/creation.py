@@ -31,7 +31,7 @@ from responder.model import Finding, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
 from responder.pipeline import Work
-from responder.prerequisites import PREREQUISITE_RULE_IDS, RULES, CheckFacts, cannot_enrol, check
+from responder.prerequisites import CREATE_PHASE, PREREQUISITE_RULE_IDS, RULES, CheckFacts, cannot_enrol, check
 from responder.prerequisites import join as join_rule
 from responder.scope import opted_out
 from responder.vm_checks import AVD_EXTENSION_TYPES, read_host_pool, report_news
@@ -95,7 +95,14 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     # The tag's verdict covers the device-side findings already known too.
     device_side = _device_phase(record.findings) if same_vm else ()
     await report_news(
-        event.vm, facts.vm_id, findings, reported, other_phase=device_side, services=services, first=first
+        event.vm,
+        facts.vm_id,
+        findings,
+        reported,
+        other_phase=device_side,
+        services=services,
+        first=first,
+        phase=CREATE_PHASE,
     )
     device_check_due = None
     if follows and facts.vm_id:
@@ -143,7 +150,14 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
     else:
         findings = tuple(check(replace(await create_time_facts(facts, services), hold_missing_join=enrolled)))
     await report_news(
-        vm, facts.vm_id, findings, reported, other_phase=_device_phase(record.findings), services=services, first=False
+        vm,
+        facts.vm_id,
+        findings,
+        reported,
+        other_phase=_device_phase(record.findings),
+        services=services,
+        first=False,
+        phase=CREATE_PHASE,
     )
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:

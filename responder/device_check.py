@@ -363,7 +363,16 @@ async def _conclude(
     create_time = tuple(finding for finding in known if finding.rule_id not in DEVICE_RULE_IDS)
     reported = tuple(finding for finding in known if finding.rule_id in DEVICE_RULE_IDS)
     first = current is None or (current.device_checked_at is None and not reported)
-    await report_news(vm, request.vm_id, findings, reported, other_phase=create_time, services=services, first=first)
+    await report_news(
+        vm,
+        request.vm_id,
+        findings,
+        reported,
+        other_phase=create_time,
+        services=services,
+        first=first,
+        phase=DEVICE_PHASE,
+    )
     own = ownership.own if ownership is not None else None
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:

@@ -114,7 +114,9 @@ class WorkQueue(Protocol):
 class FindingsTopic(Protocol):
     """The Event Grid topic other automation listens on: prerequisite findings, hybrid devices to delete in AD."""
 
-    async def publish(self, vm: VmRef, vm_id: str | None, findings: list[Finding]) -> None: ...
+    async def publish(
+        self, vm: VmRef, vm_id: str | None, findings: list[Finding], *, phase: str | None = None
+    ) -> None: ...
 
     async def publish_delete_in_ad(self, vm: VmRef, finding: Finding) -> None: ...
 

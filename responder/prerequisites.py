@@ -43,6 +43,7 @@ DOC_CLONE = (
 MIN_AVD_AGENT = (1, 0, 2944, 1400)  # multi-session management needs this agent or newer
 
 SELF_DEPLOYING = "windowsAzureADJoinUsingDeviceAuth"  # Intune's enrolment type of Autopilot self-deploying
+CREATE_PHASE = "create"  # the create-time check's (Finding.phase's default)
 DEVICE_PHASE = "device"
 PROFILE_NAMES = {"bitlocker": "BitLocker", "dfci": "DFCI", "domainjoin": "Domain Join", "wifi": "Wi-Fi"}
 

@@ -20,10 +20,17 @@ AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessio
 
 
 async def report_findings(
-    vm: VmRef, vm_id: str | None, findings: tuple[Finding, ...], other_phase: tuple[Finding, ...], services: Services
+    vm: VmRef,
+    vm_id: str | None,
+    findings: tuple[Finding, ...],
+    other_phase: tuple[Finding, ...],
+    services: Services,
+    *,
+    phase: str,
 ) -> None:
-    """Where a check's findings go, whichever check it was: one log line each, the optional tag
-    (its verdict over both checks' findings: `other_phase` are the other check's), the findings topic."""
+    """Where a check's findings go, whichever check it was (`phase`): one log line each, the optional
+    tag (its verdict over both checks' findings: `other_phase` are the other check's), the findings
+    topic (the check's phase is part of the event's id, so an empty report of each check is its own)."""
     for finding in findings:
         write(
             logging.WARNING if finding.severity == Severity.ERROR else logging.INFO,
@@ -39,7 +46,7 @@ async def report_findings(
     if services.settings.findings_tag:
         await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*other_phase, *findings))})
     if services.findings_publisher is not None:
-        await services.findings_publisher.publish(vm, vm_id, list(findings))
+        await services.findings_publisher.publish(vm, vm_id, list(findings), phase=phase)
 
 
 async def report_news(
@@ -51,19 +58,20 @@ async def report_news(
     other_phase: tuple[Finding, ...],
     services: Services,
     first: bool,
+    phase: str,
 ) -> None:
     """Report a check's findings once. Its first run reports them all (none at all is news too: the
     topic hears the VM was checked); a later run reports only those not reported before (`reported`:
     this check's findings the ledger holds), and one that only lost findings updates the tag alone."""
     if first:
-        await report_findings(vm, vm_id, findings, other_phase, services)
+        await report_findings(vm, vm_id, findings, other_phase, services, phase=phase)
         return
     if set(findings) == set(reported):
         return
     new = tuple(finding for finding in findings if finding not in reported)
     kept = tuple(finding for finding in findings if finding in reported)
     if new:
-        await report_findings(vm, vm_id, new, (*other_phase, *kept), services)
+        await report_findings(vm, vm_id, new, (*other_phase, *kept), services, phase=phase)
     elif services.settings.findings_tag:
         await services.compute.merge_tags(vm, {services.settings.findings_tag: verdict((*other_phase, *findings))})
 

@@ -192,3 +192,16 @@ def test_a_finding_that_says_something_else_gets_another_id(field: str) -> None:
     changed = replace(JOIN, **said)
 
     assert event_id(EVENT_TYPE, VM, VM_ID, "create", [JOIN]) != event_id(EVENT_TYPE, VM, VM_ID, "create", [changed])
+
+
+async def test_each_check_names_its_phase_so_their_empty_reports_are_two_events(
+    services: Services, simulators: Simulators
+) -> None:
+    from responder.prerequisites import CREATE_PHASE, DEVICE_PHASE
+    from responder.vm_checks import report_findings
+
+    await report_findings(VM, VM_ID, (), (), services, phase=CREATE_PHASE)  # the create-time check found nothing
+    await report_findings(VM, VM_ID, (), (), services, phase=DEVICE_PHASE)  # nor did the device-side check
+
+    create_time, device_side = published_ids(simulators)
+    assert create_time != device_side

@@ -31,6 +31,9 @@ class RequestRefused(Exception):
         self.resource = resource  # what the refused request was for, where the caller can't tell
 
 
+IDENTITY_MISSING = "managed identity (AZURE_CLIENT_ID)"  # the `role` of an AccessDenied for want of any token
+
+
 class AccessDenied(RequestRefused):
     """401/403, or no token at all: the app's identity lacks a role or a setting is wrong.
     The message names what is missing; nothing retries it. `role` names the role an admin grants

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from responder.errors import AccessDenied, RequestRefused
+from responder.errors import IDENTITY_MISSING, AccessDenied, RequestRefused
 from responder.model import Finding, Severity
 from responder.ports import DeviceDirectory
 from responder.settings import Mode
@@ -49,6 +49,9 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
         try:
             changed = await _perform(action, directory)
         except AccessDenied as denied:  # named after this write's own app role, not Graph's in general
+            if denied.role == IDENTITY_MISSING:  # no token at all: the identity, not a role, is what's missing
+                refusals.append(Refusal(action.describe(), action.role, denied))
+                continue
             needs = f"{denied.message}; this write needs {action.role}"
             problem = AccessDenied(denied.status, needs, denied.service, denied.resource, action.role)
             refusals.append(Refusal(action.describe(), action.role, problem))

@@ -125,6 +125,7 @@ class VmRecord:
     power_state: PowerState = PowerState.UNKNOWN
     power_state_at: datetime | None = None
     suppression: SuppressionState = SuppressionState.NONE
+    marked_at: datetime | None = None  # since when the device is marked (Graph accepted it), by event or reconciliation
     last_event_at: dict[EventKind, datetime] = field(default_factory=dict)
     recent_event_ids: tuple[str, ...] = ()  # events whose work is done: a redelivery changes nothing
     pending_event_ids: tuple[str, ...] = ()  # events seen whose work is not done yet: a redelivery resumes it

@@ -186,6 +186,7 @@ def forget_machine(record: VmRecord) -> VmRecord:
         device_vm_id=None,
         device_groups=None,
         suppression=SuppressionState.NONE,
+        marked_at=None,
     )
 
 

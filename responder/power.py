@@ -214,7 +214,12 @@ async def _commit(vm: VmRef, owner: str, at: datetime, decided: _Decided, servic
             updated = replace(adopted, opted_out=decided.opted_out)
         updated = replace(updated, findings=_merge_findings(updated.findings, result.findings), last_plan=result.done)
         if enforced and not any(f.rule_id == "action-refused" for f in result.findings):
-            updated = replace(updated, suppression=result.plan.suppression_after)
+            after = result.plan.suppression_after
+            marked_at = None
+            if after is SuppressionState.SUPPRESSED:  # marked now, or since the mark it already had
+                already = updated.suppression is SuppressionState.SUPPRESSED
+                marked_at = (updated.marked_at or at) if already else at
+            updated = replace(updated, suppression=after, marked_at=marked_at)
         if isinstance(device, DeviceIds):
             updated = replace(
                 updated,

@@ -52,6 +52,9 @@ MAX_FAILURE_LINES = 20
 GIVE_UP_AFTER_FAILURES_IN_A_ROW = 20
 
 
+THE_RUN = "the run"  # the step a run that gave up names
+
+
 class _GiveUp(Exception):
     """Every step fails: the run stops here and says so."""
 
@@ -103,7 +106,7 @@ class _Pass:
         self.summary.failed += 1
         if self.summary.first_failure is None:
             self.summary.first_failure = clip(f"{step}: {reason}", 1000)
-        if self.summary.failed <= MAX_FAILURE_LINES:
+        if self.summary.failed <= MAX_FAILURE_LINES or step == THE_RUN:  # the stop is always said
             write(
                 logging.WARNING,
                 "reconcile-failure",
@@ -158,7 +161,7 @@ class _Pass:
 
     def _report_long_mark(self, vm: VmRef, record: VmRecord) -> None:
         """A `still-marked` line for a device marked longer than REPORT_MARKED_AFTER."""
-        since = record.power_state_at
+        since = record.marked_at or record.power_state_at  # rows marked before marked_at was kept: the event's
         if record.suppression is not SuppressionState.SUPPRESSED or since is None:
             return
         if since > self.now - REPORT_MARKED_AFTER:
@@ -268,23 +271,27 @@ class _Pass:
 
 async def reconcile(services: Services, now: datetime | None = None) -> ReconcileSummary:
     walk = _Pass(services, await services.audit.reconcile_cursor(), now or services.clock())
+    cursor = 0
     try:
         await walk.vms()
         if not walk.bounded:
             await walk.records()
     except _GiveUp as gave_up:
-        walk.failure("the run", f"stopped: {gave_up}")
+        walk.failure(THE_RUN, f"stopped: {gave_up}")
+        cursor = walk.cursor  # a service is down: the next run does this run's share again
     walk.summary.complete = not walk.bounded and walk.summary.failed == 0
-    # Resume after the bound; a run that ended on failures starts over (its failed steps are due again).
-    return await _stop(services, walk.summary, walk.position - 1 if walk.bounded else 0)
+    if walk.bounded:
+        cursor = walk.position - 1  # resume after the bound (a failed step is due when the walk comes round)
+    return await _stop(services, walk.summary, cursor)
 
 
 async def _stop(services: Services, summary: ReconcileSummary, cursor: int) -> ReconcileSummary:
-    """Save where the next run starts, and report the counts once: a log line and an audit row."""
-    await services.audit.save_reconcile_cursor(cursor)
-    counts = json.dumps(asdict(summary), sort_keys=True)
+    """Report the counts once (the log line first: it is the heartbeat, whatever storage does next),
+    then save where the next run starts and the audit row."""
     level = logging.WARNING if summary.failed else logging.INFO
     write(level, "reconcile", **{_camel(name): value for name, value in asdict(summary).items()})
+    await services.audit.save_reconcile_cursor(cursor)
+    counts = json.dumps(asdict(summary), sort_keys=True)
     await services.audit.record(AuditEntry(None, None, "reconcile", counts, services.settings.mode.value))
     return summary
 

@@ -40,6 +40,10 @@ MONITORING = REPO / "infra" / "monitoring"
 
 WIN11 = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
 OLD = VmRef(SUB, "rg-avd-prod", "vm-old-09")
+WIN10 = VmRef(SUB, "rg-avd-prod", "vm-win10-02")
+WIN10_ARM_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win10-02"
+)
 WIN11_VM_ID = "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01"
 WIN11_MANAGED, WIN11_ENTRA = "7d1e0001-aaaa-4bbb-8ccc-000000000001", "e0b10001-1111-4222-8333-000000000001"
 
@@ -124,9 +128,9 @@ async def deletions_outrun_the_blast_radius_cap(estate: Estate) -> None:
     await cleanup_of_old_09(estate, RESPONDER_MAX_DELETIONS_PER_HOUR="1")  # its two records need two slots
 
 
-async def graph_refuses_the_device_check(estate: Estate) -> None:
+async def graph_rejects_the_device_check(estate: Estate) -> None:
     await estate.start()
-    estate.simulators.graph.faults.fail = [403]
+    estate.simulators.graph.faults.fail = [400]
     first = datetime.now(UTC)
     text = DeviceCheckRequest(WIN11.resource_id, WIN11_VM_ID, first, first + timedelta(hours=24), 1).to_text()
     from azure.functions.queue import QueueMessage
@@ -169,6 +173,14 @@ async def event_grid_dead_letters_an_event(estate: Estate) -> None:
 async def reconciliation_ran_once_then_stopped_running(estate: Estate) -> None:
     await estate.start()
     await on_reconcile_timer(TimerRequest(past_due=False))  # evaluated 27 hours later: nothing since
+
+
+async def reconciliation_gets_a_bad_answer_for_one_vm(estate: Estate) -> None:
+    await estate.start()
+    estate.simulators.world.set_power_state(WIN10.resource_id, "deallocated")  # drift: its mark is due
+    faults = estate.simulators.arm.faults
+    faults.fail, faults.path_prefix = [400], WIN10_ARM_ID  # ARM refuses that VM's read, not for a role
+    await on_reconcile_timer(TimerRequest(past_due=False))
 
 
 async def reconciliation_is_refused_the_watched_subscription(estate: Estate) -> None:
@@ -243,7 +255,7 @@ TABLE = [
         "cleanup-needs-review",
         {"decision": "parked", "vmName": "vm-old-09"},
     ),
-    FailureClass(graph_refuses_the_device_check, "device-check-parked", {"vmName": "vm-win11-01"}),
+    FailureClass(graph_rejects_the_device_check, "device-check-parked", {"vmName": "vm-win11-01"}),
     FailureClass(deletions_outrun_the_blast_radius_cap, "blast-radius-cap", {}),
     FailureClass(a_vm_fails_an_intune_prerequisite, "error-findings", {"vmName": "vm-clone-05"}),
     FailureClass(
@@ -255,7 +267,12 @@ TABLE = [
     FailureClass(the_host_moves_a_failing_message_to_the_poison_queue, "poison-queue", {}),
     FailureClass(event_grid_dead_letters_an_event, "dead-lettered-events", {}),
     FailureClass(reconciliation_ran_once_then_stopped_running, "reconcile-missing", {}, later=timedelta(hours=27)),
-    FailureClass(reconciliation_is_refused_the_watched_subscription, "reconcile-incomplete", {"role": "Reader"}),
+    FailureClass(reconciliation_is_refused_the_watched_subscription, "access-denied", {"role": "Reader"}),
+    FailureClass(
+        reconciliation_gets_a_bad_answer_for_one_vm,
+        "reconcile-incomplete",
+        {"vmName": "vm-win10-02", "resourceGroup": "rg-avd-prod"},
+    ),
     FailureClass(a_function_fails_on_a_wrong_setting, "function-failures", {"function": "on_queue_watch_timer"}),
     FailureClass(
         arm_keeps_throttling,
@@ -328,3 +345,17 @@ def test_the_marked_too_long_threshold_can_not_go_below_what_reconciliation_repo
         text = (REPO / "infra" / template).read_text()
         (floor,) = re.findall(r"@minValue\((\d+)\)\n@description\([^\n]*\)\nparam markedDaysAlert int", text)
         assert int(floor) == REPORT_MARKED_AFTER.days, template
+
+
+def test_a_failed_count_does_not_resolve_the_poison_queue_alert() -> None:
+    from responder.log_lines import line
+
+    now = datetime.now(UTC)
+    counted = line("queue-depth", {"queue": "vm-cleanup-poison", "purpose": "cleanup", "messages": 3})
+    failed = line("queue-depth", {"queue": "vm-cleanup-poison", "purpose": "cleanup", "messages": None})
+    traces = [
+        {"TimeGenerated": now - timedelta(minutes=20), "Message": counted},
+        {"TimeGenerated": now - timedelta(minutes=5), "Message": failed},  # storage didn't answer this time
+    ]
+
+    assert alert_fires(ALERTS["poison-queue"], {"AppTraces": traces}, now) == [{"queue": "vm-cleanup-poison"}]

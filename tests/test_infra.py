@@ -514,7 +514,9 @@ def test_event_grid_alerts_on_dead_lettered_dropped_and_failing_deliveries_per_e
     assert alerts["DeadLetteredCount"]["threshold"] == alerts["DroppedEventCount"]["threshold"] == 0
     assert 0 < alerts["DeliveryAttemptFailCount"]["threshold"] <= 10
     assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
-    assert criterion["dimensions"] == [{"name": "EventSubscriptionName", "operator": "Include", "values": ["*"]}]
+    (split,) = criterion["dimensions"]
+    assert (split["name"], split["operator"]) == ("EventSubscriptionName", "Include")
+    assert split["values"] == "subscriptionNames"  # the responder's own subscriptions, as named and upper-cased
     assert (criterion["operator"], criterion["timeAggregation"]) == ("GreaterThan", "Total")
 
 

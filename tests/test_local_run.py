@@ -141,9 +141,10 @@ def test_the_local_run_with_failures_shows_each_in_the_workbook_and_the_alerts(
 
     shown = json.loads(capsys.readouterr().out.splitlines()[-1])
     alerts, panels = shown["alerts"], shown["panels"]
-    assert {"role": "GroupMember.ReadWrite.All", "vmName": "vm-win11-01"} in alerts["access-denied"]
+    vm = {"vmName": "vm-win11-01", "resourceGroup": "rg-avd-prod"}
+    assert {**vm, "role": "GroupMember.ReadWrite.All"} in alerts["access-denied"]
+    assert {**vm, "role": "Reader"} in alerts["access-denied"]  # reconciliation's read: the role is the cause
     assert alerts["dead-lettered-events"] == [{"container": "deadletter"}]
-    assert alerts["reconcile-incomplete"] == [{"role": "Reader", "vmName": "vm-win11-01"}]
     refused = [row for row in panels["failures"] if row["lineKind"] == "action-refused"]
     assert {row["role"] for row in refused} == {"GroupMember.ReadWrite.All"}
     (last,) = panels["last-reconciliation"]

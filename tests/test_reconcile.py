@@ -261,3 +261,54 @@ async def test_a_device_check_already_done_or_on_its_way_is_not_queued_again(
     first, second = await summaries(services)
     assert first["device_checks_queued"] > 0
     assert second["device_checks_queued"] == 0
+
+
+async def test_a_mark_reconciliation_set_is_reported_still_marked_from_the_day_it_was_set(
+    drifted: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import timedelta
+
+    from responder.reconcile import reconcile
+
+    caplog.set_level(logging.INFO, logger="responder")
+    first = datetime.now(UTC)
+    await reconcile(drifted, now=first)  # win10's deallocate event was missed: reconciliation marks it
+    caplog.clear()
+
+    await reconcile(drifted, now=first + timedelta(days=21))
+
+    (still,) = log_lines(caplog, "still-marked")
+    assert (still["vmName"], still["markedDays"]) == ("vm-win10-02", 21)
+
+
+async def test_a_run_whose_steps_all_fail_stops_says_so_and_keeps_its_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging as logs
+
+    from responder import reconcile as module
+    from tests.conftest import sample_in_process
+
+    monkeypatch.setattr(module, "GIVE_UP_AFTER_FAILURES_IN_A_ROW", 5)  # the sample estate is smaller than 20
+    monkeypatch.setattr(module, "MAX_FAILURE_LINES", 2)
+    product = sample_in_process({"RESPONDER_WATCHED_SUBSCRIPTIONS": SUB}, lambda: datetime(2026, 12, 3, tzinfo=UTC))
+    await product.services.audit.save_reconcile_cursor(3)
+    product.ledger.faults.fail = 100  # the ledger is down: no VM can be recorded
+    records: list[logs.LogRecord] = []
+
+    class Keep(logs.Handler):
+        def emit(self, record: logs.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logs.WARNING)
+    logs.getLogger("responder").addHandler(handler)
+    try:
+        summary = await module.reconcile(product.services)
+    finally:
+        logs.getLogger("responder").removeHandler(handler)
+
+    lines = [json.loads(record.getMessage()) for record in records]
+    steps = [line["step"] for line in lines if line["kind"] == "reconcile-failure"]
+    assert steps == ["record the VM", "record the VM", "the run"]  # two lines, then the stop: always said
+    assert (summary.failed, summary.complete) == (6, False)
+    assert await product.services.audit.reconcile_cursor() == 3  # the next run does this run's share again
+    assert [line["kind"] for line in lines][-1] == "reconcile"
+    await product.services.aclose()

@@ -150,6 +150,11 @@ var deliveryAlerts = [
 ]
 
 var topicId = resourceId('Microsoft.EventGrid/systemTopics', topicName)
+// The responder's own event subscriptions, as named and upper-cased (Event Grid upper-cases a
+// subscription's name where it writes it, e.g. dead-letter blob paths): either spelling matches.
+var ownSubscriptionNames = [for function in functions: replace(function.name, '_', '-')]
+var ownSubscriptionNamesUpper = [for function in functions: toUpper(replace(function.name, '_', '-'))]
+var subscriptionNames = concat(ownSubscriptionNames, ownSubscriptionNamesUpper)
 
 resource deliveryAlertRules 'Microsoft.Insights/metricAlerts@2026-01-01' = [
   for alert in deliveryAlerts: {
@@ -176,7 +181,7 @@ resource deliveryAlertRules 'Microsoft.Insights/metricAlerts@2026-01-01' = [
               {
                 name: 'EventSubscriptionName'
                 operator: 'Include'
-                values: ['*']
+                values: subscriptionNames // the responder's own: a shared topic's other consumers are not ours
               }
             ]
             operator: 'GreaterThan'

@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from responder.errors import AccessDenied, RequestRefused, TransientError
+from responder.errors import IDENTITY_MISSING, AccessDenied, RequestRefused, TransientError
 from responder.names import clip
 
 TABLES, QUEUES, BLOBS, ARM, GRAPH, EVENT_GRID = (
@@ -66,7 +66,7 @@ def service_failure(problem: Exception, service: str) -> Exception:
             401,
             f"no token for {service}: {clip(str(problem))} (check the managed identity and AZURE_CLIENT_ID)",
             service,
-            role="managed identity (AZURE_CLIENT_ID)",
+            role=IDENTITY_MISSING,
         )
     if isinstance(problem, (ServiceRequestError, ServiceResponseError)):
         return TransientError(f"{service} unreachable: {clip(str(problem))}", service)

@@ -1,6 +1,6 @@
 """Event Grid's dead letters: the deliveries it gave up on, as blobs in the app's storage account.
 
-Only counted (for the reconciliation's `queues` log line, which the workbook charts): each blob
+Only counted (for the queue watch's `dead-letters` line, which the alert and the workbook read): each blob
 is a batch of events that failed for 24 hours, and a person reads them in the portal.
 The client is made on the first count, so no other event imports azure-storage-blob.
 """

@@ -127,6 +127,7 @@ def entity_from_record(record: VmRecord) -> dict[str, Any]:
         "PowerState": record.power_state.value,
         "PowerStateAt": record.power_state_at,
         "Suppression": record.suppression.value,
+        "MarkedAt": record.marked_at,
         "RecentEventIds": json.dumps(list(record.recent_event_ids)),
         "PendingEventIds": json.dumps(list(record.pending_event_ids)) if record.pending_event_ids else None,
         "Findings": json.dumps([_finding_json(finding) for finding in record.findings]),
@@ -166,6 +167,7 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
         power_state=PowerState(entity.get("PowerState", PowerState.UNKNOWN.value)),
         power_state_at=_moment(entity.get("PowerStateAt")),
         suppression=SuppressionState(entity.get("Suppression", SuppressionState.NONE.value)),
+        marked_at=_moment(entity.get("MarkedAt")),
         last_event_at={
             kind: moment
             for kind, column in _LAST_EVENT_COLUMNS.items()

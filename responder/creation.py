@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from datetime import datetime
 
 from responder import arm_documents
 from responder.composition import Services
@@ -68,15 +69,22 @@ async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -
 
 async def check_written_vm(event: VmEvent, record: VmRecord, services: Services) -> tuple[str, tuple[Finding, ...]]:
     """Check the VM the event names (`record`: the ledger row the event produced); returns a summary and findings."""
-    facts = await services.compute.get_vm(event.vm)
+    return await check_vm(event.vm, event.event_time, record, services)
+
+
+async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services) -> tuple[str, tuple[Finding, ...]]:
+    """The create-time check of `vm` as ARM has it now (`at`: when it was written, or when reconciliation
+    found it never checked: an estate older than the app, a write event lost); returns a summary and
+    findings. A VM Intune can't manage (Windows Server, Pro...) gets no device check: it is never looked for."""
+    facts = await services.compute.get_vm(vm)
     if isinstance(facts, Gone):
         return "the VM no longer exists", ()
     since = await installation_since(record, facts, services.compute)
     if opted_out(facts.tags, services.settings):
         # Remembered, so the cleanup after a deletion leaves this VM's records alone too.
         await services.ledger.update(
-            event.vm,
-            lambda current: (replace(adopt_incarnation(current, facts, event.event_time, since), opted_out=True), None),
+            vm,
+            lambda current: (replace(adopt_incarnation(current, facts, at, since), opted_out=True), None),
         )
         return "the VM carries the opt-out tag: not checked", ()
     checked = fingerprint(facts)
@@ -95,7 +103,7 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     # The tag's verdict covers the device-side findings already known too.
     device_side = _device_phase(record.findings) if same_vm else ()
     await report_news(
-        event.vm,
+        vm,
         facts.vm_id,
         findings,
         reported,
@@ -108,10 +116,10 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
     if follows and facts.vm_id:
         from responder.device_check import queue_device_check  # the follow-up, once the device enrols
 
-        device_check_due = await queue_device_check(event.vm, facts.vm_id, services)
+        device_check_due = await queue_device_check(vm, facts.vm_id, services)
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
-        adopted = adopt_incarnation(current, facts, event.event_time, since)
+        adopted = adopt_incarnation(current, facts, at, since)
         kept = _device_phase(adopted.findings)
         updated = replace(adopted, findings=(*kept, *findings), check_fingerprint=checked, opted_out=False)
         if device_check_due is not None:
@@ -119,7 +127,7 @@ async def check_written_vm(event: VmEvent, record: VmRecord, services: Services)
         return updated, None
 
     # Last: the fingerprint says "checked", so a crash before it repeats the check (and its reports).
-    await services.ledger.update(event.vm, remember)
+    await services.ledger.update(vm, remember)
     errors = sum(finding.severity == "error" for finding in findings)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
 
@@ -130,7 +138,7 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
     Its extensions' events may have been lost, so the rules run again when what they read changed
     since; and a VM with neither join extension is reported now, unless its device enrolled all the
     same (`enrolled`). Only findings not reported before are reported. A VM never checked at create
-    (its write was missed: reconciliation queued the device check) is left to the device-side rules.
+    is left to the device-side rules here; reconciliation runs its create-time check (`check_vm`).
     """
     if record.check_fingerprint is None or record.vm_id != facts.vm_id:
         return

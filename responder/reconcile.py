@@ -4,8 +4,9 @@ One pass walks the VMs of every watched subscription and records each in the
 ledger (its vmId, computer name, creation time, OS disk and opt-out tag: an estate
 older than the app is known from its first run on, whatever the bound), then
 acts on drift (a deallocated VM whose device isn't marked, a running one whose
-device still is: `align_power_mark`; a Windows VM whose device-side check never
-concluded: queued again),
+device still is: `align_power_mark`; a Windows VM never checked at creation: the
+create-time rules, which queue its device check when Intune can manage it; one
+whose device-side check never concluded: queued again),
 then the Intune records of model `Virtual Machine` (no VM of that name anywhere
 and silent for `stale_days`: a cleanup queued through the guarded worker). A
 run looks at no more than `max_items` and saves where it stopped; the next run
@@ -66,6 +67,7 @@ class ReconcileSummary:
     repaired: int = 0  # marks set or lifted (or, in audit mode, planned)
     refused: int = 0  # drift found but left alone, with a finding (ambiguous, no device...)
     queued: int = 0  # orphaned records sent to the guarded cleanup
+    create_checks: int = 0  # Windows VMs never checked at creation (older than the app, write lost): checked now
     device_checks_queued: int = 0  # Windows VMs whose device-side check never concluded
     failed: int = 0  # steps a service refused or failed: each has its `reconcile-failure` line (up to a bound)
     first_failure: str | None = None  # what the first of them could not do, and why
@@ -207,6 +209,15 @@ class _Pass:
         its create event was missed or its follow-ups were lost; or ended without a proven device),
         unless one is on its way; and a second look at a found device whose groups changed since."""
         if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
+            return
+        if record is not None and record.check_fingerprint is None and record.vm_id in {None, vm.vm_id}:
+            # Never checked at creation: the create-time rules first, as its write event would have run
+            # them. They queue the device check when Intune can manage the VM; a Windows Server or Pro
+            # VM is never looked for.
+            from responder.creation import check_vm
+
+            await check_vm(vm.ref, self.now, record, self.services)
+            self.summary.create_checks += 1
             return
         if record is not None and record.vm_id == vm.vm_id:
             if cannot_enrol(record.findings):

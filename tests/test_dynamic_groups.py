@@ -77,6 +77,14 @@ async def deliver(request: DeviceCheckRequest) -> None:
 async def first_look(ledger: TableLedger) -> datetime:
     """The device check that finds the host's device, some hours ago; returns when it concluded (its second
     look was queued then, delayed until now)."""
+    from responder.composition import get_services
+    from responder.creation import fingerprint
+    from responder.facts import VmFacts
+
+    facts = await (await get_services()).compute.get_vm(HOST)
+    assert isinstance(facts, VmFacts)
+    # Checked at creation (its write event came: the create-time rules found nothing), then its device found.
+    await ledger.update(HOST, lambda row: (replace(row, vm_id=HOST_VM_ID, check_fingerprint=fingerprint(facts)), None))
     now = datetime.now(UTC)
     await deliver(DeviceCheckRequest(HOST.resource_id, HOST_VM_ID, now, now + timedelta(hours=24)))
     checked_at = (await ledger_row(ledger, HOST)).device_checked_at

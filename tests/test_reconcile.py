@@ -3,6 +3,7 @@ are left alone, and a bounded run resumes where it stopped (design §6)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -214,19 +215,48 @@ async def test_the_bound_counts_only_vm_records_even_when_graph_ignores_the_filt
     assert summary["queued"] == 1
 
 
-async def test_a_windows_vm_whose_device_was_never_checked_gets_its_device_check_queued(
+async def test_a_windows_vm_never_checked_gets_the_create_time_rules_and_then_its_device_check(
     drifted: Services, azurite: Azurite, ledger: TableLedger
 ) -> None:
     await run_timer()
 
     (summary,) = await summaries(drifted)
-    expected = sorted([record.ref.name async for record in ledger.records() if record.device_check_due is not None])
+    records = [record async for record in ledger.records()]
+    expected = sorted(record.ref.name for record in records if record.device_check_due is not None)
     assert "vm-linux-08" not in expected  # the Windows rules don't apply
     assert "vm-optout-10" not in expected  # opted out
     assert {"vm-win11-01", "vm-win10-02", "avd-personal-03"} <= set(expected)
+    checked = {record.ref.name for record in records if record.check_fingerprint is not None}
+    assert set(expected) <= checked  # the create-time rules ran first, and queued each check
+    assert summary["create_checks"] == len(checked)
     async with queue_client(azurite.connection_string, drifted.settings.device_check.queue) as client:
         waiting = (await client.get_queue_properties()).approximate_message_count  # delayed: not visible yet
-    assert summary["device_checks_queued"] == waiting == len(expected)
+    assert waiting == len(expected)
+
+
+async def test_an_adopted_windows_server_vm_is_reported_and_never_looked_for_in_intune(
+    drifted: Services, simulators: Simulators, ledger: TableLedger
+) -> None:
+    document = copy.deepcopy(simulators.world.vms[WIN11.resource_id])
+    server = VmRef(SUB, "rg-avd-prod", "vm-server-12")
+    document["id"] = document["id"].replace("vm-win11-01", server.name)
+    document["name"] = document["properties"]["osProfile"]["computerName"] = server.name
+    document["properties"]["vmId"] = "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a12"
+    document["properties"]["storageProfile"]["imageReference"] = {
+        "publisher": "MicrosoftWindowsServer",
+        "offer": "WindowsServer",
+        "sku": "2022-datacenter-azure-edition",
+        "version": "latest",
+    }
+    document["properties"].pop("licenseType", None)
+    simulators.world.create_vm(document)  # older than the app: no write event ever came
+
+    await run_timer()
+
+    record = await ledger.get(server)
+    assert record is not None
+    assert ("os-edition", "error") in {(finding.rule_id, finding.severity) for finding in record.findings}
+    assert record.device_check_due is None  # Intune can't manage it: no device is looked for
 
 
 async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_is_not(
@@ -236,7 +266,11 @@ async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_
     not_enrolled = Finding("not-enrolled", Severity.WARNING, "No Intune record of this VM appeared.", phase="device")
 
     def checked(vm_id: str, findings: tuple[Finding, ...]) -> Callable[[VmRecord], tuple[VmRecord, None]]:
-        return lambda row: (replace(row, vm_id=vm_id, device_checked_at=checked_at, findings=findings), None)
+        def done(row: VmRecord) -> tuple[VmRecord, None]:
+            checked_row = replace(row, vm_id=vm_id, device_checked_at=checked_at, findings=findings)
+            return replace(checked_row, check_fingerprint="checked at create"), None
+
+        return done
 
     await ledger.update(WIN10, checked("0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a02", (not_enrolled,)))
     await ledger.update(WIN11, checked("0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01", ()))
@@ -259,8 +293,8 @@ async def test_a_device_check_already_done_or_on_its_way_is_not_queued_again(
     await run_timer()  # every check queued by the first run is still on its way
 
     first, second = await summaries(services)
-    assert first["device_checks_queued"] > 0
-    assert second["device_checks_queued"] == 0
+    assert first["create_checks"] > 0  # each queued its device check
+    assert (second["create_checks"], second["device_checks_queued"]) == (0, 0)
 
 
 async def test_a_mark_reconciliation_set_is_reported_still_marked_from_the_day_it_was_set(

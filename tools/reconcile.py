@@ -192,6 +192,7 @@ def report_lines(report: PassReport) -> list[str]:
         _count("items looked at", summary.checked, f"from item {summary.resumed_from}; {where}"),
         _count(f"power marks set or lifted{planned}", summary.repaired, "a VM whose mark disagreed with its power"),
         _count("drift left alone with a finding", summary.refused, "no device, or none proven the VM's"),
+        _count("create-time checks run", summary.create_checks, "Windows VMs never checked at creation"),
         _count("device-side checks queued", summary.device_checks_queued, "Windows VMs whose device was never found"),
         _count("silent Intune VM records swept", summary.queued, "no VM of their name in a watched subscription"),
     ]

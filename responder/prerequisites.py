@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from responder.facts import HostPool, ImageDefinition, Unreadable, VmFacts
 from responder.intune_policies import (
+    CONFIGURATION,
     TPM_COMPLIANCE_SETTINGS,
     AssignedPolicy,
+    Policy,
     profile_kind,
     remote_connections_setting,
     tpm_requirements,
@@ -339,6 +341,33 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
+# Template profiles Intune delivers to Enterprise multi-session (DOC_MULTI, "Create the configuration
+# profile"): trusted, SCEP and PKCS certificates, and VPN (device tunnel). Any other template isn't
+# delivered and reports "Not applicable"; so does every compliance setting outside the documented list
+# (passwords, OS versions, Defender, firewall, antivirus...), the TPM-bound ones among them.
+MULTI_SESSION_TEMPLATES = frozenset(
+    {
+        "#microsoft.graph.windows81trustedrootcertificate",
+        "#microsoft.graph.windows81scepcertificateprofile",
+        "#microsoft.graph.windows10pkcscertificateprofile",
+        "#microsoft.graph.windows10vpnconfiguration",
+    }
+)
+
+
+def applies_on(policy: Policy, system: OperatingSystem) -> bool:
+    """Whether Intune applies the policy on this OS at all: on Enterprise multi-session a template profile
+    (a `deviceConfiguration`, `#microsoft.graph.windows…`) outside MULTI_SESSION_TEMPLATES, and the
+    compliance settings the rules read, are "Not applicable" (DOC_MULTI): nothing to report of them.
+    Settings catalog and Endpoint security policies apply (the rules read their device-scope settings)."""
+    if system.edition != MULTI_SESSION:
+        return True
+    kind = policy.odata_type.lower()
+    if policy.category == CONFIGURATION:
+        return not kind.startswith("#microsoft.graph.windows") or kind in MULTI_SESSION_TEMPLATES
+    return False  # compliance: the TPM-bound settings aren't among those multi-session evaluates
+
+
 @reports("tpm-profile", "tpm-compliance")
 def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     device = facts.device
@@ -350,6 +379,8 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     findings = []
     for assigned in device.policies:
         policy = assigned.policy
+        if not applies_on(policy, system):
+            continue
         kind = profile_kind(policy)
         if kind is not None and kind[0] in unsupported:
             findings.append(
@@ -383,6 +414,8 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
         return []
     findings = []
     for assigned in facts.device.policies:
+        if not applies_on(assigned.policy, system):
+            continue
         setting = remote_connections_setting(assigned.policy)
         if setting is None:
             continue

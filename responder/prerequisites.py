@@ -151,6 +151,47 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     return []
 
 
+# Windows 10 2004, 20H2 and 21H1 multi-session need the July 2021 update (KB5004237: revision 1110 of
+# each build) or Intune's remote actions, remote sync among them, don't work correctly (DOC_MULTI).
+JULY_2021_REVISION = 1110
+NEEDS_JULY_2021 = {19041: "2004", 19042: "20H2", 19043: "21H1"}
+
+
+@reports("os-update")
+def multi_session_update(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
+    if system.edition != MULTI_SESSION or system.family != "windows 10" or system.build not in NEEDS_JULY_2021:
+        return []
+    found = re.match(r"^\d+\.\d+\.\d+\.(\d+)", facts.vm.os_version or "")  # the guest's 10.0.build.revision
+    revision = int(found.group(1)) if found else None
+    if revision is not None and revision >= JULY_2021_REVISION:
+        return []
+    version = NEEDS_JULY_2021[system.build]
+    evidence = f"{system.evidence}; guest osVersion {facts.vm.os_version or 'not reported'}"
+    if revision is None:  # the image says which build, not which update: the guest hasn't reported yet
+        return [
+            Finding(
+                "os-update",
+                Severity.INFO,
+                f"Windows 10 {version} multi-session needs the July 2021 update (build {system.build}."
+                f"{JULY_2021_REVISION}) or later, or Intune's remote actions (sync) don't work correctly and "
+                "pending policies can take up to 8 hours to apply; the update level isn't known yet.",
+                evidence,
+                DOC_MULTI,
+            )
+        ]
+    return [
+        Finding(
+            "os-update",
+            Severity.WARNING,
+            f"Windows 10 {version} multi-session is before the July 2021 update (build {system.build}."
+            f"{JULY_2021_REVISION}): Intune's remote actions (sync) don't work correctly and pending policies can "
+            "take up to 8 hours to apply. Install the July 2021 or a later update.",
+            evidence,
+            DOC_MULTI,
+        )
+    ]
+
+
 @reports("host-pool", "avd-agent", "host-pool-unreadable")
 def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     if facts.host_pool_unreadable is not None:
@@ -462,7 +503,7 @@ def _device_finding(rule_id: str, severity: Severity, message: str, evidence: st
     return Finding(rule_id, severity, message, evidence, doc, phase=DEVICE_PHASE)
 
 
-RULES: tuple[Rule, ...] = (os_edition, os_version, host_pool_persistence, join, cloned_image)
+RULES: tuple[Rule, ...] = (os_edition, os_version, multi_session_update, host_pool_persistence, join, cloned_image)
 # Read from Intune once the VM's device has enrolled (`responder.device_check`).
 DEVICE_RULES: tuple[Rule, ...] = (autopilot, tpm_bound, remote_access)
 # The device check's findings when it found no device of the VM's (reconciliation looks again).

@@ -83,3 +83,36 @@ def test_the_same_template_profiles_are_findings_on_a_single_session_personal_ho
     )
 
     assert found == {"tpm-profile", "tpm-compliance", "remote-access"}
+
+
+# --- Windows 10 2004, 20H2 and 21H1 multi-session: the July 2021 update --------------------------
+
+MULTI_SESSION_21H1 = marketplace("21h1-evd", offer="Windows-10")
+
+
+def create_time(**changes: Any) -> set[tuple[str, str]]:
+    from responder.prerequisites import check
+
+    facts = CheckFacts(vm(MULTI_SESSION_21H1, **changes), host_pool=POOLED)
+    return {(finding.rule_id, finding.severity) for finding in check(facts) if finding.rule_id == "os-update"}
+
+
+def test_a_21h1_multi_session_host_before_the_july_2021_update_is_a_warning() -> None:
+    assert create_time(os_name="Windows 10 Enterprise multi-session", os_version="10.0.19043.1023") == {
+        ("os-update", "warning")
+    }
+
+
+def test_a_21h1_multi_session_host_with_the_july_2021_update_is_not() -> None:
+    assert create_time(os_name="Windows 10 Enterprise multi-session", os_version="10.0.19043.1110") == set()
+
+
+def test_a_21h1_multi_session_host_whose_update_level_is_not_reported_yet_is_said_once_as_info() -> None:
+    assert create_time() == {("os-update", "info")}
+
+
+def test_a_22h2_multi_session_host_needs_no_such_update() -> None:
+    from responder.prerequisites import check
+
+    facts = CheckFacts(vm(marketplace("win10-22h2-avd", offer="Windows-10")), host_pool=POOLED)
+    assert [finding for finding in check(facts) if finding.rule_id == "os-update"] == []

@@ -5,7 +5,10 @@ get, delete, `syncDevice`), Entra `devices` (list with `$filter` incl.
 `physicalIds/any(...)`, get, patch `extensionAttributes`, delete, and
 `transitiveMemberOf`), group membership (`members`, `members/$ref` add and
 remove), and Intune's `deviceConfigurations` and `deviceCompliancePolicies` with
-`$expand=assignments` (v1.0 serves the types v1.0 describes; `/beta` serves all). Errors are Graph's:
+`$expand=assignments` (v1.0 serves the types v1.0 describes; `/beta` serves all), and, in beta
+only, `configurationPolicies` (settings catalog and Endpoint security) with `$select`,
+`$expand=assignments` and their `settings`, shaped as the beta metadata says
+(`deviceManagementConfigurationPolicy`, `deviceManagementConfigurationSetting`). Errors are Graph's:
 404 `Request_ResourceNotFound`, 400 for a member that is already there.
 Destructive device actions (wipe, retire, ...) are deliberately absent: the
 responder must never call them, and a call would get a 404 here.
@@ -50,6 +53,8 @@ class GraphTenant:
     # Intune policies, by id, each with its "assignments" (served only with $expand=assignments).
     configurations: dict[str, Json] = field(default_factory=dict)
     compliance_policies: dict[str, Json] = field(default_factory=dict)
+    # Settings catalog and Endpoint security policies (beta), each with "assignments" and "settings".
+    configuration_policies: dict[str, Json] = field(default_factory=dict)
 
     @classmethod
     def from_seed(cls, seed: Json) -> GraphTenant:
@@ -65,6 +70,8 @@ class GraphTenant:
             self.configurations[policy["id"]] = {"assignments": [], **copy.deepcopy(policy)}
         for policy in seed.get("deviceCompliancePolicies", []):
             self.compliance_policies[policy["id"]] = {"assignments": [], **copy.deepcopy(policy)}
+        for policy in seed.get("configurationPolicies", []):
+            self.configuration_policies[policy["id"]] = {"assignments": [], "settings": [], **copy.deepcopy(policy)}
 
     def enrol(self, seed: Json) -> None:
         """Intune and Entra records, and group members: the seed's, or ones that appear later
@@ -151,6 +158,12 @@ class GraphSimulator:
                 self._list_configurations,
             ),
             ("GET", re.compile(r"/v1\.0/deviceManagement/deviceCompliancePolicies"), self._list_compliance_policies),
+            ("GET", re.compile(r"/beta/deviceManagement/configurationPolicies"), self._list_configuration_policies),
+            (
+                "GET",
+                re.compile(r"/beta/deviceManagement/configurationPolicies/(?P<id>[^/]+)/settings"),
+                self._list_policy_settings,
+            ),
             ("PATCH", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._patch_device),
             ("DELETE", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._delete_device),
             ("GET", re.compile(r"/v1\.0/groups/(?P<group>[^/]+)/members"), self._list_members),
@@ -252,15 +265,35 @@ class GraphSimulator:
         policies = list(self.tenant.compliance_policies.values())
         return self._policies(request, policies, "deviceManagement/deviceCompliancePolicies", "v1.0")
 
-    def _policies(self, request: Request, policies: list[Json], path: str, version: str) -> Response:
+    def _list_configuration_policies(self, request: Request) -> Response:
+        policies = list(self.tenant.configuration_policies.values())
+        return self._policies(request, policies, "deviceManagement/configurationPolicies", "beta", {"settings"})
+
+    def _list_policy_settings(self, request: Request, id: str) -> Response:
+        policy = self.tenant.configuration_policies.get(id)
+        if policy is None:
+            return _not_found(f"deviceManagementConfigurationPolicy {id} not found")
+        settings = list(policy["settings"])
+        return self._page(request, settings, f"deviceManagement/configurationPolicies/{id}/settings", "beta")
+
+    def _policies(
+        self,
+        request: Request,
+        policies: list[Json],
+        path: str,
+        version: str,
+        also: frozenset[str] | set[str] = frozenset(),
+    ) -> Response:
+        """Policies with their navigation properties (`assignments`, and `also`) served only when expanded."""
+        navigation = {"assignments", *also}
         expand = {part.strip() for part in request.query.get("$expand", "").split(",") if part.strip()}
-        if expand - {"assignments"}:
-            return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"cannot expand {sorted(expand - {'assignments'})}")
+        if expand - navigation:
+            return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"cannot expand {sorted(expand - navigation)}")
         shown = [
-            {name: value for name, value in policy.items() if name != "assignments" or "assignments" in expand}
+            {name: value for name, value in policy.items() if name not in navigation or name in expand}
             for policy in policies
         ]
-        return self._page(request, shown, path, version)
+        return self._page(request, shown, path, version, keep=expand)
 
     # --- groups -----------------------------------------------------------------
 
@@ -299,14 +332,16 @@ class GraphSimulator:
 
     # --- OData ------------------------------------------------------------------
 
-    def _page(self, request: Request, items: list[Json], path: str, version: str = "v1.0") -> Response:
+    def _page(
+        self, request: Request, items: list[Json], path: str, version: str = "v1.0", keep: set[str] | None = None
+    ) -> Response:
         query = dict(request.query)
         matches_filter = odata_filter(query.get("$filter"), self.ignored_filter_properties)  # parsed once
         matches = [item for item in items if matches_filter(item)]
         start = int(query.pop("$skiptoken", "0") or 0)
         size = min(int(query.get("$top", self.page_size)), self.page_size)
         page = matches[start : start + size]
-        body: Json = {"value": [_select(item, query.get("$select")) for item in page]}
+        body: Json = {"value": [_select(item, query.get("$select"), keep) for item in page]}
         if start + size < len(matches):
             query["$skiptoken"] = str(start + size)
             body["@odata.nextLink"] = f"{self.base_url}/{version}/{path}?{urlencode(query)}"
@@ -319,12 +354,13 @@ def _not_found(message: str) -> Response:
     return error(HTTPStatus.NOT_FOUND, "Request_ResourceNotFound", message)
 
 
-def _select(item: Json, select: str | None) -> Json:
-    """The item as Graph serves it: `$select`ed, and never the test's ground truth (`_owner`)."""
+def _select(item: Json, select: str | None, expanded: set[str] | None = None) -> Json:
+    """The item as Graph serves it: `$select`ed (expanded navigation properties kept, as OData does),
+    and never the test's ground truth (`_owner`)."""
     served = {name: value for name, value in item.items() if not name.startswith("_")}
     if not select:
         return copy.deepcopy(served)
-    wanted = {name.strip() for name in select.split(",")} | {"id", "@odata.type"}
+    wanted = {name.strip() for name in select.split(",")} | {"id", "@odata.type"} | (expanded or set())
     return {name: copy.deepcopy(value) for name, value in served.items() if name in wanted}
 
 

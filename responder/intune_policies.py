@@ -7,6 +7,13 @@ counted: they reach a host only once someone signs in, and not in device context
 Assignment filters are not evaluated (v1.0 doesn't describe them). The kinds
 here are the ones the seed documents say a VM (or an AVD host) can't honour: the
 rules in `responder.prerequisites` turn them into findings naming the policy.
+
+Three shapes of policy reach the same rules: template profiles (`deviceConfiguration`,
+their settings as named properties), compliance policies, and settings catalog and
+Endpoint security policies (Graph beta `deviceManagementConfigurationPolicy`, whose
+settings are instances named by a setting definition id, the CSP node in lower case:
+`device_vendor_msft_bitlocker_requiredeviceencryption`). Each is a `Policy`; the
+classifiers below read whichever shape it is.
 """
 
 from __future__ import annotations
@@ -49,7 +56,34 @@ TPM_COMPLIANCE_SETTINGS = {
     "codeIntegrityEnabled": "code integrity",
     "earlyLaunchAntiMalwareDriverEnabled": "early-launch anti-malware",
 }
-REMOTE_CONNECTIONS_URI = "./device/vendor/msft/policy/config/remotedesktopservices/allowuserstoconnectremotely"
+# The Policy CSP node, as a custom profile's OMA-URI names it. OMA-URIs are compared case-insensitively,
+# and a device-scope node may be written with or without `./Device` (Policy CSP, "device scope":
+# `./Device/Vendor/MSFT/Policy/Config/...` or `./Vendor/MSFT/Policy/Config/...`).
+REMOTE_CONNECTIONS_URIS = frozenset(
+    {
+        "./device/vendor/msft/policy/config/remotedesktopservices/allowuserstoconnectremotely",
+        "./vendor/msft/policy/config/remotedesktopservices/allowuserstoconnectremotely",
+    }
+)
+
+# Settings catalog and Endpoint security policies (Graph beta `deviceManagementConfigurationPolicy`).
+CONFIGURATION_POLICY = "#microsoft.graph.devicemanagementconfigurationpolicy"
+# BitLocker CSP settings (`./Device/Vendor/MSFT/BitLocker/...`): Endpoint security disk encryption
+# (BitLocker profile) and the settings catalog's BitLocker category both write these.
+BITLOCKER_SETTING_PREFIX = "device_vendor_msft_bitlocker_"
+# Policy CSP RemoteDesktopServices/AllowUsersToConnectRemotely in the settings catalog (an ADMX-backed
+# choice: option `<id>_0` is Disabled, `<id>_1` Enabled).
+REMOTE_CONNECTIONS_SETTING = "device_vendor_msft_policy_config_remotedesktopservices_allowuserstoconnectremotely"
+# Graph's `templateReference.templateFamily` of an Endpoint security policy → the node it is made in.
+_TEMPLATE_FAMILIES = {
+    "endpointsecuritydiskencryption": "Endpoint security disk encryption",
+    "endpointsecurityantivirus": "Endpoint security antivirus",
+    "endpointsecurityfirewall": "Endpoint security firewall",
+    "endpointsecurityattacksurfacereduction": "Endpoint security attack surface reduction",
+    "endpointsecurityendpointdetectionandresponse": "Endpoint security EDR",
+    "endpointsecurityaccountprotection": "Endpoint security account protection",
+    "baseline": "security baseline",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +131,82 @@ def settings_read(document: Mapping[str, Any]) -> dict[str, Any]:
     remote = [
         {"omaUri": setting.get("omaUri"), "value": setting.get("value")}
         for setting in document.get("omaSettings") or []
-        if isinstance(setting, Mapping) and str(setting.get("omaUri", "")).strip().lower() == REMOTE_CONNECTIONS_URI
+        if isinstance(setting, Mapping) and _is_remote_connections_uri(setting.get("omaUri"))
     ]
     if remote:
         kept["omaSettings"] = remote
     return kept
+
+
+def configuration_policy_from_json(document: Mapping[str, Any], settings: Iterable[Mapping[str, Any]]) -> Policy:
+    """A settings catalog or Endpoint security policy (Graph beta `deviceManagementConfigurationPolicy`, with
+    its `assignments`) and its `deviceManagementConfigurationSetting`s. Only the setting instances the rules
+    classify are kept (definition id and chosen value), nested ones (a choice's `children`, a group's) too."""
+    kept = [
+        {"settingDefinitionId": definition, "value": value}
+        for definition, value in _setting_values(setting.get("settingInstance") for setting in settings)
+        if _classified(definition)
+    ]
+    reference = document.get("templateReference")
+    family = str(reference.get("templateFamily") or "") if isinstance(reference, Mapping) else ""
+    assignments = document.get("assignments") or []
+    return Policy(
+        id=str(document.get("id")),
+        display_name=str(document.get("name") or ""),
+        category=CONFIGURATION,
+        odata_type=str(document.get("@odata.type") or "#microsoft.graph.deviceManagementConfigurationPolicy"),
+        settings={"templateFamily": family, "settingInstances": kept},
+        targets=tuple(
+            target_from_json(assignment["target"])
+            for assignment in assignments
+            if isinstance(assignment, Mapping) and isinstance(assignment.get("target"), Mapping)
+        ),
+    )
+
+
+def made_in(policy: Policy) -> str:
+    """Where an admin finds a settings catalog or Endpoint security policy (its template family)."""
+    family = str(policy.settings.get("templateFamily") or "").lower()
+    if family in {"", "none"}:
+        return "settings catalog"
+    return _TEMPLATE_FAMILIES.get(family, f"template family {policy.settings.get('templateFamily')}")
+
+
+def _setting_values(instances: Iterable[Any]) -> Iterable[tuple[str, Any]]:
+    """(setting definition id, value) of every setting instance, nested ones included. A choice's value is
+    its option id; a simple value its `value` (a secret's is None: Intune never returns it in clear)."""
+    for instance in instances:
+        if not isinstance(instance, Mapping):
+            continue
+        definition = str(instance.get("settingDefinitionId") or "").lower()
+        values: list[Any] = []
+        for name in ("choiceSettingValue", "simpleSettingValue", "groupSettingValue"):
+            if isinstance(instance.get(name), Mapping):
+                values.append(instance[name])
+        for name in ("choiceSettingCollectionValue", "simpleSettingCollectionValue", "groupSettingCollectionValue"):
+            values.extend(value for value in instance.get(name) or [] if isinstance(value, Mapping))
+        if not values:
+            yield definition, None
+        for value in values:
+            secret = "secretsettingvalue" in str(value.get("@odata.type", "")).lower()
+            if "value" in value or secret:
+                yield definition, None if secret else value.get("value")
+            elif not value.get("children"):
+                yield definition, None
+            yield from _setting_values(value.get("children") or [])
+
+
+def _classified(definition: str) -> bool:
+    return definition.startswith(BITLOCKER_SETTING_PREFIX) or definition == REMOTE_CONNECTIONS_SETTING
+
+
+def _instances(policy: Policy) -> list[Mapping[str, Any]]:
+    found = policy.settings.get("settingInstances") or []
+    return [instance for instance in found if isinstance(instance, Mapping)]
+
+
+def _is_remote_connections_uri(uri: Any) -> bool:
+    return str(uri or "").strip().lower() in REMOTE_CONNECTIONS_URIS
 
 
 def assigned_to_device(policies: Iterable[Policy], group_ids: frozenset[str]) -> tuple[AssignedPolicy, ...]:
@@ -139,6 +244,17 @@ def profile_kind(policy: Policy) -> tuple[str, str] | None:
         configured = [name for name in BITLOCKER_SETTINGS if _configured(policy.settings.get(name))]
         if configured:
             return "bitlocker", ", ".join(configured)
+    if odata_type == CONFIGURATION_POLICY:
+        bitlocker = sorted(
+            {
+                str(instance["settingDefinitionId"])
+                for instance in _instances(policy)
+                if str(instance.get("settingDefinitionId")).startswith(BITLOCKER_SETTING_PREFIX)
+                and not _disabled_option(instance)
+            }
+        )
+        if bitlocker:
+            return "bitlocker", f"{made_in(policy)}: {', '.join(bitlocker)}"
     return None
 
 
@@ -150,15 +266,19 @@ def tpm_requirements(policy: Policy) -> list[str]:
 
 
 def remote_connections_setting(policy: Policy) -> tuple[bool | None, str] | None:
-    """A custom profile's RemoteDesktopServices/AllowUsersToConnectRemotely: (True: disabled,
-    None: a value that can't be read, such as one Intune keeps encrypted; the evidence), or None
-    when the profile doesn't set it or enables it."""
-    if policy.category != CONFIGURATION or policy.odata_type.lower() != CUSTOM:
+    """RemoteDesktopServices/AllowUsersToConnectRemotely, set by a custom profile's OMA-URI or a settings
+    catalog policy: (True: disabled, None: a value that can't be read, such as one Intune keeps encrypted;
+    the evidence), or None when the policy doesn't set it or enables it."""
+    if policy.category != CONFIGURATION:
+        return None
+    if policy.odata_type.lower() == CONFIGURATION_POLICY:
+        return _remote_connections_choice(policy)
+    if policy.odata_type.lower() != CUSTOM:
         return None
     for setting in policy.settings.get("omaSettings") or []:
         if not isinstance(setting, Mapping):
             continue
-        if str(setting.get("omaUri", "")).strip().lower() != REMOTE_CONNECTIONS_URI:
+        if not _is_remote_connections_uri(setting.get("omaUri")):
             continue
         value = setting.get("value")
         shown = str(value).replace(" ", "").lower()
@@ -168,6 +288,27 @@ def remote_connections_setting(policy: Policy) -> tuple[bool | None, str] | None
             return None
         return None, f"{setting.get('omaUri')} (value not readable)"
     return None
+
+
+def _remote_connections_choice(policy: Policy) -> tuple[bool | None, str] | None:
+    for instance in _instances(policy):
+        if instance.get("settingDefinitionId") != REMOTE_CONNECTIONS_SETTING:
+            continue
+        option = str(instance.get("value") or "").lower()
+        shown = f"{made_in(policy)}: {REMOTE_CONNECTIONS_SETTING} = {instance.get('value')}"
+        if option == f"{REMOTE_CONNECTIONS_SETTING}_0":
+            return True, shown
+        if option == f"{REMOTE_CONNECTIONS_SETTING}_1":
+            return None
+        return None, f"{made_in(policy)}: {REMOTE_CONNECTIONS_SETTING} (value not readable)"
+    return None
+
+
+def _disabled_option(instance: Mapping[str, Any]) -> bool:
+    """A choice whose option is `<definition id>_0`: the settings catalog's Disabled (or "No") of an
+    on/off setting, which asks nothing of the device."""
+    definition = str(instance.get("settingDefinitionId") or "")
+    return str(instance.get("value") or "").lower() == f"{definition}_0"
 
 
 def _configured(value: Any) -> bool:

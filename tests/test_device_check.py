@@ -46,6 +46,7 @@ BITLOCKER, WIFI, RDP_OFF = (
     "c0f10003-0000-4000-8000-000000000003",
 )
 SECURE_BOOT = "c0c00001-0000-4000-8000-000000000001"
+SETTINGS_CATALOG_BITLOCKER = "c5c50001-0000-4000-8000-000000000001"  # configurationPolicies (beta), to the AVD group
 
 on_vm_created = vm_created.on_vm_created.build().get_user_function()
 on_device_check_message = device_check.on_device_check_message.build().get_user_function()
@@ -112,9 +113,15 @@ async def test_a_device_that_enrols_late_gets_its_findings_naming_each_policy(
     assert (first.completed, second.completed) == (1, 1)
     assert [line["decision"] for line in log_lines(caplog, "device-check")] == ["waiting", "checked"]
     findings = await device_findings(ledger, NEW_HOST)
-    assert ids(findings) == [("tpm-compliance", "warning"), ("tpm-profile", "warning"), ("tpm-profile", "warning")]
+    assert ids(findings) == [
+        ("tpm-compliance", "warning"),
+        ("tpm-profile", "warning"),
+        ("tpm-profile", "warning"),
+        ("tpm-profile", "warning"),
+    ]
     named = " ".join(finding.message for finding in findings)
     assert f"'Windows - BitLocker' ({BITLOCKER})" in named
+    assert f"'Windows - Disk encryption (settings catalog)' ({SETTINGS_CATALOG_BITLOCKER})" in named
     assert f"'Windows health - Secure Boot' ({SECURE_BOOT})" in named
     assert f"'Corporate Wi-Fi' ({WIFI})" in named
     assert RDP_OFF not in named  # assigned to all devices but this host's group is excluded

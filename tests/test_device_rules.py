@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from responder.graph_documents import policy_from_json
-from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
+from responder.intune_policies import (
+    COMPLIANCE,
+    CONFIGURATION,
+    Policy,
+    assigned_to_device,
+    configuration_policy_from_json,
+)
 from responder.os_identity import identify_os
 from responder.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, cannot_enrol, check, check_device
 from tests.test_prerequisites import PERSONAL, marketplace, vm
@@ -211,3 +217,120 @@ def test_each_device_rule_reports_only_the_rule_ids_it_declares() -> None:
         found = {finding.rule_id for finding in rule(facts, identify_os(facts.vm))}
         assert found
         assert found <= rule.ids, rule.check.__name__
+
+
+# --- settings catalog and Endpoint security (Graph beta deviceManagementConfigurationPolicy) -----------
+
+REQUIRE_ENCRYPTION = "device_vendor_msft_bitlocker_requiredeviceencryption"
+REMOTE = "device_vendor_msft_policy_config_remotedesktopservices_allowuserstoconnectremotely"
+
+
+def choice(definition: str, option: str, *children: dict[str, Any]) -> dict[str, Any]:
+    """A deviceManagementConfigurationChoiceSettingInstance, as Graph beta serves it."""
+    return {
+        "@odata.type": "#microsoft.graph.deviceManagementConfigurationChoiceSettingInstance",
+        "settingDefinitionId": definition,
+        "settingInstanceTemplateReference": None,
+        "choiceSettingValue": {
+            "@odata.type": "#microsoft.graph.deviceManagementConfigurationChoiceSettingValue",
+            "settingValueTemplateReference": None,
+            "value": f"{definition}_{option}",
+            "children": list(children),
+        },
+    }
+
+
+def catalog(*instances: dict[str, Any], family: str = "none", target: dict[str, str] = ALL_DEVICES) -> Policy:
+    """A configurationPolicies item (with `$expand=assignments`) and its `settings`."""
+    document = {
+        "id": "cp-1",
+        "name": "Disk encryption",
+        "platforms": "windows10",
+        "technologies": "mdm",
+        "templateReference": {"templateId": "", "templateFamily": family, "templateDisplayName": None},
+        "assignments": [{"id": "a0", "source": "direct", "sourceId": "cp-1", "target": target}],
+    }
+    settings = [{"id": str(n), "settingInstance": instance} for n, instance in enumerate(instances)]
+    return configuration_policy_from_json(document, settings)
+
+
+def test_a_settings_catalog_bitlocker_policy_is_a_finding_on_any_vm() -> None:
+    assert findings(catalog(choice(REQUIRE_ENCRYPTION, "1"))) == {("tpm-profile", "warning")}
+
+
+def test_an_endpoint_security_disk_encryption_policy_is_named_as_made_there() -> None:
+    disk_encryption = catalog(choice(REQUIRE_ENCRYPTION, "1"), family="endpointSecurityDiskEncryption")
+    facts = CheckFacts(vm(), device=DeviceFacts("md-1", policies=assigned_to_device([disk_encryption], frozenset())))
+
+    (finding,) = check_device(facts)
+
+    assert "'Disk encryption' (cp-1)" in finding.message
+    assert f"Endpoint security disk encryption: {REQUIRE_ENCRYPTION}" in finding.evidence
+
+
+def test_a_bitlocker_setting_set_to_its_disabled_option_is_not_a_finding() -> None:
+    assert findings(catalog(choice(REQUIRE_ENCRYPTION, "0"))) == set()
+
+
+def test_a_bitlocker_setting_nested_under_another_setting_is_found() -> None:
+    nested = choice("device_vendor_msft_bitlocker_systemdrivesrequirestartupauthentication", "1")
+    parent = choice("device_vendor_msft_policy_config_other_setting", "1", nested)
+
+    assert findings(catalog(parent)) == {("tpm-profile", "warning")}
+
+
+def test_a_settings_catalog_policy_without_bitlocker_settings_is_not_a_finding() -> None:
+    assert findings(catalog(choice("device_vendor_msft_policy_config_defender_allowrealtimemonitoring", "1"))) == set()
+
+
+def test_a_settings_catalog_policy_for_a_group_the_device_is_not_in_does_not_reach_it() -> None:
+    elsewhere = catalog(choice(REQUIRE_ENCRYPTION, "1"), target=to_group(OTHER_GROUP))
+    assert findings(elsewhere) == set()
+
+
+def test_remote_desktop_disabled_in_the_settings_catalog_is_an_error_on_an_avd_host() -> None:
+    assert findings(catalog(choice(REMOTE, "0")), avd=True) == {("remote-access", "error")}
+    assert findings(catalog(choice(REMOTE, "0"))) == set()
+
+
+def test_remote_desktop_enabled_in_the_settings_catalog_is_fine() -> None:
+    assert findings(catalog(choice(REMOTE, "1")), avd=True) == set()
+
+
+def test_a_settings_catalog_policy_keeps_only_the_settings_the_rules_read() -> None:
+    secret = {
+        "@odata.type": "#microsoft.graph.deviceManagementConfigurationSimpleSettingInstance",
+        "settingDefinitionId": "device_vendor_msft_bitlocker_recoverypassword",
+        "simpleSettingValue": {
+            "@odata.type": "#microsoft.graph.deviceManagementConfigurationSecretSettingValue",
+            "value": "s3cret",
+            "valueState": "encryptedValueToken",
+        },
+    }
+    other = choice("device_vendor_msft_policy_config_wifi_allowwifi", "1")
+
+    kept = catalog(choice(REQUIRE_ENCRYPTION, "1"), secret, other).settings["settingInstances"]
+
+    assert kept == [
+        {"settingDefinitionId": REQUIRE_ENCRYPTION, "value": f"{REQUIRE_ENCRYPTION}_1"},
+        {"settingDefinitionId": "device_vendor_msft_bitlocker_recoverypassword", "value": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "./Device/Vendor/MSFT/Policy/Config/RemoteDesktopServices/AllowUsersToConnectRemotely",
+        "./device/vendor/msft/policy/config/remotedesktopservices/allowuserstoconnectremotely",
+        "./Vendor/MSFT/Policy/Config/RemoteDesktopServices/AllowUsersToConnectRemotely",
+        " ./DEVICE/Vendor/MSFT/Policy/Config/RemoteDesktopServices/AllowUsersToConnectRemotely ",
+    ],
+    ids=["documented", "lower case", "without ./Device", "upper case, padded"],
+)
+def test_remote_desktop_disabled_by_any_documented_spelling_of_the_oma_uri_is_an_error(uri: str) -> None:
+    custom = policy(
+        "windows10CustomConfiguration",
+        ALL_DEVICES,
+        omaSettings=[{"@odata.type": "#microsoft.graph.omaSettingString", "omaUri": uri, "value": "<disabled/>"}],
+    )
+    assert findings(custom, avd=True) == {("remote-access", "error")}

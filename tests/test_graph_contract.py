@@ -182,15 +182,28 @@ async def test_transitive_member_of_is_a_navigation_property_of_a_device(every_v
     assert "transitiveMemberOf" in navigation("device")
 
 
-async def test_the_one_beta_call_is_the_profile_list_for_types_v1_lacks(every_call: list[Request]) -> None:
+async def test_the_beta_calls_are_the_profile_list_for_types_v1_lacks_and_the_configuration_policies(
+    every_call: list[Request],
+) -> None:
+    """Beta is read only where v1.0 has nothing (`responder.adapters.graph_beta`; the beta metadata judges
+    those calls in tests/test_graph_beta_contract.py)."""
     beta = [
         (request.method, request.path, request.query) for request in every_call if request.path.startswith("/beta/")
     ]
-    assert beta == [("GET", "/beta/deviceManagement/deviceConfigurations", {"$expand": "assignments"})]
+    assert beta[0] == ("GET", "/beta/deviceManagement/deviceConfigurations", {"$expand": "assignments"})
+    assert beta[1] == (
+        "GET",
+        "/beta/deviceManagement/configurationPolicies",
+        {"$select": "id,name,platforms,technologies,templateReference", "$expand": "assignments"},
+    )
+    assert {
+        (method, re.sub(r"Policies/[^/]+/", "Policies/{id}/", path), str(query)) for method, path, query in beta[2:]
+    } == {("GET", "/beta/deviceManagement/configurationPolicies/{id}/settings", str({"$select": "id,settingInstance"}))}
     v1_types = {name.lower() for name in metadata()[0]}
     assert BETA_ONLY_PROFILE_TYPES == BETA_ONLY_TYPES  # the product keeps what the simulator serves from beta only
     for odata_type in BETA_ONLY_PROFILE_TYPES:  # ...types the v1.0 metadata indeed doesn't have
         assert odata_type.removeprefix("#microsoft.graph.") not in v1_types
+    assert "deviceManagementConfigurationPolicy" not in metadata()[0]  # and configurationPolicies is beta only
 
 
 def test_the_simulated_policies_carry_only_properties_graph_declares(simulators: Simulators) -> None:
@@ -266,6 +279,8 @@ def permission_path(request: Request) -> str:
         "deviceconfigurations",
         "devicecompliancepolicies",
         "transitivememberof",
+        "configurationpolicies",
+        "settings",
     }
     return "/" + "/".join(part.lower() if part.lower() in named else "{id}" for part in parts)
 

@@ -125,11 +125,13 @@ def test_the_local_run_shows_the_device_side_findings_of_a_host_whose_device_enr
     run.main([str(EVENTS / "eventgrid-vm-create-avd-personal-11.json")])
 
     report = capsys.readouterr().out
-    device_side = report[report.index("device-side findings, after enrolment (3):") :].splitlines()[1:4]
+    device_side = report[report.index("device-side findings, after enrolment (4):") :].splitlines()[1:5]
     assert all(line.startswith("avd-personal-11") for line in device_side)
     assert "'Windows - BitLocker' (c0f10001-0000-4000-8000-000000000001)" in device_side[0]
     assert "'Windows health - Secure Boot' (c0c00001-0000-4000-8000-000000000001)" in device_side[1]
     assert "'Corporate Wi-Fi' (c0f10002-0000-4000-8000-000000000002)" in device_side[2]
+    # the settings catalog's (Graph beta configurationPolicies), assigned to the host's group
+    assert "'Windows - Disk encryption (settings catalog)' (c5c50001-0000-4000-8000-000000000001)" in device_side[3]
 
 
 def test_the_local_run_with_failures_shows_each_in_the_workbook_and_the_alerts(

@@ -46,11 +46,12 @@ from msgraph_core import GraphClientFactory
 
 from responder.adapters._errors import GRAPH, service_failure, status_failure
 from responder.adapters.graph_batching import Answer, GraphBatching
+from responder.adapters.graph_beta import GraphBeta
 from responder.clouds import PUBLIC, Cloud
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
 from responder.graph_documents import entra_device_from_json, managed_device_from_json, policy_from_json
-from responder.intune_policies import BETA_ONLY_PROFILE_TYPES, COMPLIANCE, CONFIGURATION, Policy
+from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy
 from responder.names import clip
 
 # Retries inside one call; beyond them the whole event is retried later.
@@ -136,8 +137,9 @@ class GraphDeviceDirectory:
         self._http = http
         self._wire = wire
         self._base_url = base_url.rstrip("/")
-        # Graph beta, for the profile types v1.0 doesn't describe (README, "Permissions").
+        # Graph beta, for what v1.0 doesn't describe (README, "Permissions"): every beta read is in graph_beta.
         self._beta_url = self._base_url.removesuffix("/v1.0") + "/beta"
+        self._beta = GraphBeta(self._beta_request, self._pages)
         self._directory_root = cloud.directory_object_root
         self._batching = GraphBatching(adapter, self._base_url, self._json, MAX_RETRIES)
         self._policies: tuple[float, list[Policy]] | None = None  # when read, and what
@@ -241,10 +243,11 @@ class GraphDeviceDirectory:
     async def records_exist(self, managed_device_id: str | None, entra_object_id: str | None) -> dict[str, bool]:
         """Read both again after a delete, in one call: True means it is still there."""
         requests = {}
+        only_id = {"$select": ["id"]}  # only the status is read: no user, e-mail or phone leaves Graph
         if managed_device_id:
-            requests["managed"] = self._request(Method.GET, _managed(managed_device_id))
+            requests["managed"] = self._request(Method.GET, _managed(managed_device_id), only_id)
         if entra_object_id:
-            requests["entra"] = self._request(Method.GET, _device(entra_object_id))
+            requests["entra"] = self._request(Method.GET, _device(entra_object_id), only_id)
         answers = await self._batching.send(requests) if requests else {}
         for answer in answers.values():
             _refuse_unless(answer, {200, 404})
@@ -341,19 +344,23 @@ class GraphDeviceDirectory:
             return list(self._policies[1])
 
     async def _read_policies(self) -> list[Policy]:
-        """v1.0 for what v1.0 describes; the beta list only for the profile types v1.0 lacks
-        (Domain Join, Wi-Fi, DFCI), which are kept by their `@odata.type`."""
+        """v1.0 for what v1.0 describes; beta (`graph_beta`) for the profile types v1.0 lacks (Domain Join,
+        Wi-Fi, DFCI) and for settings catalog and Endpoint security policies (`configurationPolicies`)."""
         expand = {"$expand": "assignments"}
         found: dict[str, Policy] = {}
         for path, category in ((CONFIGURATIONS, CONFIGURATION), (COMPLIANCE_POLICIES, COMPLIANCE)):
             async for item in self._pages(self._request(Method.GET, path, expand)):
                 found.setdefault(str(item.get("id")), policy_from_json(item, category))
-        beta = self._request(Method.GET, CONFIGURATIONS, expand)
-        beta.url = beta.url.replace(self._base_url, self._beta_url, 1)
-        async for item in self._pages(beta):
-            if str(item.get("@odata.type", "")).lower() in BETA_ONLY_PROFILE_TYPES:
-                found.setdefault(str(item.get("id")), policy_from_json(item, CONFIGURATION))
+        for policy in (*await self._beta.beta_only_profiles(), *await self._beta.configuration_policies()):
+            found.setdefault(policy.id, policy)
         return list(found.values())
+
+    def _beta_request(
+        self, method: Method, path: str, query: Mapping[str, str | Sequence[str]] | None
+    ) -> RequestInformation:
+        information = self._request(method, path, query)
+        information.url = information.url.replace(self._base_url, self._beta_url, 1)
+        return information
 
 
 def _refuse_unless(answer: Answer, expected: set[int]) -> None:

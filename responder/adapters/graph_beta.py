@@ -1,0 +1,87 @@
+"""The responder's only Microsoft Graph **beta** reads, for the device-side check (read-only).
+
+Graph v1.0 doesn't describe what these return: profile types v1.0 lacks (Domain Join, Wi-Fi,
+DFCI) in `deviceConfigurations`, and `configurationPolicies`, where settings catalog and
+Endpoint security policies (disk encryption among them) live. Each call, `$select` and
+`$expand` here is checked against Microsoft's beta metadata (`tests/contracts/graph/beta-*.xml`),
+and each is allowed by `DeviceManagementConfiguration.Read.All` (the permission index).
+
+The requests are sent by `responder.adapters.graph.GraphDeviceDirectory` (same client,
+same error handling); this module only says what to ask and how to read the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+
+from responder.graph_documents import policy_from_json
+from responder.intune_policies import (
+    BETA_ONLY_PROFILE_TYPES,
+    CONFIGURATION,
+    Policy,
+    configuration_policy_from_json,
+    target_from_json,
+)
+
+CONFIGURATIONS = "/deviceManagement/deviceConfigurations"
+CONFIGURATION_POLICIES = "/deviceManagement/configurationPolicies"
+# What the rules read of a configuration policy (deviceManagementConfigurationPolicy, beta) and of its
+# settings (deviceManagementConfigurationSetting): nothing else is fetched.
+CONFIGURATION_POLICY_FIELDS = ["id", "name", "platforms", "technologies", "templateReference"]
+SETTING_FIELDS = ["id", "settingInstance"]
+# Only targets that can reach a device make a policy worth reading settings of.
+_DEVICE_TARGETS = {"all-devices", "group"}
+
+Request = Callable[[Method, str, Mapping[str, str | Sequence[str]] | None], RequestInformation]
+Pages = Callable[[RequestInformation], AsyncIterator[dict[str, Any]]]
+
+
+class GraphBeta:
+    """The beta reads, built on the directory's own request factory (already pointed at `/beta`)."""
+
+    def __init__(self, request: Request, pages: Pages) -> None:
+        self._request = request
+        self._pages = pages
+
+    async def beta_only_profiles(self) -> list[Policy]:
+        """Template profiles of the types v1.0 doesn't describe (kept by their `@odata.type`), with assignments."""
+        found = []
+        async for item in self._pages(self._request(Method.GET, CONFIGURATIONS, {"$expand": "assignments"})):
+            if str(item.get("@odata.type", "")).lower() in BETA_ONLY_PROFILE_TYPES:
+                found.append(policy_from_json(item, CONFIGURATION))
+        return found
+
+    async def configuration_policies(self) -> list[Policy]:
+        """Windows MDM settings catalog and Endpoint security policies that are assigned to devices, each with
+        the settings the rules classify. One list call, then one settings read per such policy."""
+        query = {"$select": CONFIGURATION_POLICY_FIELDS, "$expand": "assignments"}
+        found = []
+        async for item in self._pages(self._request(Method.GET, CONFIGURATION_POLICIES, query)):
+            if not _windows_mdm(item) or not _reaches_devices(item):
+                continue
+            settings_path = f"{CONFIGURATION_POLICIES}/{quote(str(item.get('id')), safe='')}/settings"
+            read = self._request(Method.GET, settings_path, {"$select": SETTING_FIELDS})
+            settings = [setting async for setting in self._pages(read)]
+            found.append(configuration_policy_from_json(item, settings))
+        return found
+
+
+def _windows_mdm(document: Mapping[str, Any]) -> bool:
+    """`platforms` and `technologies` are flag enums, served as comma-separated names (`windows10`, `mdm`)."""
+    platforms = {part.strip().lower() for part in str(document.get("platforms") or "").split(",")}
+    technologies = {part.strip().lower() for part in str(document.get("technologies") or "").split(",")}
+    return "windows10" in platforms and "mdm" in technologies
+
+
+def _reaches_devices(document: Mapping[str, Any]) -> bool:
+    assignments = document.get("assignments") or []
+    return any(
+        target_from_json(assignment["target"]).kind in _DEVICE_TARGETS
+        for assignment in assignments
+        if isinstance(assignment, Mapping) and isinstance(assignment.get("target"), Mapping)
+    )

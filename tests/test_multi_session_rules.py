@@ -116,3 +116,30 @@ def test_a_22h2_multi_session_host_needs_no_such_update() -> None:
 
     facts = CheckFacts(vm(marketplace("win10-22h2-avd", offer="Windows-10")), host_pool=POOLED)
     assert [finding for finding in check(facts) if finding.rule_id == "os-update"] == []
+
+
+def test_a_settings_catalog_bitlocker_policy_is_still_a_finding_on_a_multi_session_host() -> None:
+    from responder.intune_policies import configuration_policy_from_json
+
+    document = {
+        "@odata.type": "#microsoft.graph.deviceManagementConfigurationPolicy",
+        "id": "sc-bitlocker",
+        "name": "BitLocker (settings catalog)",
+        "templateReference": {"templateFamily": "none"},
+        "assignments": [{"id": "a0", "target": ALL_DEVICES}],
+    }
+    settings = [
+        {
+            "id": "0",
+            "settingInstance": {
+                "@odata.type": "#microsoft.graph.deviceManagementConfigurationChoiceSettingInstance",
+                "settingDefinitionId": "device_vendor_msft_bitlocker_requiredeviceencryption",
+                "choiceSettingValue": {
+                    "value": "device_vendor_msft_bitlocker_requiredeviceencryption_1",
+                    "children": [],
+                },
+            },
+        }
+    ]
+
+    assert rules_found(configuration_policy_from_json(document, settings)) == {"tpm-profile"}

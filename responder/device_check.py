@@ -248,8 +248,18 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
         )
     groups = await services.directory.device_group_ids(entra.object_id) if entra else frozenset[str]()
     policies = await services.directory.intune_policies()
+    # What Intune's assignment filters can test that this app reads of the managed device; a filter on any
+    # other property is reported as not evaluated (README, "Documented limits").
+    properties = {
+        "deviceName": managed.device_name,
+        "model": managed.model,
+        "enrollmentProfileName": managed.enrollment_profile_name,
+    }
     device = DeviceFacts(
-        managed.id, managed.enrollment_type, managed.enrollment_profile_name, assigned_to_device(policies, groups)
+        managed.id,
+        managed.enrollment_type,
+        managed.enrollment_profile_name,
+        assigned_to_device(policies, groups, properties),
     )
     checked = CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device)
     findings = (*extra, *check_device(checked))

@@ -4,7 +4,12 @@ Intune assigns a policy to groups (with exclusions), to all devices or to all us
 A device gets it when it is assigned to all devices, or to a group the device is in,
 and none of its groups is excluded. User-targeted assignments (all users) are not
 counted: they reach a host only once someone signs in, and not in device context.
-Assignment filters are not evaluated (v1.0 doesn't describe them). The kinds
+An assignment to all devices or to a group may carry an assignment filter (Graph beta
+`deviceAndAppManagementAssignmentTarget.deviceAndAppManagementAssignmentFilterId`/`…FilterType`; v1.0's
+target declares neither): an include filter lets the policy reach only devices its rule matches, an
+exclude filter only those it doesn't. The rule is evaluated here against the device properties the
+product reads (`evaluate_filter`); one it can't evaluate (a property it doesn't read, syntax it can't
+parse, a filter it couldn't read) keeps the policy, with `AssignedPolicy.unevaluated` saying why. The kinds
 here are the ones the seed documents say a VM (or an AVD host) can't honour: the
 rules in `responder.prerequisites` turn them into findings naming the policy.
 
@@ -18,8 +23,9 @@ classifiers below read whichever shape it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 CONFIGURATION, COMPLIANCE = "configuration", "compliance"
@@ -87,9 +93,26 @@ _TEMPLATE_FAMILIES = {
 
 
 @dataclass(frozen=True, slots=True)
+class AssignmentFilter:
+    """An Intune assignment filter (Graph beta `deviceAndAppManagementAssignmentFilter`)."""
+
+    id: str
+    display_name: str
+    rule: str
+    platform: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"'{self.display_name}' ({self.id})"
+
+
+@dataclass(frozen=True, slots=True)
 class AssignmentTarget:
     kind: str  # all-devices | all-users | group | exclusion | other (all-users is not counted as reaching a device)
     group_id: str | None = None
+    filter_type: str = "none"  # none | include | exclude (Graph beta deviceAndAppManagementAssignmentFilterType)
+    filter_id: str | None = None
+    filter: AssignmentFilter | None = None  # the filter `filter_id` names, once the tenant's filters are read
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +136,41 @@ class AssignedPolicy:
     """A policy that reaches the device, and how."""
 
     policy: Policy
-    via: str  # "all devices", "group <id>"
+    via: str  # "all devices", "group <id>", and the filter that let it through, if any
+    unevaluated: str | None = None  # an assignment filter that couldn't be evaluated: which, and why
 
 
 def target_from_json(document: Mapping[str, Any]) -> AssignmentTarget:
     kind = _TARGETS.get(str(document.get("@odata.type", "")).lower(), "other")
     group = document.get("groupId")
-    return AssignmentTarget(kind, str(group).lower() if group else None)
+    filter_id = document.get("deviceAndAppManagementAssignmentFilterId")
+    filter_type = str(document.get("deviceAndAppManagementAssignmentFilterType") or "none").lower()
+    if not filter_id or filter_type not in {"include", "exclude"}:
+        return AssignmentTarget(kind, str(group).lower() if group else None)
+    return AssignmentTarget(kind, str(group).lower() if group else None, filter_type, str(filter_id).lower())
+
+
+def filter_from_json(document: Mapping[str, Any]) -> AssignmentFilter:
+    """A `deviceAndAppManagementAssignmentFilter` as Graph beta serves it."""
+    platform = document.get("platform")
+    return AssignmentFilter(
+        id=str(document.get("id")).lower(),
+        display_name=str(document.get("displayName") or ""),
+        rule=str(document.get("rule") or ""),
+        platform=str(platform) if platform else None,
+    )
+
+
+def with_filters(policy: Policy, filters: Mapping[str, AssignmentFilter]) -> Policy:
+    """The policy with each of its targets' filter (by id, lower case) attached; an id not among `filters`
+    stays unresolved (the check says it couldn't evaluate it)."""
+    if not any(target.filter_id for target in policy.targets):
+        return policy
+    targets = tuple(
+        replace(target, filter=filters.get(target.filter_id)) if target.filter_id else target
+        for target in policy.targets
+    )
+    return replace(policy, targets=targets)
 
 
 def settings_read(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,28 +260,180 @@ def _is_remote_connections_uri(uri: Any) -> bool:
     return str(uri or "").strip().lower() in REMOTE_CONNECTIONS_URIS
 
 
-def assigned_to_device(policies: Iterable[Policy], group_ids: frozenset[str]) -> tuple[AssignedPolicy, ...]:
-    """The policies that reach a device in `group_ids` (its groups, transitively, lower case)."""
+def assigned_to_device(
+    policies: Iterable[Policy], group_ids: frozenset[str], device: Mapping[str, str | None] | None = None
+) -> tuple[AssignedPolicy, ...]:
+    """The policies that reach a device in `group_ids` (its groups, transitively, lower case) whose filter
+    properties are `device` (filter property name → value; a name absent is a property not read)."""
     reached = []
     for policy in policies:
-        via = assignment_of(policy, group_ids)
-        if via is not None:
-            reached.append(AssignedPolicy(policy, via))
+        assigned = assignment_of(policy, group_ids, device or {})
+        if assigned is not None:
+            reached.append(assigned)
     return tuple(reached)
 
 
-def assignment_of(policy: Policy, group_ids: frozenset[str]) -> str | None:
-    """How the policy reaches the device, or None (not targeted, or excluded: exclusion wins)."""
+def assignment_of(
+    policy: Policy, group_ids: frozenset[str], device: Mapping[str, str | None] | None = None
+) -> AssignedPolicy | None:
+    """How the policy reaches the device, or None (not targeted, excluded (exclusion wins), or every
+    assignment that targets it has a filter that keeps it away). A policy whose only targeting
+    assignments have filters that can't be evaluated is kept, saying so."""
     targets = policy.targets
     if any(target.kind == "exclusion" and target.group_id in group_ids for target in targets):
         return None
-    for target in targets:
-        if target.kind == "all-devices":
-            return "all devices"
-    for target in targets:
-        if target.kind == "group" and target.group_id in group_ids:
-            return f"group {target.group_id}"
-    return None
+    targeting = [(target, "all devices") for target in targets if target.kind == "all-devices"] + [
+        (target, f"group {target.group_id}")
+        for target in targets
+        if target.kind == "group" and target.group_id in group_ids
+    ]
+    unevaluated: AssignedPolicy | None = None
+    for target, via in targeting:
+        try:
+            passes, shown = _filter_passes(target, device or {})
+        except UnevaluableFilter as problem:
+            unevaluated = unevaluated or AssignedPolicy(policy, f"{via} ({problem.shown})", str(problem))
+            continue
+        if passes:
+            return AssignedPolicy(policy, f"{via}{shown}")
+    return unevaluated
+
+
+class UnevaluableFilter(ValueError):
+    """An assignment filter whose rule the product can't evaluate: the message says which, and why."""
+
+    def __init__(self, message: str, shown: str = "") -> None:
+        super().__init__(message)
+        self.shown = shown
+
+
+def _filter_passes(target: AssignmentTarget, device: Mapping[str, str | None]) -> tuple[bool, str]:
+    """Whether the target's filter lets the policy reach the device, and how to name it in `via`."""
+    if target.filter_id is None or target.filter_type not in {"include", "exclude"}:
+        return True, ""
+    found = target.filter
+    if found is None:
+        shown = f"{target.filter_type} filter {target.filter_id}"
+        raise UnevaluableFilter(f"the {shown} is not among the tenant's assignment filters this app read", shown)
+    shown = f"{target.filter_type} filter {found.label}"
+    try:
+        matched = evaluate_filter(found.rule, device)
+    except UnevaluableFilter as problem:
+        raise UnevaluableFilter(f"the {shown} could not be evaluated: {problem}", shown) from problem
+    passes = matched if target.filter_type == "include" else not matched
+    return passes, f", {shown} {'matched' if matched else 'not matched'}"
+
+
+# --- Intune assignment filter rules ------------------------------------------------------------
+# "([entity].[property name] [operation] [value])", joined by and/or, parentheses nested; properties,
+# operations and values are case insensitive (memdocs: intune/fundamentals/filters-device-properties.md).
+_TOKEN = re.compile(r'\s*(?:(?P<open>\()|(?P<close>\))|(?P<list>\[[^\]]*\])|"(?P<string>[^"]*)"|(?P<word>[^\s()\["]+))')
+_STRING_OPERATORS: dict[str, Callable[[str | None, str], bool]] = {
+    "eq": lambda value, wanted: value == wanted,
+    "ne": lambda value, wanted: value != wanted,
+    "startswith": lambda value, wanted: value is not None and value.startswith(wanted),
+    "notstartswith": lambda value, wanted: value is None or not value.startswith(wanted),
+    "endswith": lambda value, wanted: value is not None and value.endswith(wanted),
+    "notendswith": lambda value, wanted: value is None or not value.endswith(wanted),
+    "contains": lambda value, wanted: value is not None and wanted in value,
+    "notcontains": lambda value, wanted: value is None or wanted not in value,
+}
+_LIST_OPERATORS = {"in": True, "notin": False}
+Tokens = list[tuple[str, str]]
+_NULLS = {"null", "$null"}
+
+
+def evaluate_filter(rule: str, device: Mapping[str, str | None]) -> bool:
+    """Whether an assignment filter's rule matches a device with these properties (name → value; a name
+    absent is a property the product doesn't read). Raises UnevaluableFilter naming the property or the
+    syntax it couldn't read."""
+    tokens = _tokens(rule)
+    known = {name.lower(): value for name, value in device.items()}
+    position, result = _or(tokens, 0, known)
+    if position != len(tokens):
+        raise UnevaluableFilter(f"unexpected {tokens[position][1]!r} in the rule {rule!r}")
+    return result
+
+
+def _tokens(rule: str) -> Tokens:
+    found: Tokens = []
+    position, text = 0, rule.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise UnevaluableFilter(f"can't read the rule {rule!r}")
+        kind = match.lastgroup or ""
+        found.append((kind, match.group(kind)))
+        position = match.end()
+        while position < len(text) and text[position].isspace():
+            position += 1
+    if not found:
+        raise UnevaluableFilter("the rule is empty")
+    return found
+
+
+def _or(tokens: Tokens, at: int, device: Mapping[str, str | None]) -> tuple[int, bool]:
+    at, result = _and(tokens, at, device)
+    while at < len(tokens) and _ci(tokens[at], "or"):
+        at, right = _and(tokens, at + 1, device)
+        result = result or right
+    return at, result
+
+
+def _and(tokens: Tokens, at: int, device: Mapping[str, str | None]) -> tuple[int, bool]:
+    at, result = _operand(tokens, at, device)
+    while at < len(tokens) and _ci(tokens[at], "and"):
+        at, right = _operand(tokens, at + 1, device)
+        result = result and right
+    return at, result
+
+
+def _ci(token: tuple[str, str], word: str) -> bool:
+    """Whether the token is the logical operator `word` (with or without its dash, any case)."""
+    kind, text = token
+    return kind == "word" and text.lower().removeprefix("-") == word
+
+
+def _operand(tokens: Tokens, at: int, device: Mapping[str, str | None]) -> tuple[int, bool]:
+    if at >= len(tokens):
+        raise UnevaluableFilter("the rule ends too early")
+    kind, text = tokens[at]
+    if kind == "open":
+        at, result = _or(tokens, at + 1, device)
+        if at >= len(tokens) or tokens[at][0] != "close":
+            raise UnevaluableFilter("a parenthesis is not closed")
+        return at + 1, result
+    if kind != "word" or at + 2 >= len(tokens):
+        raise UnevaluableFilter(f"expected a comparison at {text!r}")
+    return at + 3, _comparison(text, tokens[at + 1], tokens[at + 2], device)
+
+
+def _comparison(
+    subject: str, operator: tuple[str, str], operand: tuple[str, str], device: Mapping[str, str | None]
+) -> bool:
+    entity, _, name = subject.partition(".")
+    if entity.lower() != "device" or not name:
+        raise UnevaluableFilter(f"{subject!r} is not a device property")
+    if name.lower() not in device:
+        raise UnevaluableFilter(f"the property {name} is not one this app reads of the device")
+    value = device[name.lower()]
+    value = value.lower() if value is not None else None
+    if operator[0] != "word":
+        raise UnevaluableFilter(f"expected an operator after {subject!r}")
+    op = operator[1].lower().removeprefix("-")
+    kind, text = operand
+    if op in _LIST_OPERATORS:
+        if kind != "list":
+            raise UnevaluableFilter(f"-{op} needs a list of values, not {text!r}")
+        values = [item.strip().strip('"').lower() for item in text[1:-1].split(",") if item.strip()]
+        return (value in values) is _LIST_OPERATORS[op]
+    if op not in _STRING_OPERATORS:
+        raise UnevaluableFilter(f"the operator {operator[1]} is not one this app evaluates")
+    if kind == "word" and text.lower() in _NULLS and op in {"eq", "ne"}:
+        return (value is None) is (op == "eq")
+    if kind != "string":
+        raise UnevaluableFilter(f"expected a quoted value after {operator[1]}, not {text!r}")
+    return _STRING_OPERATORS[op](value, text.lower())
 
 
 def profile_kind(policy: Policy) -> tuple[str, str] | None:

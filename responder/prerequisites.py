@@ -429,7 +429,7 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                     "tpm-profile",
                     Severity.WARNING,
                     f"The {PROFILE_NAMES[kind[0]]} profile {policy.label} is assigned: Intune doesn't support it "
-                    f"on {'an AVD host' if kind[0] in {'domainjoin', 'wifi'} else 'a VM'}.",
+                    f"on {'an AVD host' if kind[0] in {'domainjoin', 'wifi'} else 'a VM'}.{_unevaluated(assigned)}",
                     f"{policy.label} via {assigned.via}: {kind[1]}",
                     DOC_AVD if kind[0] in {"domainjoin", "wifi"} else DOC_VM,
                 )
@@ -441,7 +441,8 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 _device_finding(
                     "tpm-compliance",
                     Severity.WARNING,
-                    f"The compliance policy {policy.label} requires {wanted}: an AVD host reports it as noncompliant.",
+                    f"The compliance policy {policy.label} requires {wanted}: an AVD host reports it as noncompliant."
+                    f"{_unevaluated(assigned)}",
                     f"{policy.label} via {assigned.via}: {', '.join(requirements)}",
                     DOC_AVD,
                 )
@@ -473,8 +474,16 @@ def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             )
         severity = Severity.ERROR if disabled else Severity.WARNING
         evidence = f"{assigned.policy.label} via {assigned.via}: {shown}"
-        findings.append(_device_finding("remote-access", severity, message, evidence, DOC_AVD))
+        findings.append(_device_finding("remote-access", severity, message + _unevaluated(assigned), evidence, DOC_AVD))
     return findings
+
+
+def _unevaluated(assigned: AssignedPolicy) -> str:
+    """What a finding adds when the policy's assignment filter couldn't be evaluated: it is reported, never
+    silently counted or dropped, and the admin is told which filter and why."""
+    if assigned.unevaluated is None:
+        return ""
+    return f" Its assignment filter was not evaluated ({assigned.unevaluated}): Intune may keep it from this device."
 
 
 def _unreadable(rule_id: str, what: str, so: str, unreadable: Unreadable, doc: str) -> Finding:

@@ -16,6 +16,8 @@ from responder.intune_policies import (
     Policy,
     assigned_to_device,
     configuration_policy_from_json,
+    filter_from_json,
+    with_filters,
 )
 from responder.os_identity import identify_os
 from responder.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, cannot_enrol, check, check_device
@@ -334,3 +336,47 @@ def test_remote_desktop_disabled_by_any_documented_spelling_of_the_oma_uri_is_an
         omaSettings=[{"@odata.type": "#microsoft.graph.omaSettingString", "omaUri": uri, "value": "<disabled/>"}],
     )
     assert findings(custom, avd=True) == {("remote-access", "error")}
+
+
+def test_a_profile_whose_assignment_filter_cant_be_evaluated_is_reported_naming_the_filter() -> None:
+    filtered = {
+        **ALL_DEVICES,
+        "deviceAndAppManagementAssignmentFilterId": "f-1",
+        "deviceAndAppManagementAssignmentFilterType": "include",
+    }
+    unknown_property = with_filters(
+        policy("windows10EndpointProtectionConfiguration", filtered, bitLockerEncryptDevice=True),
+        {
+            "f-1": filter_from_json(
+                {"id": "f-1", "displayName": "Dell only", "rule": '(device.manufacturer -eq "Dell")'}
+            )
+        },
+    )
+    device = DeviceFacts(
+        "md-1", policies=assigned_to_device([unknown_property], frozenset(), {"model": "Virtual Machine"})
+    )
+
+    (finding,) = check_device(CheckFacts(vm(), device=device))
+
+    assert finding.rule_id == "tpm-profile"
+    assert "'Dell only' (f-1)" in finding.message
+    assert "manufacturer" in finding.message
+
+
+def test_a_profile_an_include_filter_keeps_away_from_vms_is_not_reported() -> None:
+    filtered = {
+        **ALL_DEVICES,
+        "deviceAndAppManagementAssignmentFilterId": "f-2",
+        "deviceAndAppManagementAssignmentFilterType": "include",
+    }
+    not_vms = with_filters(
+        policy("windows10EndpointProtectionConfiguration", filtered, bitLockerEncryptDevice=True),
+        {
+            "f-2": filter_from_json(
+                {"id": "f-2", "displayName": "No VMs", "rule": '(device.model -ne "Virtual Machine")'}
+            )
+        },
+    )
+    device = DeviceFacts("md-1", policies=assigned_to_device([not_vms], frozenset(), {"model": "Virtual Machine"}))
+
+    assert check_device(CheckFacts(vm(), device=device)) == []

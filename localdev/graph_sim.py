@@ -8,7 +8,10 @@ remove), and Intune's `deviceConfigurations` and `deviceCompliancePolicies` with
 `$expand=assignments` (v1.0 serves the types v1.0 describes; `/beta` serves all), and, in beta
 only, `configurationPolicies` (settings catalog and Endpoint security) with `$select`,
 `$expand=assignments` and their `settings`, shaped as the beta metadata says
-(`deviceManagementConfigurationPolicy`, `deviceManagementConfigurationSetting`). Errors are Graph's:
+(`deviceManagementConfigurationPolicy`, `deviceManagementConfigurationSetting`), and `assignmentFilters`
+(`deviceAndAppManagementAssignmentFilter`) with `$select`. An assignment's target carries its filter
+(`deviceAndAppManagementAssignmentFilterId`/`…Type`) in beta only: v1.0's target type declares neither.
+Errors are Graph's:
 404 `Request_ResourceNotFound`, 400 for a member that is already there.
 Destructive device actions (wipe, retire, ...) are deliberately absent: the
 responder must never call them, and a call would get a 404 here.
@@ -38,6 +41,8 @@ BETA_ONLY_TYPES = frozenset(
     }
 )
 _MANAGED = r"/v1\.0/deviceManagement/managedDevices"
+# beta's deviceAndAppManagementAssignmentTarget: the filter id (nullable) and type (none | include | exclude).
+FILTER_ID, FILTER_TYPE = "deviceAndAppManagementAssignmentFilterId", "deviceAndAppManagementAssignmentFilterType"
 
 Json = dict[str, Any]
 
@@ -55,6 +60,8 @@ class GraphTenant:
     compliance_policies: dict[str, Json] = field(default_factory=dict)
     # Settings catalog and Endpoint security policies (beta), each with "assignments" and "settings".
     configuration_policies: dict[str, Json] = field(default_factory=dict)
+    # Assignment filters (beta deviceAndAppManagementAssignmentFilter), by id.
+    assignment_filters: dict[str, Json] = field(default_factory=dict)
 
     @classmethod
     def from_seed(cls, seed: Json) -> GraphTenant:
@@ -72,6 +79,8 @@ class GraphTenant:
             self.compliance_policies[policy["id"]] = {"assignments": [], **copy.deepcopy(policy)}
         for policy in seed.get("configurationPolicies", []):
             self.configuration_policies[policy["id"]] = {"assignments": [], "settings": [], **copy.deepcopy(policy)}
+        for assignment_filter in seed.get("assignmentFilters", []):
+            self.assignment_filters[assignment_filter["id"]] = copy.deepcopy(assignment_filter)
 
     def enrol(self, seed: Json) -> None:
         """Intune and Entra records, and group members: the seed's, or ones that appear later
@@ -157,7 +166,12 @@ class GraphSimulator:
                 re.compile(r"/(?P<version>v1\.0|beta)/deviceManagement/deviceConfigurations"),
                 self._list_configurations,
             ),
-            ("GET", re.compile(r"/v1\.0/deviceManagement/deviceCompliancePolicies"), self._list_compliance_policies),
+            (
+                "GET",
+                re.compile(r"/(?P<version>v1\.0|beta)/deviceManagement/deviceCompliancePolicies"),
+                self._list_compliance_policies,
+            ),
+            ("GET", re.compile(r"/beta/deviceManagement/assignmentFilters"), self._list_assignment_filters),
             ("GET", re.compile(r"/beta/deviceManagement/configurationPolicies"), self._list_configuration_policies),
             (
                 "GET",
@@ -261,9 +275,13 @@ class GraphSimulator:
         ]
         return self._policies(request, served, "deviceManagement/deviceConfigurations", version)
 
-    def _list_compliance_policies(self, request: Request) -> Response:
+    def _list_compliance_policies(self, request: Request, version: str) -> Response:
         policies = list(self.tenant.compliance_policies.values())
-        return self._policies(request, policies, "deviceManagement/deviceCompliancePolicies", "v1.0")
+        return self._policies(request, policies, "deviceManagement/deviceCompliancePolicies", version)
+
+    def _list_assignment_filters(self, request: Request) -> Response:
+        filters = list(self.tenant.assignment_filters.values())
+        return self._page(request, filters, "deviceManagement/assignmentFilters", "beta")
 
     def _list_configuration_policies(self, request: Request) -> Response:
         policies = list(self.tenant.configuration_policies.values())
@@ -290,7 +308,11 @@ class GraphSimulator:
         if expand - navigation:
             return error(HTTPStatus.BAD_REQUEST, "BadRequest", f"cannot expand {sorted(expand - navigation)}")
         shown = [
-            {name: value for name, value in policy.items() if name not in navigation or name in expand}
+            {
+                name: _assignments(value, version) if name == "assignments" else value
+                for name, value in policy.items()
+                if name not in navigation or name in expand
+            }
             for policy in policies
         ]
         return self._page(request, shown, path, version, keep=expand)
@@ -348,6 +370,19 @@ class GraphSimulator:
         if query.get("$count") == "true":
             body["@odata.count"] = len(matches)
         return Response(HTTPStatus.OK, body)
+
+
+def _assignments(assignments: list[Json], version: str) -> list[Json]:
+    """Assignments as the version serves them: in beta each target carries its filter (none when it has
+    none: the type is not nullable), in v1.0 neither property (v1.0's target type declares no filter)."""
+    served = []
+    for assignment in assignments:
+        target = {name: value for name, value in assignment["target"].items() if name not in {FILTER_ID, FILTER_TYPE}}
+        if version == "beta":
+            target[FILTER_ID] = assignment["target"].get(FILTER_ID)
+            target[FILTER_TYPE] = assignment["target"].get(FILTER_TYPE) or "none"
+        served.append({**assignment, "target": target})
+    return served
 
 
 def _not_found(message: str) -> Response:

@@ -1,26 +1,30 @@
-"""The beta reads (`responder.adapters.graph_beta`) and the simulator's settings catalog against Graph's beta metadata.
+"""The beta reads (`responder.adapters.graph_beta`) and the simulator's beta documents against Graph's beta metadata.
 
-`contracts/graph/beta-configurationPolicies.csdl.xml` holds the slice of Microsoft's beta CSDL these
-reads touch (see contracts/README.md). Every `configurationPolicies` call must address what the slice
-declares, with `$select` and `$expand` it declares; every policy, assignment, setting and setting
-instance the simulator serves must carry only properties its type (and its base types) declares.
+`contracts/graph/beta-configurationPolicies.csdl.xml` and `beta-assignmentFilters.csdl.xml` hold the slices
+of Microsoft's beta CSDL these reads touch (see contracts/README.md). Every beta call must address what the
+slices declare, with `$select` and `$expand` they declare, and be allowed by `DeviceManagementConfiguration.Read.All`
+in Microsoft's permission index; every policy, assignment (and its target, with its assignment filter),
+setting, setting instance and assignment filter the simulator serves must carry only properties its type
+(and its base types) declares, enum values among the enum's members.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from localdev.sim_http import Request
+from localdev.sim_http import Request, Response
 from localdev.simulators import Simulators
-from responder.adapters.graph_beta import CONFIGURATION_POLICY_FIELDS, SETTING_FIELDS
+from responder.adapters.graph_beta import ASSIGNMENT_FILTER_FIELDS, CONFIGURATION_POLICY_FIELDS, SETTING_FIELDS
 from responder.composition import Services
-from tests.test_graph_contract import complex_type_names
+from tests.test_graph_contract import CSDL, PERMISSIONS, complex_type_names, granted_roles
 
-BETA = Path(__file__).parent / "contracts" / "graph" / "beta-configurationPolicies.csdl.xml"
+GRAPH_CONTRACTS = Path(__file__).parent / "contracts" / "graph"
+BETA = [GRAPH_CONTRACTS / "beta-configurationPolicies.csdl.xml", GRAPH_CONTRACTS / "beta-assignmentFilters.csdl.xml"]
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 PATHS = [
     (re.compile(r"^/beta/deviceManagement/configurationPolicies$"), "deviceManagementConfigurationPolicy"),
@@ -28,29 +32,64 @@ PATHS = [
         re.compile(r"^/beta/deviceManagement/configurationPolicies/[^/]+/settings$"),
         "deviceManagementConfigurationSetting",
     ),
+    (re.compile(r"^/beta/deviceManagement/deviceConfigurations$"), "deviceConfiguration"),
+    (re.compile(r"^/beta/deviceManagement/deviceCompliancePolicies$"), "deviceCompliancePolicy"),
+    (re.compile(r"^/beta/deviceManagement/assignmentFilters$"), "deviceAndAppManagementAssignmentFilter"),
 ]
+# The beta list of profiles is read whole (`@odata.type` decides which are kept, of types with different
+# properties); every other beta read names its fields.
+UNSELECTED = {"deviceConfiguration"}
+# The role every beta read needs, as Microsoft's permission index grants it to an application.
+BETA_ROLE = "DeviceManagementConfiguration.Read.All"
+FILTER_TYPE = "deviceAndAppManagementAssignmentFilterType"
 
 
 @cache
 def beta_types() -> dict[str, tuple[set[str], set[str], bool]]:
-    """Type name → (properties, navigation properties, abstract), its base types' included."""
-    root = ET.parse(BETA).getroot()  # noqa: S314 (Microsoft's file, vendored in this repository)
-    elements = {
-        element.get("Name") or "": element
-        for kind in ("EntityType", "ComplexType")
-        for element in root.iter(f"{EDM}{kind}")
-    }
+    """Type name → (properties, navigation properties, abstract), its base types' included; a type two slices
+    hold (`deviceManagement`, each cut to its own navigation properties) has what either declares."""
+    elements: dict[str, list[ET.Element]] = {}
+    for path in BETA:
+        root = ET.parse(path).getroot()  # noqa: S314 (Microsoft's file, vendored in this repository)
+        for kind in ("EntityType", "ComplexType"):
+            for element in root.iter(f"{EDM}{kind}"):
+                elements.setdefault(element.get("Name") or "", []).append(element)
     found: dict[str, tuple[set[str], set[str], bool]] = {}
-    for name, element in elements.items():
+    for name, declared in elements.items():
         properties: set[str] = set()
         navigation: set[str] = set()
-        current: ET.Element | None = element
-        while current is not None:
-            properties |= {p.get("Name") or "" for p in current.findall(f"{EDM}Property")}
-            navigation |= {p.get("Name") or "" for p in current.findall(f"{EDM}NavigationProperty")}
-            current = elements.get((current.get("BaseType") or "").removeprefix("graph."))
-        found[name] = (properties, navigation, element.get("Abstract") == "true")
+        current = declared
+        while current:
+            properties |= {p.get("Name") or "" for e in current for p in e.findall(f"{EDM}Property")}
+            navigation |= {p.get("Name") or "" for e in current for p in e.findall(f"{EDM}NavigationProperty")}
+            current = elements.get((current[0].get("BaseType") or "").removeprefix("graph."), [])
+        found[name] = (properties, navigation, any(e.get("Abstract") == "true" for e in declared))
     return found
+
+
+@cache
+def beta_enums() -> dict[str, set[str]]:
+    """Enum type name → its members."""
+    return {
+        element.get("Name") or "": {member.get("Name") or "" for member in element.findall(f"{EDM}Member")}
+        for path in BETA
+        for element in ET.parse(path).getroot().iter(f"{EDM}EnumType")  # noqa: S314
+    }
+
+
+@cache
+def base_types(name: str) -> list[str]:
+    """The type and its base types, nearest first."""
+    elements = {
+        element.get("Name") or "": element
+        for path in BETA
+        for element in ET.parse(path).getroot().iter(f"{EDM}ComplexType")  # noqa: S314
+    }
+    chain = []
+    while name in elements:
+        chain.append(name)
+        name = (elements[name].get("BaseType") or "").removeprefix("graph.")
+    return chain
 
 
 def entity_of(request: Request) -> str:
@@ -60,42 +99,71 @@ def entity_of(request: Request) -> str:
     raise AssertionError(f"{request.path} is not a beta path this test knows of the metadata")
 
 
-async def configuration_policy_calls(services: Services, simulators: Simulators) -> list[Request]:
+async def beta_calls(services: Services, simulators: Simulators) -> list[Request]:
+    """Every beta call of one policy read (the sample names an assignment filter: they are read too)."""
     await services.directory.intune_policies()
-    return [
-        request
-        for request in simulators.graph.operations
-        if request.path.startswith("/beta/deviceManagement/configurationPolicies")
-    ]
+    return [request for request in simulators.graph.operations if request.path.startswith("/beta/")]
 
 
-async def test_the_configuration_policy_reads_address_entities_the_beta_metadata_declares(
+async def test_the_beta_reads_address_entities_the_beta_metadata_declares(
     services: Services, simulators: Simulators
 ) -> None:
-    calls = await configuration_policy_calls(services, simulators)
+    calls = await beta_calls(services, simulators)
 
     assert {entity_of(request) for request in calls} == {
+        "deviceConfiguration",
+        "deviceCompliancePolicy",
         "deviceManagementConfigurationPolicy",
         "deviceManagementConfigurationSetting",
+        "deviceAndAppManagementAssignmentFilter",
     }
-    assert "configurationPolicies" in beta_types()["deviceManagement"][1]
+    assert {"configurationPolicies", "deviceConfigurations", "deviceCompliancePolicies", "assignmentFilters"} <= (
+        beta_types()["deviceManagement"][1]
+    )
     assert "settings" in beta_types()["deviceManagementConfigurationPolicy"][1]
 
 
 async def test_every_beta_select_and_expand_is_declared_on_the_entity(
     services: Services, simulators: Simulators
 ) -> None:
-    calls = await configuration_policy_calls(services, simulators)
+    calls = await beta_calls(services, simulators)
 
     for request in calls:
         properties, navigation, _ = beta_types()[entity_of(request)]
         selected = {name for name in request.query.get("$select", "").split(",") if name}
         expanded = {name for name in request.query.get("$expand", "").split(",") if name}
-        assert selected, request.path  # every read names its fields
+        assert selected or entity_of(request) in UNSELECTED, request.path  # every read names its fields
         assert selected <= properties | {"id"}, (request.path, selected - properties)
         assert expanded <= navigation, (request.path, expanded - navigation)
     assert set(CONFIGURATION_POLICY_FIELDS) <= beta_types()["deviceManagementConfigurationPolicy"][0] | {"id"}
     assert set(SETTING_FIELDS) <= beta_types()["deviceManagementConfigurationSetting"][0] | {"id"}
+    assert set(ASSIGNMENT_FILTER_FIELDS) <= beta_types()["deviceAndAppManagementAssignmentFilter"][0] | {"id"}
+
+
+async def test_every_beta_call_is_allowed_by_the_configuration_read_role_the_template_grants(
+    services: Services, simulators: Simulators
+) -> None:
+    calls = await beta_calls(services, simulators)
+    index = json.loads(PERMISSIONS.read_text())["permissions"]
+    allowed = {
+        (method, path)
+        for path_set in index[BETA_ROLE]["pathSets"]
+        if "Application" in path_set["schemeKeys"]
+        for method in path_set["methods"]
+        for path in path_set["paths"]
+    }
+
+    called = {(request.method, permission_path(request)) for request in calls}
+
+    assert BETA_ROLE in granted_roles()
+    assert ("GET", "/devicemanagement/assignmentfilters") in called
+    assert called <= allowed, called - allowed
+
+
+def permission_path(request: Request) -> str:
+    """The path as the permission index spells it: lower case, a policy's id as {id}."""
+    path = request.path.lower().removeprefix("/beta")
+    return re.sub(r"/configurationpolicies/[^/]+/", "/configurationpolicies/{id}/", path)
 
 
 def test_the_simulated_configuration_policies_carry_only_properties_the_beta_metadata_declares(
@@ -146,3 +214,65 @@ def test_the_adapter_reads_a_setting_instance_by_the_properties_the_metadata_nam
     assert {"value", "children"} <= types["deviceManagementConfigurationChoiceSettingValue"][0]
     assert "children" in types["deviceManagementConfigurationGroupSettingValue"][0]
     assert "templateFamily" in types["deviceManagementConfigurationPolicyTemplateReference"][0]
+
+
+def served(simulators: Simulators, path: str, **query: str) -> list[dict[str, Any]]:
+    """What the simulator answers a beta list read (one page is all the sample holds)."""
+    answer: Response = simulators.graph_router(Request("GET", path, query, {}, None))
+    assert answer.status == 200, answer.body
+    assert "@odata.nextLink" not in answer.body
+    return list(answer.body["value"])
+
+
+def test_the_simulated_assignment_filters_carry_only_what_the_beta_metadata_declares(simulators: Simulators) -> None:
+    filters = served(simulators, "/beta/deviceManagement/assignmentFilters")
+    selected = served(
+        simulators, "/beta/deviceManagement/assignmentFilters", **{"$select": ",".join(ASSIGNMENT_FILTER_FIELDS)}
+    )
+
+    assert filters
+    properties, _, _ = beta_types()["deviceAndAppManagementAssignmentFilter"]
+    for found in filters:
+        assert set(found) <= properties | {"id"}, set(found) - properties
+        assert found["platform"] in beta_enums()["devicePlatformType"]
+        assert found["rule"]
+        assert found["displayName"]
+    assert all(set(found) == set(ASSIGNMENT_FILTER_FIELDS) for found in selected)
+
+
+def test_every_beta_assignment_target_carries_its_filter_as_the_beta_metadata_declares(simulators: Simulators) -> None:
+    lists = {
+        "/beta/deviceManagement/deviceConfigurations": "deviceConfigurationAssignment",
+        "/beta/deviceManagement/deviceCompliancePolicies": "deviceCompliancePolicyAssignment",
+        "/beta/deviceManagement/configurationPolicies": "deviceManagementConfigurationPolicyAssignment",
+    }
+    filter_ids = {found["id"] for found in served(simulators, "/beta/deviceManagement/assignmentFilters")}
+    filtered = []
+    for path, assignment_type in lists.items():
+        for policy in served(simulators, path, **{"$expand": "assignments"}):
+            for assignment in policy["assignments"]:
+                assert set(assignment) <= beta_types()[assignment_type][0] | {"id"}, (path, assignment)
+                target = assignment["target"]
+                name = str(target["@odata.type"]).removeprefix("#microsoft.graph.")
+                properties, _, abstract = beta_types()[name]
+                assert not abstract, name
+                assert "deviceAndAppManagementAssignmentTarget" in base_types(name), name
+                assert {key for key in target if not key.startswith("@odata.")} <= properties, (name, target)
+                assert target[FILTER_TYPE] in beta_enums()["deviceAndAppManagementAssignmentFilterType"]  # not nullable
+                if target[FILTER_TYPE] != "none":
+                    assert target["deviceAndAppManagementAssignmentFilterId"] in filter_ids
+                    filtered.append(policy["id"])
+    assert filtered  # the sample has a filtered assignment
+
+
+def test_v1_assignment_targets_carry_no_filter_as_v1_declares_none(simulators: Simulators) -> None:
+    root = ET.parse(CSDL).getroot()  # noqa: S314
+    (v1_target,) = [
+        e for e in root.iter(f"{EDM}ComplexType") if e.get("Name") == "deviceAndAppManagementAssignmentTarget"
+    ]
+    assert not v1_target.findall(f"{EDM}Property")
+    for path in ("/v1.0/deviceManagement/deviceConfigurations", "/v1.0/deviceManagement/deviceCompliancePolicies"):
+        answer = simulators.graph_router(Request("GET", path, {"$expand": "assignments"}, {}, None))
+        for policy in answer.body["value"]:
+            for assignment in policy["assignments"]:
+                assert not {key for key in assignment["target"] if key.startswith("deviceAndAppManagementAssignment")}

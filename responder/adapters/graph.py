@@ -21,6 +21,7 @@ import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -51,7 +52,7 @@ from responder.clouds import PUBLIC, Cloud
 from responder.errors import RequestRefused, TransientError
 from responder.facts import EntraDevice, ManagedDevice
 from responder.graph_documents import entra_device_from_json, managed_device_from_json, policy_from_json
-from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy
+from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, with_filters
 from responder.names import clip
 
 # Retries inside one call; beyond them the whole event is retried later.
@@ -345,15 +346,28 @@ class GraphDeviceDirectory:
 
     async def _read_policies(self) -> list[Policy]:
         """v1.0 for what v1.0 describes; beta (`graph_beta`) for the profile types v1.0 lacks (Domain Join,
-        Wi-Fi, DFCI) and for settings catalog and Endpoint security policies (`configurationPolicies`)."""
+        Wi-Fi, DFCI), for settings catalog and Endpoint security policies (`configurationPolicies`), for every
+        assignment's target (beta's carries the assignment filter, v1.0's doesn't), and for the tenant's
+        assignment filters, attached to each policy's targets (read only when some target names one)."""
         expand = {"$expand": "assignments"}
+        v1 = [
+            policy_from_json(item, category)
+            for path, category in ((CONFIGURATIONS, CONFIGURATION), (COMPLIANCE_POLICIES, COMPLIANCE))
+            async for item in self._pages(self._request(Method.GET, path, expand))
+        ]
+        profiles = await self._beta.profiles()
+        catalog = await self._beta.configuration_policies()
+        targets = {CONFIGURATION: profiles.targets, COMPLIANCE: await self._beta.compliance_targets()}
         found: dict[str, Policy] = {}
-        for path, category in ((CONFIGURATIONS, CONFIGURATION), (COMPLIANCE_POLICIES, COMPLIANCE)):
-            async for item in self._pages(self._request(Method.GET, path, expand)):
-                found.setdefault(str(item.get("id")), policy_from_json(item, category))
-        for policy in (*await self._beta.beta_only_profiles(), *await self._beta.configuration_policies()):
+        for policy in v1:
+            beta = targets[policy.category].get(policy.id)  # the same assignments, with their filters
+            found.setdefault(policy.id, policy if beta is None else replace(policy, targets=beta))
+        for policy in (*profiles.beta_only, *catalog):
             found.setdefault(policy.id, policy)
-        return list(found.values())
+        if not any(target.filter_id for policy in found.values() for target in policy.targets):
+            return list(found.values())
+        filters = await self._beta.assignment_filters()
+        return [with_filters(policy, filters) for policy in found.values()]
 
     def _beta_request(
         self, method: Method, path: str, query: Mapping[str, str | Sequence[str]] | None

@@ -1,8 +1,11 @@
 """The responder's only Microsoft Graph **beta** reads, for the device-side check (read-only).
 
 Graph v1.0 doesn't describe what these return: profile types v1.0 lacks (Domain Join, Wi-Fi,
-DFCI) in `deviceConfigurations`, and `configurationPolicies`, where settings catalog and
-Endpoint security policies (disk encryption among them) live. Each call, `$select` and
+DFCI) in `deviceConfigurations`, `configurationPolicies`, where settings catalog and
+Endpoint security policies (disk encryption among them) live, the tenant's assignment filters
+(`assignmentFilters`), and the filter an assignment carries (v1.0's `deviceAndAppManagementAssignmentTarget`
+declares none, beta's declares `deviceAndAppManagementAssignmentFilterId`/`…Type`): so every assignment
+is read from beta, template profiles' and compliance policies' too. Each call, `$select` and
 `$expand` here is checked against Microsoft's beta metadata (`tests/contracts/graph/beta-*.xml`),
 and each is allowed by `DeviceManagementConfiguration.Read.All` (the permission index).
 
@@ -12,7 +15,8 @@ same error handling); this module only says what to ask and how to read the answ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -23,22 +27,41 @@ from responder.graph_documents import policy_from_json
 from responder.intune_policies import (
     BETA_ONLY_PROFILE_TYPES,
     CONFIGURATION,
+    AssignmentFilter,
+    AssignmentTarget,
     Policy,
     configuration_policy_from_json,
+    filter_from_json,
     target_from_json,
 )
 
 CONFIGURATIONS = "/deviceManagement/deviceConfigurations"
 CONFIGURATION_POLICIES = "/deviceManagement/configurationPolicies"
+COMPLIANCE_POLICIES = "/deviceManagement/deviceCompliancePolicies"
+ASSIGNMENT_FILTERS = "/deviceManagement/assignmentFilters"
 # What the rules read of a configuration policy (deviceManagementConfigurationPolicy, beta) and of its
 # settings (deviceManagementConfigurationSetting): nothing else is fetched.
 CONFIGURATION_POLICY_FIELDS = ["id", "name", "platforms", "technologies", "templateReference"]
 SETTING_FIELDS = ["id", "settingInstance"]
+# What the filter evaluation reads of an assignment filter (deviceAndAppManagementAssignmentFilter, beta).
+ASSIGNMENT_FILTER_FIELDS = ["id", "displayName", "platform", "rule"]
 # Only targets that can reach a device make a policy worth reading settings of.
 _DEVICE_TARGETS = {"all-devices", "group"}
 
 Request = Callable[[Method, str, Mapping[str, str | Sequence[str]] | None], RequestInformation]
 Pages = Callable[[RequestInformation], AsyncIterator[dict[str, Any]]]
+
+
+Targets = dict[str, tuple[AssignmentTarget, ...]]  # policy id → its assignments' targets, as beta serves them
+
+
+@dataclass(frozen=True, slots=True)
+class BetaProfiles:
+    """One read of beta `deviceConfigurations`: the profiles of the types v1.0 lacks, and every profile's
+    targets (with their filters) by id, for the profiles read from v1.0."""
+
+    beta_only: list[Policy]
+    targets: Targets
 
 
 class GraphBeta:
@@ -48,13 +71,30 @@ class GraphBeta:
         self._request = request
         self._pages = pages
 
-    async def beta_only_profiles(self) -> list[Policy]:
-        """Template profiles of the types v1.0 doesn't describe (kept by their `@odata.type`), with assignments."""
-        found = []
+    async def profiles(self) -> BetaProfiles:
+        """Template profiles of the types v1.0 doesn't describe (kept by their `@odata.type`), with assignments,
+        and the targets of every profile (the same list call)."""
+        found, targets = [], {}
         async for item in self._pages(self._request(Method.GET, CONFIGURATIONS, {"$expand": "assignments"})):
+            policy = policy_from_json(item, CONFIGURATION)
+            targets[policy.id] = policy.targets
             if str(item.get("@odata.type", "")).lower() in BETA_ONLY_PROFILE_TYPES:
-                found.append(policy_from_json(item, CONFIGURATION))
-        return found
+                found.append(policy)
+        return BetaProfiles(found, targets)
+
+    async def compliance_targets(self) -> Targets:
+        """The targets of every compliance policy (only their ids and assignments are read)."""
+        query = {"$select": ["id"], "$expand": "assignments"}
+        return {
+            str(item.get("id")): _targets(item.get("assignments"))
+            async for item in self._pages(self._request(Method.GET, COMPLIANCE_POLICIES, query))
+        }
+
+    async def assignment_filters(self) -> dict[str, AssignmentFilter]:
+        """The tenant's assignment filters, by id (lower case): their name, platform and rule."""
+        read = self._request(Method.GET, ASSIGNMENT_FILTERS, {"$select": ASSIGNMENT_FILTER_FIELDS})
+        filters = [filter_from_json(item) async for item in self._pages(read)]
+        return {found.id: found for found in filters}
 
     async def configuration_policies(self) -> list[Policy]:
         """Windows MDM settings catalog and Endpoint security policies that are assigned to devices, each with
@@ -79,9 +119,12 @@ def _windows_mdm(document: Mapping[str, Any]) -> bool:
 
 
 def _reaches_devices(document: Mapping[str, Any]) -> bool:
-    assignments = document.get("assignments") or []
-    return any(
-        target_from_json(assignment["target"]).kind in _DEVICE_TARGETS
-        for assignment in assignments
+    return any(target.kind in _DEVICE_TARGETS for target in _targets(document.get("assignments")))
+
+
+def _targets(assignments: Iterable[Any] | None) -> tuple[AssignmentTarget, ...]:
+    return tuple(
+        target_from_json(assignment["target"])
+        for assignment in assignments or []
         if isinstance(assignment, Mapping) and isinstance(assignment.get("target"), Mapping)
     )

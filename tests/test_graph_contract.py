@@ -182,7 +182,7 @@ async def test_transitive_member_of_is_a_navigation_property_of_a_device(every_v
     assert "transitiveMemberOf" in navigation("device")
 
 
-async def test_the_beta_calls_are_the_profile_list_for_types_v1_lacks_and_the_configuration_policies(
+async def test_the_beta_calls_are_the_profile_list_the_configuration_policies_assignment_targets_and_filters(
     every_call: list[Request],
 ) -> None:
     """Beta is read only where v1.0 has nothing (`responder.adapters.graph_beta`; the beta metadata judges
@@ -198,7 +198,12 @@ async def test_the_beta_calls_are_the_profile_list_for_types_v1_lacks_and_the_co
     )
     assert {
         (method, re.sub(r"Policies/[^/]+/", "Policies/{id}/", path), str(query)) for method, path, query in beta[2:]
-    } == {("GET", "/beta/deviceManagement/configurationPolicies/{id}/settings", str({"$select": "id,settingInstance"}))}
+    } == {
+        ("GET", "/beta/deviceManagement/configurationPolicies/{id}/settings", str({"$select": "id,settingInstance"})),
+        # every assignment's target with its filter (v1.0's declares none), and the tenant's filters
+        ("GET", "/beta/deviceManagement/deviceCompliancePolicies", str({"$select": "id", "$expand": "assignments"})),
+        ("GET", "/beta/deviceManagement/assignmentFilters", str({"$select": "id,displayName,platform,rule"})),
+    }
     v1_types = {name.lower() for name in metadata()[0]}
     assert BETA_ONLY_PROFILE_TYPES == BETA_ONLY_TYPES  # the product keeps what the simulator serves from beta only
     for odata_type in BETA_ONLY_PROFILE_TYPES:  # ...types the v1.0 metadata indeed doesn't have
@@ -281,6 +286,7 @@ def permission_path(request: Request) -> str:
         "transitivememberof",
         "configurationpolicies",
         "settings",
+        "assignmentfilters",
     }
     return "/" + "/".join(part.lower() if part.lower() in named else "{id}" for part in parts)
 

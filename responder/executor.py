@@ -20,10 +20,9 @@ from responder.suppression import Action, AddToGroup, Plan, RemoveFromGroup, Set
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """One action Graph refused: what, the app role it needs, and Graph's answer."""
+    """One action Graph refused: what, and Graph's answer (an access denial names the action's app role)."""
 
     action: str
-    role: str
     problem: RequestRefused
 
     def finding(self) -> Finding:
@@ -48,19 +47,20 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
     for action in plan.actions:
         try:
             changed = await _perform(action, directory)
-        except AccessDenied as denied:  # named after this write's own app role, not Graph's in general
-            if denied.role == IDENTITY_MISSING:  # no token at all: the identity, not a role, is what's missing
-                refusals.append(Refusal(action.describe(), action.role, denied))
-                continue
-            needs = f"{denied.message}; this write needs {action.role}"
-            problem = AccessDenied(denied.status, needs, denied.service, denied.resource, action.role)
-            refusals.append(Refusal(action.describe(), action.role, problem))
-            continue
         except RequestRefused as problem:
-            refusals.append(Refusal(action.describe(), action.role, problem))
+            refusals.append(Refusal(action.describe(), _naming_the_role(problem, action)))
             continue
         done.append(action.describe() + ("" if changed else " (already so)"))
     return Execution(tuple(done), tuple(refusals))
+
+
+def _naming_the_role(problem: RequestRefused, action: Action) -> RequestRefused:
+    """An access denial named after this write's own app role, not Graph's roles in general (no token
+    at all stays as it is: the identity, not a role, is what's missing)."""
+    if not isinstance(problem, AccessDenied) or problem.role == IDENTITY_MISSING:
+        return problem
+    needs = f"{problem.message}; this write needs {action.role}"
+    return AccessDenied(problem.status, needs, problem.service, problem.resource, action.role)
 
 
 async def _perform(action: Action, directory: DeviceDirectory) -> bool:

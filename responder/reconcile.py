@@ -129,11 +129,10 @@ class _Pass:
         self.summary.checked += 1
         return True
 
-    async def vms(self) -> bool:
+    async def vms(self) -> None:
         for subscription in sorted(self.settings.reconcile.watched_subscriptions):
             listing = self._subscription(subscription)
             self.listed_every_vm &= await self.attempt("list VMs", f"/subscriptions/{subscription}", listing)
-        return not self.bounded
 
     async def _subscription(self, subscription: str) -> None:
         async for vm in self.services.compute.list_vms(subscription):

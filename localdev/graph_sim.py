@@ -41,6 +41,26 @@ BETA_ONLY_TYPES = frozenset(
     }
 )
 _MANAGED = r"/v1\.0/deviceManagement/managedDevices"
+# v1.0's deviceEnrollmentType members. An enrolment v1.0 can't name (beta's azureAdJoinUsingAzureVmExtension,
+# the Azure VM extension's join) is served as the evolvable enum's sentinel, as Graph does.
+V1_ENROLLMENT_TYPES = frozenset(
+    {
+        "unknown",
+        "userEnrollment",
+        "deviceEnrollmentManager",
+        "appleBulkWithUser",
+        "appleBulkWithoutUser",
+        "windowsAzureADJoin",
+        "windowsBulkUserless",
+        "windowsAutoEnrollment",
+        "windowsBulkAzureDomainJoin",
+        "windowsCoManagement",
+        "windowsAzureADJoinUsingDeviceAuth",
+        "appleUserEnrollment",
+        "appleUserEnrollmentWithServiceAccount",
+        "unknownFutureValue",
+    }
+)
 # beta's deviceAndAppManagementAssignmentTarget: the filter id (nullable) and type (none | include | exclude).
 FILTER_ID, FILTER_TYPE = "deviceAndAppManagementAssignmentFilterId", "deviceAndAppManagementAssignmentFilterType"
 
@@ -199,14 +219,14 @@ class GraphSimulator:
     # --- Intune managed devices -------------------------------------------------
 
     def _list_managed_devices(self, request: Request) -> Response:
-        devices = list(self.tenant.managed_devices.values())
+        devices = [_as_v1(device) for device in self.tenant.managed_devices.values()]
         return self._page(request, devices, "deviceManagement/managedDevices")
 
     def _get_managed(self, request: Request, id: str) -> Response:
         device = self.tenant.managed_devices.get(id)
         if device is None:
             return _not_found(f"managedDevice {id} not found")
-        return Response(HTTPStatus.OK, _select(device, request.query.get("$select")))
+        return Response(HTTPStatus.OK, _select(_as_v1(device), request.query.get("$select")))
 
     def _delete_managed(self, request: Request, id: str) -> Response:
         if self.tenant.managed_devices.pop(id, None) is None:
@@ -370,6 +390,13 @@ class GraphSimulator:
         if query.get("$count") == "true":
             body["@odata.count"] = len(matches)
         return Response(HTTPStatus.OK, body)
+
+
+def _as_v1(device: Json) -> Json:
+    """A managed device as v1.0 serves it: an enrolment type v1.0's enum lacks is `unknownFutureValue`."""
+    if device.get("deviceEnrollmentType", "unknown") in V1_ENROLLMENT_TYPES:
+        return device
+    return {**device, "deviceEnrollmentType": "unknownFutureValue"}
 
 
 def _assignments(assignments: list[Json], version: str) -> list[Json]:

@@ -39,7 +39,7 @@ from responder.creation import judge_finished
 from responder.errors import RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
 from responder.facts import Gone, VmFacts
-from responder.intune_policies import assigned_to_device
+from responder.intune_policies import assigned_to_device, filter_properties
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
 from responder.model import Finding, Severity, VmRecord, VmRef, parse_moment
@@ -248,13 +248,8 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
         )
     groups = await services.directory.device_group_ids(entra.object_id) if entra else frozenset[str]()
     policies = await services.directory.intune_policies()
-    # What Intune's assignment filters can test that this app reads of the managed device; a filter on any
-    # other property is reported as not evaluated (README, "Documented limits").
-    properties = {
-        "deviceName": managed.device_name,
-        "model": managed.model,
-        "enrollmentProfileName": managed.enrollment_profile_name,
-    }
+    # A filter on a property this app doesn't read is reported as not evaluated (README, "Documented limits").
+    properties = filter_properties(managed, entra)
     device = DeviceFacts(
         managed.id,
         managed.enrollment_type,

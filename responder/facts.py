@@ -118,6 +118,11 @@ class ManagedDevice:
     last_sync_at: datetime | None = None
     enrollment_type: str | None = None
     enrollment_profile_name: str | None = None  # the Autopilot profile it enrolled through, if any
+    # What Intune's assignment filters test besides the name, model and enrolment profile.
+    manufacturer: str | None = None
+    os_version: str | None = None
+    owner_type: str | None = None  # managedDeviceOwnerType: company | personal | unknown
+    category: str | None = None  # deviceCategoryDisplayName
 
     @property
     def is_virtual_machine(self) -> bool:

@@ -23,6 +23,10 @@ def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:
         last_sync_at=parse_moment(document.get("lastSyncDateTime")),
         enrollment_type=document.get("deviceEnrollmentType"),
         enrollment_profile_name=document.get("enrollmentProfileName"),
+        manufacturer=document.get("manufacturer"),
+        os_version=document.get("osVersion"),
+        owner_type=document.get("managedDeviceOwnerType"),
+        category=document.get("deviceCategoryDisplayName"),
     )
 
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from responder.facts import EntraDevice, ManagedDevice
+
 CONFIGURATION, COMPLIANCE = "configuration", "compliance"
 
 # Graph's @odata.type of a target, lower case → what it targets.
@@ -339,8 +341,43 @@ _STRING_OPERATORS: dict[str, Callable[[str | None, str], bool]] = {
     "notcontains": lambda value, wanted: value is None or wanted not in value,
 }
 _LIST_OPERATORS = {"in": True, "notin": False}
+# `operatingSystemVersion` is compared as a version (memdocs: "Enter a version value (using -eq, -ne, -gt,
+# -ge, -lt, -le operators)"); every other property as a string.
+_VERSION_OPERATORS: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
+    "eq": lambda value, wanted: value == wanted,
+    "ne": lambda value, wanted: value != wanted,
+    "gt": lambda value, wanted: value > wanted,
+    "ge": lambda value, wanted: value >= wanted,
+    "lt": lambda value, wanted: value < wanted,
+    "le": lambda value, wanted: value <= wanted,
+}
+VERSION_PROPERTIES = frozenset({"operatingsystemversion"})
+# Intune's filter values for ownership (managedDeviceOwnerType) and join type (Entra's trustType; the
+# filter names are Intune's, not Entra's: memdocs filters-device-properties, `deviceTrustType`).
+_OWNERSHIP = {"company": "Corporate", "personal": "Personal"}
+_TRUST_TYPES = {"azuread": "Azure AD joined", "serverad": "Hybrid Azure AD joined", "workplace": "Azure AD registered"}
 Tokens = list[tuple[str, str]]
 _NULLS = {"null", "$null"}
+
+
+def filter_properties(managed: ManagedDevice, entra: EntraDevice | None) -> dict[str, str | None]:
+    """The managed-device filter properties this app knows of a device, by Intune's names: from the Intune
+    record (v1.0 `managedDevice`) and, for the join type, the device's proven Entra object. A property
+    absent here (`operatingSystemSKU`, `cpuArchitecture`: v1.0 doesn't serve them; `deviceTrustType` while
+    no Entra object is proven) makes a rule on it unevaluable, never guessed."""
+    known: dict[str, str | None] = {
+        "deviceName": managed.device_name,
+        "model": managed.model,
+        "manufacturer": managed.manufacturer,
+        "enrollmentProfileName": managed.enrollment_profile_name,
+        "deviceCategory": managed.category,
+        "osVersion": managed.os_version,
+        "operatingSystemVersion": managed.os_version,
+        "deviceOwnership": _OWNERSHIP.get((managed.owner_type or "").lower(), "unknown"),
+    }
+    if entra is not None:
+        known["deviceTrustType"] = _TRUST_TYPES.get((entra.trust_type or "").lower(), "Unknown")
+    return known
 
 
 def evaluate_filter(rule: str, device: Mapping[str, str | None]) -> bool:
@@ -422,6 +459,8 @@ def _comparison(
         raise UnevaluableFilter(f"expected an operator after {subject!r}")
     op = operator[1].lower().removeprefix("-")
     kind, text = operand
+    if name.lower() in VERSION_PROPERTIES:
+        return _version_comparison(name, value, op, operand)
     if op in _LIST_OPERATORS:
         if kind != "list":
             raise UnevaluableFilter(f"-{op} needs a list of values, not {text!r}")
@@ -434,6 +473,26 @@ def _comparison(
     if kind != "string":
         raise UnevaluableFilter(f"expected a quoted value after {operator[1]}, not {text!r}")
     return _STRING_OPERATORS[op](value, text.lower())
+
+
+def _version_comparison(name: str, value: str | None, op: str, operand: tuple[str, str]) -> bool:
+    if op not in _VERSION_OPERATORS:
+        raise UnevaluableFilter(f"{name} is a version: -{op} is not one of its operators")
+    kind, text = operand
+    if kind not in {"word", "string"}:
+        raise UnevaluableFilter(f"expected a version after -{op}, not {text!r}")
+    if value is None:
+        raise UnevaluableFilter(f"the device's Intune record has no {name}")
+    return _VERSION_OPERATORS[op](_version(value), _version(text))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """A dotted version as numbers, short ones padded with zeros (10.0.22000 is 10.0.22000.0)."""
+    parts = text.strip().split(".")
+    if not all(part.isdigit() for part in parts):
+        raise UnevaluableFilter(f"{text!r} is not a version")
+    numbers = tuple(int(part) for part in parts)
+    return numbers + (0,) * (4 - len(numbers))
 
 
 def profile_kind(policy: Policy) -> tuple[str, str] | None:

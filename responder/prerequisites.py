@@ -45,6 +45,9 @@ DOC_CLONE = (
 MIN_AVD_AGENT = (1, 0, 2944, 1400)  # multi-session management needs this agent or newer
 
 SELF_DEPLOYING = "windowsAzureADJoinUsingDeviceAuth"  # Intune's enrolment type of Autopilot self-deploying
+AUTOPILOT_USER_DRIVEN = "windowsAzureADJoin"  # with an enrolment profile name: enrolled through Autopilot
+# The Azure VM extension's join (AADLoginForWindows with `mdmId`) is beta's azureAdJoinUsingAzureVmExtension;
+# v1.0's enum lacks it and serves `unknownFutureValue`. Neither is Autopilot, so neither is a finding.
 CREATE_PHASE = "create"  # the create-time check's (Finding.phase's default)
 DEVICE_PHASE = "device"
 PROFILE_NAMES = {"bitlocker": "BitLocker", "dfci": "DFCI", "domainjoin": "Domain Join", "wifi": "Wi-Fi"}
@@ -368,7 +371,7 @@ def autopilot(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 DOC_VM,
             )
         ]
-    if (device.enrollment_type or "") == "windowsAzureADJoin" and device.enrollment_profile_name:
+    if (device.enrollment_type or "") == AUTOPILOT_USER_DRIVEN and device.enrollment_profile_name:
         return [
             _device_finding(
                 "oobe",

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from responder.facts import EntraDevice, ManagedDevice
+from responder.graph_documents import entra_device_from_json, managed_device_from_json
 from responder.intune_policies import (
     CONFIGURATION,
     Policy,
@@ -19,12 +21,32 @@ from responder.intune_policies import (
     assigned_to_device,
     evaluate_filter,
     filter_from_json,
+    filter_properties,
     target_from_json,
     with_filters,
 )
 
 FILTER_ID = "9c8e1b2a-0000-4000-8000-00000000f001"
 VM = {"deviceName": "avd-personal-11", "model": "Virtual Machine", "enrollmentProfileName": None}
+# An AVD host's Intune record and Entra object as Graph v1.0 serves them (managedDevice, device).
+AVD_HOST = managed_device_from_json(
+    {
+        "id": "5e1c0d4a-0000-4000-8000-0000000000d1",
+        "deviceName": "avd-personal-11",
+        "model": "Virtual Machine",
+        "manufacturer": "Microsoft Corporation",
+        "osVersion": "10.0.22631.4460",
+        "managedDeviceOwnerType": "company",
+        "deviceCategoryDisplayName": None,
+        "deviceEnrollmentType": "windowsAzureADJoin",
+        "enrollmentProfileName": None,
+    }
+)
+ENTRA_JOINED = entra_device_from_json({"id": "0b5e0000-0000-4000-8000-0000000000e1", "trustType": "AzureAd"})
+
+
+def properties_of(managed: ManagedDevice, entra: EntraDevice | None) -> dict[str, str | None]:
+    return filter_properties(managed, entra)
 
 
 def policy(filter_type: str, rule: str) -> Policy:
@@ -74,11 +96,13 @@ def test_a_rule_that_cant_be_parsed_keeps_the_policy_and_says_so() -> None:
 
 
 def test_a_rule_on_a_property_the_app_doesnt_read_keeps_the_policy_and_names_the_property() -> None:
-    (assigned,) = assigned_to_device([policy("include", '(device.manufacturer -eq "Dell Inc.")')], frozenset(), VM)
+    rule = '(device.operatingSystemSKU -eq "ServerRdsh")'  # v1.0's managedDevice has no SKU
+
+    (assigned,) = assigned_to_device([policy("include", rule)], frozenset(), properties_of(AVD_HOST, ENTRA_JOINED))
 
     assert assigned.unevaluated is not None
     assert "'Not VMs'" in assigned.unevaluated
-    assert "manufacturer" in assigned.unevaluated
+    assert "operatingSystemSKU" in assigned.unevaluated
 
 
 def test_a_filter_the_tenant_list_doesnt_hold_keeps_the_policy_and_says_so() -> None:
@@ -118,3 +142,47 @@ def test_null_compares_with_a_property_the_device_has_no_value_of() -> None:
 def test_an_operator_the_app_doesnt_evaluate_is_unevaluable() -> None:
     with pytest.raises(UnevaluableFilter, match="-gt"):
         evaluate_filter("(device.model -gt 10.0.22000)", VM)
+
+
+def test_the_os_version_is_compared_as_a_version_not_as_text() -> None:
+    device = properties_of(AVD_HOST, ENTRA_JOINED)  # 10.0.22631.4460: Windows 11 23H2
+
+    assert evaluate_filter("(device.operatingSystemVersion -ge 10.0.22000)", device) is True
+    assert evaluate_filter("(device.operatingSystemVersion -lt 10.0.22631.10000)", device) is True  # not "1" < "4"
+    assert evaluate_filter('(device.operatingSystemVersion -gt "10.0.26100.0")', device) is False
+    assert evaluate_filter("(device.operatingSystemVersion -eq 10.0.22631.4460)", device) is True
+
+
+def test_the_os_version_as_text_keeps_the_string_operators() -> None:
+    device = properties_of(AVD_HOST, ENTRA_JOINED)
+
+    assert evaluate_filter('(device.osVersion -startsWith "10.0.22631")', device) is True
+
+
+def test_a_string_operator_on_the_os_version_is_unevaluable_not_guessed() -> None:
+    with pytest.raises(UnevaluableFilter, match="version"):
+        evaluate_filter('(device.operatingSystemVersion -startsWith "10.0")', properties_of(AVD_HOST, None))
+
+
+def test_the_manufacturer_and_ownership_come_from_the_intune_record() -> None:
+    device = properties_of(AVD_HOST, ENTRA_JOINED)
+
+    assert evaluate_filter('(device.manufacturer -eq "Microsoft Corporation")', device) is True
+    assert evaluate_filter('(device.deviceOwnership -eq "Corporate")', device) is True
+    assert evaluate_filter('(device.deviceOwnership -eq "Personal")', device) is False
+
+
+def test_the_join_type_is_intunes_name_for_the_entra_objects_trust_type() -> None:
+    hybrid = entra_device_from_json({"id": "0b5e0000-0000-4000-8000-0000000000e2", "trustType": "ServerAd"})
+
+    assert evaluate_filter('(device.deviceTrustType -eq "Azure AD joined")', properties_of(AVD_HOST, ENTRA_JOINED))
+    assert evaluate_filter('(device.deviceTrustType -eq "Hybrid Azure AD joined")', properties_of(AVD_HOST, hybrid))
+
+
+def test_the_join_type_is_unevaluable_while_no_entra_object_is_proven() -> None:
+    rule = '(device.deviceTrustType -ne "Azure AD registered")'
+
+    (assigned,) = assigned_to_device([policy("exclude", rule)], frozenset(), properties_of(AVD_HOST, None))
+
+    assert assigned.unevaluated is not None
+    assert "deviceTrustType" in assigned.unevaluated

@@ -151,6 +151,11 @@ def test_enrolment_through_an_autopilot_profile_is_an_oobe_note() -> None:
     }
 
 
+@pytest.mark.parametrize("served", ["azureAdJoinUsingAzureVmExtension", "unknownFutureValue"])
+def test_the_azure_vm_extensions_join_is_not_autopilot_as_beta_names_it_or_as_v1_serves_it(served: str) -> None:
+    assert findings(enrollment_type=served, enrollment_profile_name="leftover profile name") == set()
+
+
 def test_a_policy_for_a_group_the_device_is_not_in_does_not_reach_it() -> None:
     assert findings(WIFI, avd=True, groups=frozenset({OTHER_GROUP})) == set()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from localdev.graph_sim import BETA_ONLY_TYPES
+from localdev.graph_sim import BETA_ONLY_TYPES, V1_ENROLLMENT_TYPES
 from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.composition import Services
@@ -238,6 +238,13 @@ def test_the_adapter_reads_the_settings_it_classifies_by_their_v1_names() -> Non
     assert set(TPM_COMPLIANCE_SETTINGS) <= properties["windows10CompliancePolicy"]
     assert set(BITLOCKER_SETTINGS) <= properties["windows10EndpointProtectionConfiguration"]
     assert "enrollmentProfileName" in properties["managedDevice"]
+
+
+def test_the_simulator_serves_only_the_enrolment_types_v1_declares() -> None:
+    root = ET.parse(CSDL).getroot()  # noqa: S314
+    (enum,) = [e for e in root.iter(f"{EDM}EnumType") if e.get("Name") == "deviceEnrollmentType"]
+
+    assert {member.get("Name") for member in enum.findall(f"{EDM}Member")} == V1_ENROLLMENT_TYPES
 
 
 @cache

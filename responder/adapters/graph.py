@@ -72,6 +72,11 @@ MANAGED_DEVICE_FIELDS = [
     "lastSyncDateTime",
     "deviceEnrollmentType",
     "enrollmentProfileName",
+    # read for assignment filters (`intune_policies.filter_properties`)
+    "manufacturer",
+    "osVersion",
+    "managedDeviceOwnerType",
+    "deviceCategoryDisplayName",
 ]
 ENTRA_DEVICE_FIELDS = [
     "id",

@@ -5,9 +5,12 @@
 2. Graph and ARM calls per event kind, counted at the simulators;
 3. a burst of VM deletions through the cleanup worker against a Graph that allows N requests per
    20 s: wall time against the throttle's lower bound, refused requests, lost cleanups;
-4. peak memory of the worker during the burst, and the size of the deployment package.
+4. peak memory of the worker during the burst;
+5. the deployment package (`bench/package.py`): the first-party files `.funcignore` lets through, the
+   installed requirements, and the import cost of `function_app` from the shipped files alone.
 
     .venv/bin/python -m bench.run [--cold-runs 5] [--pythons 3.11,3.13] [--burst 1000] [--skip-package]
+        [--skip-requirements]
 """
 
 from __future__ import annotations
@@ -18,9 +21,7 @@ import copy
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.report import Row  # noqa: E402
+from bench.package import rows as package_rows  # noqa: E402
+from bench.report import Row, table  # noqa: E402
 from bench.storm import storm  # noqa: E402
 from handlers import (  # noqa: E402
     cleanup_worker,
@@ -226,28 +228,6 @@ async def burst(simulators: Simulators, count: int, per_window: int, instances: 
     ]
 
 
-def package_size() -> list[Row]:
-    with tempfile.TemporaryDirectory() as target:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-compile",
-                "--target",
-                target,
-                "-r",
-                str(REPO / "requirements.txt"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        size = sum(path.stat().st_size for path in Path(target).rglob("*") if path.is_file())
-    return [Row("deployment package (requirements.txt installed)", f"{size / 2**20:.0f} MiB", "")]
-
-
 async def with_emulators(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     with running_azurite() as azurite, running_simulators(load_seed("sample")) as simulators:
@@ -298,18 +278,16 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=5000, help="session hosts in the scale-in storm (0: skip)")
     parser.add_argument("--storm-minutes", type=float, default=10, help="window the storm's events arrive in")
     parser.add_argument("--hosts", type=int, default=4, help="Functions host processes in the storm")
-    parser.add_argument("--skip-package", action="store_true", help="don't install requirements.txt to size it")
+    parser.add_argument("--skip-package", action="store_true", help="don't size the deployment package")
+    parser.add_argument("--skip-requirements", action="store_true", help="size it without installing requirements.txt")
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
     rows = asyncio.run(with_emulators(args))
     if not args.skip_package:
-        rows += package_size()
-    width = max(len(row.measure) for row in rows)
-    print(f"{'measure':<{width}}  {'measured':<38} {'target':<22} verdict")
-    for row in rows:
-        print(f"{row.measure:<{width}}  {row.value:<38} {row.target:<22} {row.verdict}")
+        rows += package_rows(max(args.cold_runs, 5), requirements=not args.skip_requirements)
+    print(table(rows))
     shutil.rmtree(REPO / "bench" / "__pycache__", ignore_errors=True)
 
 

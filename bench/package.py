@@ -4,7 +4,9 @@ What ships is the repository's tracked files less what `.funcignore` names, matc
 rules (pathspec), as azd applies the file to a `host: function` service. The platform's remote build
 then installs requirements.txt. Measured here, on request (never in the test suite):
 
-- the first-party files shipped: count, bytes, and the size of their zip (deflate);
+- the first-party files shipped: count, bytes, and the size of their zip (deflate), beside the
+  tracked files that would ship without `.funcignore` (azd's defaults leave out only `__pycache__`
+  and virtual environments; node_modules too would go from a working tree);
 - the runtime requirements, installed with `pip install --target` into a temporary folder (needs the
   package index; `--skip-requirements` leaves it out);
 - the import cost of `function_app` from a copy of the shipped files alone: median of fresh processes,
@@ -143,27 +145,39 @@ print(elapsed, len(outside))
 """
 
 
-def import_seconds(copy: Path, runs: int, *, write_bytecode: bool) -> list[float]:
-    """`import function_app` in `runs` fresh processes started in the copy, the app's modules found
-    there alone (no PYTHONPATH; the interpreter's site-packages give the requirements)."""
+def import_seconds(copy: Path, *, write_bytecode: bool) -> float:
+    """`import function_app` in a fresh process started in the copy, the app's modules found there
+    alone (no PYTHONPATH; the interpreter's site-packages give the requirements)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     if not write_bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-    timings = []
-    for _ in range(runs):
-        completed = subprocess.run(
-            [sys.executable, "-c", TIME_THE_IMPORT, str(copy)],
-            cwd=copy,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        elapsed, outside = completed.stdout.split()
-        if int(outside):
-            raise RuntimeError(f"{outside} of the app's modules were imported from outside {copy}")
-        timings.append(float(elapsed))
-    return timings
+    completed = subprocess.run(
+        [sys.executable, "-c", TIME_THE_IMPORT, str(copy)],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed, outside = completed.stdout.split()
+    if int(outside):
+        raise RuntimeError(f"{outside} of the app's modules were imported from outside {copy}")
+    return float(elapsed)
+
+
+def import_timings(files: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Fresh processes alternating between two copies of the shipped files: one as shipped (no bytecode,
+    none written: every process compiles the first-party sources it imports) and one whose bytecode a
+    first process wrote. Alternating puts both series under the same load."""
+    with tempfile.TemporaryDirectory() as shipped_copy, tempfile.TemporaryDirectory() as cached_copy:
+        copy_files(REPO, files, Path(shipped_copy))
+        copy_files(REPO, files, Path(cached_copy))
+        import_seconds(Path(cached_copy), write_bytecode=True)  # writes the bytecode next to the sources
+        as_shipped, cached = [], []
+        for _ in range(runs):
+            as_shipped.append(import_seconds(Path(shipped_copy), write_bytecode=False))
+            cached.append(import_seconds(Path(cached_copy), write_bytecode=True))
+        return as_shipped, cached
 
 
 def spread(timings: list[float]) -> str:
@@ -187,17 +201,20 @@ def rows(runs: int = 7, *, requirements: bool = True) -> list[Row]:
             verdict,
         )
     ]
+    everything = tracked_files()
+    result.append(
+        Row(
+            "deployment package: the tracked files, without .funcignore",
+            f"{len(everything)} files, {sum((REPO / path).stat().st_size for path in everything) / 2**20:.1f} MiB",
+            "",
+        )
+    )
     if requirements:
         installed, count = requirements_size()
         result.append(
             Row("deployment package: requirements.txt installed", f"{installed / 2**20:.0f} MiB, {count} files", "")
         )
-    with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder)
-        copy_files(REPO, files, copy)
-        as_shipped = import_seconds(copy, runs, write_bytecode=False)
-        import_seconds(copy, 1, write_bytecode=True)  # writes the first-party bytecode next to the sources
-        cached = import_seconds(copy, runs, write_bytecode=True)
+    as_shipped, cached = import_timings(files, runs)
     result += [
         Row(f"deployment package: import function_app, as shipped (median of {runs})", spread(as_shipped), ""),
         Row(f"deployment package: import function_app, bytecode cached (median of {runs})", spread(cached), ""),

@@ -82,6 +82,9 @@ class GraphTenant:
     configuration_policies: dict[str, Json] = field(default_factory=dict)
     # Assignment filters (beta deviceAndAppManagementAssignmentFilter), by id.
     assignment_filters: dict[str, Json] = field(default_factory=dict)
+    # Legacy Endpoint security profiles and security baselines (beta deviceManagementIntent), each with its
+    # "assignments" and "settings" (deviceManagementSettingInstance), served only at their own paths.
+    intents: dict[str, Json] = field(default_factory=dict)
 
     @classmethod
     def from_seed(cls, seed: Json) -> GraphTenant:
@@ -101,6 +104,8 @@ class GraphTenant:
             self.configuration_policies[policy["id"]] = {"assignments": [], "settings": [], **copy.deepcopy(policy)}
         for assignment_filter in seed.get("assignmentFilters", []):
             self.assignment_filters[assignment_filter["id"]] = copy.deepcopy(assignment_filter)
+        for intent in seed.get("intents", []):
+            self.intents[intent["id"]] = {"assignments": [], "settings": [], **copy.deepcopy(intent)}
 
     def enrol(self, seed: Json) -> None:
         """Intune and Entra records, and group members: the seed's, or ones that appear later
@@ -197,6 +202,12 @@ class GraphSimulator:
                 "GET",
                 re.compile(r"/beta/deviceManagement/configurationPolicies/(?P<id>[^/]+)/settings"),
                 self._list_policy_settings,
+            ),
+            ("GET", re.compile(r"/beta/deviceManagement/intents"), self._list_intents),
+            (
+                "GET",
+                re.compile(r"/beta/deviceManagement/intents/(?P<id>[^/]+)/(?P<part>assignments|settings)"),
+                self._list_intent_part,
             ),
             ("PATCH", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._patch_device),
             ("DELETE", re.compile(r"/v1\.0/devices/(?P<id>[^/]+)"), self._delete_device),
@@ -314,6 +325,21 @@ class GraphSimulator:
         settings = list(policy["settings"])
         return self._page(request, settings, f"deviceManagement/configurationPolicies/{id}/settings", "beta")
 
+    def _list_intents(self, request: Request) -> Response:
+        """Intents without their navigation properties (`isAssigned` says whether any assignment exists)."""
+        intents = [
+            {"isAssigned": bool(intent["assignments"]), **_without(intent, {"assignments", "settings"})}
+            for intent in self.tenant.intents.values()
+        ]
+        return self._page(request, intents, "deviceManagement/intents", "beta")
+
+    def _list_intent_part(self, request: Request, id: str, part: str) -> Response:
+        intent = self.tenant.intents.get(id)
+        if intent is None:
+            return _not_found(f"deviceManagementIntent {id} not found")
+        items = _assignments(intent[part], "beta") if part == "assignments" else list(intent[part])
+        return self._page(request, items, f"deviceManagement/intents/{id}/{part}", "beta")
+
     def _policies(
         self,
         request: Request,
@@ -390,6 +416,10 @@ class GraphSimulator:
         if query.get("$count") == "true":
             body["@odata.count"] = len(matches)
         return Response(HTTPStatus.OK, body)
+
+
+def _without(item: Json, names: set[str]) -> Json:
+    return {name: value for name, value in item.items() if name not in names}
 
 
 def _as_v1(device: Json) -> Json:

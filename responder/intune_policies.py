@@ -23,6 +23,7 @@ classifiers below read whichever shape it is.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -82,6 +83,13 @@ BITLOCKER_SETTING_PREFIX = "device_vendor_msft_bitlocker_"
 # Policy CSP RemoteDesktopServices/AllowUsersToConnectRemotely in the settings catalog (an ADMX-backed
 # choice: option `<id>_0` is Disabled, `<id>_1` Enabled).
 REMOTE_CONNECTIONS_SETTING = "device_vendor_msft_policy_config_remotedesktopservices_allowuserstoconnectremotely"
+# Endpoint security profiles of the deprecated *Windows 10 and later* platform and security baselines made
+# before the settings catalog templates (Graph beta `deviceManagementIntent`): existing ones can still be
+# edited and used (memdocs, the Endpoint security settings articles for deprecated profiles). Their settings
+# are `deviceManagementSettingInstance`s named `deviceConfiguration--<template profile type>_<property>`,
+# the value JSON-encoded in `valueJson`: the BitLocker ones are the endpoint protection profile's properties.
+INTENT = "#microsoft.graph.devicemanagementintent"
+INTENT_SETTING_PREFIX = "deviceconfiguration--windows10endpointprotectionconfiguration_"
 # Graph's `templateReference.templateFamily` of an Endpoint security policy → the node it is made in.
 _TEMPLATE_FAMILIES = {
     "endpointsecuritydiskencryption": "Endpoint security disk encryption",
@@ -215,6 +223,45 @@ def configuration_policy_from_json(document: Mapping[str, Any], settings: Iterab
             if isinstance(assignment, Mapping) and isinstance(assignment.get("target"), Mapping)
         ),
     )
+
+
+def intent_from_json(
+    document: Mapping[str, Any], assignments: Iterable[Mapping[str, Any]], settings: Iterable[Mapping[str, Any]]
+) -> Policy:
+    """A legacy Endpoint security profile or security baseline (Graph beta `deviceManagementIntent`), its
+    `deviceManagementIntentAssignment`s and `deviceManagementSettingInstance`s. Only the BitLocker settings
+    the rules read are kept, by their endpoint protection profile names, their `valueJson` decoded."""
+    names = {name.lower(): name for name in BITLOCKER_SETTINGS}
+    kept: dict[str, Any] = {}
+    for setting in settings:
+        definition = str(setting.get("definitionId") or "").lower()
+        name = (
+            names.get(definition.removeprefix(INTENT_SETTING_PREFIX))
+            if definition.startswith(INTENT_SETTING_PREFIX)
+            else None
+        )
+        if name is not None:
+            kept[name] = _decoded(setting.get("valueJson"))
+    return Policy(
+        id=str(document.get("id")),
+        display_name=str(document.get("displayName") or ""),
+        category=CONFIGURATION,
+        odata_type=INTENT,
+        settings=kept,
+        targets=tuple(
+            target_from_json(assignment["target"])
+            for assignment in assignments
+            if isinstance(assignment.get("target"), Mapping)
+        ),
+    )
+
+
+def _decoded(value_json: Any) -> Any:
+    """A setting's `valueJson` as a value (None when it isn't JSON: the setting then asks for nothing)."""
+    try:
+        return json.loads(str(value_json)) if value_json is not None else None
+    except ValueError:
+        return None
 
 
 def made_in(policy: Policy) -> str:
@@ -502,8 +549,10 @@ def profile_kind(policy: Policy) -> tuple[str, str] | None:
     odata_type = policy.odata_type.lower()
     if odata_type in _PROFILE_TYPES:
         return _PROFILE_TYPES[odata_type], f"profile type {policy.odata_type.removeprefix('#microsoft.graph.')}"
-    if odata_type == ENDPOINT_PROTECTION:
+    if odata_type in {ENDPOINT_PROTECTION, INTENT}:
         configured = [name for name in BITLOCKER_SETTINGS if _configured(policy.settings.get(name))]
+        if configured and odata_type == INTENT:
+            return "bitlocker", f"Endpoint security profile (Windows 10 and later, deprecated): {', '.join(configured)}"
         if configured:
             return "bitlocker", ", ".join(configured)
     if odata_type == CONFIGURATION_POLICY:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from responder.facts import HostPool, ImageDefinition, Unreadable, VmFacts
 from responder.intune_policies import (
     CONFIGURATION,
+    INTENT,
     TPM_COMPLIANCE_SETTINGS,
     AssignedPolicy,
     Policy,
@@ -403,10 +404,14 @@ def applies_on(policy: Policy, system: OperatingSystem) -> bool:
     """Whether Intune applies the policy on this OS at all: on Enterprise multi-session a template profile
     (a `deviceConfiguration`, `#microsoft.graph.windows…`) outside MULTI_SESSION_TEMPLATES, and the
     compliance settings the rules read, are "Not applicable" (DOC_MULTI): nothing to report of them.
-    Settings catalog and Endpoint security policies apply (the rules read their device-scope settings)."""
+    Settings catalog and Endpoint security policies apply (the rules read their device-scope settings), except
+    the deprecated *Windows 10 and later* Endpoint security profiles and security baselines (DOC_MULTI,
+    "Endpoint security" and "Security baselines")."""
     if system.edition != MULTI_SESSION:
         return True
     kind = policy.odata_type.lower()
+    if kind == INTENT or str(policy.settings.get("templateFamily") or "").lower() == "baseline":
+        return False  # Endpoint security needs the "Windows 10, Windows 11, and Windows Server" platform; no baselines
     if policy.category == CONFIGURATION:
         return not kind.startswith("#microsoft.graph.windows") or kind in MULTI_SESSION_TEMPLATES
     return False  # compliance: the TPM-bound settings aren't among those multi-session evaluates

@@ -14,7 +14,7 @@ from typing import Any
 
 from localdev.simulators import Simulators
 from responder.composition import Services
-from responder.intune_policies import AssignedPolicy, Policy, assigned_to_device
+from responder.intune_policies import AssignedPolicy, Policy, assigned_to_device, filter_properties
 
 WIN11_MANAGED = "7d1e0001-aaaa-4bbb-8ccc-000000000001"  # vm-win11-01's device: model "Virtual Machine"
 SAMPLE_FILTER = "f17e0001-0000-4000-8000-000000000001"  # the sample's "Physical devices only" (include)
@@ -55,11 +55,7 @@ async def reaching_the_vm(services: Services) -> dict[str, AssignedPolicy]:
     managed = await services.directory.get_managed_device(WIN11_MANAGED)
     assert managed is not None
     assert managed.model == "Virtual Machine"
-    properties = {
-        "deviceName": managed.device_name,
-        "model": managed.model,
-        "enrollmentProfileName": managed.enrollment_profile_name,
-    }
+    properties = filter_properties(managed, None)
     policies = await services.directory.intune_policies()
     return {assigned.policy.id: assigned for assigned in assigned_to_device(policies, frozenset(), properties)}
 

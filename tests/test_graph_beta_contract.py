@@ -1,11 +1,12 @@
 """The beta reads (`responder.adapters.graph_beta`) and the simulator's beta documents against Graph's beta metadata.
 
-`contracts/graph/beta-configurationPolicies.csdl.xml` and `beta-assignmentFilters.csdl.xml` hold the slices
-of Microsoft's beta CSDL these reads touch (see contracts/README.md). Every beta call must address what the
-slices declare, with `$select` and `$expand` they declare, and be allowed by `DeviceManagementConfiguration.Read.All`
-in Microsoft's permission index; every policy, assignment (and its target, with its assignment filter),
-setting, setting instance and assignment filter the simulator serves must carry only properties its type
-(and its base types) declares, enum values among the enum's members.
+`contracts/graph/beta-configurationPolicies.csdl.xml`, `beta-assignmentFilters.csdl.xml` and
+`beta-intents.csdl.xml` hold the slices of Microsoft's beta CSDL these reads touch (see contracts/README.md).
+Every beta call must address what the slices declare, with `$select` and `$expand` they declare, and be
+allowed by `DeviceManagementConfiguration.Read.All` in Microsoft's permission index; every policy, legacy
+Endpoint security profile, assignment (and its target, with its assignment filter), setting, setting
+instance and assignment filter the simulator serves must carry only properties its type (and its base
+types) declares, enum values among the enum's members.
 """
 
 from __future__ import annotations
@@ -19,12 +20,23 @@ from typing import Any
 
 from localdev.sim_http import Request, Response
 from localdev.simulators import Simulators
-from responder.adapters.graph_beta import ASSIGNMENT_FILTER_FIELDS, CONFIGURATION_POLICY_FIELDS, SETTING_FIELDS
+from responder.adapters.graph_beta import (
+    ASSIGNMENT_FILTER_FIELDS,
+    CONFIGURATION_POLICY_FIELDS,
+    INTENT_ASSIGNMENT_FIELDS,
+    INTENT_FIELDS,
+    INTENT_SETTING_FIELDS,
+    SETTING_FIELDS,
+)
 from responder.composition import Services
 from tests.test_graph_contract import CSDL, PERMISSIONS, complex_type_names, granted_roles
 
 GRAPH_CONTRACTS = Path(__file__).parent / "contracts" / "graph"
-BETA = [GRAPH_CONTRACTS / "beta-configurationPolicies.csdl.xml", GRAPH_CONTRACTS / "beta-assignmentFilters.csdl.xml"]
+BETA = [
+    GRAPH_CONTRACTS / "beta-configurationPolicies.csdl.xml",
+    GRAPH_CONTRACTS / "beta-assignmentFilters.csdl.xml",
+    GRAPH_CONTRACTS / "beta-intents.csdl.xml",
+]
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 PATHS = [
     (re.compile(r"^/beta/deviceManagement/configurationPolicies$"), "deviceManagementConfigurationPolicy"),
@@ -35,6 +47,9 @@ PATHS = [
     (re.compile(r"^/beta/deviceManagement/deviceConfigurations$"), "deviceConfiguration"),
     (re.compile(r"^/beta/deviceManagement/deviceCompliancePolicies$"), "deviceCompliancePolicy"),
     (re.compile(r"^/beta/deviceManagement/assignmentFilters$"), "deviceAndAppManagementAssignmentFilter"),
+    (re.compile(r"^/beta/deviceManagement/intents$"), "deviceManagementIntent"),
+    (re.compile(r"^/beta/deviceManagement/intents/[^/]+/assignments$"), "deviceManagementIntentAssignment"),
+    (re.compile(r"^/beta/deviceManagement/intents/[^/]+/settings$"), "deviceManagementSettingInstance"),
 ]
 # The beta list of profiles is read whole (`@odata.type` decides which are kept, of types with different
 # properties); every other beta read names its fields.
@@ -99,8 +114,35 @@ def entity_of(request: Request) -> str:
     raise AssertionError(f"{request.path} is not a beta path this test knows of the metadata")
 
 
+# A legacy Endpoint security BitLocker profile (the sample tenant has none), so its reads are made too.
+LEGACY_INTENT: dict[str, Any] = {
+    "id": "1e7e0002-0000-4000-8000-000000000002",
+    "displayName": "BitLocker (Windows 10 and later)",
+    "templateId": "d1174162-1dd2-4976-affc-6667049ab0ae",
+    "assignments": [{"id": "a0", "target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"}}],
+    "settings": [
+        {
+            "@odata.type": "#microsoft.graph.deviceManagementBooleanSettingInstance",
+            "id": "s0",
+            "definitionId": "deviceConfiguration--windows10EndpointProtectionConfiguration_bitLockerEncryptDevice",
+            "valueJson": "true",
+            "value": True,
+        },
+        {
+            "@odata.type": "#microsoft.graph.deviceManagementComplexSettingInstance",
+            "id": "s1",
+            "definitionId": (
+                "deviceConfiguration--windows10EndpointProtectionConfiguration_bitLockerRemovableDrivePolicy"
+            ),
+            "valueJson": '{"requireEncryptionForWriteAccess":false}',
+        },
+    ],
+}
+
+
 async def beta_calls(services: Services, simulators: Simulators) -> list[Request]:
     """Every beta call of one policy read (the sample names an assignment filter: they are read too)."""
+    simulators.tenant.intents[LEGACY_INTENT["id"]] = LEGACY_INTENT
     await services.directory.intune_policies()
     return [request for request in simulators.graph.operations if request.path.startswith("/beta/")]
 
@@ -116,10 +158,18 @@ async def test_the_beta_reads_address_entities_the_beta_metadata_declares(
         "deviceManagementConfigurationPolicy",
         "deviceManagementConfigurationSetting",
         "deviceAndAppManagementAssignmentFilter",
+        "deviceManagementIntent",
+        "deviceManagementIntentAssignment",
+        "deviceManagementSettingInstance",
     }
-    assert {"configurationPolicies", "deviceConfigurations", "deviceCompliancePolicies", "assignmentFilters"} <= (
-        beta_types()["deviceManagement"][1]
-    )
+    assert {"assignments", "settings"} <= beta_types()["deviceManagementIntent"][1]
+    assert {
+        "configurationPolicies",
+        "deviceConfigurations",
+        "deviceCompliancePolicies",
+        "assignmentFilters",
+        "intents",
+    } <= (beta_types()["deviceManagement"][1])
     assert "settings" in beta_types()["deviceManagementConfigurationPolicy"][1]
 
 
@@ -138,6 +188,9 @@ async def test_every_beta_select_and_expand_is_declared_on_the_entity(
     assert set(CONFIGURATION_POLICY_FIELDS) <= beta_types()["deviceManagementConfigurationPolicy"][0] | {"id"}
     assert set(SETTING_FIELDS) <= beta_types()["deviceManagementConfigurationSetting"][0] | {"id"}
     assert set(ASSIGNMENT_FILTER_FIELDS) <= beta_types()["deviceAndAppManagementAssignmentFilter"][0] | {"id"}
+    assert set(INTENT_FIELDS) <= beta_types()["deviceManagementIntent"][0] | {"id"}
+    assert set(INTENT_ASSIGNMENT_FIELDS) <= beta_types()["deviceManagementIntentAssignment"][0] | {"id"}
+    assert set(INTENT_SETTING_FIELDS) <= beta_types()["deviceManagementSettingInstance"][0] | {"id"}
 
 
 async def test_every_beta_call_is_allowed_by_the_configuration_read_role_the_template_grants(
@@ -163,7 +216,7 @@ async def test_every_beta_call_is_allowed_by_the_configuration_read_role_the_tem
 def permission_path(request: Request) -> str:
     """The path as the permission index spells it: lower case, a policy's id as {id}."""
     path = request.path.lower().removeprefix("/beta")
-    return re.sub(r"/configurationpolicies/[^/]+/", "/configurationpolicies/{id}/", path)
+    return re.sub(r"/(configurationpolicies|intents)/[^/]+/", r"/\1/{id}/", path)
 
 
 def test_the_simulated_configuration_policies_carry_only_properties_the_beta_metadata_declares(
@@ -276,3 +329,21 @@ def test_v1_assignment_targets_carry_no_filter_as_v1_declares_none(simulators: S
         for policy in answer.body["value"]:
             for assignment in policy["assignments"]:
                 assert not {key for key in assignment["target"] if key.startswith("deviceAndAppManagementAssignment")}
+
+
+def test_the_simulated_legacy_endpoint_security_profiles_carry_only_what_the_beta_metadata_declares(
+    simulators: Simulators,
+) -> None:
+    simulators.tenant.intents[LEGACY_INTENT["id"]] = LEGACY_INTENT
+    (listed,) = served(simulators, "/beta/deviceManagement/intents")
+    assignments = served(simulators, f"/beta/deviceManagement/intents/{LEGACY_INTENT['id']}/assignments")
+    settings = served(simulators, f"/beta/deviceManagement/intents/{LEGACY_INTENT['id']}/settings")
+
+    properties, _, _ = beta_types()["deviceManagementIntent"]
+    assert set(listed) <= properties | {"id"}, set(listed) - properties
+    assert listed["isAssigned"] is True
+    for assignment in assignments:
+        assert set(assignment) <= beta_types()["deviceManagementIntentAssignment"][0] | {"id"}
+        assert assignment["target"]["@odata.type"].removeprefix("#microsoft.graph.") in complex_type_names()
+    for setting in settings:
+        assert_declared({key: value for key, value in setting.items() if key != "id"})

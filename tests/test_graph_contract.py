@@ -182,7 +182,7 @@ async def test_transitive_member_of_is_a_navigation_property_of_a_device(every_v
     assert "transitiveMemberOf" in navigation("device")
 
 
-async def test_the_beta_calls_are_the_profile_list_the_configuration_policies_assignment_targets_and_filters(
+async def test_the_beta_calls_are_the_profiles_configuration_policies_intents_assignment_targets_and_filters(
     every_call: list[Request],
 ) -> None:
     """Beta is read only where v1.0 has nothing (`responder.adapters.graph_beta`; the beta metadata judges
@@ -200,6 +200,8 @@ async def test_the_beta_calls_are_the_profile_list_the_configuration_policies_as
         (method, re.sub(r"Policies/[^/]+/", "Policies/{id}/", path), str(query)) for method, path, query in beta[2:]
     } == {
         ("GET", "/beta/deviceManagement/configurationPolicies/{id}/settings", str({"$select": "id,settingInstance"})),
+        # legacy Endpoint security profiles (the sample has none: only the list)
+        ("GET", "/beta/deviceManagement/intents", str({"$select": "id,displayName,isAssigned"})),
         # every assignment's target with its filter (v1.0's declares none), and the tenant's filters
         ("GET", "/beta/deviceManagement/deviceCompliancePolicies", str({"$select": "id", "$expand": "assignments"})),
         ("GET", "/beta/deviceManagement/assignmentFilters", str({"$select": "id,displayName,platform,rule"})),
@@ -294,6 +296,8 @@ def permission_path(request: Request) -> str:
         "configurationpolicies",
         "settings",
         "assignmentfilters",
+        "intents",
+        "assignments",
     }
     return "/" + "/".join(part.lower() if part.lower() in named else "{id}" for part in parts)
 

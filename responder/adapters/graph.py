@@ -351,7 +351,8 @@ class GraphDeviceDirectory:
 
     async def _read_policies(self) -> list[Policy]:
         """v1.0 for what v1.0 describes; beta (`graph_beta`) for the profile types v1.0 lacks (Domain Join,
-        Wi-Fi, DFCI), for settings catalog and Endpoint security policies (`configurationPolicies`), for every
+        Wi-Fi, DFCI), for settings catalog and Endpoint security policies (`configurationPolicies`, and the
+        deprecated profiles in `intents`), for every
         assignment's target (beta's carries the assignment filter, v1.0's doesn't), and for the tenant's
         assignment filters, attached to each policy's targets (read only when some target names one)."""
         expand = {"$expand": "assignments"}
@@ -361,7 +362,7 @@ class GraphDeviceDirectory:
             async for item in self._pages(self._request(Method.GET, path, expand))
         ]
         profiles = await self._beta.profiles()
-        catalog = await self._beta.configuration_policies()
+        catalog = [*await self._beta.configuration_policies(), *await self._beta.intents()]
         targets = {CONFIGURATION: profiles.targets, COMPLIANCE: await self._beta.compliance_targets()}
         found: dict[str, Policy] = {}
         for policy in v1:

@@ -2,7 +2,8 @@
 
 Graph v1.0 doesn't describe what these return: profile types v1.0 lacks (Domain Join, Wi-Fi,
 DFCI) in `deviceConfigurations`, `configurationPolicies`, where settings catalog and
-Endpoint security policies (disk encryption among them) live, the tenant's assignment filters
+Endpoint security policies (disk encryption among them) live, `intents`, where Endpoint security profiles of
+the deprecated *Windows 10 and later* platform and security baselines live, the tenant's assignment filters
 (`assignmentFilters`), and the filter an assignment carries (v1.0's `deviceAndAppManagementAssignmentTarget`
 declares none, beta's declares `deviceAndAppManagementAssignmentFilterId`/`…Type`): so every assignment
 is read from beta, template profiles' and compliance policies' too. Each call, `$select` and
@@ -32,6 +33,7 @@ from responder.intune_policies import (
     Policy,
     configuration_policy_from_json,
     filter_from_json,
+    intent_from_json,
     target_from_json,
 )
 
@@ -39,12 +41,18 @@ CONFIGURATIONS = "/deviceManagement/deviceConfigurations"
 CONFIGURATION_POLICIES = "/deviceManagement/configurationPolicies"
 COMPLIANCE_POLICIES = "/deviceManagement/deviceCompliancePolicies"
 ASSIGNMENT_FILTERS = "/deviceManagement/assignmentFilters"
+INTENTS = "/deviceManagement/intents"
 # What the rules read of a configuration policy (deviceManagementConfigurationPolicy, beta) and of its
 # settings (deviceManagementConfigurationSetting): nothing else is fetched.
 CONFIGURATION_POLICY_FIELDS = ["id", "name", "platforms", "technologies", "templateReference"]
 SETTING_FIELDS = ["id", "settingInstance"]
 # What the filter evaluation reads of an assignment filter (deviceAndAppManagementAssignmentFilter, beta).
 ASSIGNMENT_FILTER_FIELDS = ["id", "displayName", "platform", "rule"]
+# What the rules read of a legacy Endpoint security profile (deviceManagementIntent), its assignments
+# (deviceManagementIntentAssignment) and its settings (deviceManagementSettingInstance).
+INTENT_FIELDS = ["id", "displayName", "isAssigned"]
+INTENT_ASSIGNMENT_FIELDS = ["id", "target"]
+INTENT_SETTING_FIELDS = ["id", "definitionId", "valueJson"]
 # Only targets that can reach a device make a policy worth reading settings of.
 _DEVICE_TARGETS = {"all-devices", "group"}
 
@@ -108,6 +116,24 @@ class GraphBeta:
             read = self._request(Method.GET, settings_path, {"$select": SETTING_FIELDS})
             settings = [setting async for setting in self._pages(read)]
             found.append(configuration_policy_from_json(item, settings))
+        return found
+
+    async def intents(self) -> list[Policy]:
+        """Endpoint security profiles of the deprecated *Windows 10 and later* platform and security baselines
+        that are assigned to devices, with their BitLocker settings: Microsoft says existing ones can still be
+        used, and no other API serves them. One list call, then an assignments read per assigned profile and a
+        settings read per one that reaches devices."""
+        found = []
+        async for item in self._pages(self._request(Method.GET, INTENTS, {"$select": INTENT_FIELDS})):
+            if item.get("isAssigned") is False:
+                continue
+            path = f"{INTENTS}/{quote(str(item.get('id')), safe='')}"
+            read = self._request(Method.GET, f"{path}/assignments", {"$select": INTENT_ASSIGNMENT_FIELDS})
+            assignments = [assignment async for assignment in self._pages(read)]
+            if not any(target.kind in _DEVICE_TARGETS for target in _targets(assignments)):
+                continue
+            read = self._request(Method.GET, f"{path}/settings", {"$select": INTENT_SETTING_FIELDS})
+            found.append(intent_from_json(item, assignments, [setting async for setting in self._pages(read)]))
         return found
 
 

@@ -3,7 +3,8 @@
 Virtual machines (get with `$expand=instanceView`, list per subscription with
 `statusOnly=true`, paged with `nextLink`), gallery image definitions (a gallery's,
 and those shared directly or to the community, read by region), and Azure
-Virtual Desktop host pools with their session hosts. Paths are matched
+Virtual Desktop host pools with their session hosts (the subscription's pools listed, one pool read,
+a pool's session hosts listed or one read by name). Paths are matched
 case-insensitively, as ARM does; a missing resource is ARM's 404
 `ResourceNotFound`; a read in a scope the app has no role on (`unreadable_scopes`:
 a central gallery's subscription, say) is ARM's 403 `AuthorizationFailed`. Tests
@@ -184,7 +185,9 @@ class ArmSimulator:
             (re.compile(_SUB + _LOCATED_IMAGE), self._get_located_image),
             (re.compile(_RG + _DISKS + r"/(?P<disk>[^/]+)"), self._get_disk),
             (re.compile(_SUB + _POOLS), self._list_host_pools),
+            (re.compile(_RG + _POOLS + r"/(?P<pool>[^/]+)"), self._get_host_pool),
             (re.compile(_RG + _POOLS + r"/(?P<pool>[^/]+)/sessionhosts"), self._list_session_hosts),
+            (re.compile(_RG + _POOLS + r"/(?P<pool>[^/]+)/sessionhosts/(?P<host>[^/]+)"), self._get_session_host),
         ]
 
     def __call__(self, request: Request) -> Response:
@@ -249,6 +252,18 @@ class ArmSimulator:
     def _list_host_pools(self, request: Request, path: str, sub: str) -> Response:
         pools = [pool for pool in self.world.host_pools.values() if _in_subscription(pool, sub)]
         return self._page(request, pools)
+
+    def _get_host_pool(self, request: Request, path: str, **_: str) -> Response:
+        pool = self.world.host_pools.get(path)
+        return Response(HTTPStatus.OK, copy.deepcopy(pool)) if pool else _not_found(path)
+
+    def _get_session_host(self, request: Request, path: str, **_: str) -> Response:
+        """One session host by name; under a pool that doesn't exist, ARM's 404 names the pool."""
+        pool_id = path.rsplit("/sessionhosts/", 1)[0]
+        if pool_id not in self.world.host_pools:
+            return _not_found(pool_id)
+        host = self.world.session_hosts.get(path)
+        return Response(HTTPStatus.OK, copy.deepcopy(host)) if host else _not_found(path)
 
     def _list_session_hosts(self, request: Request, path: str, **_: str) -> Response:
         pool_id = path.removesuffix("/sessionhosts")

@@ -1,6 +1,7 @@
 """The ARM simulator and the document reader against Microsoft's REST examples for
-`Microsoft.Compute/virtualMachines` (api-version 2026-03-01) and gallery image definitions: a
-gallery's, and those shared directly or to the community (2025-03-03), vendored in tests/contracts."""
+`Microsoft.Compute/virtualMachines` (api-version 2026-03-01), gallery image definitions (a
+gallery's, and those shared directly or to the community: 2025-03-03) and Azure Virtual Desktop host
+pools and session hosts (`Microsoft.DesktopVirtualization` 2025-10-10), vendored in tests/contracts."""
 
 from __future__ import annotations
 
@@ -152,3 +153,34 @@ def test_a_seeded_vm_boots_its_own_os_disk_and_a_deleted_one_leaves_it_kept_and_
 
     assert "managedBy" not in world.disks[disk_id]
     assert world.disks[disk_id]["properties"]["diskState"] == "Unattached"
+
+
+AVD_EXAMPLES = EXAMPLES.parent.parent / "Microsoft.DesktopVirtualization" / "2025-10-10"
+
+
+def test_the_simulated_host_pools_and_session_hosts_have_only_the_shapes_microsofts_examples_show() -> None:
+    world = ArmWorld.from_seed(load_seed("sample"))
+    pool_shapes = key_paths(example("HostPool_Get", AVD_EXAMPLES))
+    host_shapes = key_paths(example("SessionHost_Get", AVD_EXAMPLES))
+    for item in example("SessionHost_List", AVD_EXAMPLES)["value"]:
+        host_shapes |= key_paths(item)
+
+    assert world.host_pools
+    assert world.session_hosts
+    for pool in world.host_pools.values():
+        assert key_paths(pool) <= pool_shapes, (pool["name"], sorted(key_paths(pool) - pool_shapes))
+    for host in world.session_hosts.values():
+        assert key_paths(host) <= host_shapes, (host["name"], sorted(key_paths(host) - host_shapes))
+
+
+def test_microsofts_host_pool_example_reads_as_a_host_pool() -> None:
+    body = example("HostPool_Get", AVD_EXAMPLES)
+
+    pool = arm_documents.host_pool(body)
+
+    assert (pool.id, pool.name, pool.host_pool_type, pool.load_balancer_type) == (
+        body["id"],
+        "hostPool1",
+        "Pooled",
+        "BreadthFirst",
+    )

@@ -307,7 +307,7 @@ class WorldCompute:
         document = self.world.disks.get(disk_id.lower())
         return arm_documents.os_disk(copy.deepcopy(document)) if document else Gone(disk_id)
 
-    async def find_host_pool(self, vm: VmRef) -> HostPool | None:
+    async def find_host_pool(self, vm: VmFacts) -> HostPool | None:
         return None
 
     async def list_vms(self, subscription_id: str) -> AsyncIterator[VmFacts]:

@@ -3,7 +3,8 @@ read a VM the same way (the adapter hands over the document the SDK received).""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from responder.events import vm_ref_from_resource_id
@@ -95,6 +96,88 @@ def host_pool(document: Mapping[str, Any], agent_version: str | None = None) -> 
         load_balancer_type=properties.get("loadBalancerType"),
         agent_version=agent_version,
     )
+
+
+# Microsoft Cost Management's parent tag: Microsoft's AVD tagging guidance puts the host pool's resource id
+# there ("Use the cm-resource-parent tag to automatically group costs by host pool"). Tags are read lower case.
+HOST_POOL_TAG = "cm-resource-parent"
+_GROUP = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<group>[^/]+)"
+_HOST_POOL_ID = re.compile(_GROUP + r"/providers/Microsoft\.DesktopVirtualization/hostPools/(?P<name>[^/]+)", re.I)
+_REGISTRATION = "dsc"  # the AVD registration's extension type (Microsoft's AddSessionHost DSC configuration)
+_DOMAIN_JOIN = "jsonaddomainextension"
+
+
+def named_host_pools(vm: VmFacts) -> tuple[str, ...]:
+    """The AVD host pools the VM itself names, as resource ids: where to look first, never a proof.
+
+    The `cm-resource-parent` tag gives a pool's full id. The registration's DSC extension names the
+    pool it registers the VM in by name alone (`hostPoolName`: Microsoft's AVD templates pass it in the
+    public settings' `properties`, the DSC extension's older format; the current one has
+    `configurationArguments`), read in the VM's own resource group: a pool elsewhere is missed there
+    and found by the walk."""
+    found: list[str] = []
+    tagged = _HOST_POOL_ID.fullmatch(vm.tags.get(HOST_POOL_TAG, "").strip().rstrip("/"))
+    if tagged:
+        found.append(_host_pool_id(tagged["sub"], tagged["group"], tagged["name"]))
+    own = re.match(_GROUP, vm.arm_id or "", re.IGNORECASE)  # ARM's spelling of the VM's resource group
+    subscription, group = (own["sub"], own["group"]) if own else (vm.ref.subscription_id, vm.ref.resource_group)
+    found += [_host_pool_id(subscription, group, name) for name in _registered_pool_names(vm)]
+    unique: dict[str, str] = {}
+    for pool in found:
+        unique.setdefault(pool.lower(), pool)
+    return tuple(unique.values())
+
+
+def session_host_name(vm: VmFacts) -> str | None:
+    """The name AVD's registration gives the VM's session host, as Microsoft's DSC configuration computes
+    it (`GetAvdSessionHostName`, Azure/RDS-Templates): the DNS host name, then `.` and the domain when the
+    machine is in one (not WORKGROUP). The domain is known here only from a JsonADDomainExtension's `name`;
+    a machine joined otherwise, or with a DNS suffix of its own, registers under a name this misses."""
+    if not vm.computer_name:
+        return None
+    domains = [
+        value
+        for extension in vm.extensions
+        if extension.type.lower() == _DOMAIN_JOIN
+        for key, value in extension.settings.items()
+        if key.lower() == "name" and isinstance(value, str) and value.strip()
+    ]
+    return f"{vm.computer_name}.{domains[0].strip()}" if domains else vm.computer_name
+
+
+def registration_of(document: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A session host document's VM (`properties.resourceId`, lower case) and its own name (the last segment
+    of its id: list items of older api-versions are named `pool/host`)."""
+    vm_id = _lower_id(_object(document.get("properties")).get("resourceId"))
+    name = str(document.get("id") or document.get("name") or "").rstrip("/").rsplit("/", 1)[-1]
+    return (vm_id, name) if vm_id and name else None
+
+
+def _registered_pool_names(vm: VmFacts) -> Iterator[str]:
+    for extension in vm.extensions:
+        if extension.type.lower() != _REGISTRATION:
+            continue
+        for key, arguments in extension.settings.items():
+            if key.lower() in {"properties", "configurationarguments"}:
+                yield from _argument(arguments, "hostpoolname")
+
+
+def _argument(arguments: Any, wanted: str) -> Iterator[str]:
+    """A DSC configuration argument: `{"hostPoolName": ...}`, or the older `[{"Name": ..., "Value": ...}]`."""
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(arguments, Mapping):
+        pairs = list(arguments.items())
+    elif isinstance(arguments, list):
+        items = [item for item in arguments if isinstance(item, Mapping)]
+        pairs = [(item.get("Name", item.get("name")), item.get("Value", item.get("value"))) for item in items]
+    for key, value in pairs:
+        if str(key).lower() == wanted and isinstance(value, str) and value.strip() and "/" not in value:
+            yield value.strip()
+
+
+def _host_pool_id(subscription: str, group: str, name: str) -> str:
+    group_id = f"/subscriptions/{subscription}/resourceGroups/{group}"
+    return f"{group_id}/providers/Microsoft.DesktopVirtualization/hostPools/{name}"
 
 
 def gallery_image_definition_id(image_id: str) -> str | None:

@@ -136,7 +136,13 @@ async def build_services(settings: Settings) -> Services:
 
     directory = GraphOnFirstUse(connect_graph)
     closing.push_async_callback(directory.close)
-    compute = ArmCompute(cloud_credential, settings.arm_url, settings.ca_file, settings.cloud)
+    compute = ArmCompute(
+        cloud_credential,
+        settings.arm_url,
+        settings.ca_file,
+        settings.cloud,
+        host_pool_index_seconds=settings.host_pool_index_minutes * 60,
+    )
     closing.push_async_callback(compute.close)
     publisher = None
     if settings.findings_topic_endpoint:

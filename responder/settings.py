@@ -275,6 +275,14 @@ _stale_days = declare("RESPONDER_RECONCILE_STALE_DAYS", 30, whole_number(1))
 _findings_topic = declare("RESPONDER_FINDINGS_TOPIC_ENDPOINT", None, optional_https_url)
 _entra_ds_domains = declare("RESPONDER_ENTRA_DS_DOMAINS", frozenset[str](), items())
 _findings_tag = declare("RESPONDER_FINDINGS_TAG", None, tag_name)
+# A session host whose tag and extension don't lead to its pool is found in a walk of the subscription's host
+# pools, which serves this long before a miss walks again (per instance); a day at most.
+_host_pool_index = declare(
+    "RESPONDER_HOST_POOL_INDEX_MINUTES",
+    15,
+    whole_number(1, 24 * 60, "minutes"),
+    "the default suits: each instance walks a subscription's host pools at most once per 15 minutes",
+)
 
 # The names other modules and the tests refer to.
 STORAGE_CONNECTION_STRING = _connection.name
@@ -382,6 +390,7 @@ class Settings:
     findings_topic_endpoint: str | None = None  # Event Grid topic for prerequisite findings; off when unset
     entra_ds_domains: frozenset[str] = frozenset()  # Entra Domain Services domains (Intune can't manage)
     findings_tag: str | None = None  # tag name for the check's verdict on the VM; off when unset
+    host_pool_index_minutes: int = _host_pool_index.default  # how long a walk of the host pools serves lookups
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
 
     @classmethod
@@ -427,6 +436,7 @@ class Settings:
             findings_topic_endpoint=read(_findings_topic),
             entra_ds_domains=read(_entra_ds_domains),
             findings_tag=read(_findings_tag),
+            host_pool_index_minutes=read(_host_pool_index),
             reconcile=ReconcileSettings(
                 watched_subscriptions=read(_watched),
                 schedule=read(_schedule),

@@ -98,10 +98,10 @@ async def read_host_pool(facts: VmFacts, services: Services) -> HostPool | Unrea
     if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
         return None
     try:
-        return await services.compute.find_host_pool(facts.ref)
+        return await services.compute.find_host_pool(facts)
     except AccessDenied as refused:
-        if refused.resource:  # a pool whose session hosts ARM refused to list
-            return arm_documents.unreadable(f"{refused.resource}/sessionHosts", refused.message)
+        if refused.resource:  # a pool, or its session hosts, ARM refused to show
+            return arm_documents.unreadable(refused.resource, refused.message)
         return Unreadable(  # the subscription's pools
             resource_id=f"/subscriptions/{facts.ref.subscription_id}/providers/Microsoft.DesktopVirtualization/hostPools",
             action="Microsoft.DesktopVirtualization/hostPools/read and hostPools/sessionHosts/read",

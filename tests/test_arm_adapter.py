@@ -131,17 +131,17 @@ async def test_a_host_pool_whose_session_hosts_are_refused_is_passed_over(
     pools = f"/subscriptions/{SUB}/resourcegroups/rg-avd-prod/providers/microsoft.desktopvirtualization/hostpools"
     simulators.world.unreadable_scopes.add(f"{pools}/hp-personal")  # its session hosts can't be listed
 
-    pool = await services.compute.find_host_pool(vm("avd-pooled-01", "rg-avd-pool"))
+    pool = await services.compute.find_host_pool(await read(services, vm("avd-pooled-01", "rg-avd-pool")))
 
     assert pool is not None
     assert pool.name == "hp-pooled"
     with pytest.raises(AccessDenied) as refused:
-        await services.compute.find_host_pool(vm("avd-personal-03"))
-    assert refused.value.resource == simulators.world.host_pools[f"{pools}/hp-personal"]["id"]
+        await services.compute.find_host_pool(await read(services, vm("avd-personal-03")))
+    assert refused.value.resource == simulators.world.host_pools[f"{pools}/hp-personal"]["id"] + "/sessionHosts"
 
 
 async def test_a_personal_session_host_finds_its_personal_host_pool(services: Services) -> None:
-    pool = await services.compute.find_host_pool(vm("avd-personal-03"))
+    pool = await services.compute.find_host_pool(await read(services, vm("avd-personal-03")))
 
     assert pool is not None
     assert (pool.name, pool.host_pool_type, pool.load_balancer_type) == (
@@ -153,14 +153,14 @@ async def test_a_personal_session_host_finds_its_personal_host_pool(services: Se
 
 
 async def test_a_pooled_session_host_finds_its_pooled_host_pool(services: Services) -> None:
-    pool = await services.compute.find_host_pool(vm("avd-pooled-01", "rg-avd-pool"))
+    pool = await services.compute.find_host_pool(await read(services, vm("avd-pooled-01", "rg-avd-pool")))
 
     assert pool is not None
     assert pool.host_pool_type == "Pooled"
 
 
 async def test_a_vm_that_is_no_session_host_has_no_host_pool(services: Services) -> None:
-    assert await services.compute.find_host_pool(vm("vm-win11-01")) is None
+    assert await services.compute.find_host_pool(await read(services, vm("vm-win11-01"))) is None
 
 
 async def test_listing_vms_follows_next_links_and_carries_power_states(
@@ -182,7 +182,7 @@ async def test_a_throttled_arm_still_serves_every_read(services: Services, simul
     simulators.arm.throttle.retry_after_seconds = 0.05
 
     facts = await read(services, vm("vm-win11-01"))
-    pool = await services.compute.find_host_pool(vm("avd-personal-03"))
+    pool = await services.compute.find_host_pool(await read(services, vm("avd-personal-03")))
     listed = [item async for item in services.compute.list_vms(SUB)]
 
     assert (facts.computer_name, pool is not None, len(listed)) == (

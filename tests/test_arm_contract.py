@@ -173,6 +173,15 @@ def test_the_simulated_host_pools_and_session_hosts_have_only_the_shapes_microso
         assert key_paths(host) <= host_shapes, (host["name"], sorted(key_paths(host) - host_shapes))
 
 
+def test_microsofts_session_host_example_names_its_vm_and_its_own_name() -> None:
+    body = example("SessionHost_Get", AVD_EXAMPLES)
+
+    assert arm_documents.registration_of(body) == (
+        body["properties"]["resourceId"].lower(),
+        "sessionHost1.microsoft.com",
+    )
+
+
 def test_microsofts_host_pool_example_reads_as_a_host_pool() -> None:
     body = example("HostPool_Get", AVD_EXAMPLES)
 

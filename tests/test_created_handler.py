@@ -309,20 +309,33 @@ async def test_a_session_host_whose_host_pool_the_app_cannot_read_gets_a_finding
 ) -> None:
     queue = f"checks-{table_name[-12:]}"
     monkeypatch.setenv("RESPONDER_DEVICE_CHECK_QUEUE", queue)
-    # Reader on the session host's resource group only: the subscription's host pools can't be listed.
+    # Reader on the session host's resource group only: the subscription's host pools can't be listed, and
+    # avd-personal-11 names no pool (its registration is a DSC configuration of the organisation's own).
     simulators.world.unreadable_scopes.add(f"/subscriptions/{SUB}")
-    simulators.world.granted_scopes.add(f"/subscriptions/{SUB}/resourcegroups/rg-avd-pool")
+    simulators.world.granted_scopes.add(f"/subscriptions/{SUB}/resourcegroups/rg-avd-prod")
 
-    handled = await outcome_of(on_vm_created, write_event("avd-pooled-01", "rg-avd-pool"))
+    handled = await outcome_of(on_vm_created, write_event("avd-personal-11"))
 
     assert handled.outcome == "recorded"
-    record = await ledger_row(ledger, VmRef(SUB, "rg-avd-pool", "avd-pooled-01"))
+    record = await ledger_row(ledger, VmRef(SUB, "rg-avd-prod", "avd-personal-11"))
     assert [(item.rule_id, item.severity) for item in record.findings] == [("host-pool-unreadable", "warning")]
     message = record.findings[0].message
     assert "Reader role (or a role with Microsoft.DesktopVirtualization/hostPools/read" in message
     assert message.endswith(f"on subscription {SUB}.")
     assert record.device_check_due is not None
     assert await device_checks_queued(azurite, queue) == 1
+
+
+@pytest.mark.usefixtures("app_env")
+async def test_a_session_host_that_names_its_pool_is_found_with_reader_on_the_pools_resource_group_alone(
+    simulators: Simulators, ledger: TableLedger
+) -> None:
+    simulators.world.unreadable_scopes.add(f"/subscriptions/{SUB}")  # the subscription's pools can't be listed
+    simulators.world.granted_scopes.add(f"/subscriptions/{SUB}/resourcegroups/rg-avd-pool")
+
+    await deliver(write_event("avd-pooled-01", "rg-avd-pool"))  # its tag and extension name hp-pooled
+
+    assert await rule_ids(ledger, "avd-pooled-01", "rg-avd-pool") == [("host-pool", "info")]
 
 
 async def test_a_host_pool_whose_session_hosts_the_app_cannot_list_names_the_action_and_where(

@@ -38,6 +38,7 @@ from azure.mgmt.core.tools import parse_resource_id
 
 from responder import arm_documents
 from responder.adapters._errors import ARM, service_failure
+from responder.adapters.host_pool_index import HostPoolIndex, Registration, Walk
 from responder.clouds import PUBLIC, Cloud
 from responder.errors import AccessDenied
 from responder.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
@@ -52,6 +53,7 @@ GALLERIES_API = "2026-03-03"
 DISKS_API = "2026-03-02"
 DESKTOP_VIRTUALIZATION_API = "2024-04-03"
 USER_AGENT = "intune-vm-responder"
+HOST_POOL_INDEX_SECONDS = 15 * 60  # how long a walk of a subscription's host pools serves lookups
 # A directly shared or community gallery's image definition, read in a subscription and region.
 _LOCATED_IMAGE = re.compile(
     r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)"
@@ -64,9 +66,15 @@ class ArmCompute:
     """VMs, gallery images and AVD host pools, read with the app's identity."""
 
     def __init__(
-        self, credential: AsyncTokenCredential, base_url: str, ca_file: str | None, cloud: Cloud = PUBLIC
+        self,
+        credential: AsyncTokenCredential,
+        base_url: str,
+        ca_file: str | None,
+        cloud: Cloud = PUBLIC,
+        host_pool_index_seconds: float = HOST_POOL_INDEX_SECONDS,
     ) -> None:
         self._credential = credential
+        self.host_pools = HostPoolIndex(host_pool_index_seconds)
         self._base_url = base_url.rstrip("/")
         self._client_options: dict[str, Any] = {
             "base_url": base_url,
@@ -149,33 +157,86 @@ class ArmCompute:
         document = await self._get(path, DISKS_API)
         return Gone(disk_id) if document is None else arm_documents.os_disk(document)
 
-    async def find_host_pool(self, vm: VmRef) -> HostPool | None:
+    async def find_host_pool(self, vm: VmFacts) -> HostPool | None:
         """The AVD host pool the VM is a session host of, or None when it is not one.
 
-        A pool whose session hosts ARM refuses to list is passed over; the refusal is raised
-        (AccessDenied, its `resource` the pool) only when no readable pool holds the VM."""
-        wanted = vm.resource_id
+        The proof is the pool's session host whose `resourceId` is the VM. Where to look comes first
+        from this instance's index (`host_pools`) and from what the VM names itself (its pool's id in the
+        `cm-resource-parent` tag, its name in the registration extension: `arm_documents.named_host_pools`),
+        each proved with two GETs: the session host by name (`arm_documents.session_host_name`), then its
+        pool. Only when neither holds the VM is the subscription walked (every pool, every session host),
+        at most once per period per subscription and instance: a miss on a stale (or no) walk walks again,
+        once. A refusal (403) is raised, as AccessDenied naming what was refused, only when no readable
+        pool holds the VM."""
+        wanted = vm.ref.resource_id
+        subscription = vm.ref.subscription_id
+        seen = self.host_pools.last(subscription)
         refused: AccessDenied | None = None
-        pools = f"/subscriptions/{_segment(vm.subscription_id)}/providers/Microsoft.DesktopVirtualization/hostPools"
-        async for pool in self._list(pools, DESKTOP_VIRTUALIZATION_API):
-            pool_parts = parse_resource_id(str(pool.get("id", "")))
-            hosts = (
-                f"/subscriptions/{_segment(pool_parts['subscription'])}"
-                f"/resourceGroups/{_segment(pool_parts['resource_group'])}"
-                f"/providers/Microsoft.DesktopVirtualization/hostPools/{_segment(pool_parts['name'])}/sessionHosts"
-            )
+        tried: set[tuple[str, str]] = set()
+        candidates: list[tuple[str, str]] = []
+        if seen is not None and (entry := seen.hosts.get(wanted)) is not None:
+            candidates.append((entry.pool.id, entry.session_host))
+        if name := arm_documents.session_host_name(vm):
+            candidates += [(pool, name) for pool in arm_documents.named_host_pools(vm)]
+        for pool_id, host in candidates:
+            if (pool_id.lower(), host.lower()) in tried:
+                continue
+            tried.add((pool_id.lower(), host.lower()))
             try:
-                async for host in self._list(hosts, DESKTOP_VIRTUALIZATION_API):
-                    properties = host.get("properties") or {}
-                    if str(properties.get("resourceId") or "").lower() == wanted:
-                        return arm_documents.host_pool(pool, agent_version=properties.get("agentVersion"))
+                if (found := await self._prove(pool_id, host, wanted)) is not None:
+                    return found
             except AccessDenied as denied:
-                refused = refused or AccessDenied(
-                    denied.status, denied.message, denied.service, str(pool.get("id")), denied.role
-                )
+                refused = refused or denied
+        walk = seen
+        if walk is None or not self.host_pools.is_fresh(walk):
+            walk = await self.host_pools.refresh(subscription, lambda: self._walk(subscription), seen)
+            if walk is not seen and (entry := walk.hosts.get(wanted)) is not None:
+                return entry.pool  # seen during this lookup: as fresh as a proof
+        refused = refused or walk.refused
         if refused is not None:
             raise refused
         return None
+
+    async def _prove(self, pool_id: str, session_host: str, wanted: str) -> HostPool | None:
+        """The pool, if its session host of that name is the VM `wanted` (a pooled host rebuilt under the
+        same name is another VM until it registers again); two GETs, one when the session host isn't."""
+        pool_path = _host_pool_path(pool_id)
+        try:
+            host = await self._get(f"{pool_path}/sessionHosts/{_segment(session_host)}", DESKTOP_VIRTUALIZATION_API)
+        except AccessDenied as denied:
+            raise _naming(denied, f"{pool_id}/sessionHosts") from denied
+        registration = None if host is None else arm_documents.registration_of(host)
+        if registration is None or registration[0] != wanted:
+            return None
+        try:
+            pool = await self._get(pool_path, DESKTOP_VIRTUALIZATION_API)
+        except AccessDenied as denied:
+            raise _naming(denied, pool_id) from denied
+        agent_version = (host.get("properties") or {}).get("agentVersion")
+        return None if pool is None else arm_documents.host_pool(pool, agent_version=agent_version)
+
+    async def _walk(self, subscription_id: str) -> Walk:
+        """Every session host of the subscription's host pools: a pool whose session hosts ARM refuses to
+        list is passed over, its refusal kept; a refused list of the pools themselves is kept too."""
+        hosts: dict[str, Registration] = {}
+        refused: AccessDenied | None = None
+        pools = f"/subscriptions/{_segment(subscription_id)}/providers/Microsoft.DesktopVirtualization/hostPools"
+        try:
+            async for pool in self._list(pools, DESKTOP_VIRTUALIZATION_API):
+                pool_id = str(pool.get("id", ""))
+                try:
+                    async for host in self._list(
+                        f"{_host_pool_path(pool_id)}/sessionHosts", DESKTOP_VIRTUALIZATION_API
+                    ):
+                        if (registration := arm_documents.registration_of(host)) is not None:
+                            agent_version = (host.get("properties") or {}).get("agentVersion")
+                            found = arm_documents.host_pool(pool, agent_version=agent_version)
+                            hosts[registration[0]] = Registration(found, registration[1])
+                except AccessDenied as denied:
+                    refused = refused or _naming(denied, f"{pool_id}/sessionHosts")
+        except AccessDenied as denied:
+            refused = refused or denied
+        return Walk(hosts, refused)
 
     async def list_vms(self, subscription_id: str) -> AsyncIterator[VmFacts]:
         """Every VM of the subscription with its power state (`statusOnly=true`), paged."""
@@ -239,6 +300,20 @@ def _get(url: str, params: dict[str, str]) -> HttpRequest:
         urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), "")),
         headers={"Accept": "application/json"},
     )
+
+
+def _host_pool_path(pool_id: str) -> str:
+    """A host pool's path, its segments as the management SDKs quote them."""
+    parts = parse_resource_id(pool_id)
+    return (
+        f"/subscriptions/{_segment(parts['subscription'])}/resourceGroups/{_segment(parts['resource_group'])}"
+        f"/providers/Microsoft.DesktopVirtualization/hostPools/{_segment(parts['name'])}"
+    )
+
+
+def _naming(denied: AccessDenied, resource: str) -> AccessDenied:
+    """The refusal, naming what was refused (the caller can't tell from the message alone)."""
+    return AccessDenied(denied.status, denied.message, denied.service, resource, denied.role)
 
 
 def _segment(value: Any) -> str:

@@ -253,6 +253,16 @@ class GraphSimulator:
     # --- Entra devices ----------------------------------------------------------
 
     def _list_devices(self, request: Request) -> Response:
+        # A lambda over a collection (`physicalIds/any(...)`) is an advanced query: Graph refuses it without
+        # `ConsistencyLevel: eventual` and `$count=true` (Microsoft Graph, "Advanced query capabilities").
+        if "/any(" in request.query.get("$filter", "") and (
+            request.headers.get("consistencylevel", "").lower() != "eventual" or request.query.get("$count") != "true"
+        ):
+            return error(
+                HTTPStatus.BAD_REQUEST,
+                "Request_UnsupportedQuery",
+                "Unsupported or invalid query filter clause specified for property 'physicalIds' of resource 'Device'.",
+            )
         return self._page(request, list(self.tenant.devices.values()), "devices")
 
     def _get_device(self, request: Request, id: str) -> Response:

@@ -215,7 +215,7 @@ class SimulatedApi:
                 "InvalidAuthenticationToken",
                 "unknown or missing token, or for another audience",
             )
-        if self.before_write is not None and request.method in WRITES:
+        if self.before_write is not None and _writes(request):
             self.before_write(request)  # outside the lock: the hook may send requests of its own
         with self._lock:
             self.requests.append(request)
@@ -269,6 +269,14 @@ class SimulatedApi:
                 entry["body"] = answer.body
             responses.append(entry)
         return Response(HTTPStatus.OK, {"responses": responses})
+
+
+def _writes(request: Request) -> bool:
+    """A write, or a `$batch` that holds one (a batch of reads is sent as a POST too)."""
+    if request.method == "POST" and request.path.rstrip("/").endswith("/$batch"):
+        items = (request.body or {}).get("requests") if isinstance(request.body, dict) else None
+        return any(str(item.get("method", "GET")).upper() in WRITES for item in items or [] if isinstance(item, dict))
+    return request.method in WRITES
 
 
 class SimulatorServer(SimulatedApi):

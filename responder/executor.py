@@ -1,7 +1,8 @@
 """Carry out a plan against Microsoft Graph, or in audit mode only describe it.
 
 Every action is idempotent at the adapter (False: already so), so a retried
-event repeats a plan safely. A refusal (RequestRefused) becomes a finding and a
+event repeats a plan safely. A plan's writes go to Graph together (one `$batch`), each
+answered on its own. A refusal (RequestRefused) becomes a finding and a
 `Refusal` naming the action and the Graph app role it needs (the caller writes
 its line, which the access-denied alert reads), and the remaining actions still
 run; a TransientError escapes so the event is retried later.
@@ -15,7 +16,7 @@ from responder.errors import IDENTITY_MISSING, AccessDenied, RequestRefused
 from responder.model import Finding, Severity
 from responder.ports import DeviceDirectory
 from responder.settings import Mode
-from responder.suppression import Action, AddToGroup, Plan, RemoveFromGroup, SetAttribute, SyncDevice
+from responder.suppression import Action, Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,12 @@ async def execute(plan: Plan, directory: DeviceDirectory, mode: Mode) -> Executi
         return Execution(tuple(f"audit: would {action.describe()}" for action in plan.actions))
     done: list[str] = []
     refusals: list[Refusal] = []
-    for action in plan.actions:
-        try:
-            changed = await _perform(action, directory)
-        except RequestRefused as problem:
-            refusals.append(Refusal(action.describe(), _naming_the_role(problem, action)))
+    outcomes = await directory.apply(plan.actions) if plan.actions else []
+    for action, outcome in zip(plan.actions, outcomes, strict=True):
+        if isinstance(outcome, RequestRefused):
+            refusals.append(Refusal(action.describe(), _naming_the_role(outcome, action)))
             continue
-        done.append(action.describe() + ("" if changed else " (already so)"))
+        done.append(action.describe() + ("" if outcome else " (already so)"))
     return Execution(tuple(done), tuple(refusals))
 
 
@@ -61,16 +61,3 @@ def _naming_the_role(problem: RequestRefused, action: Action) -> RequestRefused:
         return problem
     needs = f"{problem.message}; this write needs {action.role}"
     return AccessDenied(problem.status, needs, problem.service, problem.resource, action.role)
-
-
-async def _perform(action: Action, directory: DeviceDirectory) -> bool:
-    match action:
-        case AddToGroup(group_id, object_id):
-            return await directory.add_group_member(group_id, object_id)
-        case RemoveFromGroup(group_id, object_id):
-            return await directory.remove_group_member(group_id, object_id)
-        case SetAttribute(object_id, number, value):
-            await directory.set_extension_attribute(object_id, number, value)
-            return True
-        case SyncDevice(managed_device_id):
-            return await directory.sync_device(managed_device_id)

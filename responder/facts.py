@@ -146,3 +146,31 @@ class EntraDevice:
     def is_hybrid(self) -> bool:
         """Synced from on-premises AD: the on-premises object is the source of truth."""
         return self.on_premises_sync_enabled or (self.trust_type or "").lower() == "serverad"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReads:
+    """One round of lookups for the records that could be a VM's, sent together (one Graph `$batch`):
+    by id (the ledger's), by `physicalIds` anchor (each spelling of the VM's resource id), by exact
+    name, and by Entra `deviceId`."""
+
+    managed_ids: tuple[str, ...] = ()
+    entra_object_ids: tuple[str, ...] = ()
+    anchors: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.managed_ids or self.entra_object_ids or self.anchors or self.names or self.device_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFinds:
+    """What each lookup of a `DeviceReads` found (a record read by id and not found is absent)."""
+
+    managed: tuple[ManagedDevice, ...] = ()
+    entra: tuple[EntraDevice, ...] = ()
+    by_anchor: Mapping[str, tuple[EntraDevice, ...]] = field(default_factory=dict)
+    by_name: Mapping[str, tuple[ManagedDevice, ...]] = field(default_factory=dict)
+    by_device_id: Mapping[str, tuple[EntraDevice, ...]] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from responder.facts import EntraDevice, ManagedDevice, OsDisk, VmFacts
+from responder.facts import DeviceReads, EntraDevice, ManagedDevice, OsDisk, VmFacts
 from responder.model import VmRecord
 from responder.ownership import Incarnation, KnownDevice, Ownership, decide_ownership, device_id_of
 from responder.ports import Compute, DeviceDirectory
@@ -59,35 +59,43 @@ async def find_own_device(
 async def gather_candidates(
     incarnation: Incarnation, known: KnownDevice | None, directory: DeviceDirectory
 ) -> tuple[list[ManagedDevice], list[EntraDevice]]:
+    """Every lookup that can be made at once goes in one round (one Graph `$batch`); a round follows only
+    for what the last one named: an anchored object's other name, an Intune record's Entra `deviceId`,
+    or a learnt record the searches didn't return (renamed, or its `deviceId` never saved). For a VM
+    whose device the ledger learnt that is one round, of three lookups."""
     managed: dict[str, ManagedDevice] = {}
     entra: dict[str, EntraDevice] = {}
-
-    def keep(*objects: EntraDevice) -> None:
-        entra.update((obj.object_id, obj) for obj in objects)
-
-    if known is not None:
-        if known.managed_device_id and (record := await directory.get_managed_device(known.managed_device_id)):
-            managed[record.id] = record
-        if known.entra_object_id and (obj := await directory.get_entra_device(known.entra_object_id)):
-            keep(obj)
-    anchored = [
-        obj
-        for spelling in incarnation.anchor_spellings
-        for obj in await directory.find_entra_devices_by_resource_id(spelling)
-    ]
-    keep(*anchored)
-    # The computer name ARM reported; and, for an anchored object, the name Entra gives it.
-    names = {incarnation.computer_name.lower()} if incarnation.computer_name else set()
-    names.update(obj.display_name.lower() for obj in anchored if obj.display_name)
-    for name in sorted(names):
-        for record in await directory.find_managed_devices_by_name(name):
-            managed[record.id] = record
-    # Every Entra object each VM record links to, so a shared deviceId shows.
-    linked_ids = {
-        linked for record in managed.values() if record.is_virtual_machine and (linked := device_id_of(record))
-    }
-    if known is not None and known.entra_device_id:
-        linked_ids.add(known.entra_device_id.lower())
-    for linked in sorted(linked_ids):
-        keep(*await directory.find_entra_devices(linked))
+    anchored: dict[str, EntraDevice] = {}
+    names_searched: set[str] = set()
+    ids_searched: set[str] = set()
+    learnt_read = False
+    reads = DeviceReads(
+        anchors=incarnation.anchor_spellings,
+        names=(incarnation.computer_name.lower(),) if incarnation.computer_name else (),
+        device_ids=(known.entra_device_id.lower(),) if known is not None and known.entra_device_id else (),
+    )
+    while not reads.empty:
+        found = await directory.read_devices(reads)
+        names_searched.update(reads.names)
+        ids_searched.update(reads.device_ids)
+        managed.update((record.id, record) for record in found.managed)
+        for records in found.by_name.values():
+            managed.update((record.id, record) for record in records)
+        for objects in (found.entra, *found.by_anchor.values(), *found.by_device_id.values()):
+            entra.update((obj.object_id, obj) for obj in objects)
+        for objects in found.by_anchor.values():
+            anchored.update((obj.object_id, obj) for obj in objects)
+        # The name Entra gives an anchored object, when it isn't ARM's computer name.
+        names = {obj.display_name.lower() for obj in anchored.values() if obj.display_name} - names_searched
+        # Every Entra object each VM record links to, so a shared deviceId shows.
+        linked = {
+            linked for record in managed.values() if record.is_virtual_machine and (linked := device_id_of(record))
+        } - ids_searched
+        managed_ids: tuple[str, ...] = ()
+        object_ids: tuple[str, ...] = ()
+        if known is not None and not learnt_read:  # the ledger's ids, when the searches didn't return them
+            learnt_read = True
+            managed_ids = tuple(found for found in (known.managed_device_id,) if found and found not in managed)
+            object_ids = tuple(found for found in (known.entra_object_id,) if found and found not in entra)
+        reads = DeviceReads(managed_ids, object_ids, (), tuple(sorted(names)), tuple(sorted(linked)))
     return list(managed.values()), list(entra.values())

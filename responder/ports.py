@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from responder.facts import EntraDevice, Gone, HostPool, ImageDefinition, ManagedDevice, OsDisk, VmFacts
+from responder.facts import (
+    DeviceFinds,
+    DeviceReads,
+    EntraDevice,
+    Gone,
+    HostPool,
+    ImageDefinition,
+    ManagedDevice,
+    OsDisk,
+    VmFacts,
+)
 from responder.intune_policies import Policy
 from responder.model import Finding, VmRecord, VmRef
 
@@ -13,6 +23,8 @@ if TYPE_CHECKING:  # the cleanup worker's types: a power event's cold start does
     from responder.audit import AuditEntry
     from responder.blast_radius import Reservation
     from responder.cleanup import CleanupRecord
+    from responder.errors import RequestRefused
+    from responder.suppression import Action
 
 T = TypeVar("T")
 
@@ -46,30 +58,25 @@ class DeviceDirectory(Protocol):
 
     async def close(self) -> None: ...
 
-    async def find_managed_devices_by_name(self, device_name: str) -> list[ManagedDevice]: ...
+    async def read_devices(self, reads: DeviceReads) -> DeviceFinds:
+        """Every lookup of one round at once (a `$batch`): the records that could be a VM's."""
+        ...
+
+    async def apply(self, actions: Sequence[Action]) -> list[bool | RequestRefused]:
+        """A plan's writes at once (a `$batch`), each answered: True done, False already so, or Graph's
+        refusal; TransientError when Graph kept throttling or failing."""
+        ...
 
     async def get_managed_device(self, managed_device_id: str) -> ManagedDevice | None: ...
-
-    async def sync_device(self, managed_device_id: str) -> bool: ...
 
     def windows_virtual_machines(self) -> AsyncIterator[ManagedDevice]: ...
 
     async def find_entra_devices(self, device_id: str) -> list[EntraDevice]: ...
 
-    async def find_entra_devices_by_resource_id(self, resource_id: str) -> list[EntraDevice]: ...
-
-    async def get_entra_device(self, object_id: str) -> EntraDevice | None: ...
-
-    async def set_extension_attribute(self, object_id: str, number: int, value: str | None) -> None: ...
-
-    async def add_group_member(self, group_id: str, object_id: str) -> bool: ...
-
     # Batched ($batch: one call each), for the cleanup worker.
     async def delete_records(self, managed_device_id: str | None, entra_object_id: str | None) -> dict[str, bool]: ...
 
     async def records_exist(self, managed_device_id: str | None, entra_object_id: str | None) -> dict[str, bool]: ...
-
-    async def remove_group_member(self, group_id: str, object_id: str) -> bool: ...
 
     # Read-only, for the device-side prerequisite check.
     async def device_group_ids(self, object_id: str) -> frozenset[str]:

@@ -21,7 +21,9 @@ from localdev.graph_sim import BETA_ONLY_TYPES, V1_ENROLLMENT_TYPES
 from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.composition import Services
+from responder.facts import DeviceReads
 from responder.intune_policies import BETA_ONLY_PROFILE_TYPES, BITLOCKER_SETTINGS, TPM_COMPLIANCE_SETTINGS
+from responder.suppression import AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
 
 CSDL = Path(__file__).parent / "contracts" / "graph" / "v1.0.csdl.xml"
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
@@ -87,18 +89,28 @@ def entity_of(request: Request) -> tuple[str | None, str | None]:
 async def every_call(services: Services, simulators: Simulators) -> list[Request]:
     """The adapter doing everything it does, as the simulator recorded it."""
     directory = services.directory
-    await directory.find_managed_devices_by_name("vm-win11-01")
+    await directory.read_devices(
+        DeviceReads(
+            managed_ids=(WIN11_MANAGED,),
+            entra_object_ids=(WIN11_ENTRA,),
+            anchors=(
+                f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win11-01",
+            ),
+            names=("vm-win11-01",),
+            device_ids=(WIN11_DEVICE_ID,),
+        )
+    )
     await directory.get_managed_device(WIN11_MANAGED)
     _ = [device async for device in directory.windows_virtual_machines()]
     await directory.find_entra_devices(WIN11_DEVICE_ID)
-    await directory.find_entra_devices_by_resource_id(
-        f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win11-01"
+    await directory.apply(
+        [
+            SetAttribute(WIN11_ENTRA, 7, "deallocated"),
+            AddToGroup(GROUP, WIN11_ENTRA),
+            RemoveFromGroup(GROUP, WIN11_ENTRA),
+            SyncDevice(WIN11_MANAGED),
+        ]
     )
-    await directory.get_entra_device(WIN11_ENTRA)
-    await directory.set_extension_attribute(WIN11_ENTRA, 7, "deallocated")
-    await directory.add_group_member(GROUP, WIN11_ENTRA)
-    await directory.remove_group_member(GROUP, WIN11_ENTRA)
-    await directory.sync_device(WIN11_MANAGED)
     await directory.records_exist(WIN11_MANAGED, WIN11_ENTRA)
     await directory.device_group_ids(WIN11_ENTRA)
     await directory.intune_policies()

@@ -50,10 +50,11 @@ from responder.adapters.graph_batching import Answer, GraphBatching
 from responder.adapters.graph_beta import GraphBeta
 from responder.clouds import PUBLIC, Cloud
 from responder.errors import RequestRefused, TransientError
-from responder.facts import EntraDevice, ManagedDevice
+from responder.facts import DeviceFinds, DeviceReads, EntraDevice, ManagedDevice
 from responder.graph_documents import entra_device_from_json, managed_device_from_json, policy_from_json
 from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, with_filters
 from responder.names import clip
+from responder.suppression import Action, AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
 
 # Retries inside one call; beyond them the whole event is retried later.
 T = TypeVar("T")
@@ -62,6 +63,7 @@ MAX_RETRIES = 5
 POLICY_CACHE_SECONDS = 300  # a policy assigned a moment ago reaches the checks within five minutes
 TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100
+BATCH_LIMIT = 20  # requests per $batch (Microsoft Graph, "JSON batching")
 
 MANAGED_DEVICE_FIELDS = [
     "id",
@@ -159,25 +161,10 @@ class GraphDeviceDirectory:
 
     # --- Intune -----------------------------------------------------------------
 
-    async def find_managed_devices_by_name(self, device_name: str) -> list[ManagedDevice]:
-        """Every managed device whose name equals `device_name` (Graph compares
-        case-insensitively); the caller decides what two or more matches mean."""
-        wanted = device_name.lower()
-        found = [
-            device
-            async for device in self._managed_devices(f"deviceName eq {_quote(device_name)}")
-            if (device.device_name or "").lower() == wanted
-        ]
-        return found
-
     async def get_managed_device(self, managed_device_id: str) -> ManagedDevice | None:
         information = self._request(Method.GET, _managed(managed_device_id), {"$select": MANAGED_DEVICE_FIELDS})
         document = await _absent_on_404(self._json(information))
         return managed_device_from_json(document) if document else None
-
-    async def sync_device(self, managed_device_id: str) -> bool:
-        information = self._request(Method.POST, f"{_managed(managed_device_id)}/syncDevice")
-        return await _done_unless_404(self._send(information))
 
     async def windows_virtual_machines(self) -> AsyncIterator[ManagedDevice]:
         """All Windows managed devices whose model is `Virtual Machine`, page by page."""
@@ -186,8 +173,7 @@ class GraphDeviceDirectory:
                 yield device
 
     async def _managed_devices(self, odata_filter: str) -> AsyncIterator[ManagedDevice]:
-        query = {"$filter": odata_filter, "$select": MANAGED_DEVICE_FIELDS, "$top": str(PAGE_SIZE)}
-        async for item in self._pages(self._request(Method.GET, MANAGED_DEVICES, query)):
+        async for item in self._pages(self._managed_query(odata_filter)):
             yield managed_device_from_json(item)
 
     async def _pages(self, information: RequestInformation) -> AsyncIterator[dict[str, Any]]:
@@ -212,10 +198,6 @@ class GraphDeviceDirectory:
         document = json.loads(raw or b"{}")
         return document if isinstance(document, dict) else {}
 
-    async def _send(self, information: RequestInformation) -> None:
-        """Send a request whose answer has no content Graph documents (204, or 200 to ignore)."""
-        await self._adapter.send_no_response_content_async(information, GRAPH_ERRORS)
-
     def _request(
         self,
         method: Method,
@@ -231,6 +213,105 @@ class GraphDeviceDirectory:
         if body is not None:
             information.set_stream_content(json.dumps(body).encode(), "application/json")
         return information
+
+    # --- batched: one call per round of lookups, per plan, per delete or verify --------
+
+    async def read_devices(self, reads: DeviceReads) -> DeviceFinds:
+        """Every lookup of one round in one `$batch` (20 to a call): Graph throttles each inside on its
+        own, so a batch saves round trips, not operations."""
+        requests: dict[str, RequestInformation] = {}
+        for managed_id in reads.managed_ids:
+            requests[f"m{len(requests)}"] = self._request(
+                Method.GET, _managed(managed_id), {"$select": MANAGED_DEVICE_FIELDS}
+            )
+        for object_id in reads.entra_object_ids:
+            requests[f"e{len(requests)}"] = self._request(
+                Method.GET, _device(object_id), {"$select": ENTRA_DEVICE_FIELDS}
+            )
+        lists: dict[str, tuple[str, str]] = {}  # request key → (lookup kind, the value looked up)
+        for spelling in reads.anchors:
+            key = f"a{len(requests)}"
+            requests[key], lists[key] = self._entra_query(_anchor_filter(spelling), advanced=True), ("a", spelling)
+        for name in reads.names:
+            key = f"n{len(requests)}"
+            requests[key], lists[key] = self._managed_query(f"deviceName eq {_quote(name)}"), ("n", name)
+        for device_id in reads.device_ids:
+            key = f"d{len(requests)}"
+            requests[key], lists[key] = self._entra_query(f"deviceId eq {_quote(device_id)}"), ("d", device_id)
+        answers = await self._batched(requests)
+        managed, entra = [], []
+        by_anchor: dict[str, tuple[EntraDevice, ...]] = {}
+        by_name: dict[str, tuple[ManagedDevice, ...]] = {}
+        by_device_id: dict[str, tuple[EntraDevice, ...]] = {}
+        for key, answer in answers.items():
+            _refuse_unless(answer, {200, 404} if key[0] in "me" else {200})
+            if key[0] == "m" and answer.status == 200 and answer.body:
+                managed.append(managed_device_from_json(answer.body))
+            elif key[0] == "e" and answer.status == 200 and answer.body:
+                entra.append(entra_device_from_json(answer.body))
+            elif key in lists:
+                kind, value = lists[key]
+                items = [item async for item in self._rest_of(answer.body or {}, requests[key])]
+                if kind == "a":
+                    marker = _anchor(value).lower()
+                    found = [entra_device_from_json(item) for item in items]
+                    by_anchor[value] = tuple(d for d in found if marker in (p.lower() for p in d.physical_ids))
+                elif kind == "n":
+                    found_managed = [managed_device_from_json(item) for item in items]
+                    by_name[value] = tuple(d for d in found_managed if (d.device_name or "").lower() == value.lower())
+                else:
+                    by_device_id[value] = tuple(entra_device_from_json(item) for item in items)
+        return DeviceFinds(tuple(managed), tuple(entra), by_anchor, by_name, by_device_id)
+
+    async def apply(self, actions: Sequence[Action]) -> list[bool | RequestRefused]:
+        """A plan's writes in one `$batch`, each answered on its own: True (done), False (already so),
+        or the refusal (the rest still run); a throttle or outage Graph kept up raises TransientError."""
+        requests = {str(index): self._write(action) for index, action in enumerate(actions)}
+        answers = await self._batched(requests)
+        outcomes: list[bool | RequestRefused] = []
+        for index, action in enumerate(actions):
+            answer = answers[str(index)]
+            already = _already_so(action, answer)
+            if already is not None:
+                outcomes.append(not already)
+                continue
+            try:
+                _refuse_unless(answer, {200, 204})
+            except RequestRefused as refused:
+                outcomes.append(refused)
+                continue
+            outcomes.append(True)
+        return outcomes
+
+    def _write(self, action: Action) -> RequestInformation:
+        match action:
+            case AddToGroup(group_id, object_id):
+                body = {"@odata.id": f"{self._directory_root}{object_id}"}
+                return self._request(Method.POST, f"/groups/{_segment(group_id)}/members/$ref", body=body)
+            case RemoveFromGroup(group_id, object_id):
+                return self._request(Method.DELETE, f"/groups/{_segment(group_id)}/members/{_segment(object_id)}/$ref")
+            case SetAttribute(object_id, number, value):
+                return self._request(Method.PATCH, _device(object_id), body=_attribute_patch(number, value))
+            case SyncDevice(managed_device_id):
+                return self._request(Method.POST, f"{_managed(managed_device_id)}/syncDevice")
+
+    async def _batched(self, requests: dict[str, RequestInformation]) -> dict[str, Answer]:
+        answers: dict[str, Answer] = {}
+        keys = list(requests)
+        for start in range(0, len(keys), BATCH_LIMIT):
+            chunk = {key: requests[key] for key in keys[start : start + BATCH_LIMIT]}
+            answers.update(await self._batching.send(chunk))
+        return answers
+
+    async def _rest_of(self, page: dict[str, Any], information: RequestInformation) -> AsyncIterator[dict[str, Any]]:
+        """A list answered inside a batch, and its further pages (read one by one: lookups rarely have any)."""
+        for item in page.get("value", []):
+            yield item
+        next_link = page.get("@odata.nextLink")
+        if next_link:
+            information.url = str(next_link)
+            async for item in self._pages(information):
+                yield item
 
     # --- batched, for the cleanup worker (one call instead of two each) -----------
 
@@ -265,33 +346,11 @@ class GraphDeviceDirectory:
         """Entra devices by `deviceId` (the `azureADDeviceId` of the Intune record)."""
         return [device async for device in self._entra_devices(f"deviceId eq {_quote(device_id)}")]
 
-    async def find_entra_devices_by_resource_id(self, resource_id: str) -> list[EntraDevice]:
-        """Entra devices that name the VM in `physicalIds` (`[AzureResourceId]:<id>`).
-
-        Not documented by Microsoft but seen on Entra-joined Azure VMs: used
-        when present, never required (design §2).
-        """
-        marker = f"[AzureResourceId]:{resource_id}"
-        found = self._entra_devices(f"physicalIds/any(p:p eq {_quote(marker)})", advanced=True)
-        return [device async for device in found if marker.lower() in (p.lower() for p in device.physical_ids)]
-
-    async def get_entra_device(self, object_id: str) -> EntraDevice | None:
-        information = self._request(Method.GET, _device(object_id), {"$select": ENTRA_DEVICE_FIELDS})
-        document = await _absent_on_404(self._json(information))
-        return entra_device_from_json(document) if document else None
-
-    async def set_extension_attribute(self, object_id: str, number: int, value: str | None) -> None:
-        """Set (or clear, with None) `extensionAttribute<number>` of an Entra device.
-
-        A synced (hybrid) device refuses with 400 (RequestRefused): the caller
-        turns that into a finding, not a retry.
-        """
-        if not 1 <= number <= 15:
-            raise ValueError(f"extension attributes are numbered 1 to 15, not {number}")
-        patch = {"extensionAttributes": {f"extensionAttribute{number}": value}}
-        await _call(self._send(self._request(Method.PATCH, _device(object_id), body=patch)))
-
     async def _entra_devices(self, odata_filter: str, *, advanced: bool = False) -> AsyncIterator[EntraDevice]:
+        async for item in self._pages(self._entra_query(odata_filter, advanced=advanced)):
+            yield entra_device_from_json(item)
+
+    def _entra_query(self, odata_filter: str, *, advanced: bool = False) -> RequestInformation:
         query: dict[str, str | Sequence[str]] = {
             "$filter": odata_filter,
             "$select": ENTRA_DEVICE_FIELDS,
@@ -302,26 +361,11 @@ class GraphDeviceDirectory:
         information = self._request(Method.GET, DEVICES, query)
         if advanced:  # filters on collections need Graph's advanced query capabilities
             information.headers.try_add("ConsistencyLevel", "eventual")
-        async for item in self._pages(information):
-            yield entra_device_from_json(item)
+        return information
 
-    # --- groups -----------------------------------------------------------------
-
-    async def add_group_member(self, group_id: str, object_id: str) -> bool:
-        """Add a device to a group; False when it already was a member."""
-        body = {"@odata.id": f"{self._directory_root}{object_id}"}
-        try:
-            await _call(self._send(self._request(Method.POST, f"/groups/{_segment(group_id)}/members/$ref", body=body)))
-        except RequestRefused as refused:
-            if refused.status == 400 and "already exist" in refused.message:
-                return False
-            raise
-        return True
-
-    async def remove_group_member(self, group_id: str, object_id: str) -> bool:
-        """Remove a device from a group; False when it was not a member."""
-        member = f"/groups/{_segment(group_id)}/members/{_segment(object_id)}/$ref"
-        return await _done_unless_404(self._send(self._request(Method.DELETE, member)))
+    def _managed_query(self, odata_filter: str) -> RequestInformation:
+        query = {"$filter": odata_filter, "$select": MANAGED_DEVICE_FIELDS, "$top": str(PAGE_SIZE)}
+        return self._request(Method.GET, MANAGED_DEVICES, query)
 
     # --- Intune policies, for the device-side check (read-only) ---------------------
 
@@ -381,6 +425,31 @@ class GraphDeviceDirectory:
         information = self._request(method, path, query)
         information.url = information.url.replace(self._base_url, self._beta_url, 1)
         return information
+
+
+def _anchor(resource_id: str) -> str:
+    return f"[AzureResourceId]:{resource_id}"
+
+
+def _anchor_filter(resource_id: str) -> str:
+    return f"physicalIds/any(p:p eq {_quote(_anchor(resource_id))})"
+
+
+def _attribute_patch(number: int, value: str | None) -> dict[str, Any]:
+    if not 1 <= number <= 15:
+        raise ValueError(f"extension attributes are numbered 1 to 15, not {number}")
+    return {"extensionAttributes": {f"extensionAttribute{number}": value}}
+
+
+def _already_so(action: Action, answer: Answer) -> bool | None:
+    """True when Graph says the write had nothing to do (the member already added or already gone, the
+    device already gone for a sync); None otherwise."""
+    if isinstance(action, AddToGroup) and answer.status == 400:
+        message = str(((answer.body or {}).get("error") or {}).get("message", ""))
+        return True if "already exist" in message else None
+    if isinstance(action, RemoveFromGroup | SyncDevice) and answer.status == 404:
+        return True
+    return None
 
 
 def _refuse_unless(answer: Answer, expected: set[int]) -> None:
@@ -446,14 +515,3 @@ async def _absent_on_404(operation: Awaitable[T | None]) -> T | None:  # noqa: U
         if refused.status == 404:
             return None
         raise
-
-
-async def _done_unless_404(operation: Awaitable[Any]) -> bool:
-    """True when the call changed something, False when its target was already gone."""
-    try:
-        await _call(operation)
-    except RequestRefused as refused:
-        if refused.status == 404:
-            return False
-        raise
-    return True

@@ -7,10 +7,11 @@
    20 s: wall time against the throttle's lower bound, refused requests, lost cleanups;
 4. peak memory of the worker during the burst;
 5. the deployment package (`bench/package.py`): the first-party files `.funcignore` lets through, the
-   installed requirements, and the import cost of `function_app` from the shipped files alone.
+   installed requirements, and the import cost of `function_app` from the shipped files alone;
+6. AVD host-pool lookups in 50 pools of 200 session hosts (`bench/host_pools.py`): ARM calls per VM.
 
     .venv/bin/python -m bench.run [--cold-runs 5] [--pythons 3.11,3.13] [--burst 1000] [--skip-package]
-        [--skip-requirements]
+        [--skip-requirements] [--skip-host-pools]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.host_pools import rows as host_pool_rows  # noqa: E402
 from bench.package import rows as package_rows  # noqa: E402
 from bench.report import Row, table  # noqa: E402
 from bench.storm import storm  # noqa: E402
@@ -280,11 +282,14 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=4, help="Functions host processes in the storm")
     parser.add_argument("--skip-package", action="store_true", help="don't size the deployment package")
     parser.add_argument("--skip-requirements", action="store_true", help="size it without installing requirements.txt")
+    parser.add_argument("--skip-host-pools", action="store_true", help="don't time host-pool lookups")
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
     rows = asyncio.run(with_emulators(args))
+    if not args.skip_host_pools:
+        rows += host_pool_rows()
     if not args.skip_package:
         rows += package_rows(max(args.cold_runs, 5), requirements=not args.skip_requirements)
     print(table(rows))

@@ -267,7 +267,10 @@ class GraphDeviceDirectory:
         """A plan's writes in one `$batch`, each answered on its own: True (done), False (already so),
         or the refusal (the rest still run); a throttle or outage Graph kept up raises TransientError."""
         requests = {str(index): self._write(action) for index, action in enumerate(actions)}
-        answers = await self._batched(requests)
+        try:
+            answers = await self._batched(requests)
+        except RequestRefused as refused:  # the batch itself (no token, say): every write in it refused alike
+            return [refused for _ in actions]
         outcomes: list[bool | RequestRefused] = []
         for index, action in enumerate(actions):
             answer = answers[str(index)]

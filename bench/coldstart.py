@@ -1,13 +1,24 @@
 """Cold start as users feel it: process start → first event handled, per function, per Python.
 
-For each function (created, power, deleted, cleanup worker, reconcile) and each interpreter,
-fresh processes alternate between the responder (`bench/first_event.py`: index the app, handle
-one event) and the reference (`bench/reference_handler.py`: `azure.functions`, `azure-identity`
-and `aiohttp` replaying the very HTTP calls that the responder's run just made). Every run starts
-from the same state: the simulators' tenant reset from the seed, fresh tables and queue. The
-median of the runs is reported, and the ratio against the target (≤ 1.5x).
+For each function (created, power, deleted, cleanup worker, device check, reconcile) and each
+interpreter, fresh processes alternate between the responder (`bench/first_event.py`: index the
+app, handle one event) and the reference (`bench/reference_handler.py`: `azure.functions`,
+`azure-identity` and `aiohttp` replaying the very HTTP calls that the responder's run just made).
+Every run starts from the same state: the simulators' tenant reset from the seed, fresh tables and
+queues. Both sides run from a copy of the app as shipped, whose first-party sources every process
+compiles (the package holds no bytecode), in a venv with `requirements.txt` alone (`interpreters`).
+The queue-triggered functions get the message the product itself queued: the cleanup worker the
+one a deletion event queues, the device check the one a creation event queues (each made by a
+setup run of that event, not timed), Base64-decoded as the host hands it over. Reconciliation
+walks the sample subscription, as Bicep's `RESPONDER_WATCHED_SUBSCRIPTIONS` has it walk the estate.
+The median of the runs is reported, the ratio of the medians against the target (≤ 1.5x), and the
+spread: each side's min-max and the ratios pair by pair (min-max); and the ratio of CPU seconds,
+which a machine shared with other work moves less.
 
 Storage calls are recorded by a reverse proxy in front of Azurite that both sides go through.
+
+    .venv/bin/python -m bench.coldstart [--runs 7] [--pythons 3.13,3.11] [--functions on_vm_created,...]
+        [--bytecode] [--dev-venv]
 """
 
 from __future__ import annotations
@@ -16,6 +27,9 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
+import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -34,6 +48,7 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from bench.report import Row, table
 from localdev.arm_sim import ArmWorld
 from localdev.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
 from localdev.graph_sim import GraphTenant
@@ -45,12 +60,18 @@ EVENTS = REPO / "tests" / "events"
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 VM = f"/subscriptions/{SUB}/resourceGroups/rg-avd-prod/providers/Microsoft.Compute/virtualMachines/vm-win11-01"
 TARGET = 1.5
+SUPPRESSION_GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"  # the sample tenant's, as bench.run sets it
 FUNCTIONS = {  # function → (label, sample event or None)
     "on_vm_created": ("created", "eventgrid-vm-write.json"),
     "on_vm_power_changed": ("power (deallocated)", "eventgrid-vm-deallocate.json"),
     "on_vm_deleted": ("deleted", "eventgrid-vm-delete.json"),
     "on_cleanup_message": ("cleanup worker", None),
+    "on_device_check_message": ("device check", None),
     "on_reconcile_timer": ("reconcile", None),
+}
+QUEUED_BY = {  # queue-triggered function → (the event function that queues its message, its sample, the queue setting)
+    "on_cleanup_message": ("on_vm_deleted", "eventgrid-vm-delete.json", "RESPONDER_CLEANUP_QUEUE"),
+    "on_device_check_message": ("on_vm_created", "eventgrid-vm-write.json", "RESPONDER_DEVICE_CHECK_QUEUE"),
 }
 UNSIGNED = {"authorization", "x-ms-date", "date", "host", "content-length", "user-agent", "connection"}
 UNSIGNED |= {"x-ms-client-request-id", "accept-encoding"}
@@ -203,6 +224,35 @@ class Bench:
     folder: Path
     table_sas: str
     queue_sas: str
+    bytecode: bool = False  # False: as shipped, the first-party sources compiled by every process
+
+    @property
+    def app(self) -> Path:
+        """The copy of the app the processes run (see `shipped_copy`)."""
+        return self.folder / "app"
+
+    def environment(self) -> dict[str, str]:
+        """A process's environment: this one's, the settings of a fresh state, the bytecode rule, and TLS
+        as in Azure: no `RESPONDER_CA_FILE` (with a CA file azure-core builds an SSL context for every
+        request, and aiohttp can't reuse a connection across contexts: a TLS handshake per ARM or Event
+        Grid call, which Azure never pays) but a trust store that holds the simulators' CA beside the
+        system's (`SSL_CERT_FILE`, which OpenSSL's default paths read), for both sides alike."""
+        env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+        if not self.bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env = {**env, **self.fresh_state(), "SSL_CERT_FILE": str(self.trust_store)}
+        env.pop("RESPONDER_CA_FILE", None)
+        return env
+
+    @property
+    def trust_store(self) -> Path:
+        """The system's CA bundle with the simulators' CA appended (written once)."""
+        bundle = self.folder / "trust-store.pem"
+        if not bundle.exists():
+            system = Path(os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile)
+            text = system.read_text() if system.is_file() else ""
+            bundle.write_text(text.rstrip("\n") + "\n" + self.simulators.ca_file.read_text())
+        return bundle
 
     def fresh_state(self) -> dict[str, str]:
         """The seed's tenant and VMs again, and storage no run has used."""
@@ -220,6 +270,10 @@ class Bench:
             "RESPONDER_LEDGER_TABLE": f"cold{suffix}",
             "RESPONDER_AUDIT_TABLE": f"coldaudit{suffix}",
             "RESPONDER_CLEANUP_QUEUE": f"cold-{suffix}",
+            "RESPONDER_DEVICE_CHECK_QUEUE": f"coldcheck-{suffix}",
+            # As Bicep sets it: reconciliation walks the estate's VMs (none without it), and the
+            # cleanup worker looks there for a VM a record's anchor may have moved to.
+            "RESPONDER_WATCHED_SUBSCRIPTIONS": SUB,
         }
 
     def forget_calls(self) -> None:
@@ -237,16 +291,19 @@ class Bench:
         return sorted(calls, key=lambda call: call.received)
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    """Seconds from spawning `command` to its "handled" line (the process's exit is not counted)."""
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Seconds from spawning `command` to its "handled" line (the process's exit is not counted), and the
+    CPU seconds (user + system) the process used: a figure that a loaded machine moves less."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline() if process.stdout else ""
     elapsed = time.perf_counter() - started
     _, errors = process.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # this process alone was reaped in between
     if line.strip() != "handled":
         raise RuntimeError(f"{command[1:]} did not handle its event: {errors[-2000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def prepare(bench: Bench, python: str, function_name: str, env: dict[str, str]) -> Path:
@@ -257,25 +314,41 @@ def prepare(bench: Bench, python: str, function_name: str, env: dict[str, str]) 
         world.set_power_state(VM, "deallocated")
     if function_name in ("on_vm_deleted", "on_cleanup_message"):
         world.delete_vm(VM)
-    if function_name == "on_cleanup_message":
-        deletion = bench.folder / "deletion.json"
-        deletion.write_text(json.dumps(sample("eventgrid-vm-delete.json")))
-        setup = [python, "bench/first_event.py", "on_vm_deleted", str(deletion)]
-        subprocess.run(setup, cwd=REPO, env=env, check=True, capture_output=True)
-        from azure.storage.queue import QueueClient
-
-        queue = QueueClient.from_connection_string(
-            bench.azurite.connection_string, env["RESPONDER_CLEANUP_QUEUE"], message_encode_policy=None
-        )
-        with queue:
-            message = next(iter(queue.receive_messages(max_messages=1)))
-            queue.delete_message(message)
-        payload = message.content
+    if function_name in QUEUED_BY:
+        payload = queued_message(bench, python, function_name, env)
     elif function_name in FUNCTIONS and FUNCTIONS[function_name][1]:
         payload = sample(FUNCTIONS[function_name][1] or "")
     path = bench.folder / f"{function_name}.json"
     path.write_text(json.dumps(payload))
     return path
+
+
+def queued_message(bench: Bench, python: str, function_name: str, env: dict[str, str]) -> str:
+    """The message the product queues for this queue-triggered function: a setup run of the event that
+    queues it (a deletion its cleanup, a creation its device check), taken off the queue and decoded as
+    the host decodes it (the product sends Base64). The device check's first delay is cut to a second
+    for the setup run alone, so the message can be taken at once."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    event_function, event_sample, queue_setting = QUEUED_BY[function_name]
+    event = bench.folder / "setup-event.json"
+    event.write_text(json.dumps(sample(event_sample)))
+    setup = [python, "bench/first_event.py", event_function, str(event)]
+    setup_env = {**env, "RESPONDER_DEVICE_CHECK_FIRST_DELAY_SECONDS": "1"}
+    subprocess.run(setup, cwd=bench.app, env=setup_env, check=True, capture_output=True)
+    queue = QueueClient.from_connection_string(
+        bench.azurite.connection_string, env[queue_setting], message_decode_policy=TextBase64DecodePolicy()
+    )
+    deadline = time.monotonic() + 30
+    with queue:
+        while True:
+            message = next(iter(queue.receive_messages(max_messages=1)), None)
+            if message is not None:
+                queue.delete_message(message)
+                return str(message.content)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{event_function} queued nothing on {env[queue_setting]}")
+            time.sleep(0.2)
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -284,70 +357,126 @@ def sample(name: str) -> dict[str, Any]:
     return raw
 
 
-def first_event_pair(bench: Bench, python: str, function_name: str) -> tuple[float, float]:
+def first_event_pair(bench: Bench, python: str, function_name: str) -> Pair:
     """One responder run and one reference run of the same calls, each from a fresh state."""
-    env = {**os.environ, **bench.fresh_state()}
+    env = bench.environment()
     payload = prepare(bench, python, function_name, env)
     bench.forget_calls()
-    responder = timed([python, "bench/first_event.py", function_name, str(payload)], env)
+    responder = timed([python, "bench/first_event.py", function_name, str(payload)], env, bench.app)
     calls = bench.recorded_calls()
     replay = bench.folder / "calls.json"
     replay.write_text(json.dumps([call.__dict__ for call in calls]))
-    env = {**os.environ, **bench.fresh_state()}
+    env = bench.environment()
     prepare(bench, python, function_name, env)
-    reference = timed([python, "bench/reference_handler.py", str(replay)], env)
-    return responder, reference
+    reference = timed([python, "bench/reference_handler.py", str(replay)], env, bench.app)
+    return Pair(*responder, *reference, len(calls))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One responder run and the reference run beside it: wall and CPU seconds each."""
+
+    responder: float
+    responder_cpu: float
+    reference: float
+    reference_cpu: float
+    calls: int  # HTTP calls of the responder's first event (what the reference replayed)
 
 
 @dataclass
 class ColdStart:
     python: str  # "3.13"
     function: str
-    responder: float
-    reference: float
+    pairs: list[Pair]
+
+    @property
+    def responder(self) -> float:
+        return statistics.median(pair.responder for pair in self.pairs)
+
+    @property
+    def reference(self) -> float:
+        return statistics.median(pair.reference for pair in self.pairs)
 
     @property
     def ratio(self) -> float:
+        """The medians' ratio: the figure held against the target."""
         return self.responder / self.reference
 
+    @property
+    def ratios(self) -> list[float]:
+        """Pair by pair: each responder run against the reference run made beside it."""
+        return sorted(pair.responder / pair.reference for pair in self.pairs)
 
-def measure(bench: Bench, pythons: dict[str, str], runs: int) -> list[ColdStart]:
+    @property
+    def cpu_ratio(self) -> float:
+        """The medians' ratio of CPU seconds, a cross-check when other work shares the machine."""
+        responder = statistics.median(pair.responder_cpu for pair in self.pairs)
+        return responder / statistics.median(pair.reference_cpu for pair in self.pairs)
+
+    @property
+    def calls(self) -> int:
+        return self.pairs[-1].calls
+
+    def spread(self) -> str:
+        """Each side's min-max and the pairwise ratios' min-max, as the README quotes them."""
+        responders = [pair.responder * 1000 for pair in self.pairs]
+        references = [pair.reference * 1000 for pair in self.pairs]
+        ratios = self.ratios
+        return (
+            f"{min(responders):.0f}-{max(responders):.0f} ms vs {min(references):.0f}-{max(references):.0f} ms, "
+            f"pairs {ratios[0]:.2f}-{ratios[-1]:.2f}x"
+        )
+
+
+def measure(bench: Bench, pythons: dict[str, str], runs: int, functions: list[str] | None = None) -> list[ColdStart]:
     results = []
     for version, python in pythons.items():
-        for function_name in FUNCTIONS:
-            first_event_pair(bench, python, function_name)  # compiles the .pyc files; not counted
+        for function_name in functions or FUNCTIONS:
+            first_event_pair(bench, python, function_name)  # warm-up, not counted (writes bytecode if kept)
             pairs = [first_event_pair(bench, python, function_name) for _ in range(runs)]
-            results.append(
-                ColdStart(
-                    version,
-                    function_name,
-                    statistics.median(pair[0] for pair in pairs),
-                    statistics.median(pair[1] for pair in pairs),
-                )
-            )
+            results.append(ColdStart(version, function_name, pairs))
     return results
 
 
-def interpreters(wanted: list[str]) -> dict[str, str]:
-    """This venv's Python, and a benchmark venv per other version (built once, from requirements.txt;
-    `azure-functions` 2.x needs 3.13, so older Pythons get its 1.x line)."""
-    found = {f"{sys.version_info.major}.{sys.version_info.minor}": sys.executable}
+def rows(results: list[ColdStart]) -> list[Row]:
+    """One benchmark row per function and Python: the medians, their ratio against the target, the spread."""
+    return [
+        Row(
+            f"first event, Python {result.python}: {FUNCTIONS[result.function][0]}",
+            f"{result.responder * 1000:.0f} ms vs {result.reference * 1000:.0f} ms: {result.ratio:.2f}x "
+            f"(median of {len(result.pairs)}; {result.spread()}; CPU {result.cpu_ratio:.2f}x; {result.calls} calls)",
+            f"<= {TARGET}x the reference",
+            "ok" if result.ratio <= TARGET else "MISSED",
+        )
+        for result in results
+    ]
+
+
+def interpreters(wanted: list[str], deployed: bool = True) -> dict[str, str]:
+    """A benchmark venv per version with what is deployed, `requirements.txt` alone (built once, rebuilt
+    when the requirements change; `azure-functions` 2.x needs 3.13, so older Pythons get its 1.x line).
+    Not the development venv: its extras change what the first event imports (httpx loads its command
+    line, rich, click and pygments, when they are installed; import-linter installs them). `deployed=False`:
+    this venv's own Python for its version, as before."""
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = {} if deployed else {running: sys.executable}
     for version in wanted:
         if version in found:
             continue
         venv = REPO / ".bench" / f"venv-{version}"
         python = venv / "bin" / "python"
-        if not python.exists():
-            base = _pyenv_python(version)
+        requirements = venv / "requirements.txt"
+        lines = (REPO / "requirements.txt").read_text().splitlines()
+        if tuple(int(part) for part in version.split(".")) < (3, 13):
+            lines = ["azure-functions<2" if line.startswith("azure-functions==") else line for line in lines]
+        wanted_text = "\n".join(lines)
+        if not python.exists() or not requirements.exists() or requirements.read_text() != wanted_text:
+            base = getattr(sys, "_base_executable", None) if version == running else _pyenv_python(version)
             if base is None:
                 print(f"cold start: no Python {version} found (pyenv install {version}); skipped", file=sys.stderr)
                 continue
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
-            requirements = venv / "requirements.txt"
-            lines = (REPO / "requirements.txt").read_text().splitlines()
-            requirements.write_text(
-                "\n".join("azure-functions<2" if line.startswith("azure-functions==") else line for line in lines)
-            )
+            subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
+            requirements.write_text(wanted_text)
             subprocess.run(
                 [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
                 check=True,
@@ -369,10 +498,84 @@ def _pyenv_python(version: str) -> str | None:
 
 @contextlib.contextmanager
 def cold_start_bench(
-    simulators: Simulators, azurite: Azurite, seed: dict[str, Any], settings: dict[str, str]
+    simulators: Simulators,
+    azurite: Azurite,
+    seed: dict[str, Any],
+    settings: dict[str, str],
+    *,
+    bytecode: bool = False,
+    source: Path = REPO,
 ) -> Iterator[Bench]:
+    """`bytecode`: False (as shipped) every process compiles the first-party sources it imports, as in
+    Azure, where the package holds no bytecode (`.funcignore`); True: the warm-up run writes it.
+    `source`: where the app's files are copied from (another commit's, unpacked, to compare)."""
     tables = RecordingProxy(f"http://{HOST}:{azurite.table_port}")
     queues = RecordingProxy(f"http://{HOST}:{azurite.queue_port}")
     with tables.serving(), queues.serving(), tempfile.TemporaryDirectory(prefix="coldstart-") as folder:
         sas = account_sas("table"), account_sas("queue")
-        yield Bench(simulators, azurite, seed, settings, tables, queues, Path(folder), *sas)
+        bench = Bench(simulators, azurite, seed, settings, tables, queues, Path(folder), *sas, bytecode=bytecode)
+        shipped_copy(bench.app, source)
+        yield bench
+
+
+def shipped_copy(app: Path, source: Path = REPO) -> None:
+    """The app's first-party files as the package ships them (no `__pycache__`), and the two bench scripts:
+    both sides run from here, so neither finds bytecode another process left in the working tree, and
+    edits made there while the bench runs don't reach half of its runs."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("handlers", "responder"):
+        shutil.copytree(source / folder, app / folder, ignore=ignore)
+    (app / "bench").mkdir()
+    for name in ("__init__.py", "first_event.py", "reference_handler.py"):
+        shutil.copyfile(REPO / "bench" / name, app / "bench" / name)
+    for name in ("function_app.py", "host.json"):
+        shutil.copyfile(source / name, app / name)
+
+
+def main() -> None:
+    """The cold-start rows alone, against their own emulators (the rest of `bench.run` skipped)."""
+    import argparse
+    import logging
+
+    from localdev.azurite import running_azurite
+    from localdev.simulators import load_seed, running_simulators
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="fresh process pairs per function and Python")
+    parser.add_argument("--pythons", default="3.13", help="interpreters, comma-separated (3.13,3.11)")
+    parser.add_argument("--functions", default=",".join(FUNCTIONS), help="functions, comma-separated")
+    parser.add_argument(
+        "--app",
+        type=Path,
+        default=REPO,
+        help="copy the app from here (e.g. `git archive <commit> function_app.py host.json handlers responder`)",
+    )
+    parser.add_argument(
+        "--bytecode", action="store_true", help="first-party bytecode written by the warm-up (default: as shipped)"
+    )
+    parser.add_argument(
+        "--dev-venv", action="store_true", help="this venv's Python for its version, not requirements.txt alone"
+    )
+    args = parser.parse_args()
+    functions = args.functions.split(",")
+    unknown = set(functions) - set(FUNCTIONS)
+    if unknown:
+        parser.error(f"unknown function(s): {', '.join(sorted(unknown))}; known: {', '.join(FUNCTIONS)}")
+    logging.basicConfig(level=logging.CRITICAL)
+    seed = load_seed("sample")
+    with running_azurite() as azurite, running_simulators(seed) as simulators:
+        settings = {
+            **simulators.settings,
+            "AzureWebJobsStorage": azurite.connection_string,
+            "RESPONDER_CLEANUP_DELAY_SECONDS": "0",
+            "RESPONDER_MODE": "enforce",
+            "RESPONDER_SUPPRESSION_GROUP_ID": SUPPRESSION_GROUP,
+        }
+        with cold_start_bench(simulators, azurite, seed, settings, bytecode=args.bytecode, source=args.app) as bench:
+            pythons = interpreters(args.pythons.split(","), deployed=not args.dev_venv)
+            results = measure(bench, pythons, args.runs, functions)
+    print(table(rows(results)))
+
+
+if __name__ == "__main__":
+    main()

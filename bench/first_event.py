@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def trigger_for(function_name: str, payload: Any) -> Any:
     """The trigger object the worker builds for this function from the host's payload."""
-    if function_name == "on_cleanup_message":
+    if function_name in ("on_cleanup_message", "on_device_check_message"):
         from azure.functions.queue import QueueMessage
 
         return QueueMessage(id="bench", body=payload.encode(), dequeue_count=1)

@@ -6,13 +6,13 @@ It is what a careful admin could write without the responder's SDKs: `azure.func
 app, `azure-identity` for the managed-identity tokens, `aiohttp` for the calls; no decisions, no
 SDK clients. The calls (method, URL, headers, body, in order) are the ones the responder's own
 first event made, recorded at the simulators and at a proxy in front of Azurite; storage calls
-carry an account SAS instead of a shared-key signature. Prints one line when the last answer is read.
+carry an account SAS instead of a shared-key signature. TLS is aiohttp's default, the system's trust
+store (the bench adds the simulators' CA to it). Prints one line when the last answer is read.
 """
 
 import asyncio
 import json
 import os
-import ssl
 import sys
 from email.utils import formatdate
 from pathlib import Path
@@ -25,7 +25,6 @@ app = func.FunctionApp()  # a real app object, as the host would index it
 
 
 async def replay(calls: list[dict[str, object]]) -> None:
-    tls = ssl.create_default_context(cafile=os.environ["RESPONDER_CA_FILE"])
     tokens: dict[str, str] = {}
     async with ManagedIdentityCredential() as credential, aiohttp.ClientSession() as session:
         for call in calls:
@@ -43,7 +42,6 @@ async def replay(calls: list[dict[str, object]]) -> None:
                 str(call["url"]),
                 data=None if body is None else str(body).encode(),
                 headers=headers,
-                ssl=tls if str(call["url"]).startswith("https") else False,
             ) as answer:
                 await answer.read()
 

@@ -185,6 +185,7 @@ def storm(count: int, minutes: float, hosts: int, per_window: int, settings: dic
         simulators.graph.throttle.window_seconds = WINDOW_SECONDS
         env = {**os.environ, **settings, **simulators.settings}
         tenant, world = simulators.graph_router.tenant, simulators.arm_router.world
+        tenant.indexed_lookups = True  # tens of thousands of records: the simulator must not be the bound
         managed_by_name = {device["deviceName"]: device["id"] for device in tenant.managed_devices.values()}
         object_by_name = {device["displayName"]: device["id"] for device in tenant.devices.values()}
 

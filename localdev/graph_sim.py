@@ -82,6 +82,11 @@ class GraphTenant:
     configuration_policies: dict[str, Json] = field(default_factory=dict)
     # Assignment filters (beta deviceAndAppManagementAssignmentFilter), by id.
     assignment_filters: dict[str, Json] = field(default_factory=dict)
+    # A large estate (the storm bench): single-clause lookups (`deviceId eq`, `deviceName eq`, a `physicalIds`
+    # lambda) served from an index instead of a scan of every record. Only for a tenant changed through the
+    # simulator's own routes: the index is rebuilt when a collection's size changes, not on an edit in place.
+    indexed_lookups: bool = False
+    _indexes: dict[str, tuple[int, dict[tuple[str, str], list[Json]]]] = field(default_factory=dict)
     # Legacy Endpoint security profiles and security baselines (beta deviceManagementIntent), each with its
     # "assignments" and "settings" (deviceManagementSettingInstance), served only at their own paths.
     intents: dict[str, Json] = field(default_factory=dict)
@@ -94,6 +99,23 @@ class GraphTenant:
         tenant.enrol(seed)
         tenant.add_policies(seed)
         return tenant
+
+    def candidates(self, name: str, records: dict[str, Json], expression: str | None) -> list[Json]:
+        """The records a `$filter` can match: all of them, or (indexed) those its one clause names."""
+        key = _indexed_clause(expression) if self.indexed_lookups else None
+        if key is None:
+            return list(records.values())
+        size, index = self._indexes.get(name, (-1, {}))
+        if size != len(records):
+            index = {}
+            for record in records.values():
+                for prop in ("deviceId", "deviceName", "displayName"):
+                    if isinstance(record.get(prop), str):
+                        index.setdefault((prop, record[prop].lower()), []).append(record)
+                for value in record.get("physicalIds") or []:
+                    index.setdefault(("physicalIds", str(value)), []).append(record)
+            self._indexes[name] = (len(records), index)
+        return list(index.get(key, []))
 
     def add_policies(self, seed: Json) -> None:
         for policy in seed.get("deviceConfigurations", []):
@@ -230,8 +252,8 @@ class GraphSimulator:
     # --- Intune managed devices -------------------------------------------------
 
     def _list_managed_devices(self, request: Request) -> Response:
-        devices = [_as_v1(device) for device in self.tenant.managed_devices.values()]
-        return self._page(request, devices, "deviceManagement/managedDevices")
+        found = self.tenant.candidates("managedDevices", self.tenant.managed_devices, request.query.get("$filter"))
+        return self._page(request, [_as_v1(device) for device in found], "deviceManagement/managedDevices")
 
     def _get_managed(self, request: Request, id: str) -> Response:
         device = self.tenant.managed_devices.get(id)
@@ -263,7 +285,8 @@ class GraphSimulator:
                 "Request_UnsupportedQuery",
                 "Unsupported or invalid query filter clause specified for property 'physicalIds' of resource 'Device'.",
             )
-        return self._page(request, list(self.tenant.devices.values()), "devices")
+        found = self.tenant.candidates("devices", self.tenant.devices, request.query.get("$filter"))
+        return self._page(request, found, "devices")
 
     def _get_device(self, request: Request, id: str) -> Response:
         device = self.tenant.devices.get(id)
@@ -480,6 +503,18 @@ def odata_filter(expression: str | None, ignored: frozenset[str] = frozenset()) 
     clauses = [part.strip() for part in _AND.split(expression.strip())]
     tests = [_clause(clause) for clause in clauses if clause.split("/")[0].split(" ")[0] not in ignored]
     return lambda item: all(test(item) for test in tests)
+
+
+def _indexed_clause(expression: str | None) -> tuple[str, str] | None:
+    """The index key of a one-clause filter on an indexed property (the full filter still decides)."""
+    clause = (expression or "").strip()
+    if not clause or _AND.search(clause):
+        return None
+    if (match := _ANY.match(clause)) and match["prop"] == "physicalIds":
+        return "physicalIds", match["value"].replace("''", "'")
+    if (match := _EQ.match(clause)) and match["prop"] in {"deviceId", "deviceName", "displayName"} and match["text"]:
+        return match["prop"], match["text"].replace("''", "'").lower()
+    return None
 
 
 def _clause(clause: str) -> Callable[[Json], bool]:

@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from responder import arm_documents
 from responder.composition import Services
@@ -31,11 +32,13 @@ from responder.matching import installation_since
 from responder.model import Finding, VmRecord, VmRef
 from responder.observe import adopt_incarnation
 from responder.os_identity import identify_os
-from responder.pipeline import Work
 from responder.prerequisites import CREATE_PHASE, PREREQUISITE_RULE_IDS, RULES, CheckFacts, cannot_enrol, check
 from responder.prerequisites import join as join_rule
 from responder.scope import opted_out
 from responder.vm_checks import AVD_EXTENSION_TYPES, read_host_pool, report_news
+
+if TYPE_CHECKING:  # the stage's result: the device check, which reuses this module's checks, doesn't load it
+    from responder.pipeline import Work
 
 # The extensions the create-time rules read (lower-case types): joins and the AVD registration.
 RULE_EXTENSION_TYPES = JOIN_EXTENSION_TYPES | AVD_EXTENSION_TYPES
@@ -63,6 +66,8 @@ def _located_image(image: ImageReference) -> str | None:
 
 async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
     """The stage of `on_vm_created`: the check, its findings as the event line's actions."""
+    from responder.pipeline import Work
+
     summary, findings = await check_written_vm(event, record, services)
     return Work(summary, tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings))
 

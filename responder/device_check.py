@@ -39,7 +39,6 @@ from responder.creation import judge_finished
 from responder.errors import RequestRefused, TransientError
 from responder.events import vm_ref_from_resource_id
 from responder.facts import Gone, VmFacts
-from responder.intune_policies import assigned_to_device, filter_properties
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
 from responder.model import Finding, Severity, VmRecord, VmRef, parse_moment
@@ -246,6 +245,8 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
                 phase=DEVICE_PHASE,
             ),
         )
+    from responder.intune_policies import assigned_to_device, filter_properties  # not loaded to queue a check
+
     groups = await services.directory.device_group_ids(entra.object_id) if entra else frozenset[str]()
     policies = await services.directory.intune_policies()
     # A filter on a property this app doesn't read is reported as not evaluated (README, "Documented limits").

@@ -16,14 +16,14 @@ from responder.facts import (
     OsDisk,
     VmFacts,
 )
-from responder.intune_policies import Policy
 from responder.model import Finding, VmRecord, VmRef
 
-if TYPE_CHECKING:  # the cleanup worker's types: a power event's cold start doesn't load them
+if TYPE_CHECKING:  # types only: a cold start loads them where they are used (cleanup worker, policy reads)
     from responder.audit import AuditEntry
     from responder.blast_radius import Reservation
     from responder.cleanup import CleanupRecord
     from responder.errors import RequestRefused
+    from responder.intune_policies import Policy
     from responder.suppression import Action
 
 T = TypeVar("T")

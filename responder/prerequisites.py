@@ -11,18 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from responder.facts import HostPool, ImageDefinition, Unreadable, VmFacts
-from responder.intune_policies import (
-    CONFIGURATION,
-    INTENT,
-    TPM_COMPLIANCE_SETTINGS,
-    AssignedPolicy,
-    Policy,
-    profile_kind,
-    remote_connections_setting,
-    tpm_requirements,
-)
 from responder.joins import INTUNE_MDM_ID, domain_join, entra_join
 from responder.model import Finding, Severity
 from responder.os_identity import (
@@ -34,6 +25,9 @@ from responder.os_identity import (
     OperatingSystem,
     identify_os,
 )
+
+if TYPE_CHECKING:  # the policies are read by the device-side rules alone: a create-time check doesn't load them
+    from responder.intune_policies import AssignedPolicy, Policy
 
 DOC_VM = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
 DOC_AVD = "https://learn.microsoft.com/mem/intune/fundamentals/azure-virtual-desktop"
@@ -409,6 +403,8 @@ def applies_on(policy: Policy, system: OperatingSystem) -> bool:
     "Endpoint security" and "Security baselines")."""
     if system.edition != MULTI_SESSION:
         return True
+    from responder.intune_policies import CONFIGURATION, INTENT
+
     kind = policy.odata_type.lower()
     if kind == INTENT or str(policy.settings.get("templateFamily") or "").lower() == "baseline":
         return False  # Endpoint security needs the "Windows 10, Windows 11, and Windows Server" platform; no baselines
@@ -422,6 +418,8 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     device = facts.device
     if device is None:
         return []
+    from responder.intune_policies import TPM_COMPLIANCE_SETTINGS, profile_kind, tpm_requirements
+
     unsupported = {"bitlocker", "dfci"}
     if facts.host_pool is not None:
         unsupported |= {"domainjoin", "wifi"}
@@ -462,6 +460,8 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
 def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     if facts.host_pool is None or facts.device is None:
         return []
+    from responder.intune_policies import remote_connections_setting
+
     findings = []
     for assigned in facts.device.policies:
         if not applies_on(assigned.policy, system):

@@ -15,7 +15,7 @@ import random
 import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -30,11 +30,13 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from responder.adapters._errors import TABLES, service_failure
-from responder.audit import AuditEntry
-from responder.blast_radius import CapState, Reservation, reserve
-from responder.cleanup import CleanupRecord, Decision, Target
 from responder.errors import LedgerConflict, TransientError
 from responder.model import parse_moment
+
+if TYPE_CHECKING:  # loaded where a cleanup or the cap needs them: other events only create the table
+    from responder.audit import AuditEntry
+    from responder.blast_radius import CapState, Reservation
+    from responder.cleanup import CleanupRecord
 
 CLEANUP_PARTITION = "cleanup"
 CLAIM_PARTITION = "claim"  # one row per Intune or Entra record a cleanup deletes: whose it is to delete
@@ -166,6 +168,8 @@ class AuditTable:
 
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
         """Take slots under the rolling-hour cap, shared by every instance (ETag-guarded row)."""
+        from responder.blast_radius import CapState, reserve
+
         for _ in range(CAP_ATTEMPTS):
             now = datetime.now(UTC)
             try:
@@ -203,6 +207,8 @@ class AuditTable:
 
 
 def _cap_state(entity: dict[str, object]) -> CapState:
+    from responder.blast_radius import CapState
+
     deletions = tuple(
         (datetime.fromisoformat(minute), int(count))
         for minute, count in json.loads(str(entity.get("Deletions") or "[]"))
@@ -235,6 +241,8 @@ def entity_from_cleanup_record(record: CleanupRecord) -> dict[str, Any]:
 
 
 def cleanup_record_from_entity(entity: dict[str, Any], etag: str | None) -> CleanupRecord:
+    from responder.cleanup import CleanupRecord, Decision, Target
+
     targets = tuple(
         Target(
             kind=str(item["kind"]),

@@ -92,10 +92,9 @@ ENTRA_DEVICE_FIELDS = [
 ]
 
 
-def _session(verify: ssl.SSLContext | bool) -> aiohttp.ClientSession:
+def _session(trust: ssl.SSLContext) -> aiohttp.ClientSession:
     """aiohttp under msgraph's httpx client; honours HTTPS_PROXY/NO_PROXY as httpx would."""
-    connector = aiohttp.TCPConnector(ssl=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context())
-    return aiohttp.ClientSession(connector=connector, trust_env=True)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust), trust_env=True)
 
 
 def build_graph_directory(
@@ -114,10 +113,12 @@ def build_graph_directory(
     """
     host = urlsplit(base_url).hostname or ""
     auth = AzureIdentityAuthenticationProvider(credential, scopes=[cloud.graph_scope], allowed_hosts=[host])
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    # One trust context, handed to the transport too: it builds its own otherwise (a second load
+    # of the CA bundle on every cold start), though the session below is what connects.
+    trust = ssl.create_default_context(cafile=ca_file) if ca_file else httpx.create_ssl_context()
     # aiohttp under httpx: the azure-* clients already load it, and httpcore's stack
     # (h11, h2, anyio) would add ~50 ms to every cold start.
-    wire = transport or AiohttpTransport(client=lambda: _session(verify))
+    wire = transport or AiohttpTransport(verify=trust, client=lambda: _session(trust))
     http = GraphClientFactory.create_with_default_middleware(
         client=httpx.AsyncClient(timeout=TIMEOUT_SECONDS, transport=wire),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=MAX_RETRIES)},

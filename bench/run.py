@@ -4,14 +4,18 @@
    making the same HTTP calls, on Python 3.11 and 3.13 (`bench/coldstart.py`);
 2. Graph and ARM calls per event kind, counted at the simulators;
 3. a burst of VM deletions through the cleanup worker against a Graph that allows N requests per
-   20 s: wall time against the throttle's lower bound, refused requests, lost cleanups;
+   20 s, three times on a fresh tenant: each run's wall time against the throttle's lower bound,
+   refused requests, lost cleanups;
 4. peak memory of the worker during the burst;
 5. the deployment package (`bench/package.py`): the first-party files `.funcignore` lets through, the
    installed requirements, and the import cost of `function_app` from the shipped files alone;
-6. AVD host-pool lookups in 50 pools of 200 session hosts (`bench/host_pools.py`): ARM calls per VM.
+6. AVD host-pool lookups in 50 pools of 200 session hosts (`bench/host_pools.py`): ARM calls per VM;
+7. the evening scale-in storm of 20,000 session hosts and their morning start (`bench/storm.py`).
 
-    .venv/bin/python -m bench.run [--cold-runs 5] [--pythons 3.11,3.13] [--burst 1000] [--skip-package]
-        [--skip-requirements] [--skip-host-pools]
+    .venv/bin/python -m bench.run [--cold-runs 5] [--pythons 3.11,3.13] [--burst 1000] [--burst-runs 3]
+        [--storm 20000] [--skip-package] [--skip-requirements] [--skip-host-pools]
+
+The whole run takes over an hour on two cores (the storm alone two arrival windows and more).
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import copy
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +60,10 @@ EVENTS = REPO / "tests" / "events"
 
 
 def cold_start(simulators: Simulators, azurite: Any, settings: dict[str, str], args: argparse.Namespace) -> list[Row]:
-    from bench.coldstart import FUNCTIONS, TARGET, cold_start_bench, interpreters, measure
+    from bench.coldstart import cold_start_bench, interpreters, measure, rows
 
     with cold_start_bench(simulators, azurite, load_seed("sample"), settings) as bench:
-        results = measure(bench, interpreters(args.pythons.split(",")), args.cold_runs)
-    return [
-        Row(
-            f"first event, Python {result.python}: {FUNCTIONS[result.function][0]}",
-            f"{result.responder * 1000:.0f} ms vs {result.reference * 1000:.0f} ms: {result.ratio:.2f}x",
-            f"<= {TARGET}x the reference",
-            "ok" if result.ratio <= TARGET else "MISSED",
-        )
-        for result in results
-    ]
+        return rows(measure(bench, interpreters(args.pythons.split(",")), args.cold_runs))
 
 
 def event(sample: str, vm: str, event_id: str) -> dict[str, Any]:
@@ -188,7 +185,22 @@ def _at(raw: dict[str, Any], moment: str) -> dict[str, Any]:
     return raw
 
 
-async def burst(simulators: Simulators, count: int, per_window: int, instances: int) -> list[Row]:
+@dataclass
+class Burst:
+    wall: float
+    lower_bound: int
+    operations: int
+    calls: int
+    refused: int
+    lost: int
+    peak_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.lower_bound if self.lower_bound else float("nan")
+
+
+async def burst(simulators: Simulators, count: int, per_window: int, instances: int) -> Burst:
     """`count` session hosts the responder saw created (each anchored to its device), deleted at once."""
     from bench.storm import storm_seed
     from localdev.arm_sim import ArmWorld
@@ -198,6 +210,7 @@ async def burst(simulators: Simulators, count: int, per_window: int, instances: 
     seed = storm_seed(count)
     simulators.graph_router.tenant = simulators.tenant = GraphTenant.from_seed(seed)
     simulators.arm_router.world = simulators.world = ArmWorld.from_seed(seed)
+    simulators.graph.throttle.per_window = 10**9  # the setup isn't what is measured
     create = vm_created.on_vm_created.build().get_user_function()
     delete = vm_deleted.on_vm_deleted.build().get_user_function()
     for vm in seed["virtualMachines"]:
@@ -221,21 +234,45 @@ async def burst(simulators: Simulators, count: int, per_window: int, instances: 
     ]
     outputs = await asyncio.gather(*(worker.communicate() for worker in workers))
     reports = [json.loads((out or b"{}").decode().strip().splitlines()[-1]) for out, _ in outputs]
-    elapsed = time.monotonic() - started - 3  # each worker stops after three idle one-second polls
-    peak = max(report.get("peak_bytes", 0) for report in reports)
-
-    calls = len(simulators.graph.requests)  # HTTP calls ($batch counts once)
     served = len(simulators.graph.operations) - simulators.graph.throttle.refused  # what the limit counts
-    lower_bound = ((served - 1) // per_window) * 20
-    lost = len(simulators.tenant.managed_devices) + len(simulators.tenant.devices)
-    ratio = elapsed / lower_bound if lower_bound else float("nan")
+    return Burst(
+        wall=time.monotonic() - started - 3,  # each worker stops after three idle one-second polls
+        lower_bound=((served - 1) // per_window) * 20,
+        operations=served,
+        calls=len(simulators.graph.requests),  # HTTP calls ($batch counts once)
+        refused=simulators.graph.throttle.refused,
+        lost=len(simulators.tenant.managed_devices) + len(simulators.tenant.devices),
+        peak_bytes=max(report.get("peak_bytes", 0) for report in reports),
+    )
+
+
+def burst_rows(runs: list[Burst], count: int, per_window: int, instances: int) -> list[Row]:
+    """The burst is held to its target run by run: each run's ratio, and the verdict over all of them."""
+    ratios = sorted(run.ratio for run in runs)
+    walls = ", ".join(f"{run.wall:.1f} s" for run in runs)
+    bounded = all(run.lower_bound for run in runs)  # a burst within one throttle window has no bound to meet
+    verdict = "ok" if bounded and max(ratios) <= 1.2 else "MISSED" if bounded else "n/a (within one window)"
+    lost = sum(run.lost for run in runs)
     return [
-        Row(f"burst: {count} deletions, Graph limit {per_window}/20 s", f"{elapsed:.1f} s wall", ""),
-        Row("burst: throttle's lower bound", f"{lower_bound} s ({served} operations in {calls} calls)", ""),
-        Row("burst: wall / lower bound", f"{ratio:.2f}x", "<= 1.2x", "ok" if ratio <= 1.2 else "MISSED"),
-        Row("burst: requests refused by the throttle", str(simulators.graph.throttle.refused), ""),
+        Row(f"burst: {count} deletions, Graph limit {per_window}/20 s, {len(runs)} runs", f"{walls} wall", ""),
+        Row(
+            "burst: throttle's lower bound",
+            "; ".join(f"{run.lower_bound} s ({run.operations} operations in {run.calls} calls)" for run in runs),
+            "",
+        ),
+        Row(
+            "burst: wall / lower bound, every run",
+            f"median {statistics.median(ratios):.2f}x ({', '.join(f'{ratio:.2f}x' for ratio in ratios)})",
+            "<= 1.2x in each run",
+            verdict,
+        ),
+        Row("burst: requests refused by the throttle", " / ".join(str(run.refused) for run in runs), ""),
         Row("burst: lost cleanups", str(lost), "0", "ok" if lost == 0 else "MISSED"),
-        Row(f"burst: peak Python memory of a worker ({instances} processes)", f"{peak / 2**20:.1f} MiB", ""),
+        Row(
+            f"burst: peak Python memory of a worker ({instances} processes)",
+            f"{max(run.peak_bytes for run in runs) / 2**20:.1f} MiB",
+            "",
+        ),
     ]
 
 
@@ -257,10 +294,14 @@ async def with_emulators(args: argparse.Namespace) -> list[Row]:
             rows += cold_start(simulators, azurite, settings, args)
         with environment(settings):
             rows += await calls_per_event(simulators)
-        settings["RESPONDER_LEDGER_TABLE"] = f"burst{uuid.uuid4().hex[:10]}"
-        settings["RESPONDER_CLEANUP_QUEUE"] = f"burst-{uuid.uuid4().hex[:10]}"
-        with environment(settings):
-            rows += await burst(simulators, args.burst, args.per_window, args.workers)
+        runs = []
+        for _ in range(args.burst_runs):  # each run on a fresh tenant, ledger, audit and queue
+            settings["RESPONDER_LEDGER_TABLE"] = f"burst{uuid.uuid4().hex[:10]}"
+            settings["RESPONDER_AUDIT_TABLE"] = f"burstaudit{uuid.uuid4().hex[:8]}"
+            settings["RESPONDER_CLEANUP_QUEUE"] = f"burst-{uuid.uuid4().hex[:10]}"
+            with environment(settings):
+                runs.append(await burst(simulators, args.burst, args.per_window, args.workers))
+        rows += burst_rows(runs, args.burst, args.per_window, args.workers)
     if args.storm:
         with running_azurite() as azurite:
             rows += storm(args.storm, args.storm_minutes, args.hosts, args.per_window, storm_settings(azurite))
@@ -281,12 +322,13 @@ def storm_settings(azurite: Any) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=1000, help="VM deletions in the burst")
+    parser.add_argument("--burst-runs", type=int, default=3, help="times the burst is run (each held to its target)")
     parser.add_argument("--per-window", type=int, default=2000, help="Graph requests allowed per 20 s")
     parser.add_argument("--cold-runs", type=int, default=7, help="fresh processes per function and Python")
     parser.add_argument("--pythons", default="3.11,3.13", help="interpreters for the cold start")
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--workers", type=int, default=2, help="cleanup worker processes (host instances)")
-    parser.add_argument("--storm", type=int, default=5000, help="session hosts in the scale-in storm (0: skip)")
+    parser.add_argument("--storm", type=int, default=20000, help="session hosts in the scale-in storm (0: skip)")
     parser.add_argument("--storm-minutes", type=float, default=10, help="window the storm's events arrive in")
     parser.add_argument("--hosts", type=int, default=4, help="Functions host processes in the storm")
     parser.add_argument("--skip-package", action="store_true", help="don't size the deployment package")

@@ -20,8 +20,8 @@ from bench.report import Row, table
 from localdev.avd_estate import Naming, estate, session_host_vm
 from localdev.inprocess import LocalTokens
 from localdev.simulators import Simulators, load_seed, running_simulators
-from responder import arm_documents
 from responder.adapters.arm import ArmCompute
+from responder.decisions import arm_documents
 
 TARGET = 2  # ARM calls per VM
 AVD = "/microsoft.desktopvirtualization/"

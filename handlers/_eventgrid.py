@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from responder.model import EventKind, parse_moment
+from responder.decisions.model import EventKind, parse_moment
 
 if TYPE_CHECKING:
-    from responder.pipeline import Handled, Stage
+    from responder.stages.pipeline import Handled, Stage
 
 
 def wire_form(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
@@ -81,6 +81,6 @@ async def deliver(event: func.EventGridEvent, accepts: Collection[EventKind], st
     escape on purpose: the host then lets Event Grid retry and finally dead-letter."""
     # The core loads on the first event, not when the host indexes the app (cold start).
     from responder.composition import get_services
-    from responder.pipeline import handle
+    from responder.stages.pipeline import handle
 
     return await handle(wire_form(event), accepts, stage, await get_services())

@@ -10,7 +10,7 @@ blueprint = func.Blueprint()
 async def on_cleanup_message(message: func.QueueMessage) -> None:
     """TransientError escapes while retries remain: the host makes the message
     visible again after host.json's visibilityTimeout."""
-    from responder.cleanup_worker import process_cleanup  # on first use: cheap indexing
     from responder.composition import get_services
+    from responder.stages.cleanup import process_cleanup  # on first use: cheap indexing
 
     await process_cleanup(message.get_body(), message.dequeue_count or 1, await get_services())

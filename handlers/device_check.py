@@ -12,6 +12,6 @@ blueprint = func.Blueprint()
 async def on_device_check_message(message: func.QueueMessage) -> None:
     """TransientError escapes while retries remain: the host makes the message visible again."""
     from responder.composition import get_services  # on first use: cheap indexing
-    from responder.device_check import process_device_check
+    from responder.stages.device_check import process_device_check
 
     await process_device_check(message.get_body(), message.dequeue_count or 1, await get_services())

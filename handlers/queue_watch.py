@@ -12,6 +12,6 @@ EVERY_15_MINUTES = "0 */15 * * * *"
 async def on_queue_watch_timer(timer: func.TimerRequest) -> None:
     """Three storage reads; the lines feed the poison-queue and dead-letter alerts."""
     from responder.composition import get_services  # on first use: cheap indexing
-    from responder.queue_watch import watch_queues
+    from responder.stages.queue_watch import watch_queues
 
     await watch_queues(await get_services())

@@ -10,6 +10,6 @@ blueprint = func.Blueprint()
 async def on_reconcile_timer(timer: func.TimerRequest) -> None:
     """Bounded per run; a run that stops at the bound is resumed by the next one."""
     from responder.composition import get_services  # on first use: cheap indexing
-    from responder.reconcile import reconcile
+    from responder.stages.reconciliation import reconcile
 
     await reconcile(await get_services())

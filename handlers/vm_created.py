@@ -4,7 +4,7 @@
 import azure.functions as func
 
 from handlers._eventgrid import deliver
-from responder.model import EventKind
+from responder.decisions.model import EventKind
 
 ACCEPTS = frozenset({EventKind.CREATED})
 
@@ -14,6 +14,6 @@ blueprint = func.Blueprint()
 @blueprint.function_name("on_vm_created")
 @blueprint.event_grid_trigger(arg_name="event")
 async def on_vm_created(event: func.EventGridEvent) -> None:
-    from responder.creation import creation_stage  # loaded by the first event: a cold start loads one stage
+    from responder.stages.creation import creation_stage  # loaded by the first event: a cold start loads one stage
 
     await deliver(event, ACCEPTS, creation_stage)

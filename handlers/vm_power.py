@@ -3,7 +3,7 @@
 import azure.functions as func
 
 from handlers._eventgrid import deliver
-from responder.model import EventKind
+from responder.decisions.model import EventKind
 
 ACCEPTS = frozenset({EventKind.DEALLOCATED, EventKind.POWERED_OFF, EventKind.STARTED})
 
@@ -13,6 +13,6 @@ blueprint = func.Blueprint()
 @blueprint.function_name("on_vm_power_changed")
 @blueprint.event_grid_trigger(arg_name="event")
 async def on_vm_power_changed(event: func.EventGridEvent) -> None:
-    from responder.power import power_stage  # loaded by the first event: a cold start loads one stage
+    from responder.stages.power import power_stage  # loaded by the first event: a cold start loads one stage
 
     await deliver(event, ACCEPTS, power_stage)

@@ -127,7 +127,7 @@ param badEventsPerHour int = 10
 @description('Requests Graph or ARM throttled (429) per half hour, two half hours in a row, before the throttling alert fires.')
 param throttledPerHalfHour int = 30
 
-// Reconciliation reports a device marked for 7 days or more (responder/reconcile.py REPORT_MARKED_AFTER).
+// Reconciliation reports a device marked for 7 days or more (responder/stages/reconciliation.py REPORT_MARKED_AFTER).
 @minValue(7)
 @description('Days a device may stay marked as deallocated before the marked-too-long alert names its VM (7 or more).')
 param markedDaysAlert int = 14

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from localdev.sim_http import Request, Response, error
-from responder.clouds import PUBLIC, Cloud
+from responder.decisions.clouds import PUBLIC, Cloud
 
 DEFAULT_PAGE_SIZE = 100
 # Profile types only Graph beta describes: the v1.0 list leaves them out (tests check against the v1.0 metadata).

@@ -22,18 +22,18 @@ from azure.core.credentials import AccessToken
 from localdev.arm_sim import ArmWorld
 from localdev.graph_sim import GraphSimulator, GraphTenant
 from localdev.sim_http import InProcessTransport, SimulatedApi, TokenBook
-from responder import arm_documents
 from responder.adapters._errors import ARM, status_failure
+from responder.adapters.optimistic import OptimisticUpdates
 from responder.adapters.storage_queue import NEVER_EXPIRES, message_timing
-from responder.audit import AuditEntry
-from responder.blast_radius import CapState, Reservation, reserve
-from responder.cleanup import CleanupRecord
-from responder.composition import Services
-from responder.errors import LedgerConflict, TransientError
-from responder.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
-from responder.model import VmRecord, VmRef
-from responder.optimistic import OptimisticUpdates
-from responder.settings import MAX_QUEUE_DELAY_SECONDS, Settings
+from responder.decisions import arm_documents
+from responder.decisions.audit import AuditEntry
+from responder.decisions.blast_radius import CapState, Reservation, reserve
+from responder.decisions.cleanup import CleanupRecord
+from responder.decisions.errors import LedgerConflict, TransientError
+from responder.decisions.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
+from responder.decisions.model import VmRecord, VmRef
+from responder.decisions.settings import MAX_QUEUE_DELAY_SECONDS, Settings
+from responder.ports import Services
 
 GRAPH_BASE = "https://graph.simulated.invalid/v1.0"
 

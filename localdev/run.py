@@ -30,11 +30,11 @@ from localdev.azurite import running_azurite
 from localdev.graph_sim import GraphTenant
 from localdev.queue_host import run_queue_trigger
 from localdev.simulators import Simulators, load_seed, running_simulators
-from responder.events import IntakeError, parse_event
-from responder.model import EventKind, PowerState, VmRecord
-from responder.observe import POWER_STATE_AFTER
-from responder.prerequisites import DEVICE_PHASE
-from responder.settings import (
+from responder.decisions.events import IntakeError, parse_event
+from responder.decisions.model import EventKind, PowerState, VmRecord
+from responder.decisions.observe import POWER_STATE_AFTER
+from responder.decisions.prerequisites import DEVICE_PHASE
+from responder.decisions.settings import (
     CLEANUP_DELAY_SECONDS,
     DEVICE_CHECK_FIRST_DELAY_SECONDS,
     LEDGER_TABLE,

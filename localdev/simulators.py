@@ -20,7 +20,7 @@ from localdev.arm_sim import ArmSimulator, ArmWorld
 from localdev.eventgrid_sim import EventGridTopicSimulator
 from localdev.graph_sim import GraphSimulator, GraphTenant
 from localdev.sim_http import IdentityEndpoint, LocalCertificateAuthority, SimulatorServer, TokenBook, serving
-from responder.clouds import PUBLIC, Cloud
+from responder.decisions.clouds import PUBLIC, Cloud
 
 TENANTS = Path(__file__).resolve().parent / "tenants"
 

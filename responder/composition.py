@@ -14,40 +14,17 @@ import contextlib
 import os
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from responder.ports import Audit, Compute, DeadLetters, DeviceDirectory, FindingsTopic, Ledger, WorkQueue
-from responder.settings import Settings
+from responder.decisions.settings import Settings
+from responder.ports import DeviceDirectory, Services
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
     from azure.storage.queue.aio import QueueServiceClient
-
-
-@dataclass
-class Services:
-    """What the core works with, each behind its protocol (`responder.ports`)."""
-
-    settings: Settings
-    ledger: Ledger
-    directory: DeviceDirectory
-    compute: Compute
-    cleanup_queue: WorkQueue
-    device_check_queue: WorkQueue  # a new VM's device-side check, once its device enrolled
-    audit: Audit
-    findings_publisher: FindingsTopic | None = None
-    dead_letters: DeadLetters | None = None  # None: not counted (no blob endpoint configured)
-    # What time it is: leases, cleanup records and reconciliation read it here, so a test can move it.
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    # What closes the clients, last opened first (their connection pools, the credentials).
-    closing: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
-
-    async def aclose(self) -> None:
-        await self.closing.aclose()
 
 
 @dataclass

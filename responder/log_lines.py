@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from responder.errors import AccessDenied, RequestRefused, TransientError
-from responder.events import vm_ref_from_resource_id
-from responder.names import CLIP, clip
+from responder.decisions.errors import AccessDenied, RequestRefused, TransientError
+from responder.decisions.events import vm_ref_from_resource_id
+from responder.decisions.names import CLIP, clip
 
 LOG = "intune-vm-responder"
 SCHEMA = 1

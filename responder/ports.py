@@ -1,11 +1,15 @@
-"""The small protocols the core needs from the outside world."""
+"""The small protocols the stages need from the outside world, and `Services`, the set the composition
+root builds of them: the stages see only this module, never an adapter."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from responder.facts import (
+from responder.decisions.facts import (
     DeviceFinds,
     DeviceReads,
     EntraDevice,
@@ -16,15 +20,16 @@ from responder.facts import (
     OsDisk,
     VmFacts,
 )
-from responder.model import Finding, VmRecord, VmRef
+from responder.decisions.model import Finding, VmRecord, VmRef
+from responder.decisions.settings import Settings
 
 if TYPE_CHECKING:  # types only: a cold start loads them where they are used (cleanup worker, policy reads)
-    from responder.audit import AuditEntry
-    from responder.blast_radius import Reservation
-    from responder.cleanup import CleanupRecord
-    from responder.errors import RequestRefused
-    from responder.intune_policies import Policy
-    from responder.suppression import Action
+    from responder.decisions.audit import AuditEntry
+    from responder.decisions.blast_radius import Reservation
+    from responder.decisions.cleanup import CleanupRecord
+    from responder.decisions.errors import RequestRefused
+    from responder.decisions.intune_policies import Policy
+    from responder.decisions.suppression import Action
 
 T = TypeVar("T")
 
@@ -163,3 +168,25 @@ class Audit(Protocol):
     async def entries(self) -> list[dict[str, object]]:
         """The decision rows as stored (the local run's report and the tests read them)."""
         ...
+
+
+@dataclass
+class Services:
+    """What the core works with, each behind its protocol (`responder.ports`)."""
+
+    settings: Settings
+    ledger: Ledger
+    directory: DeviceDirectory
+    compute: Compute
+    cleanup_queue: WorkQueue
+    device_check_queue: WorkQueue  # a new VM's device-side check, once its device enrolled
+    audit: Audit
+    findings_publisher: FindingsTopic | None = None
+    dead_letters: DeadLetters | None = None  # None: not counted (no blob endpoint configured)
+    # What time it is: leases, cleanup records and reconciliation read it here, so a test can move it.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # What closes the clients, last opened first (their connection pools, the credentials).
+    closing: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
+
+    async def aclose(self) -> None:
+        await self.closing.aclose()

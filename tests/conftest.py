@@ -22,11 +22,11 @@ from localdev.inprocess import InProcess, in_process
 from localdev.queue_host import provision_queues
 from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services, close_services, get_services
-from responder.model import EventKind, VmRecord, VmRef
-from responder.pipeline import Handled, Stage, collecting, handle
-from responder.ports import Ledger
-from responder.settings import Settings
+from responder.composition import close_services, get_services
+from responder.decisions.model import EventKind, VmRecord, VmRef
+from responder.decisions.settings import Settings
+from responder.ports import Ledger, Services
+from responder.stages.pipeline import Handled, Stage, collecting, handle
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -154,9 +154,9 @@ def log_lines(caplog: pytest.LogCaptureFixture, kind: str) -> list[dict[str, Any
 
 def stage_of(accepts: frozenset[EventKind]) -> Stage:
     """The stage of the trigger that accepts these kinds, as that trigger names it."""
-    from responder.cleanup_worker import deletion_stage
-    from responder.creation import creation_stage
-    from responder.power import power_stage
+    from responder.stages.creation import creation_stage
+    from responder.stages.deletion import deletion_stage
+    from responder.stages.power import power_stage
 
     stages: dict[frozenset[EventKind], Stage] = {
         vm_created.ACCEPTS: creation_stage,

@@ -20,7 +20,7 @@ from typing import Any
 from localdev.arm_sim import ArmWorld
 from localdev.graph_sim import GraphTenant
 from localdev.sim_http import Request
-from responder.model import VmRef
+from responder.decisions.model import VmRef
 
 SUB_A = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"  # watched and allowed
 SUB_B = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"  # another subscription: outside the allow-list

@@ -14,7 +14,8 @@ import pytest
 
 from localdev.azurite import Azurite
 from localdev.simulators import Simulators
-from responder.composition import Services, close_services
+from responder.composition import close_services
+from responder.ports import Services
 from tests.conftest import deployed_services
 
 LINE_PREFIX = '{"log": "intune-vm-responder"'

@@ -28,9 +28,9 @@ from handlers import cleanup_worker, device_check, queue_watch, reconcile_timer,
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
-from responder.device_check import DeviceCheckRequest
-from responder.errors import TransientError
-from responder.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.errors import TransientError
+from responder.decisions.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.stages.device_check import DeviceCheckRequest
 from tests.conftest import load_event, outcome_of
 from tests.telemetry import GROUP, SUB, Estate, Telemetry, captured_into, enforced_estate
 from tools.monitoring import ALERTS, alert_fires, duration
@@ -190,7 +190,7 @@ async def reconciliation_is_refused_the_watched_subscription(estate: Estate) -> 
 
 
 async def a_function_fails_on_a_wrong_setting(estate: Estate) -> None:
-    from responder.settings import SettingsError
+    from responder.decisions.settings import SettingsError
 
     estate.monkeypatch.setenv("RESPONDER_MODE", "enforced")  # a typo in the app settings
     with pytest.raises(SettingsError):
@@ -339,7 +339,7 @@ async def test_reconciliation_that_ran_within_26_hours_is_not_missing(estate: Es
 def test_the_marked_too_long_threshold_can_not_go_below_what_reconciliation_reports() -> None:
     import re
 
-    from responder.reconcile import REPORT_MARKED_AFTER
+    from responder.stages.reconciliation import REPORT_MARKED_AFTER
 
     for template in ("main.bicep", "modules/monitoring.bicep"):
         text = (REPO / "infra" / template).read_text()

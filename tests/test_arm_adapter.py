@@ -8,10 +8,10 @@ import pytest
 
 from localdev.simulators import Simulators
 from responder.adapters.arm import GALLERIES_API, VIRTUAL_MACHINES_API
-from responder.composition import Services
-from responder.errors import AccessDenied, TransientError
-from responder.facts import Gone, VmFacts
-from responder.model import PowerState, VmRef
+from responder.decisions.errors import AccessDenied, TransientError
+from responder.decisions.facts import Gone, VmFacts
+from responder.decisions.model import PowerState, VmRef
+from responder.ports import Services
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 GALLERY = f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/Microsoft.Compute/galleries/gal_corp/images"

@@ -13,8 +13,8 @@ from azure.mgmt.compute.models import CommunityGalleryImage, Disk, SharedGallery
 
 from localdev.arm_sim import ArmWorld
 from localdev.simulators import load_seed
-from responder import arm_documents
-from responder.model import PowerState
+from responder.decisions import arm_documents
+from responder.decisions.model import PowerState
 
 EXAMPLES = Path(__file__).parent / "contracts" / "arm" / "Microsoft.Compute" / "2026-03-01"
 GALLERY_EXAMPLES = EXAMPLES.parent / "2025-03-03"

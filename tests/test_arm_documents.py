@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from responder.arm_documents import (
+from responder.decisions.arm_documents import (
     DocumentError,
     gallery_image_definition_id,
     image_definition_path,
@@ -12,7 +12,7 @@ from responder.arm_documents import (
     unreadable,
     vm_facts,
 )
-from responder.model import PowerState
+from responder.decisions.model import PowerState
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import copy
 from typing import Any
 
 from localdev.simulators import Simulators
-from responder.composition import Services
-from responder.intune_policies import AssignedPolicy, Policy, assigned_to_device, filter_properties
+from responder.decisions.intune_policies import AssignedPolicy, Policy, assigned_to_device, filter_properties
+from responder.ports import Services
 
 WIN11_MANAGED = "7d1e0001-aaaa-4bbb-8ccc-000000000001"  # vm-win11-01's device: model "Virtual Machine"
 SAMPLE_FILTER = "f17e0001-0000-4000-8000-000000000001"  # the sample's "Physical devices only" (include)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from responder.facts import EntraDevice, ManagedDevice
-from responder.graph_documents import entra_device_from_json, managed_device_from_json
-from responder.intune_policies import (
+from responder.decisions.facts import EntraDevice, ManagedDevice
+from responder.decisions.graph_documents import entra_device_from_json, managed_device_from_json
+from responder.decisions.intune_policies import (
     CONFIGURATION,
     Policy,
     UnevaluableFilter,

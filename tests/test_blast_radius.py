@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from responder.blast_radius import CapState, reserve
+from responder.decisions.blast_radius import CapState, reserve
 
 NOW = datetime(2026, 11, 24, 12, 0, 30, tzinfo=UTC)
 MINUTE = NOW.replace(second=0)

@@ -13,7 +13,7 @@ from azure.data.tables.aio import TableClient
 from localdev.azurite import Azurite
 from localdev.inprocess import MemoryAudit
 from responder.adapters.audit_table import AuditTable
-from responder.cleanup import CleanupRecord, Decision, Target
+from responder.decisions.cleanup import CleanupRecord, Decision, Target
 from responder.ports import Audit
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

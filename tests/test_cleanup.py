@@ -22,8 +22,9 @@ from localdev.azurite import Azurite
 from localdev.queue_host import HostRun, queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services, close_services, get_services
-from responder.model import CleanupStatus, VmRef
+from responder.composition import close_services, get_services
+from responder.decisions.model import CleanupStatus, VmRef
+from responder.ports import Services
 from tests.conftest import deployed_services, ledger_row, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from responder.cleanup import CleanupRequest, MessageError
+from responder.decisions.cleanup import CleanupRequest, MessageError
 
 DELETED_AT = datetime(2026, 11, 22, 16, 45, 10, tzinfo=UTC)
 REQUEST = CleanupRequest(

@@ -12,10 +12,10 @@ import pytest
 from handlers import vm_power
 from handlers._eventgrid import trigger_input
 from localdev.simulators import Simulators, load_seed, running_simulators
-from responder.clouds import CLOUDS, Cloud
 from responder.composition import close_services, get_services
-from responder.model import VmRef
-from responder.settings import Settings, SettingsError
+from responder.decisions.clouds import CLOUDS, Cloud
+from responder.decisions.model import VmRef
+from responder.decisions.settings import Settings, SettingsError
 from tests.conftest import load_event
 
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"

@@ -6,8 +6,9 @@ from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 from handlers.vm_created import on_vm_created
 from localdev.simulators import Simulators
-from responder.composition import GraphOnFirstUse, Services, _credential
-from responder.settings import Settings
+from responder.composition import GraphOnFirstUse, _credential
+from responder.decisions.settings import Settings
+from responder.ports import Services
 from tests.conftest import load_event, outcome_of
 
 STORAGE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}

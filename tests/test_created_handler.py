@@ -15,8 +15,8 @@ from localdev.azurite import Azurite
 from localdev.queue_host import queue_client
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.errors import TransientError
-from responder.model import Finding, VmRef
+from responder.decisions.errors import TransientError
+from responder.decisions.model import Finding, VmRef
 from tests.conftest import ledger_row, load_event, log_lines, outcome_of
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

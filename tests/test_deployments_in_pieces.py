@@ -23,9 +23,10 @@ from handlers import device_check, vm_created
 from handlers._eventgrid import trigger_input
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services, close_services
-from responder.device_check import DeviceCheckRequest
-from responder.model import VmRecord, VmRef
+from responder.composition import close_services
+from responder.decisions.model import VmRecord, VmRef
+from responder.ports import Services
+from responder.stages.device_check import DeviceCheckRequest
 from tests.conftest import deployed_services, ledger_row, load_event, log_lines, outcome_of
 from tests.test_created_handler import SUB, add_vm, extension_write_event, write_event
 

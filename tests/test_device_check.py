@@ -25,10 +25,11 @@ from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services, close_services
-from responder.device_check import DeviceCheckRequest, process_device_check
-from responder.errors import TransientError
-from responder.model import Finding, VmRecord, VmRef
+from responder.composition import close_services
+from responder.decisions.errors import TransientError
+from responder.decisions.model import Finding, VmRecord, VmRef
+from responder.ports import Services
+from responder.stages.device_check import DeviceCheckRequest, process_device_check
 from tests.conftest import deployed_services, ledger_row, load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from responder.graph_documents import policy_from_json
-from responder.intune_policies import (
+from responder.decisions.graph_documents import policy_from_json
+from responder.decisions.intune_policies import (
     COMPLIANCE,
     CONFIGURATION,
     Policy,
@@ -19,8 +19,8 @@ from responder.intune_policies import (
     filter_from_json,
     with_filters,
 )
-from responder.os_identity import identify_os
-from responder.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, cannot_enrol, check, check_device
+from responder.decisions.os_identity import identify_os
+from responder.decisions.prerequisites import DEVICE_RULES, CheckFacts, DeviceFacts, cannot_enrol, check, check_device
 from tests.test_prerequisites import PERSONAL, marketplace, vm
 
 GROUP, OTHER_GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a5d0", "6b000000-0000-4000-8000-000000000001"

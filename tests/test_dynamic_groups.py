@@ -25,9 +25,15 @@ from localdev.inprocess import run_queue
 from localdev.queue_host import queue_client
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services, close_services, get_services
-from responder.device_check import MAX_ATTEMPTS, DeviceCheckMessageError, DeviceCheckRequest, process_device_check
-from responder.model import VmRef
+from responder.composition import close_services, get_services
+from responder.decisions.model import VmRef
+from responder.ports import Services
+from responder.stages.device_check import (
+    MAX_ATTEMPTS,
+    DeviceCheckMessageError,
+    DeviceCheckRequest,
+    process_device_check,
+)
 from tests.conftest import deployed_services, ledger_row, log_lines, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -78,8 +84,8 @@ async def first_look(ledger: TableLedger) -> datetime:
     """The device check that finds the host's device, some hours ago; returns when it concluded (its second
     look was queued then, delayed until now)."""
     from responder.composition import get_services
-    from responder.creation import fingerprint
-    from responder.facts import VmFacts
+    from responder.decisions.facts import VmFacts
+    from responder.stages.creation import fingerprint
 
     facts = await (await get_services()).compute.get_vm(HOST)
     assert isinstance(facts, VmFacts)

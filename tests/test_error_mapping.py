@@ -7,7 +7,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
 from responder.adapters._errors import ARM, GRAPH, QUEUES, TABLES, service_failure, status_failure
-from responder.errors import AccessDenied, RequestRefused, TransientError
+from responder.decisions.errors import AccessDenied, RequestRefused, TransientError
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])

@@ -16,9 +16,10 @@ from azure.functions.timer import TimerRequest
 from handlers import reconcile_timer
 from localdev.azurite import Azurite
 from localdev.simulators import Simulators
-from responder.composition import Services, close_services
-from responder.events import vm_ref_from_resource_id
-from responder.model import VmRecord, VmRef
+from responder.composition import close_services
+from responder.decisions.events import vm_ref_from_resource_id
+from responder.decisions.model import VmRecord, VmRef
+from responder.ports import Services
 from tests.conftest import deployed_services, ledger_row
 from tests.test_wrong_device_regressions import (
     CREATED,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from responder.events import ClassifiedEvent, parse_event
-from responder.model import EventKind
+from responder.decisions.events import ClassifiedEvent, parse_event
+from responder.decisions.model import EventKind
 
 EXAMPLES = Path(__file__).parent / "contracts" / "eventgrid" / "Microsoft.Resources" / "stable" / "2018-01-01"
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

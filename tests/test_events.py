@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from responder.events import (
+from responder.decisions.events import (
     OPERATION_NAMES,
     OPERATIONS,
     ClassifiedEvent,
@@ -19,7 +19,7 @@ from responder.events import (
     parse_payload,
     vm_ref_from_resource_id,
 )
-from responder.model import EventKind
+from responder.decisions.model import EventKind
 from tests.conftest import EVENTS, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -26,9 +26,9 @@ from responder.adapters.findings_publisher import (
     event_id,
 )
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services
-from responder.errors import TransientError
-from responder.model import Finding, Severity, VmRecord, VmRef
+from responder.decisions.errors import TransientError
+from responder.decisions.model import Finding, Severity, VmRecord, VmRef
+from responder.ports import Services
 from tests.conftest import load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -197,8 +197,8 @@ def test_a_finding_that_says_something_else_gets_another_id(field: str) -> None:
 async def test_each_check_names_its_phase_so_their_empty_reports_are_two_events(
     services: Services, simulators: Simulators
 ) -> None:
-    from responder.prerequisites import CREATE_PHASE, DEVICE_PHASE
-    from responder.vm_checks import report_findings
+    from responder.decisions.prerequisites import CREATE_PHASE, DEVICE_PHASE
+    from responder.stages.vm_checks import report_findings
 
     await report_findings(VM, VM_ID, (), (), services, phase=CREATE_PHASE)  # the create-time check found nothing
     await report_findings(VM, VM_ID, (), (), services, phase=DEVICE_PHASE)  # nor did the device-side check

@@ -14,9 +14,9 @@ import pytest
 from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from responder.adapters.table_ledger import TableLedger
-from responder.errors import TransientError
-from responder.model import PowerState, VmRef
-from responder.settings import SettingsError
+from responder.decisions.errors import TransientError
+from responder.decisions.model import PowerState, VmRef
+from responder.decisions.settings import SettingsError
 from tests.conftest import ledger_row, load_event
 
 VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg-avd-prod", "vm-win11-01")
@@ -83,8 +83,8 @@ def test_the_device_check_binds_a_queue_trigger_on_its_own_queue(indexed: dict[s
 def test_host_json_decodes_queue_messages_as_the_worker_encodes_them() -> None:
     from pathlib import Path
 
-    from responder import device_check
-    from responder.cleanup_worker import MAX_ATTEMPTS
+    from responder.stages import device_check
+    from responder.stages.cleanup import MAX_ATTEMPTS
 
     queues = json.loads((Path(__file__).parent.parent / "host.json").read_text())["extensions"]["queues"]
 
@@ -97,7 +97,7 @@ def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed:
     import re
     from pathlib import Path
 
-    from responder.settings import SETTING_NAMES
+    from responder.decisions.settings import SETTING_NAMES
 
     example = json.loads((Path(__file__).parent.parent / "local.settings.example.json").read_text())["Values"]
     named = {
@@ -144,7 +144,7 @@ def test_indexing_the_app_in_a_fresh_interpreter_reads_no_settings_and_builds_no
     assert not [
         name
         for name in indexed["loaded"]
-        if name.startswith(("responder.settings", "responder.composition", "responder.adapters", "msgraph"))
+        if name.startswith(("responder.decisions.settings", "responder.composition", "responder.adapters", "msgraph"))
         or name.startswith(("azure.data", "azure.storage", "azure.identity", "azure.core"))
     ]
 

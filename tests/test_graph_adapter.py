@@ -11,11 +11,10 @@ import pytest
 from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.adapters.graph import GraphDeviceDirectory
-from responder.composition import Services
-from responder.errors import RequestRefused, TransientError
-from responder.facts import DeviceReads, EntraDevice, ManagedDevice
-from responder.ports import DeviceDirectory
-from responder.suppression import AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
+from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.facts import DeviceReads, EntraDevice, ManagedDevice
+from responder.decisions.suppression import AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
+from responder.ports import DeviceDirectory, Services
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 WIN11_MANAGED = "7d1e0001-aaaa-4bbb-8ccc-000000000001"
@@ -39,7 +38,7 @@ def vm_resource_id(name: str) -> str:
 
 
 async def test_the_anchor_lookup_asks_in_arm_casing_as_entra_stores_it(services: Services) -> None:
-    from responder.model import VmRef
+    from responder.decisions.model import VmRef
 
     lower_cased = VmRef(SUB, "rg-avd-prod", "vm-win11-01")  # how the responder keeps ids
 
@@ -284,9 +283,9 @@ async def test_throttled_requests_inside_a_batch_are_sent_again(services: Servic
 async def test_an_anchor_in_a_mixed_case_resource_group_is_found_by_the_id_as_arm_spells_it(
     services: Services, simulators: Simulators
 ) -> None:
-    from responder.matching import gather_candidates
-    from responder.model import VmRef
-    from responder.ownership import Incarnation
+    from responder.decisions.model import VmRef
+    from responder.decisions.ownership import Incarnation
+    from responder.stages.matching import gather_candidates
 
     arm_id = f"/subscriptions/{SUB}/resourceGroups/RG-AVD-Prod/providers/Microsoft.Compute/virtualMachines/AVD-Host-7"
     simulators.tenant.devices["obj-mixed"] = {

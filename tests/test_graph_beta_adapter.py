@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from localdev.simulators import Simulators
-from responder.composition import Services
+from responder.ports import Services
 
 SAMPLE_POLICY = "c5c50001-0000-4000-8000-000000000001"  # the sample tenant's settings-catalog BitLocker policy
 

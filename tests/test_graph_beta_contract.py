@@ -28,7 +28,7 @@ from responder.adapters.graph_beta import (
     INTENT_SETTING_FIELDS,
     SETTING_FIELDS,
 )
-from responder.composition import Services
+from responder.ports import Services
 from tests.test_graph_contract import CSDL, PERMISSIONS, complex_type_names, granted_roles
 
 GRAPH_CONTRACTS = Path(__file__).parent / "contracts" / "graph"

@@ -20,10 +20,10 @@ import pytest
 from localdev.graph_sim import BETA_ONLY_TYPES, V1_ENROLLMENT_TYPES
 from localdev.sim_http import Request
 from localdev.simulators import Simulators
-from responder.composition import Services
-from responder.facts import DeviceReads
-from responder.intune_policies import BETA_ONLY_PROFILE_TYPES, BITLOCKER_SETTINGS, TPM_COMPLIANCE_SETTINGS
-from responder.suppression import AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
+from responder.decisions.facts import DeviceReads
+from responder.decisions.intune_policies import BETA_ONLY_PROFILE_TYPES, BITLOCKER_SETTINGS, TPM_COMPLIANCE_SETTINGS
+from responder.decisions.suppression import AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
+from responder.ports import Services
 
 CSDL = Path(__file__).parent / "contracts" / "graph" / "v1.0.csdl.xml"
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"

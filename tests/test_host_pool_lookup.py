@@ -17,11 +17,11 @@ import pytest
 from localdev.avd_estate import estate, session_host_vm
 from localdev.inprocess import LocalTokens
 from localdev.simulators import Simulators, load_seed
-from responder import arm_documents
 from responder.adapters.arm import ArmCompute
-from responder.errors import AccessDenied
-from responder.facts import VmFacts
-from responder.model import VmRef
+from responder.decisions import arm_documents
+from responder.decisions.errors import AccessDenied
+from responder.decisions.facts import VmFacts
+from responder.decisions.model import VmRef
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 POOLS, HOSTS = 50, 200

@@ -14,8 +14,8 @@ import pytest
 
 from handlers import vm_power
 from localdev.inprocess import InProcess
-from responder.events import ClassifiedEvent, IntakeError, parse_event
-from responder.model import VmRef
+from responder.decisions.events import ClassifiedEvent, IntakeError, parse_event
+from responder.decisions.model import VmRef
 from tests.conftest import handle_as, load_event, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -1,8 +1,9 @@
 """The import contracts of pyproject.toml ([tool.importlinter]), checked by import-linter.
 
-The pure decisions import no adapter, no composition root, no Azure or Graph SDK and no
-HTTP client; the product never imports the triggers, the tools or the local emulators;
-stages never import an adapter themselves.
+The folders are the layers: the composition root over the stages and the adapters (which never
+import each other), over the ports and the log lines, over the pure decisions, which import no
+Azure or Graph SDK and no HTTP client; the product never imports the triggers, the tools or the
+local emulators.
 """
 
 from __future__ import annotations
@@ -47,3 +48,23 @@ def test_the_checker_sees_an_sdk_import_where_a_contract_forbids_it(tmp_path: Pa
 
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
+
+
+def test_the_layers_contract_sees_the_arrows_it_forbids(tmp_path: Path) -> None:
+    """The same layers upside down must break: the stages do import the decisions and the ports, so a
+    layers contract that passed either way would be seeing nothing."""
+    config = tmp_path / "contracts.toml"
+    config.write_text(
+        "[tool.importlinter]\n"
+        'root_packages = ["responder"]\n'
+        "[[tool.importlinter.contracts]]\n"
+        'name = "upside down"\n'
+        'type = "layers"\n'
+        'containers = ["responder"]\n'
+        'layers = ["decisions", "ports | log_lines", "stages | adapters", "composition"]\n'
+    )
+
+    result = lint_imports("--config", str(config))
+
+    assert result.returncode != 0
+    assert "responder.stages" in result.stdout

@@ -13,8 +13,8 @@ import pytest
 from pycep import BicepParser
 
 from handlers import vm_created, vm_deleted, vm_power
-from responder.events import OPERATION_NAMES, OPERATIONS
-from responder.settings import NOT_DEPLOYED, SETTING_NAMES
+from responder.decisions.events import OPERATION_NAMES, OPERATIONS
+from responder.decisions.settings import NOT_DEPLOYED, SETTING_NAMES
 
 INFRA = Path(__file__).parent.parent / "infra"
 TEMPLATES = sorted(INFRA.rglob("*.bicep"))

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from localdev.simulators import Simulators
-from responder.composition import Services
-from responder.facts import HostPool
-from responder.intune_policies import INTENT, Policy, assigned_to_device, intent_from_json
-from responder.prerequisites import CheckFacts, DeviceFacts, check_device
+from responder.decisions.facts import HostPool
+from responder.decisions.intune_policies import INTENT, Policy, assigned_to_device, intent_from_json
+from responder.decisions.prerequisites import CheckFacts, DeviceFacts, check_device
+from responder.ports import Services
 from tests.test_multi_session_rules import MULTI_SESSION_IMAGE, SINGLE_SESSION_IMAGE
 from tests.test_prerequisites import POOLED, vm
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from responder.adapters.table_ledger import TableLedger
-from responder.errors import LedgerConflict
-from responder.events import vm_ref_from_resource_id
-from responder.model import (
+from responder.decisions.errors import LedgerConflict
+from responder.decisions.events import vm_ref_from_resource_id
+from responder.decisions.model import (
     CleanupStatus,
     EventKind,
     Finding,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from localdev import run
-from responder.settings import SETTING_NAMES
+from responder.decisions.settings import SETTING_NAMES
 from tests.conftest import EVENTS
 from tools.replay import replay
 from tools.routes import event_grid_routes

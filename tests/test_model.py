@@ -39,14 +39,14 @@ from localdev.graph_sim import GraphTenant
 from localdev.inprocess import InProcess, in_process, run_queue
 from localdev.sim_http import WRITES, Request, SimulatedApi
 from localdev.simulators import load_seed
-from responder.cleanup import CleanupRecord, CleanupRequest, Decision, Target
-from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
-from responder.device_check import process_device_check
-from responder.events import subscription_filter_kind, vm_ref_from_resource_id
-from responder.model import EventKind, VmRecord, VmRef
-from responder.pipeline import Handled
-from responder.reconcile import reconcile
-from responder.settings import Settings
+from responder.decisions.cleanup import CleanupRecord, CleanupRequest, Decision, Target
+from responder.decisions.events import subscription_filter_kind, vm_ref_from_resource_id
+from responder.decisions.model import EventKind, VmRecord, VmRef
+from responder.decisions.settings import Settings
+from responder.stages.cleanup import MAX_ATTEMPTS, process_cleanup
+from responder.stages.device_check import process_device_check
+from responder.stages.pipeline import Handled
+from responder.stages.reconciliation import reconcile
 from tests.conftest import handle_as
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World
 
@@ -522,7 +522,7 @@ def _deleted_ids(writes: list[Request]) -> set[str]:
 
 
 def _transient(error: BaseException) -> bool:
-    from responder.errors import TransientError
+    from responder.decisions.errors import TransientError
 
     return isinstance(error, TransientError)
 

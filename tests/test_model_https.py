@@ -29,10 +29,11 @@ from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.sim_http import SimulatedApi
 from localdev.simulators import Simulators
 from responder.adapters.audit_table import CLEANUP_PARTITION, cleanup_record_from_entity
-from responder.cleanup import CleanupRecord
-from responder.composition import Services, close_services
-from responder.model import EventKind, VmRecord, VmRef
-from responder.pipeline import Handled
+from responder.composition import close_services
+from responder.decisions.cleanup import CleanupRecord
+from responder.decisions.model import EventKind, VmRecord, VmRef
+from responder.ports import Services
+from responder.stages.pipeline import Handled
 from tests.conftest import deployed_services, outcome_of
 from tests.model_world import GROUP, SUB_A, SUB_B
 from tests.test_model import GRAPH_FAULTS, ResponderModel, inject_graph_fault

@@ -120,7 +120,7 @@ def failure_lines() -> list[dict[str, Any]]:
     from datetime import UTC, datetime
 
     from handlers import vm_power
-    from responder.errors import TransientError
+    from responder.decisions.errors import TransientError
     from tests.conftest import handle_as, load_event, sample_in_process
 
     settings = {"RESPONDER_MODE": "enforce", "RESPONDER_SUPPRESSION_GROUP_ID": "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"}
@@ -208,9 +208,9 @@ COMPARED = re.compile(r'tostring\(line\.(\w+)\) (?:==|!=|=~|in) (\([^)]*\)|"[^"]
 def test_every_value_a_query_compares_with_is_one_the_app_writes(
     local_run_lines: list[dict[str, Any]], failure_lines: list[dict[str, Any]]
 ) -> None:
-    from responder.cleanup import Decision
-    from responder.model import Severity
-    from responder.pipeline import EventOutcome
+    from responder.decisions.cleanup import Decision
+    from responder.decisions.model import Severity
+    from responder.stages.pipeline import EventOutcome
 
     # What the code declares beside what the runs happened to write: rare decisions and outcomes.
     declared: dict[str, set[str]] = {

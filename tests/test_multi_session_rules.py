@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from responder.facts import HostPool
-from responder.graph_documents import policy_from_json
-from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
-from responder.prerequisites import CheckFacts, DeviceFacts, check_device
+from responder.decisions.facts import HostPool
+from responder.decisions.graph_documents import policy_from_json
+from responder.decisions.intune_policies import COMPLIANCE, CONFIGURATION, Policy, assigned_to_device
+from responder.decisions.prerequisites import CheckFacts, DeviceFacts, check_device
 from tests.test_prerequisites import PERSONAL, POOLED, marketplace, vm
 
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a5d0"
@@ -91,7 +91,7 @@ MULTI_SESSION_21H1 = marketplace("21h1-evd", offer="Windows-10")
 
 
 def create_time(**changes: Any) -> set[tuple[str, str]]:
-    from responder.prerequisites import check
+    from responder.decisions.prerequisites import check
 
     facts = CheckFacts(vm(MULTI_SESSION_21H1, **changes), host_pool=POOLED)
     return {(finding.rule_id, finding.severity) for finding in check(facts) if finding.rule_id == "os-update"}
@@ -112,14 +112,14 @@ def test_a_21h1_multi_session_host_whose_update_level_is_not_reported_yet_is_sai
 
 
 def test_a_22h2_multi_session_host_needs_no_such_update() -> None:
-    from responder.prerequisites import check
+    from responder.decisions.prerequisites import check
 
     facts = CheckFacts(vm(marketplace("win10-22h2-avd", offer="Windows-10")), host_pool=POOLED)
     assert [finding for finding in check(facts) if finding.rule_id == "os-update"] == []
 
 
 def test_a_settings_catalog_bitlocker_policy_is_still_a_finding_on_a_multi_session_host() -> None:
-    from responder.intune_policies import configuration_policy_from_json
+    from responder.decisions.intune_policies import configuration_policy_from_json
 
     document = {
         "@odata.type": "#microsoft.graph.deviceManagementConfigurationPolicy",

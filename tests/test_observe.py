@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from responder.events import ClassifiedEvent, Schema, VmEvent
-from responder.facts import VmFacts
-from responder.model import EventKind, PowerState, SuppressionState, VmRecord, VmRef
-from responder.observe import RECENT_EVENT_IDS_KEPT, Outcome, adopt_incarnation, observe, settle
+from responder.decisions.events import ClassifiedEvent, Schema, VmEvent
+from responder.decisions.facts import VmFacts
+from responder.decisions.model import EventKind, PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.observe import RECENT_EVENT_IDS_KEPT, Outcome, adopt_incarnation, observe, settle
 
 VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg", "vm1")
 T0 = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)

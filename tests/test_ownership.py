@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from responder.facts import EntraDevice, ManagedDevice
-from responder.model import VmRef
-from responder.ownership import Incarnation, KnownDevice, Verdict, decide_ownership
+from responder.decisions.facts import EntraDevice, ManagedDevice
+from responder.decisions.model import VmRef
+from responder.decisions.ownership import Incarnation, KnownDevice, Verdict, decide_ownership
 
 SUB, OTHER_SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "11111111-2222-3333-4444-555555555555"
 VM = VmRef(SUB, "rg-avd", "vm-01")

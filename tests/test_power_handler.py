@@ -19,9 +19,9 @@ from localdev.sim_http import Request
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import close_services
-from responder.errors import TransientError
-from responder.model import SuppressionState, VmRef
-from responder.power import VmBusy
+from responder.decisions.errors import TransientError
+from responder.decisions.model import SuppressionState, VmRef
+from responder.stages.power import VmBusy
 from tests.conftest import ledger_row, load_event
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -6,11 +6,18 @@ from dataclasses import replace
 
 import pytest
 
-from responder.facts import Extension, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
-from responder.joins import INTUNE_MDM_ID
-from responder.model import PowerState, VmRef
-from responder.os_identity import identify_os
-from responder.prerequisites import DEVICE_RULE_IDS, PREREQUISITE_RULE_IDS, RULES, CheckFacts, check, has_errors
+from responder.decisions.facts import Extension, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
+from responder.decisions.joins import INTUNE_MDM_ID
+from responder.decisions.model import PowerState, VmRef
+from responder.decisions.os_identity import identify_os
+from responder.decisions.prerequisites import (
+    DEVICE_RULE_IDS,
+    PREREQUISITE_RULE_IDS,
+    RULES,
+    CheckFacts,
+    check,
+    has_errors,
+)
 
 ENTRA_JOIN = Extension(
     "AADLoginForWindows", "Microsoft.Azure.ActiveDirectory", "AADLoginForWindows", {"mdmId": INTUNE_MDM_ID}

@@ -21,7 +21,7 @@ from localdev.azurite import Azurite
 from localdev.inprocess import MemoryQueue
 from localdev.queue_host import queue_client
 from responder.adapters.storage_queue import StorageWorkQueue
-from responder.settings import MAX_QUEUE_DELAY_SECONDS
+from responder.decisions.settings import MAX_QUEUE_DELAY_SECONDS
 from tests.conftest import log_lines
 
 WEEK = 7 * 24 * 3600

@@ -12,7 +12,8 @@ from azure.functions.timer import TimerRequest
 from handlers import queue_watch
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client
-from responder.composition import Services, close_services
+from responder.composition import close_services
+from responder.ports import Services
 from tests.conftest import deployed_services, log_lines
 
 on_queue_watch_timer = queue_watch.on_queue_watch_timer.build().get_user_function()

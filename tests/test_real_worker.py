@@ -28,7 +28,7 @@ from localdev.azurite import Azurite
 from localdev.queue_host import queue_client
 from localdev.simulators import Simulators
 from responder.composition import close_services
-from responder.model import VmRef
+from responder.decisions.model import VmRef
 from tests.conftest import load_event
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,8 +19,9 @@ from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.composition import Services, close_services, get_services
-from responder.model import Finding, Severity, SuppressionState, VmRecord, VmRef
+from responder.composition import close_services, get_services
+from responder.decisions.model import Finding, Severity, SuppressionState, VmRecord, VmRef
+from responder.ports import Services
 from tests.conftest import deployed_services, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -302,7 +303,7 @@ async def test_a_mark_reconciliation_set_is_reported_still_marked_from_the_day_i
 ) -> None:
     from datetime import timedelta
 
-    from responder.reconcile import reconcile
+    from responder.stages.reconciliation import reconcile
 
     caplog.set_level(logging.INFO, logger="responder")
     first = datetime.now(UTC)
@@ -318,7 +319,7 @@ async def test_a_mark_reconciliation_set_is_reported_still_marked_from_the_day_i
 async def test_a_run_whose_steps_all_fail_stops_says_so_and_keeps_its_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
     import logging as logs
 
-    from responder import reconcile as module
+    from responder.stages import reconciliation as module
     from tests.conftest import sample_in_process
 
     monkeypatch.setattr(module, "GIVE_UP_AFTER_FAILURES_IN_A_ROW", 5)  # the sample estate is smaller than 20

@@ -21,10 +21,11 @@ from handlers import cleanup_worker, vm_created, vm_deleted, vm_power
 from handlers._eventgrid import trigger_input
 from localdev.inprocess import InProcess, run_queue
 from localdev.simulators import Simulators
-from responder.cleanup_worker import MAX_ATTEMPTS, process_cleanup
-from responder.composition import Services, close_services, get_services
-from responder.errors import TransientError
-from responder.model import EventKind, SuppressionState, VmRef
+from responder.composition import close_services, get_services
+from responder.decisions.errors import TransientError
+from responder.decisions.model import EventKind, SuppressionState, VmRef
+from responder.ports import Services
+from responder.stages.cleanup import MAX_ATTEMPTS, process_cleanup
 from tests.conftest import deployed_services, handle_as, load_event, log_lines, outcome_of, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

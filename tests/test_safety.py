@@ -21,8 +21,9 @@ from handlers._eventgrid import trigger_input
 from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
-from responder.composition import Services, close_services, get_services
-from responder.model import VmRef
+from responder.composition import close_services, get_services
+from responder.decisions.model import VmRef
+from responder.ports import Services
 from tests.conftest import load_event, log_lines
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from responder.model import VmRef
-from responder.scope import opted_out, out_of_scope_reason
-from responder.settings import Settings, StorageSettings
+from responder.decisions.model import VmRef
+from responder.decisions.scope import opted_out, out_of_scope_reason
+from responder.decisions.settings import Settings, StorageSettings
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
 OTHER = "99999999-8888-4777-8666-555555555555"

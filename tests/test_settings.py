@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from responder.settings import SETTING_NAMES, Mode, Settings, SettingsError
+from responder.decisions.settings import SETTING_NAMES, Mode, Settings, SettingsError
 
 AZURITE = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:1/devstoreaccount1;"
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"
@@ -136,7 +136,7 @@ def test_every_setting_read_is_declared() -> None:
 
 def test_the_object_built_with_nothing_set_is_the_declared_defaults() -> None:
     """One default per setting: the typed object's defaults and the declarations agree."""
-    from responder.settings import StorageSettings
+    from responder.decisions.settings import StorageSettings
 
     read = Settings.from_env({"AzureWebJobsStorage": AZURITE})
 
@@ -144,6 +144,6 @@ def test_the_object_built_with_nothing_set_is_the_declared_defaults() -> None:
 
 
 def test_every_declared_setting_is_read() -> None:
-    from responder.settings import DECLARED
+    from responder.decisions.settings import DECLARED
 
     assert len({setting.name for setting in DECLARED}) == len(DECLARED) == len(SETTING_NAMES)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from responder.model import PowerState, SuppressionState
-from responder.settings import SuppressionSettings
-from responder.suppression import (
+from responder.decisions.model import PowerState, SuppressionState
+from responder.decisions.settings import SuppressionSettings
+from responder.decisions.suppression import (
     AddToGroup,
     DeviceIds,
     NoDevice,

@@ -26,7 +26,7 @@ from localdev.azurite import Azurite
 from localdev.queue_host import queue_client
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
-from responder.model import VmRef
+from responder.decisions.model import VmRef
 from tools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 
 REPO = Path(__file__).parent.parent

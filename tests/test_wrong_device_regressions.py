@@ -19,9 +19,10 @@ from localdev.azurite import Azurite
 from localdev.queue_host import run_queue_trigger
 from localdev.sim_http import WRITES
 from localdev.simulators import Simulators
-from responder.composition import Services, close_services, get_services
-from responder.model import VmRef
-from responder.pipeline import Handled
+from responder.composition import close_services, get_services
+from responder.decisions.model import VmRef
+from responder.ports import Services
+from responder.stages.pipeline import Handled
 from tests.conftest import load_event, outcome_of
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from responder.events import IntakeError, parse_payload
+from responder.decisions.events import IntakeError, parse_payload
 
 if TYPE_CHECKING:
     from tools.reconcile import PassReport
@@ -83,7 +83,7 @@ def _replay(files: Sequence[Path], out: TextIO, err: TextIO, *, enforce: bool, a
     import asyncio
     import os
 
-    from responder.settings import MODE, SettingsError
+    from responder.decisions.settings import MODE, SettingsError
 
     try:
         deliveries = [(path.name, path.read_bytes()) for path in files]
@@ -131,8 +131,8 @@ def _reconcile(out: TextIO, err: TextIO, *, enforce: bool, as_json: bool) -> int
 
     from azure.core.exceptions import AzureError
 
-    from responder.errors import AccessDenied, RequestRefused, TransientError
-    from responder.settings import MODE, Settings, SettingsError
+    from responder.decisions.errors import AccessDenied, RequestRefused, TransientError
+    from responder.decisions.settings import MODE, Settings, SettingsError
     from tools.reconcile import report_lines
 
     if enforce:
@@ -190,8 +190,8 @@ async def _reconcile_report() -> PassReport:
 
 
 def _check_vm(path: Path, host_pool: Path | None, image: Path | None, out: TextIO, err: TextIO) -> int:
-    from responder import arm_documents
-    from responder.prerequisites import CheckFacts, check, has_errors
+    from responder.decisions import arm_documents
+    from responder.decisions.prerequisites import CheckFacts, check, has_errors
 
     try:
         vm_document = _read_json(path)

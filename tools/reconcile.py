@@ -1,6 +1,6 @@
 """One reconciliation pass by hand (`python -m tools reconcile`), and what it decided.
 
-The pass is the product's own (`responder.reconcile.reconcile`, what the timer runs), with
+The pass is the product's own (`responder.stages.reconciliation.reconcile`, what the timer runs), with
 this process's app settings: it records every VM of the watched subscriptions in the
 ledger, aligns power marks, queues device-side checks, and sends each silent Intune VM
 record with no VM of its name to the guarded cleanup worker.
@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from responder.cleanup import CleanupRequest
-from responder.composition import Services
-from responder.errors import TransientError
-from responder.ports import WorkQueue
-from responder.reconcile import ReconcileSummary, reconcile
-from responder.settings import Mode
+from responder.decisions.cleanup import CleanupRequest
+from responder.decisions.errors import TransientError
+from responder.decisions.settings import Mode
+from responder.ports import Services, WorkQueue
+from responder.stages.reconciliation import ReconcileSummary, reconcile
 
 QUEUED = "queued"  # enforce mode: on the app's cleanup queue, for its worker
 FAILED = "failed"  # audit mode: the decision failed for a reason a later run may not meet
@@ -141,7 +140,7 @@ async def reconcile_by_hand(services: Services) -> PassReport:
 
 async def _decide(text: str, services: Services, sweep: SweptCleanups) -> SweptRecord:
     """The cleanup worker's decision on one request, as the app's worker makes it on a first delivery."""
-    from responder.cleanup_worker import process_cleanup
+    from responder.stages.cleanup import process_cleanup
 
     request = CleanupRequest.from_text(text)
     try:

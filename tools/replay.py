@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from responder.errors import TransientError
-from responder.events import subscription_filter_kind
-from responder.model import EventKind
-from responder.pipeline import Handled, collecting
+from responder.decisions.errors import TransientError
+from responder.decisions.events import subscription_filter_kind
+from responder.decisions.model import EventKind
+from responder.stages.pipeline import Handled, collecting
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from responder.errors import IDENTITY_MISSING, AccessDenied, RequestRefused, TransientError
-from responder.names import clip
+from responder.decisions.errors import IDENTITY_MISSING, AccessDenied, RequestRefused, TransientError
+from responder.decisions.names import clip
 
 TABLES, QUEUES, BLOBS, ARM, GRAPH, EVENT_GRID = (
     "Azure Table storage",

@@ -36,13 +36,13 @@ from azure.mgmt.core.policies import (
 )
 from azure.mgmt.core.tools import parse_resource_id
 
-from responder import arm_documents
 from responder.adapters._errors import ARM, service_failure
 from responder.adapters.host_pool_index import HostPoolIndex, Registration, Walk
-from responder.clouds import PUBLIC, Cloud
-from responder.errors import AccessDenied
-from responder.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
-from responder.model import VmRef
+from responder.decisions import arm_documents
+from responder.decisions.clouds import PUBLIC, Cloud
+from responder.decisions.errors import AccessDenied
+from responder.decisions.facts import Gone, HostPool, ImageDefinition, OsDisk, VmFacts
+from responder.decisions.model import VmRef
 
 T = TypeVar("T")
 

@@ -30,13 +30,13 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from responder.adapters._errors import TABLES, service_failure
-from responder.errors import LedgerConflict, TransientError
-from responder.model import parse_moment
+from responder.decisions.errors import LedgerConflict, TransientError
+from responder.decisions.model import parse_moment
 
 if TYPE_CHECKING:  # loaded where a cleanup or the cap needs them: other events only create the table
-    from responder.audit import AuditEntry
-    from responder.blast_radius import CapState, Reservation
-    from responder.cleanup import CleanupRecord
+    from responder.decisions.audit import AuditEntry
+    from responder.decisions.blast_radius import CapState, Reservation
+    from responder.decisions.cleanup import CleanupRecord
 
 CLEANUP_PARTITION = "cleanup"
 CLAIM_PARTITION = "claim"  # one row per Intune or Entra record a cleanup deletes: whose it is to delete
@@ -168,7 +168,7 @@ class AuditTable:
 
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
         """Take slots under the rolling-hour cap, shared by every instance (ETag-guarded row)."""
-        from responder.blast_radius import CapState, reserve
+        from responder.decisions.blast_radius import CapState, reserve
 
         for _ in range(CAP_ATTEMPTS):
             now = datetime.now(UTC)
@@ -207,7 +207,7 @@ class AuditTable:
 
 
 def _cap_state(entity: dict[str, object]) -> CapState:
-    from responder.blast_radius import CapState
+    from responder.decisions.blast_radius import CapState
 
     deletions = tuple(
         (datetime.fromisoformat(minute), int(count))
@@ -241,7 +241,7 @@ def entity_from_cleanup_record(record: CleanupRecord) -> dict[str, Any]:
 
 
 def cleanup_record_from_entity(entity: dict[str, Any], etag: str | None) -> CleanupRecord:
-    from responder.cleanup import CleanupRecord, Decision, Target
+    from responder.decisions.cleanup import CleanupRecord, Decision, Target
 
     targets = tuple(
         Target(

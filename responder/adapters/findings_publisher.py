@@ -22,7 +22,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from responder.adapters._errors import EVENT_GRID, service_failure
-from responder.model import Finding, VmRef
+from responder.decisions.model import Finding, VmRef
 
 if TYPE_CHECKING:
     from azure.eventgrid.aio import EventGridPublisherClient

@@ -48,13 +48,13 @@ from msgraph_core import GraphClientFactory
 from responder.adapters._errors import GRAPH, service_failure, status_failure
 from responder.adapters.graph_batching import Answer, GraphBatching
 from responder.adapters.graph_beta import GraphBeta
-from responder.clouds import PUBLIC, Cloud
-from responder.errors import RequestRefused, TransientError
-from responder.facts import DeviceFinds, DeviceReads, EntraDevice, ManagedDevice
-from responder.graph_documents import entra_device_from_json, managed_device_from_json, policy_from_json
-from responder.intune_policies import COMPLIANCE, CONFIGURATION, Policy, with_filters
-from responder.names import clip
-from responder.suppression import Action, AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
+from responder.decisions.clouds import PUBLIC, Cloud
+from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.facts import DeviceFinds, DeviceReads, EntraDevice, ManagedDevice
+from responder.decisions.graph_documents import entra_device_from_json, managed_device_from_json, policy_from_json
+from responder.decisions.intune_policies import COMPLIANCE, CONFIGURATION, Policy, with_filters
+from responder.decisions.names import clip
+from responder.decisions.suppression import Action, AddToGroup, RemoveFromGroup, SetAttribute, SyncDevice
 
 # Retries inside one call; beyond them the whole event is retried later.
 T = TypeVar("T")

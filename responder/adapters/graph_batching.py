@@ -18,7 +18,7 @@ from kiota_abstractions.request_adapter import RequestAdapter
 from kiota_abstractions.request_information import RequestInformation
 
 from responder.adapters._errors import GRAPH
-from responder.errors import TransientError
+from responder.decisions.errors import TransientError
 
 RETRIED_STATUSES = frozenset({429, 503, 504})
 

@@ -24,8 +24,8 @@ from urllib.parse import quote
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 
-from responder.graph_documents import policy_from_json
-from responder.intune_policies import (
+from responder.decisions.graph_documents import policy_from_json
+from responder.decisions.intune_policies import (
     BETA_ONLY_PROFILE_TYPES,
     CONFIGURATION,
     AssignmentFilter,

@@ -19,8 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from responder.errors import AccessDenied
-from responder.facts import HostPool
+from responder.decisions.errors import AccessDenied
+from responder.decisions.facts import HostPool
 
 
 @dataclass(frozen=True, slots=True)

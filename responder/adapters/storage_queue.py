@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from responder.adapters._errors import QUEUES, service_failure
+from responder.decisions.settings import MAX_QUEUE_DELAY_SECONDS
 from responder.log_lines import write
-from responder.settings import MAX_QUEUE_DELAY_SECONDS
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient, QueueServiceClient

@@ -29,8 +29,9 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from responder.adapters._errors import TABLES, service_failure
-from responder.errors import LedgerConflict
-from responder.model import (
+from responder.adapters.optimistic import OptimisticUpdates
+from responder.decisions.errors import LedgerConflict
+from responder.decisions.model import (
     CleanupStatus,
     EventKind,
     Finding,
@@ -40,7 +41,6 @@ from responder.model import (
     VmRecord,
     VmRef,
 )
-from responder.optimistic import OptimisticUpdates
 
 T = TypeVar("T")
 

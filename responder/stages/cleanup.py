@@ -1,15 +1,11 @@
-"""Queue a deleted VM's cleanup, and carry one cleanup message out, resumably.
+"""The cleanup stage: carry one cleanup message out, resumably (the deletion stage queues it).
 
-Queueing (delete stage): one message per deletion of one incarnation, sent with the
-configured delay. A redelivered delete event may send a second message for the same
-deletion; both carry the same cleanup key, so the second finds the first's row.
-
-Working (queue trigger): the cleanup's row in the audit table is its memory. No row:
-re-check that the VM is gone, gather the records, let the ownership decision pick
-the VM's own (or none), and write the plan, with the ids to delete, *before* the first
-deletion. A row that is not finished: resume from its ids, never search again. Each
-deletion is recorded as it happens; after the last, read again to verify. What still
-fails after the last attempt is parked (row and poison queue) with its reason.
+The cleanup's row in the audit table is its memory. No row: re-check that the VM is
+gone, gather the records, let the ownership decision pick the VM's own (or none), and
+write the plan, with the ids to delete, *before* the first deletion. A row that is not
+finished: resume from its ids, never search again. Each deletion is recorded as it
+happens; after the last, read again to verify. What still fails after the last attempt
+is parked (row and poison queue) with its reason.
 """
 
 from __future__ import annotations
@@ -18,8 +14,8 @@ import logging
 from dataclasses import replace
 from datetime import datetime
 
-from responder.audit import AuditEntry
-from responder.cleanup import (
+from responder.decisions.audit import AuditEntry
+from responder.decisions.cleanup import (
     VM_EXISTS,
     CleanupPlan,
     CleanupRecord,
@@ -33,18 +29,17 @@ from responder.cleanup import (
     plan_cleanup,
     plan_for_its_os_disk,
 )
-from responder.composition import Services
-from responder.errors import RequestRefused, TransientError
-from responder.events import VmEvent, vm_ref_from_resource_id
-from responder.facts import EntraDevice, Gone, ManagedDevice, VmFacts
+from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.events import vm_ref_from_resource_id
+from responder.decisions.facts import EntraDevice, Gone, ManagedDevice, VmFacts
+from responder.decisions.model import CleanupStatus, PowerState, VmRecord, VmRef
+from responder.decisions.observe import SAME_DELETION
+from responder.decisions.ownership import Incarnation, KnownDevice, anchors
+from responder.decisions.scope import out_of_scope_reason
+from responder.decisions.settings import Mode
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.matching import find_own_device
-from responder.model import CleanupStatus, PowerState, VmRecord, VmRef
-from responder.observe import SAME_DELETION, deletion_ended_this_incarnation
-from responder.ownership import Incarnation, KnownDevice, anchors
-from responder.pipeline import Work
-from responder.scope import out_of_scope_reason
-from responder.settings import Mode
+from responder.ports import Services
+from responder.stages.matching import find_own_device
 
 # The Functions host gives a message this many deliveries (host.json
 # `extensions.queues.maxDequeueCount`). A cleanup still failing at the last but one is
@@ -60,43 +55,6 @@ _STATUS_AFTER = {
     Decision.NEEDS_REVIEW: CleanupStatus.NEEDS_REVIEW,
     Decision.PARKED: CleanupStatus.NEEDS_REVIEW,
 }
-
-
-async def deletion_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
-    """The stage of `on_vm_deleted`: queue the cleanup of the incarnation the delete event ended
-    (`record`: the row the event produced)."""
-    vm = event.vm
-    base = CleanupRequest(
-        event_id=event.event_id,
-        resource_id=vm.resource_id,
-        subscription_id=vm.subscription_id,
-        resource_group=vm.resource_group,
-        vm_name=vm.name,
-        deleted_at=event.event_time,
-    )
-    if deletion_ended_this_incarnation(record, event):
-        request = replace(
-            base,
-            computer_name=record.computer_name,
-            vm_id=record.vm_id,
-            created_at=record.machine_since or record.created_at,
-            join_kind=record.join_kind,
-            os_disk_id=record.os_disk_id,
-            arm_id=record.arm_id,
-            managed_device_id=record.managed_device_id,
-            entra_device_id=record.entra_device_id,
-            entra_object_id=record.entra_object_id,
-            device_vm_id=record.device_vm_id,
-            opted_out=record.opted_out,
-        )
-        what = "cleanup queued"
-    else:
-        # The ledger already describes a later VM under this resource id: nothing it knows is the deleted one's.
-        request = replace(base, replaced_by_vm_id=record.vm_id)
-        what = "cleanup of an earlier VM under this resource id queued"
-    delay = services.settings.cleanup.delay_seconds
-    await services.cleanup_queue.send(request.to_text(), delay)
-    return Work(f"{what}, visible in {delay} s")
 
 
 async def process_cleanup(body: str | bytes, attempt: int, services: Services) -> AuditEntry:

@@ -11,8 +11,8 @@ import random
 from collections.abc import Callable
 from typing import TypeVar
 
-from responder.errors import LedgerConflict
-from responder.model import VmRecord, VmRef
+from responder.decisions.errors import LedgerConflict
+from responder.decisions.model import VmRecord, VmRef
 
 T = TypeVar("T")
 

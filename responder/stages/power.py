@@ -14,20 +14,20 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from responder.composition import Services
-from responder.errors import TransientError
-from responder.events import VmEvent
-from responder.executor import Refusal, execute
-from responder.facts import Gone, VmFacts
+from responder.decisions.errors import TransientError
+from responder.decisions.events import VmEvent
+from responder.decisions.facts import Gone, VmFacts
+from responder.decisions.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.observe import adopt_incarnation
+from responder.decisions.ownership import Ownership, Verdict
+from responder.decisions.scope import opted_out
+from responder.decisions.settings import Mode
+from responder.decisions.suppression import DeviceIds, DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
-from responder.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
-from responder.observe import adopt_incarnation
-from responder.ownership import Ownership, Verdict
-from responder.pipeline import Work
-from responder.scope import opted_out
-from responder.settings import Mode
-from responder.suppression import DeviceIds, DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
+from responder.ports import Services
+from responder.stages.executor import Refusal, execute
+from responder.stages.matching import find_own_device, incarnation_of, installation_since, known_device_of
+from responder.stages.pipeline import Work
 
 LEASE = timedelta(minutes=2)
 SUPPRESSION_RULES = frozenset(

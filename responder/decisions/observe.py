@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from responder.events import VmEvent
-from responder.facts import VmFacts
-from responder.joins import join_kind
-from responder.model import EventKind, PowerState, SuppressionState, VmRecord
+from responder.decisions.events import VmEvent
+from responder.decisions.facts import VmFacts
+from responder.decisions.joins import join_kind
+from responder.decisions.model import EventKind, PowerState, SuppressionState, VmRecord
 
 # Enough to recognise Event Grid's retries, which arrive within 24 hours,
 # while keeping the ledger row small.

@@ -7,7 +7,7 @@ hybrid path): `JsonADDomainExtension`.
 
 from __future__ import annotations
 
-from responder.facts import Extension
+from responder.decisions.facts import Extension
 
 INTUNE_MDM_ID = "0000000a-0000-0000-c000-000000000000"  # the Intune MDM application id
 # The extension types a join is read from (lower case): Entra join, the AVD registration, AD join.

@@ -2,12 +2,12 @@
 
 A VM's device enrols minutes after the VM is created, so the create stage queues a
 follow-up (`queue_device_check`), delayed. The follow-up looks for the VM's own
-Intune record with the ownership rules (`responder.matching`). Not there yet (or
+Intune record with the ownership rules (`responder.stages.matching`). Not there yet (or
 not proven): it is queued again, each wait twice the last (at most two hours),
 until the configured number of hours since the first has passed; then the VM is
 reported `not-enrolled` (or `device-unproven`, with the candidates). Found: the
 policies that reach the device (its groups, all devices, all users) are read from
-Intune and the device rules of `responder.prerequisites` run. Their findings replace
+Intune and the device rules of `responder.decisions.prerequisites` run. Their findings replace
 the last device check's in the ledger; the ones not reported before go to the log, the
 findings topic and the tag.
 
@@ -34,18 +34,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from http import HTTPStatus
 
-from responder.composition import Services
-from responder.creation import judge_finished
-from responder.errors import RequestRefused, TransientError
-from responder.events import vm_ref_from_resource_id
-from responder.facts import Gone, VmFacts
-from responder.log_lines import failure_fields, vm_fields, write
-from responder.matching import find_own_device, incarnation_of, installation_since, known_device_of
-from responder.model import Finding, Severity, VmRecord, VmRef, parse_moment
-from responder.observe import adopt_incarnation
-from responder.os_identity import identify_os
-from responder.ownership import Ownership, Verdict
-from responder.prerequisites import (
+from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.events import vm_ref_from_resource_id
+from responder.decisions.facts import Gone, VmFacts
+from responder.decisions.model import Finding, Severity, VmRecord, VmRef, parse_moment
+from responder.decisions.observe import adopt_incarnation
+from responder.decisions.os_identity import identify_os
+from responder.decisions.ownership import Ownership, Verdict
+from responder.decisions.prerequisites import (
     DEVICE_PHASE,
     DEVICE_RULE_IDS,
     DOC_VM,
@@ -53,9 +49,13 @@ from responder.prerequisites import (
     DeviceFacts,
     check_device,
 )
-from responder.scope import opted_out, out_of_scope_reason
-from responder.settings import DeviceCheckSettings
-from responder.vm_checks import host_pool_of, report_news
+from responder.decisions.scope import opted_out, out_of_scope_reason
+from responder.decisions.settings import DeviceCheckSettings
+from responder.log_lines import failure_fields, vm_fields, write
+from responder.ports import Services
+from responder.stages.creation import judge_finished
+from responder.stages.matching import find_own_device, incarnation_of, installation_since, known_device_of
+from responder.stages.vm_checks import host_pool_of, report_news
 
 MAX_WAIT_SECONDS = 2 * 3600  # the longest wait between two looks
 # The Functions host gives a message this many deliveries (host.json maxDequeueCount); the
@@ -245,7 +245,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
                 phase=DEVICE_PHASE,
             ),
         )
-    from responder.intune_policies import assigned_to_device, filter_properties  # not loaded to queue a check
+    from responder.decisions.intune_policies import assigned_to_device, filter_properties  # not loaded to queue a check
 
     groups = await services.directory.device_group_ids(entra.object_id) if entra else frozenset[str]()
     policies = await services.directory.intune_policies()

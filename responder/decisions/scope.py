@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from responder.model import VmRef
-from responder.settings import Settings
+from responder.decisions.model import VmRef
+from responder.decisions.settings import Settings
 
 
 def out_of_scope_reason(vm: VmRef, settings: Settings) -> str | None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from responder.errors import IDENTITY_MISSING, AccessDenied, RequestRefused
-from responder.model import Finding, Severity
+from responder.decisions.errors import IDENTITY_MISSING, AccessDenied, RequestRefused
+from responder.decisions.model import Finding, Severity
+from responder.decisions.settings import Mode
+from responder.decisions.suppression import Action, Plan
 from responder.ports import DeviceDirectory
-from responder.settings import Mode
-from responder.suppression import Action, Plan
 
 
 @dataclass(frozen=True, slots=True)

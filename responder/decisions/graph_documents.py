@@ -1,4 +1,4 @@
-"""Microsoft Graph's JSON, as the plain values the decisions read (`responder.facts`, `intune_policies`).
+"""Microsoft Graph's JSON, as the plain values the decisions read (`responder.decisions.facts`, `intune_policies`).
 
 Pure: the Graph adapter reads documents with these, and tests build facts from Graph's
 own shapes with them. Only the fields a decision needs are carried.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from responder.facts import EntraDevice, ManagedDevice
-from responder.intune_policies import Policy, settings_read, target_from_json
-from responder.model import parse_moment
+from responder.decisions.facts import EntraDevice, ManagedDevice
+from responder.decisions.intune_policies import Policy, settings_read, target_from_json
+from responder.decisions.model import parse_moment
 
 
 def managed_device_from_json(document: dict[str, Any]) -> ManagedDevice:

@@ -11,7 +11,7 @@ exclude filter only those it doesn't. The rule is evaluated here against the dev
 product reads (`evaluate_filter`); one it can't evaluate (a property it doesn't read, syntax it can't
 parse, a filter it couldn't read) keeps the policy, with `AssignedPolicy.unevaluated` saying why. The kinds
 here are the ones the seed documents say a VM (or an AVD host) can't honour: the
-rules in `responder.prerequisites` turn them into findings naming the policy.
+rules in `responder.decisions.prerequisites` turn them into findings naming the policy.
 
 Three shapes of policy reach the same rules: template profiles (`deviceConfiguration`,
 their settings as named properties), compliance policies, and settings catalog and
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from responder.facts import EntraDevice, ManagedDevice
+from responder.decisions.facts import EntraDevice, ManagedDevice
 
 CONFIGURATION, COMPLIANCE = "configuration", "compliance"
 

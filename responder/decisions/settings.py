@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from responder.clouds import CLOUDS, PUBLIC, Cloud
+from responder.decisions.clouds import CLOUDS, PUBLIC, Cloud
 
 T = TypeVar("T")
 

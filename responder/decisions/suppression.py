@@ -2,7 +2,7 @@
 
 Facts in (what ARM says the VM is now, what the ledger says is marked, which
 device is the VM's, the configured mechanisms), a plan out: the actions to
-take and the findings to report. No I/O here; `responder.power` gathers the
+take and the findings to report. No I/O here; `responder.stages.power` gathers the
 facts and carries the plan out (or, in audit mode, only records it).
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from responder.model import Finding, PowerState, Severity, SuppressionState
-from responder.settings import SuppressionSettings
+from responder.decisions.model import Finding, PowerState, Severity, SuppressionState
+from responder.decisions.settings import SuppressionSettings
 
 DOC = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
 

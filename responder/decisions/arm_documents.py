@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from responder.events import vm_ref_from_resource_id
-from responder.facts import Extension, HostPool, ImageDefinition, ImageReference, OsDisk, Unreadable, VmFacts
-from responder.model import PowerState, parse_moment
+from responder.decisions.events import vm_ref_from_resource_id
+from responder.decisions.facts import Extension, HostPool, ImageDefinition, ImageReference, OsDisk, Unreadable, VmFacts
+from responder.decisions.model import PowerState, parse_moment
 
 _POWER_STATES = {
     "running": PowerState.RUNNING,

@@ -1,4 +1,4 @@
-"""Gather the records that could be a VM's, and let `responder.ownership` judge them (design §2).
+"""Gather the records that could be a VM's, and let `responder.decisions.ownership` judge them (design §2).
 
 The lookups, strongest first: the ids the ledger saved (for whichever vmId; the
 decision knows whether they still count), the Entra devices whose `physicalIds`
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from responder.facts import DeviceReads, EntraDevice, ManagedDevice, OsDisk, VmFacts
-from responder.model import VmRecord
-from responder.ownership import Incarnation, KnownDevice, Ownership, decide_ownership, device_id_of
+from responder.decisions.facts import DeviceReads, EntraDevice, ManagedDevice, OsDisk, VmFacts
+from responder.decisions.model import VmRecord
+from responder.decisions.ownership import Incarnation, KnownDevice, Ownership, decide_ownership, device_id_of
 from responder.ports import Compute, DeviceDirectory
 
 

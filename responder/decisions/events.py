@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from responder.model import EventKind, VmRef
-from responder.names import (
+from responder.decisions.model import EventKind, VmRef
+from responder.decisions.names import (
     MAX_RESOURCE_ID,
     clip,
     event_id_problem,

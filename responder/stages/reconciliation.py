@@ -27,19 +27,19 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
-from responder.audit import AuditEntry
-from responder.cleanup import CleanupRequest, Origin, came_after
-from responder.composition import Services
-from responder.errors import RequestRefused, TransientError
-from responder.facts import VmFacts
+from responder.decisions.audit import AuditEntry
+from responder.decisions.cleanup import CleanupRequest, Origin, came_after
+from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.facts import VmFacts
+from responder.decisions.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.names import clip
+from responder.decisions.observe import adopt_incarnation
+from responder.decisions.prerequisites import DEVICE_NOT_FOUND, cannot_enrol
+from responder.decisions.scope import opted_out, out_of_scope_reason
+from responder.decisions.suppression import wanted_suppression
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.model import PowerState, SuppressionState, VmRecord, VmRef
-from responder.names import clip
-from responder.observe import adopt_incarnation
-from responder.power import align_power_mark
-from responder.prerequisites import DEVICE_NOT_FOUND, cannot_enrol
-from responder.scope import opted_out, out_of_scope_reason
-from responder.suppression import wanted_suppression
+from responder.ports import Services
+from responder.stages.power import align_power_mark
 
 # A VM whose device never showed (or was never proven) is looked for again, weekly: it may have
 # enrolled since, and a daily chain of looks for a VM that never will would be noise.
@@ -213,7 +213,7 @@ class _Pass:
             # Never checked at creation: the create-time rules first, as its write event would have run
             # them. They queue the device check when Intune can manage the VM; a Windows Server or Pro
             # VM is never looked for.
-            from responder.creation import check_vm
+            from responder.stages.creation import check_vm
 
             await check_vm(vm.ref, self.now, record, self.services)
             self.summary.create_checks += 1
@@ -224,7 +224,7 @@ class _Pass:
             found = not any(finding.rule_id in DEVICE_NOT_FOUND for finding in record.findings)
             checked = record.device_checked_at
             if checked is not None and found:  # one more look if its groups changed since (a dynamic group)
-                from responder.device_check import look_again_if_groups_changed
+                from responder.stages.device_check import look_again_if_groups_changed
 
                 self.summary.device_checks_queued += await look_again_if_groups_changed(vm.ref, record, self.services)
                 return
@@ -232,7 +232,7 @@ class _Pass:
                 return
             if record.device_check_due is not None and record.device_check_due > self.now:
                 return
-        from responder.device_check import queue_device_check
+        from responder.stages.device_check import queue_device_check
 
         due = await queue_device_check(vm.ref, vm.vm_id, self.services)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from responder.model import PowerState, VmRef
+from responder.decisions.model import PowerState, VmRef
 
 
 @dataclass(frozen=True, slots=True)

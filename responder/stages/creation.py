@@ -9,7 +9,7 @@ runs again once the extensions the rules read have landed (another extension's w
 changes nothing). Findings go to the ledger (replacing the last check's); the ones not
 reported before go to the log (one line each), the tag and, when a topic is configured,
 to Event Grid as a custom event. A Windows VM's check also queues the device-side check
-(`responder.device_check`), which runs once the VM's device has enrolled; until that
+(`responder.stages.device_check`), which runs once the VM's device has enrolled; until that
 check ends, a VM with neither join extension isn't reported (its extensions may still
 land): `judge_finished` runs the rules again when it ends and says so then, once.
 """
@@ -22,23 +22,30 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from responder import arm_documents
-from responder.composition import Services
-from responder.errors import AccessDenied
-from responder.events import VmEvent
-from responder.facts import Gone, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
-from responder.joins import JOIN_EXTENSION_TYPES, domain_join, entra_join
-from responder.matching import installation_since
-from responder.model import Finding, VmRecord, VmRef
-from responder.observe import adopt_incarnation
-from responder.os_identity import identify_os
-from responder.prerequisites import CREATE_PHASE, PREREQUISITE_RULE_IDS, RULES, CheckFacts, cannot_enrol, check
-from responder.prerequisites import join as join_rule
-from responder.scope import opted_out
-from responder.vm_checks import AVD_EXTENSION_TYPES, read_host_pool, report_news
+from responder.decisions import arm_documents
+from responder.decisions.errors import AccessDenied
+from responder.decisions.events import VmEvent
+from responder.decisions.facts import Gone, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
+from responder.decisions.joins import JOIN_EXTENSION_TYPES, domain_join, entra_join
+from responder.decisions.model import Finding, VmRecord, VmRef
+from responder.decisions.observe import adopt_incarnation
+from responder.decisions.os_identity import identify_os
+from responder.decisions.prerequisites import (
+    CREATE_PHASE,
+    PREREQUISITE_RULE_IDS,
+    RULES,
+    CheckFacts,
+    cannot_enrol,
+    check,
+)
+from responder.decisions.prerequisites import join as join_rule
+from responder.decisions.scope import opted_out
+from responder.ports import Services
+from responder.stages.matching import installation_since
+from responder.stages.vm_checks import AVD_EXTENSION_TYPES, read_host_pool, report_news
 
 if TYPE_CHECKING:  # the stage's result: the device check, which reuses this module's checks, doesn't load it
-    from responder.pipeline import Work
+    from responder.stages.pipeline import Work
 
 # The extensions the create-time rules read (lower-case types): joins and the AVD registration.
 RULE_EXTENSION_TYPES = JOIN_EXTENSION_TYPES | AVD_EXTENSION_TYPES
@@ -66,7 +73,7 @@ def _located_image(image: ImageReference) -> str | None:
 
 async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
     """The stage of `on_vm_created`: the check, its findings as the event line's actions."""
-    from responder.pipeline import Work
+    from responder.stages.pipeline import Work
 
     summary, findings = await check_written_vm(event, record, services)
     return Work(summary, tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings))
@@ -119,7 +126,7 @@ async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services
     )
     device_check_due = None
     if follows and facts.vm_id:
-        from responder.device_check import queue_device_check  # the follow-up, once the device enrols
+        from responder.stages.device_check import queue_device_check  # the follow-up, once the device enrols
 
         device_check_due = await queue_device_check(vm, facts.vm_id, services)
 

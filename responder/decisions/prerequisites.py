@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from responder.facts import HostPool, ImageDefinition, Unreadable, VmFacts
-from responder.joins import INTUNE_MDM_ID, domain_join, entra_join
-from responder.model import Finding, Severity
-from responder.os_identity import (
+from responder.decisions.facts import HostPool, ImageDefinition, Unreadable, VmFacts
+from responder.decisions.joins import INTUNE_MDM_ID, domain_join, entra_join
+from responder.decisions.model import Finding, Severity
+from responder.decisions.os_identity import (
     BUILD_1809,
     BUILD_1903,
     ENTERPRISE,
@@ -27,7 +27,7 @@ from responder.os_identity import (
 )
 
 if TYPE_CHECKING:  # the policies are read by the device-side rules alone: a create-time check doesn't load them
-    from responder.intune_policies import AssignedPolicy, Policy
+    from responder.decisions.intune_policies import AssignedPolicy, Policy
 
 DOC_VM = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
 DOC_AVD = "https://learn.microsoft.com/mem/intune/fundamentals/azure-virtual-desktop"
@@ -72,7 +72,7 @@ class CheckFacts:
     device: DeviceFacts | None = None
     # A VM with neither join extension isn't reported (yet): its device-side check is under way, and the
     # extensions a template or the portal writes after the VM may still land; or it found the VM's device
-    # enrolled. Said once that check ends without a device (`responder.creation.judge_finished`).
+    # enrolled. Said once that check ends without a device (`responder.stages.creation.judge_finished`).
     hold_missing_join: bool = False
 
 
@@ -403,7 +403,7 @@ def applies_on(policy: Policy, system: OperatingSystem) -> bool:
     "Endpoint security" and "Security baselines")."""
     if system.edition != MULTI_SESSION:
         return True
-    from responder.intune_policies import CONFIGURATION, INTENT
+    from responder.decisions.intune_policies import CONFIGURATION, INTENT
 
     kind = policy.odata_type.lower()
     if kind == INTENT or str(policy.settings.get("templateFamily") or "").lower() == "baseline":
@@ -418,7 +418,7 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     device = facts.device
     if device is None:
         return []
-    from responder.intune_policies import TPM_COMPLIANCE_SETTINGS, profile_kind, tpm_requirements
+    from responder.decisions.intune_policies import TPM_COMPLIANCE_SETTINGS, profile_kind, tpm_requirements
 
     unsupported = {"bitlocker", "dfci"}
     if facts.host_pool is not None:
@@ -460,7 +460,7 @@ def tpm_bound(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
 def remote_access(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
     if facts.host_pool is None or facts.device is None:
         return []
-    from responder.intune_policies import remote_connections_setting
+    from responder.decisions.intune_policies import remote_connections_setting
 
     findings = []
     for assigned in facts.device.policies:
@@ -521,7 +521,7 @@ def _device_finding(rule_id: str, severity: Severity, message: str, evidence: st
 
 
 RULES: tuple[Rule, ...] = (os_edition, os_version, multi_session_update, host_pool_persistence, join, cloned_image)
-# Read from Intune once the VM's device has enrolled (`responder.device_check`).
+# Read from Intune once the VM's device has enrolled (`responder.stages.device_check`).
 DEVICE_RULES: tuple[Rule, ...] = (autopilot, tpm_bound, remote_access)
 # The device check's findings when it found no device of the VM's (reconciliation looks again).
 DEVICE_NOT_FOUND = frozenset({"not-enrolled", "device-unproven"})

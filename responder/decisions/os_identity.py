@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from responder.facts import VmFacts
+from responder.decisions.facts import VmFacts
 
 # Windows 10 feature updates by Marketplace codename, and the build each shipped as.
 WINDOWS_10_BUILDS = {

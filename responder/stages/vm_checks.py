@@ -1,7 +1,7 @@
 """What both prerequisite checks share: the VM's AVD host pool, and where their findings go.
 
-The create-time check (`responder.creation`) and the device-side check
-(`responder.device_check`) report the same way: one log line per finding, the
+The create-time check (`responder.stages.creation`) and the device-side check
+(`responder.stages.device_check`) report the same way: one log line per finding, the
 optional tag (its verdict over both checks' findings), the findings topic.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from responder import arm_documents
-from responder.composition import Services
-from responder.errors import AccessDenied
-from responder.facts import HostPool, Unreadable, VmFacts
+from responder.decisions import arm_documents
+from responder.decisions.errors import AccessDenied
+from responder.decisions.facts import HostPool, Unreadable, VmFacts
+from responder.decisions.model import Finding, Severity, VmRef
 from responder.log_lines import vm_fields, write
-from responder.model import Finding, Severity, VmRef
+from responder.ports import Services
 
 AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
 

@@ -17,10 +17,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from responder.facts import Gone, ManagedDevice, OsDisk, VmFacts
-from responder.model import Finding, Severity, VmRef
-from responder.names import clip, has_control
-from responder.ownership import Ownership, Verdict
+from responder.decisions.facts import Gone, ManagedDevice, OsDisk, VmFacts
+from responder.decisions.model import Finding, Severity, VmRef
+from responder.decisions.names import clip, has_control
+from responder.decisions.ownership import Ownership, Verdict
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = frozenset({1, 2})  # version 1 messages (before incarnations) are still read

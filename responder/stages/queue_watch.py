@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from responder.composition import Services
-from responder.errors import RequestRefused, TransientError
+from responder.decisions.errors import RequestRefused, TransientError
 from responder.log_lines import failure_fields, write
+from responder.ports import Services
 
 
 async def watch_queues(services: Services) -> None:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from responder.facts import EntraDevice, ManagedDevice
-from responder.model import VmRef
+from responder.decisions.facts import EntraDevice, ManagedDevice
+from responder.decisions.model import VmRef
 
 ANCHOR_PREFIX = "[azureresourceid]:"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"  # Intune's azureADDeviceId of a device with no Entra object

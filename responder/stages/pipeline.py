@@ -16,14 +16,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from responder.composition import Services
-from responder.errors import RequestRefused, TransientError
-from responder.events import ClassifiedEvent, IntakeError, VmEvent, parse_event
+from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.events import ClassifiedEvent, IntakeError, VmEvent, parse_event
+from responder.decisions.model import EventKind, VmRecord
+from responder.decisions.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
+from responder.decisions.observe import NEEDS_WORK, Outcome, observe, settle
+from responder.decisions.scope import out_of_scope_reason
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.model import EventKind, VmRecord
-from responder.names import MAX_EVENT_ID, MAX_RESOURCE_ID, clip
-from responder.observe import NEEDS_WORK, Outcome, observe, settle
-from responder.scope import out_of_scope_reason
+from responder.ports import Services
 
 MAX_REASON = 4000  # a reason names every candidate record; more than this is never useful in one line
 
@@ -97,8 +97,8 @@ class Work:
     problem: RequestRefused | None = None  # a write Graph refused: the event is done, but not all of it
 
 
-# A stage: the work of one VM event, given the ledger row the event produced (`responder.power`,
-# `responder.creation`, `responder.cleanup_worker`). Each trigger names its own.
+# A stage: the work of one VM event, given the ledger row the event produced (`responder.stages.power`,
+# `responder.stages.creation`, `responder.stages.cleanup`). Each trigger names its own.
 Stage = Callable[[VmEvent, VmRecord, Services], Awaitable[Work]]
 
 

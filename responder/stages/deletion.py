@@ -1,0 +1,54 @@
+"""The deletion stage: queue a deleted VM's cleanup (the cleanup stage carries it out).
+
+One message per deletion of one incarnation, sent with the configured delay. A redelivered
+delete event may send a second message for the same deletion; both carry the same cleanup
+key, so the second finds the first's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from responder.decisions.cleanup import CleanupRequest
+from responder.decisions.events import VmEvent
+from responder.decisions.model import VmRecord
+from responder.decisions.observe import deletion_ended_this_incarnation
+from responder.ports import Services
+from responder.stages.pipeline import Work
+
+
+async def deletion_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+    """The stage of `on_vm_deleted`: queue the cleanup of the incarnation the delete event ended
+    (`record`: the row the event produced)."""
+    vm = event.vm
+    base = CleanupRequest(
+        event_id=event.event_id,
+        resource_id=vm.resource_id,
+        subscription_id=vm.subscription_id,
+        resource_group=vm.resource_group,
+        vm_name=vm.name,
+        deleted_at=event.event_time,
+    )
+    if deletion_ended_this_incarnation(record, event):
+        request = replace(
+            base,
+            computer_name=record.computer_name,
+            vm_id=record.vm_id,
+            created_at=record.machine_since or record.created_at,
+            join_kind=record.join_kind,
+            os_disk_id=record.os_disk_id,
+            arm_id=record.arm_id,
+            managed_device_id=record.managed_device_id,
+            entra_device_id=record.entra_device_id,
+            entra_object_id=record.entra_object_id,
+            device_vm_id=record.device_vm_id,
+            opted_out=record.opted_out,
+        )
+        what = "cleanup queued"
+    else:
+        # The ledger already describes a later VM under this resource id: nothing it knows is the deleted one's.
+        request = replace(base, replaced_by_vm_id=record.vm_id)
+        what = "cleanup of an earlier VM under this resource id queued"
+    delay = services.settings.cleanup.delay_seconds
+    await services.cleanup_queue.send(request.to_text(), delay)
+    return Work(f"{what}, visible in {delay} s")

@@ -31,9 +31,8 @@ from localdev.graph_sim import GraphTenant
 from localdev.queue_host import run_queue_trigger
 from localdev.simulators import Simulators, load_seed, running_simulators
 from responder.decisions.events import IntakeError, parse_event
-from responder.decisions.model import EventKind, PowerState, VmRecord
+from responder.decisions.model import EventKind, FindingSource, PowerState, VmRecord
 from responder.decisions.observe import POWER_STATE_AFTER
-from responder.decisions.prerequisites import DEVICE_PHASE
 from responder.decisions.settings import (
     CLEANUP_DELAY_SECONDS,
     DEVICE_CHECK_FIRST_DELAY_SECONDS,
@@ -191,7 +190,7 @@ def print_report(rows: Sequence[ReplayRow], records: Sequence[VmRecord], out: Te
 
 def print_device_findings(records: Sequence[VmRecord], out: TextIO) -> None:
     """What the device-side check found once each VM's device enrolled (the ledger keeps it)."""
-    device_side = [(record, f) for record in records for f in record.findings if f.phase == DEVICE_PHASE]
+    device_side = [(record, f) for record in records for f in record.findings if f.phase is FindingSource.DEVICE]
     print(f"\ndevice-side findings, after enrolment ({len(device_side)}):", file=out)
     for record, finding in device_side:
         print(f"{record.ref.name:<16} {finding.severity:<8} {finding.rule_id:<15} {finding.message}", file=out)

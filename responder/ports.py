@@ -20,7 +20,7 @@ from responder.decisions.facts import (
     OsDisk,
     VmFacts,
 )
-from responder.decisions.model import Finding, VmRecord, VmRef
+from responder.decisions.model import Finding, FindingSource, VmRecord, VmRef
 from responder.decisions.settings import Settings
 
 if TYPE_CHECKING:  # types only: a cold start loads them where they are used (cleanup worker, policy reads)
@@ -129,7 +129,7 @@ class FindingsTopic(Protocol):
     """The Event Grid topic other automation listens on: prerequisite findings, hybrid devices to delete in AD."""
 
     async def publish(
-        self, vm: VmRef, vm_id: str | None, findings: list[Finding], *, phase: str | None = None
+        self, vm: VmRef, vm_id: str | None, findings: list[Finding], *, phase: FindingSource | None = None
     ) -> None: ...
 
     async def publish_delete_in_ad(self, vm: VmRef, finding: Finding) -> None: ...

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from handlers import vm_created, vm_deleted
 from localdev.inprocess import run_queue
 from responder.decisions.model import VmRef
-from responder.stages.cleanup import MAX_ATTEMPTS, process_cleanup
+from responder.stages.cleanup import process_cleanup
+from responder.stages.queue_worker import MAX_ATTEMPTS
 from tests.conftest import handle_as, load_event, sample_in_process
 
 OLD = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg-avd-prod", "vm-old-09")

@@ -29,11 +29,11 @@ from responder.composition import close_services, get_services
 from responder.decisions.model import VmRef
 from responder.ports import Services
 from responder.stages.device_check import (
-    MAX_ATTEMPTS,
     DeviceCheckMessageError,
     DeviceCheckRequest,
     process_device_check,
 )
+from responder.stages.queue_worker import MAX_ATTEMPTS
 from tests.conftest import deployed_services, ledger_row, log_lines, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -27,7 +27,7 @@ from responder.adapters.findings_publisher import (
 )
 from responder.adapters.table_ledger import TableLedger
 from responder.decisions.errors import TransientError
-from responder.decisions.model import Finding, Severity, VmRecord, VmRef
+from responder.decisions.model import Finding, FindingSource, Severity, VmRecord, VmRef
 from responder.ports import Services
 from tests.conftest import load_event
 
@@ -36,9 +36,25 @@ CLONE = VmRef(SUB, "rg-avd-prod", "vm-clone-05")
 VM = VmRef(SUB, "rg-avd-prod", "vm-win11-01")
 VM_ID = "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4a01"
 OTHER_VM_ID = "0f6b2a7e-1c3d-4e5f-8a9b-0c1d2e3f4aff"
-CLONED = Finding("cloned-image", Severity.ERROR, "The image is specialized.", "gallery image x", "doc#clone")
-JOIN = Finding("join", Severity.WARNING, "No Intune auto-enrolment.", "AADLoginForWindows", "doc#join")
-TPM = Finding("tpm-profile", Severity.WARNING, "A BitLocker profile is assigned.", "profile y", "doc#tpm", "device")
+CLONED = Finding(
+    "cloned-image",
+    Severity.ERROR,
+    "The image is specialized.",
+    "gallery image x",
+    "doc#clone",
+    phase=FindingSource.CREATE,
+)
+JOIN = Finding(
+    "join", Severity.WARNING, "No Intune auto-enrolment.", "AADLoginForWindows", "doc#join", phase=FindingSource.CREATE
+)
+TPM = Finding(
+    "tpm-profile",
+    Severity.WARNING,
+    "A BitLocker profile is assigned.",
+    "profile y",
+    "doc#tpm",
+    phase=FindingSource.DEVICE,
+)
 
 on_vm_created = vm_created.on_vm_created.build().get_user_function()
 
@@ -125,8 +141,8 @@ async def test_the_device_side_findings_get_another_id_than_the_create_time_find
 
 
 async def test_an_empty_report_gets_another_id_for_each_phase_named(services: Services, simulators: Simulators) -> None:
-    await publisher(services).publish(VM, VM_ID, [], phase="create")
-    await publisher(services).publish(VM, VM_ID, [], phase="device")
+    await publisher(services).publish(VM, VM_ID, [], phase=FindingSource.CREATE)
+    await publisher(services).publish(VM, VM_ID, [], phase=FindingSource.DEVICE)
 
     create_time, device_side = published_ids(simulators)
     assert create_time != device_side
@@ -135,7 +151,13 @@ async def test_an_empty_report_gets_another_id_for_each_phase_named(services: Se
 async def test_the_same_delete_in_ad_instruction_published_again_carries_the_same_id(
     services: Services, simulators: Simulators
 ) -> None:
-    finding = Finding("delete-in-ad", Severity.INFO, "Delete the computer object.", "Entra device d (VM-HYBRID-06)")
+    finding = Finding(
+        "delete-in-ad",
+        Severity.INFO,
+        "Delete the computer object.",
+        "Entra device d (VM-HYBRID-06)",
+        phase=FindingSource.CLEANUP,
+    )
 
     await publisher(services).publish_delete_in_ad(VM, finding)
     await publisher(services).publish_delete_in_ad(VM, finding)
@@ -197,11 +219,12 @@ def test_a_finding_that_says_something_else_gets_another_id(field: str) -> None:
 async def test_each_check_names_its_phase_so_their_empty_reports_are_two_events(
     services: Services, simulators: Simulators
 ) -> None:
-    from responder.decisions.prerequisites import CREATE_PHASE, DEVICE_PHASE
     from responder.stages.vm_checks import report_findings
 
-    await report_findings(VM, VM_ID, (), (), services, phase=CREATE_PHASE)  # the create-time check found nothing
-    await report_findings(VM, VM_ID, (), (), services, phase=DEVICE_PHASE)  # nor did the device-side check
+    await report_findings(
+        VM, VM_ID, (), (), services, phase=FindingSource.CREATE
+    )  # the create-time check found nothing
+    await report_findings(VM, VM_ID, (), (), services, phase=FindingSource.DEVICE)  # nor did the device-side check
 
     create_time, device_side = published_ids(simulators)
     assert create_time != device_side

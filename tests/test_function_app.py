@@ -83,13 +83,12 @@ def test_the_device_check_binds_a_queue_trigger_on_its_own_queue(indexed: dict[s
 def test_host_json_decodes_queue_messages_as_the_worker_encodes_them() -> None:
     from pathlib import Path
 
-    from responder.stages import device_check
-    from responder.stages.cleanup import MAX_ATTEMPTS
+    from responder.stages.queue_worker import MAX_ATTEMPTS
 
     queues = json.loads((Path(__file__).parent.parent / "host.json").read_text())["extensions"]["queues"]
 
     assert queues["messageEncoding"] == "base64"
-    assert queues["maxDequeueCount"] == MAX_ATTEMPTS == device_check.MAX_ATTEMPTS
+    assert queues["maxDequeueCount"] == MAX_ATTEMPTS
 
 
 def test_every_setting_a_binding_names_is_in_the_example_local_settings(indexed: dict[str, Any]) -> None:

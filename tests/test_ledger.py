@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from responder.adapters.table_ledger import TableLedger
+from responder.adapters.table_ledger import TableLedger, record_from_entity
 from responder.decisions.errors import LedgerConflict
 from responder.decisions.events import vm_ref_from_resource_id
 from responder.decisions.model import (
     CleanupStatus,
     EventKind,
     Finding,
+    FindingSource,
     PowerState,
     Severity,
     SuppressionState,
@@ -39,7 +41,16 @@ def full_record() -> VmRecord:
         suppression=SuppressionState.SUPPRESSED,
         last_event_at={EventKind.CREATED: T0, EventKind.DEALLOCATED: T0},
         recent_event_ids=("e1", "e2"),
-        findings=(Finding("os-edition", Severity.ERROR, "Windows Server is not supported", "sku=2022", "doc"),),
+        findings=(
+            Finding(
+                "os-edition",
+                Severity.ERROR,
+                "Windows Server is not supported",
+                "sku=2022",
+                "doc",
+                phase=FindingSource.CREATE,
+            ),
+        ),
         cleanup_status=CleanupStatus.NEEDS_REVIEW,
         deleted_at=T0,
         device_groups="3f2a9c0d1e4b5a69",
@@ -138,3 +149,24 @@ async def test_records_lists_every_vm(ledger: TableLedger) -> None:
     listed = {record.ref async for record in ledger.records()}
 
     assert listed == {VM, other}
+
+
+def test_a_row_written_before_findings_named_their_source_reads_the_power_stage_findings_as_its() -> None:
+    """Such rows said "create" for every finding but the device check's: the power stage's are known by
+    their rule ids, so it still replaces them and the next create-time check keeps them."""
+    old = [
+        {"rule_id": "os-edition", "severity": "error", "message": "Windows Server", "phase": "create"},
+        {"rule_id": "no-intune-device", "severity": "info", "message": "No Intune device", "phase": "create"},
+        {"rule_id": "tpm-profile", "severity": "warning", "message": "BitLocker", "phase": "device"},
+        {"rule_id": "join", "severity": "warning", "message": "No enrolment"},
+    ]
+    entity = {"PartitionKey": "sub", "RowKey": "rg|vm", "Findings": json.dumps(old)}
+
+    record = record_from_entity(entity, None)
+
+    assert [(finding.rule_id, finding.phase) for finding in record.findings] == [
+        ("os-edition", FindingSource.CREATE),
+        ("no-intune-device", FindingSource.POWER),
+        ("tpm-profile", FindingSource.DEVICE),
+        ("join", FindingSource.CREATE),
+    ]

@@ -43,9 +43,10 @@ from responder.decisions.cleanup import CleanupRecord, CleanupRequest, Decision,
 from responder.decisions.events import subscription_filter_kind, vm_ref_from_resource_id
 from responder.decisions.model import EventKind, VmRecord, VmRef
 from responder.decisions.settings import Settings
-from responder.stages.cleanup import MAX_ATTEMPTS, process_cleanup
+from responder.stages.cleanup import process_cleanup
 from responder.stages.device_check import process_device_check
 from responder.stages.pipeline import Handled
+from responder.stages.queue_worker import MAX_ATTEMPTS
 from responder.stages.reconciliation import reconcile
 from tests.conftest import handle_as
 from tests.model_world import GROUP, SUB_A, SUB_B, Oracle, Truth, Vm, World

@@ -20,7 +20,7 @@ from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import close_services, get_services
-from responder.decisions.model import Finding, Severity, SuppressionState, VmRecord, VmRef
+from responder.decisions.model import Finding, FindingSource, Severity, SuppressionState, VmRecord, VmRef
 from responder.ports import Services
 from tests.conftest import deployed_services, log_lines
 
@@ -264,7 +264,9 @@ async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_
     drifted: Services, ledger: TableLedger
 ) -> None:
     checked_at = datetime(2026, 11, 10, tzinfo=UTC)  # over a week ago
-    not_enrolled = Finding("not-enrolled", Severity.WARNING, "No Intune record of this VM appeared.", phase="device")
+    not_enrolled = Finding(
+        "not-enrolled", Severity.WARNING, "No Intune record of this VM appeared.", phase=FindingSource.DEVICE
+    )
 
     def checked(vm_id: str, findings: tuple[Finding, ...]) -> Callable[[VmRecord], tuple[VmRecord, None]]:
         def done(row: VmRecord) -> tuple[VmRecord, None]:

@@ -25,7 +25,8 @@ from responder.composition import close_services, get_services
 from responder.decisions.errors import TransientError
 from responder.decisions.model import EventKind, SuppressionState, VmRef
 from responder.ports import Services
-from responder.stages.cleanup import MAX_ATTEMPTS, process_cleanup
+from responder.stages.cleanup import process_cleanup
+from responder.stages.queue_worker import MAX_ATTEMPTS
 from tests.conftest import deployed_services, handle_as, load_event, log_lines, outcome_of, sample_in_process
 
 SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d"

@@ -19,7 +19,7 @@ from responder.decisions.suppression import (
 
 AT = datetime(2026, 11, 20, 19, 0, 2, tzinfo=UTC)
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
-DEVICE = DeviceIds(managed_device_id="md-1", entra_object_id="obj-1", entra_device_id="dev-1", hybrid=False)
+DEVICE = DeviceIds(managed_device_id="md-1", entra_object_id="obj-1", entra_device_id="dev-1")
 BOTH = SuppressionSettings(group_id=GROUP, attribute=7)
 NOT_MARKED, MARKED = SuppressionState.NONE, SuppressionState.SUPPRESSED
 
@@ -101,15 +101,6 @@ def test_a_vm_without_an_intune_device_is_a_finding_not_an_error() -> None:
 
     assert result.actions == ()
     assert [finding.rule_id for finding in result.findings] == ["no-intune-device"]
-
-
-def test_a_hybrid_device_gets_the_group_and_the_attribute_like_any_other() -> None:
-    hybrid = DeviceIds("md-2", "obj-2", "dev-2", hybrid=True)
-
-    result = plan(PowerState.DEALLOCATED, device=hybrid)
-
-    assert [type(action).__name__ for action in result.actions] == ["AddToGroup", "SetAttribute"]
-    assert result.findings == ()
 
 
 def test_a_device_without_an_entra_object_can_only_be_reported() -> None:

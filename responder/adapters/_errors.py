@@ -12,9 +12,17 @@ adapter, so adapters handle those before they get here.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -87,3 +95,36 @@ def status_failure(status: int | None, message: str, service: str) -> Exception:
             role=ROLES[service],
         )
     return RequestRefused(status, f"{service}: {message}", service)
+
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+@contextmanager
+def table_failures() -> Iterator[None]:
+    """A table call's failures mapped as above; the answers that mean something to the caller (no such
+    row, row exists, row changed since read) pass through as the SDK raised them."""
+    try:
+        yield
+    except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
+        raise
+    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+        raise service_failure(error, TABLES) from error
+
+
+async def table_call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 stays importable for the benchmark)
+    """Await one table call under `table_failures`."""
+    with table_failures():
+        return await operation
+
+
+def table_failures_mapped(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:  # noqa: UP047
+    """Every table call of an adapter method under `table_failures`, so each method needn't repeat it."""
+
+    @wraps(method)
+    async def mapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        with table_failures():
+            return await method(*args, **kwargs)
+
+    return mapped

@@ -10,6 +10,7 @@ admin can list a day's decisions cheaply. Nothing in a row identifies a person
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -19,17 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from responder.adapters._errors import TABLES, service_failure
+from responder.adapters._errors import table_failures_mapped
 from responder.decisions.errors import LedgerConflict, TransientError
 from responder.decisions.model import parse_moment
 
@@ -52,14 +50,12 @@ class AuditTable:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
+    @table_failures_mapped
     async def ensure_table(self) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):  # made by an earlier start
             await self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
 
+    @table_failures_mapped
     async def record(self, entry: AuditEntry) -> None:
         row = {
             "PartitionKey": entry.at.strftime("%Y-%m-%d"),
@@ -73,21 +69,18 @@ class AuditTable:
             "Findings": json.dumps(list(entry.findings)),
             "At": entry.at,
         }
-        try:
-            await self._table.create_entity(row)
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
+        await self._table.create_entity(row)
 
+    @table_failures_mapped
     async def cleanup_record(self, key: str) -> CleanupRecord | None:
         """The decision and progress of one cleanup, or None when it was never decided."""
         try:
             entity = await self._table.get_entity(CLEANUP_PARTITION, key)
         except ResourceNotFoundError:
             return None
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
         return cleanup_record_from_entity(entity, entity.metadata["etag"])
 
+    @table_failures_mapped
     async def save_cleanup(self, record: CleanupRecord) -> CleanupRecord:
         """Insert (no ETag yet) or replace under the ETag read: a concurrent worker's change wins."""
         entity = entity_from_cleanup_record(record)
@@ -100,10 +93,9 @@ class AuditTable:
                 )
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
             raise LedgerConflict(f"cleanup {record.key} was changed by another worker") from error
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
         return replace(record, etag=metadata.get("etag"))
 
+    @table_failures_mapped
     async def claim_records(self, key: str, record_ids: tuple[str, ...]) -> str | None:
         """Each record's claim row, inserted (or taken over from a finished cleanup) under ETags."""
         for record_id in record_ids:
@@ -113,8 +105,6 @@ class AuditTable:
                 continue
             except ResourceExistsError:
                 pass
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise service_failure(error, TABLES) from error
             try:
                 current = await self._table.get_entity(CLAIM_PARTITION, record_id)
                 holder = str(current.get("Cleanup", ""))
@@ -130,8 +120,6 @@ class AuditTable:
                 )
             except (ResourceModifiedError, ResourceNotFoundError) as error:
                 raise LedgerConflict(f"the claim on {record_id} changed while cleanup {key} took it") from error
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise service_failure(error, TABLES) from error
         return None
 
     async def _still_holds(self, holder: str, claimed_at: datetime | None) -> bool:
@@ -140,6 +128,7 @@ class AuditTable:
             return claimed_at is not None and datetime.now(UTC) - claimed_at < UNSAVED_CLAIM
         return not record.finished
 
+    @table_failures_mapped
     async def entries(self) -> list[dict[str, object]]:
         """The decision rows (the cap's bookkeeping row and the claims left out)."""
         return [
@@ -149,23 +138,21 @@ class AuditTable:
             and entity["PartitionKey"] != CLAIM_PARTITION
         ]
 
+    @table_failures_mapped
     async def reconcile_cursor(self) -> int:
         """How many items the unfinished reconciliation pass has already looked at (0: start over)."""
         try:
             entity = await self._table.get_entity(*CURSOR_ROW)
         except ResourceNotFoundError:
             return 0
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
         return int(str(entity.get("Offset", 0)))
 
+    @table_failures_mapped
     async def save_reconcile_cursor(self, offset: int) -> None:
         row = {"PartitionKey": CURSOR_ROW[0], "RowKey": CURSOR_ROW[1], "Offset": offset}
-        try:
-            await self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
+        await self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
 
+    @table_failures_mapped
     async def reserve_deletions(self, wanted: int, cap: int) -> Reservation:
         """Take slots under the rolling-hour cap, shared by every instance (ETag-guarded row)."""
         from responder.decisions.blast_radius import CapState, reserve
@@ -177,8 +164,6 @@ class AuditTable:
                 state, etag = _cap_state(entity), entity.metadata["etag"]
             except ResourceNotFoundError:
                 state, etag = CapState(), None
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise service_failure(error, TABLES) from error
             new_state, reservation = reserve(state, wanted, cap, now)
             row = {
                 "PartitionKey": CAP_ROW[0],
@@ -197,8 +182,6 @@ class AuditTable:
                 # Another instance counted first: count again, after a short random pause.
                 await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - spreading retries, not security
                 continue
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-                raise service_failure(error, TABLES) from error
             return reservation
         raise TransientError("too many concurrent updates of the blast-radius state")
 

@@ -22,7 +22,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from responder.adapters._errors import EVENT_GRID, service_failure
-from responder.decisions.model import Finding, VmRef
+from responder.decisions.model import Finding, FindingSource, VmRef
 
 if TYPE_CHECKING:
     from azure.eventgrid.aio import EventGridPublisherClient
@@ -47,7 +47,9 @@ class FindingsPublisher:
         event = event_id(DELETE_IN_AD_EVENT_TYPE, vm, None, DELETE_IN_AD_PHASE, [finding])
         await self._send(vm.resource_id, DELETE_IN_AD_EVENT_TYPE, data, event)
 
-    async def publish(self, vm: VmRef, vm_id: str | None, findings: list[Finding], *, phase: str | None = None) -> None:
+    async def publish(
+        self, vm: VmRef, vm_id: str | None, findings: list[Finding], *, phase: FindingSource | None = None
+    ) -> None:
         """One check's findings (none is news too: the VM was checked). `phase` names the check;
         left out, it is the findings' own `phase` (an empty report then names none)."""
         data = {

@@ -18,23 +18,21 @@ from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from responder.adapters._errors import TABLES, service_failure
+from responder.adapters._errors import table_call, table_failures
 from responder.adapters.optimistic import OptimisticUpdates
 from responder.decisions.errors import LedgerConflict
 from responder.decisions.model import (
     CleanupStatus,
     EventKind,
     Finding,
+    FindingSource,
     PowerState,
     Severity,
     SuppressionState,
@@ -62,18 +60,18 @@ class TableLedger(OptimisticUpdates):
     async def ensure_table(self) -> None:
         """Create the table when it is missing (Bicep creates it in Azure)."""
         with contextlib.suppress(ResourceExistsError):
-            await _call(self._table.create_table())
+            await table_call(self._table.create_table())
 
     async def get(self, vm: VmRef) -> VmRecord | None:
         try:
-            entity = await _call(self._table.get_entity(*row_key(vm)))
+            entity = await table_call(self._table.get_entity(*row_key(vm)))
         except ResourceNotFoundError:
             return None
         return record_from_entity(entity, entity.metadata["etag"])
 
     async def insert(self, record: VmRecord) -> VmRecord:
         try:
-            metadata = await _call(self._table.create_entity(entity_from_record(record)))
+            metadata = await table_call(self._table.create_entity(entity_from_record(record)))
         except ResourceExistsError as error:
             raise LedgerConflict(f"ledger row for {record.ref.resource_id} already exists") from error
         return _with_etag(record, metadata)
@@ -82,7 +80,7 @@ class TableLedger(OptimisticUpdates):
         if record.etag is None:
             raise ValueError("replace needs the ETag of the row that was read")
         try:
-            metadata = await _call(
+            metadata = await table_call(
                 self._table.update_entity(
                     entity_from_record(record),
                     mode=UpdateMode.REPLACE,
@@ -95,11 +93,9 @@ class TableLedger(OptimisticUpdates):
         return _with_etag(record, metadata)
 
     async def records(self) -> AsyncIterator[VmRecord]:
-        try:
+        with table_failures():
             async for entity in self._table.list_entities():
                 yield record_from_entity(entity, entity.metadata["etag"])
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
 
 
 def row_key(vm: VmRef) -> tuple[str, str]:
@@ -190,6 +186,12 @@ def record_from_entity(entity: Mapping[str, Any], etag: str | None) -> VmRecord:
     )
 
 
+# Rows written before findings named their source said "create" for the power stage's findings too.
+_POWER_FINDINGS_OF_OLDER_ROWS = frozenset(
+    {"suppression-not-configured", "needs-review", "no-intune-device", "no-entra-device", "action-refused"}
+)
+
+
 def _finding(item: dict[str, str]) -> Finding:
     return Finding(
         item["rule_id"],
@@ -197,8 +199,15 @@ def _finding(item: dict[str, str]) -> Finding:
         item["message"],
         item.get("evidence", ""),
         item.get("doc", ""),
-        item.get("phase", "create"),  # rows written before device-side checks existed
+        phase=_source(item),
     )
+
+
+def _source(item: dict[str, str]) -> FindingSource:
+    stored = item.get("phase", FindingSource.CREATE.value)  # rows written before device-side checks existed
+    if stored == FindingSource.CREATE.value and item["rule_id"] in _POWER_FINDINGS_OF_OLDER_ROWS:
+        return FindingSource.POWER
+    return FindingSource(stored) if stored in FindingSource._value2member_map_ else FindingSource.CREATE
 
 
 def _finding_json(finding: Finding) -> dict[str, str]:
@@ -208,7 +217,7 @@ def _finding_json(finding: Finding) -> dict[str, str]:
         "message": finding.message,
         "evidence": finding.evidence,
         "doc": finding.doc,
-        "phase": finding.phase,
+        "phase": finding.phase.value,
     }
 
 
@@ -221,13 +230,3 @@ def _moment(value: object) -> datetime | None:
 
 def _with_etag(record: VmRecord, metadata: Mapping[str, Any]) -> VmRecord:
     return replace(record, etag=metadata.get("etag"))
-
-
-async def _call(operation: Any) -> Any:
-    """Await a table call, turning throttling, 5xx and network failures into TransientError."""
-    try:
-        return await operation
-    except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
-        raise  # each means something to the caller (absent row, lost race)
-    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-        raise service_failure(error, TABLES) from error

@@ -17,8 +17,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from responder.decisions.errors import UnreadableMessage
 from responder.decisions.facts import Gone, ManagedDevice, OsDisk, VmFacts
-from responder.decisions.model import Finding, Severity, VmRef
+from responder.decisions.model import Finding, FindingSource, Severity, VmRef
 from responder.decisions.names import clip, has_control
 from responder.decisions.ownership import Ownership, Verdict
 
@@ -36,7 +37,7 @@ UNSEEN = (
 )
 
 
-class MessageError(ValueError):
+class MessageError(UnreadableMessage):
     """A queue message this worker can't read: it goes to the poison queue at once, with this reason."""
 
 
@@ -230,14 +231,27 @@ def plan_cleanup(
             )
         return CleanupPlan(Decision.SKIPPED, "no Intune or Entra record left for this VM: nothing to clean up")
     if ownership.verdict is Verdict.AMBIGUOUS:
-        finding = Finding("needs-review", Severity.WARNING, "ambiguous device match on cleanup", ownership.reason, DOC)
+        finding = Finding(
+            "needs-review",
+            Severity.WARNING,
+            "ambiguous device match on cleanup",
+            ownership.reason,
+            DOC,
+            phase=FindingSource.CLEANUP,
+        )
         return CleanupPlan(Decision.NEEDS_REVIEW, f"none is deleted: {ownership.reason}", findings=(finding,))
     own = ownership.own
     if ownership.verdict is not Verdict.OWN or own is None:
         return CleanupPlan(Decision.REFUSED, f"no record is provably this VM's: {ownership.reason}")
     targets: list[Target] = []
     findings: list[Finding] = [
-        Finding("left-alone", Severity.INFO, "a record that could not be proven this VM's was left alone", c.describe())
+        Finding(
+            "left-alone",
+            Severity.INFO,
+            "a record that could not be proven this VM's was left alone",
+            c.describe(),
+            phase=FindingSource.CLEANUP,
+        )
         for c in ownership.left_alone
     ]
     if own.managed is not None:
@@ -310,6 +324,7 @@ def delete_in_ad(object_id: str, name: str | None) -> Finding:
         "The device is hybrid-joined: its Entra object is synced from on-premises AD. Delete the computer "
         "object in on-premises AD; the sync then removes the Entra object.",
         f"Entra device {object_id} ({name})",
+        phase=FindingSource.CLEANUP,
     )
 
 

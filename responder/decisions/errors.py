@@ -49,3 +49,7 @@ class AccessDenied(RequestRefused):
     ) -> None:
         super().__init__(status, message, service, resource)
         self.role = role
+
+
+class UnreadableMessage(ValueError):
+    """A queue message its worker can't read (not its schema): parked at once with this reason, never retried."""

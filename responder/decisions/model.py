@@ -88,16 +88,25 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+class FindingSource(StrEnum):
+    """Which check raised a finding: each check, when it looks again, replaces only its own."""
+
+    CREATE = "create"  # the create-time check, from ARM when the VM is written
+    DEVICE = "device"  # the device-side check, from Intune once the device enrolled
+    POWER = "power"  # the power stage: why a deallocated VM's mark could not be set or lifted
+    CLEANUP = "cleanup"  # a cleanup's plan (kept in the audit table, not the ledger)
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One result of a rule or a guard, with the reason a person can act on."""
+    """One result of a rule or a guard, with the reason a person can act on, and the check it came from."""
 
     rule_id: str
     severity: Severity
     message: str
     evidence: str = ""
     doc: str = ""
-    phase: str = "create"  # "create": from ARM when the VM is written; "device": from Intune once it enrolled
+    phase: FindingSource = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

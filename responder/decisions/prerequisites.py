@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from responder.decisions.facts import HostPool, ImageDefinition, Unreadable, VmFacts
 from responder.decisions.joins import INTUNE_MDM_ID, domain_join, entra_join
-from responder.decisions.model import Finding, Severity
+from responder.decisions.model import Finding, FindingSource, Severity
 from responder.decisions.os_identity import (
     BUILD_1809,
     BUILD_1903,
@@ -43,8 +43,6 @@ SELF_DEPLOYING = "windowsAzureADJoinUsingDeviceAuth"  # Intune's enrolment type 
 AUTOPILOT_USER_DRIVEN = "windowsAzureADJoin"  # with an enrolment profile name: enrolled through Autopilot
 # The Azure VM extension's join (AADLoginForWindows with `mdmId`) is beta's azureAdJoinUsingAzureVmExtension;
 # v1.0's enum lacks it and serves `unknownFutureValue`. Neither is Autopilot, so neither is a finding.
-CREATE_PHASE = "create"  # the create-time check's (Finding.phase's default)
-DEVICE_PHASE = "device"
 PROFILE_NAMES = {"bitlocker": "BitLocker", "dfci": "DFCI", "domainjoin": "Domain Join", "wifi": "Wi-Fi"}
 
 
@@ -108,6 +106,7 @@ def os_edition(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 "The Windows edition could not be determined; Intune manages Windows 10/11 Enterprise VMs only.",
                 system.evidence,
                 DOC_VM,
+                phase=FindingSource.CREATE,
             )
         ]
     what = "Windows Server" if system.edition == SERVER else f"{system.family.title()} {system.edition}"
@@ -118,6 +117,7 @@ def os_edition(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             f"{what} is not supported: Intune manages Windows 10/11 Enterprise virtual machines.",
             system.evidence,
             DOC_VM,
+            phase=FindingSource.CREATE,
         )
     ]
 
@@ -134,6 +134,7 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 "Windows 10 Enterprise multi-session older than 1903 can't be managed by Intune.",
                 f"{system.evidence} (build {system.build})",
                 DOC_MULTI,
+                phase=FindingSource.CREATE,
             )
         ]
     if system.build < BUILD_1809:
@@ -144,6 +145,7 @@ def os_version(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 "Windows 10 older than version 1809 can't be managed by Intune.",
                 f"{system.evidence} (build {system.build})",
                 DOC_AVD,
+                phase=FindingSource.CREATE,
             )
         ]
     return []
@@ -175,6 +177,7 @@ def multi_session_update(facts: CheckFacts, system: OperatingSystem) -> list[Fin
                 "pending policies can take up to 8 hours to apply; the update level isn't known yet.",
                 evidence,
                 DOC_MULTI,
+                phase=FindingSource.CREATE,
             )
         ]
     return [
@@ -186,6 +189,7 @@ def multi_session_update(facts: CheckFacts, system: OperatingSystem) -> list[Fin
             "take up to 8 hours to apply. Install the July 2021 or a later update.",
             evidence,
             DOC_MULTI,
+            phase=FindingSource.CREATE,
         )
     ]
 
@@ -215,6 +219,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
                 "Personal AVD session host: the standard rule set applies.",
                 evidence,
                 DOC_AVD,
+                phase=FindingSource.CREATE,
             )
         ]
     if kind == "pooled" and system.edition == MULTI_SESSION:
@@ -226,6 +231,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
                 "(device-context configuration only; AVD agent 1.0.2944.1400 or newer).",
                 evidence,
                 DOC_MULTI,
+                phase=FindingSource.CREATE,
             )
         ]
         if pool.agent_version and _version(pool.agent_version) < MIN_AVD_AGENT:
@@ -236,6 +242,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
                     "The AVD agent is older than 1.0.2944.1400, which multi-session management needs.",
                     f"agent {pool.agent_version}",
                     DOC_MULTI,
+                    phase=FindingSource.CREATE,
                 )
             )
         return findings
@@ -247,6 +254,7 @@ def host_pool_persistence(facts: CheckFacts, system: OperatingSystem) -> list[Fi
             "re-created VM enrols again and leaves an orphaned record.",
             evidence,
             DOC_VM,
+            phase=FindingSource.CREATE,
         )
     ]
 
@@ -263,6 +271,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 "The VM joins an Entra Domain Services managed domain: such hosts can't be managed by Intune.",
                 f"JsonADDomainExtension domain {domain}",
                 DOC_AVD,
+                phase=FindingSource.CREATE,
             )
         ]
     if entra is not None:
@@ -275,6 +284,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                     "Entra-joined without Intune auto-enrolment (no Intune mdmId): it will not enrol by itself.",
                     evidence,
                     DOC_AVD,
+                    phase=FindingSource.CREATE,
                 )
             ]
         return []
@@ -287,6 +297,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
                 "Configuration Manager co-management.",
                 f"JsonADDomainExtension domain {domain}",
                 DOC_AVD,
+                phase=FindingSource.CREATE,
             )
         ]
     if facts.hold_missing_join:
@@ -299,6 +310,7 @@ def join(facts: CheckFacts, system: OperatingSystem) -> list[Finding]:
             "the VM will not enrol in Intune by itself.",
             ", ".join(extension.type for extension in facts.vm.extensions) or "no extensions",
             DOC_AVD,
+            phase=FindingSource.CREATE,
         )
     ]
 
@@ -333,6 +345,7 @@ def _clone(facts: CheckFacts) -> list[Finding]:
                 "(error 0x8007064c, the machine is already enrolled).",
                 f"image definition {definition.id} osState {definition.os_state}",
                 DOC_CLONE,
+                phase=FindingSource.CREATE,
             )
         ]
     option = (facts.vm.os_disk_create_option or "").lower()
@@ -344,6 +357,7 @@ def _clone(facts: CheckFacts) -> list[Finding]:
                 "The OS disk is an attached copy: a clone of an enrolled machine fails to enrol (error 0x8007064c).",
                 f"osDisk createOption {facts.vm.os_disk_create_option}",
                 DOC_CLONE,
+                phase=FindingSource.CREATE,
             )
         ]
     return []
@@ -503,6 +517,7 @@ def _unreadable(rule_id: str, what: str, so: str, unreadable: Unreadable, doc: s
         f"Reader role (or a role with {unreadable.action}) on {_scope_name(unreadable.scope)}.",
         f"{unreadable.resource_id}: {unreadable.refusal}",
         doc,
+        phase=FindingSource.CREATE,
     )
 
 
@@ -517,7 +532,7 @@ def _scope_name(scope: str) -> str:
 
 
 def _device_finding(rule_id: str, severity: Severity, message: str, evidence: str, doc: str) -> Finding:
-    return Finding(rule_id, severity, message, evidence, doc, phase=DEVICE_PHASE)
+    return Finding(rule_id, severity, message, evidence, doc, phase=FindingSource.DEVICE)
 
 
 RULES: tuple[Rule, ...] = (os_edition, os_version, multi_session_update, host_pool_persistence, join, cloned_image)
@@ -525,10 +540,6 @@ RULES: tuple[Rule, ...] = (os_edition, os_version, multi_session_update, host_po
 DEVICE_RULES: tuple[Rule, ...] = (autopilot, tpm_bound, remote_access)
 # The device check's findings when it found no device of the VM's (reconciliation looks again).
 DEVICE_NOT_FOUND = frozenset({"not-enrolled", "device-unproven"})
-
-# Every rule id each check can report, so the ledger can replace the last such check's findings.
-PREREQUISITE_RULE_IDS = frozenset({"not-applicable"}).union(*(rule.ids for rule in RULES))
-DEVICE_RULE_IDS = DEVICE_NOT_FOUND.union({"device-groups-unknown"}, *(rule.ids for rule in DEVICE_RULES))
 
 
 def cannot_enrol(findings: tuple[Finding, ...]) -> bool:
@@ -554,13 +565,14 @@ def check(facts: CheckFacts) -> list[Finding]:
                 Severity.INFO,
                 "A Linux VM: the Windows enrolment rules don't apply.",
                 system.evidence,
+                phase=FindingSource.CREATE,
             )
         ]
     return [finding for rule in RULES for finding in rule(facts, system)]
 
 
 def has_errors(findings: list[Finding]) -> bool:
-    return any(finding.severity == "error" for finding in findings)
+    return any(finding.severity is Severity.ERROR for finding in findings)
 
 
 def _version(text: str) -> tuple[int, ...]:

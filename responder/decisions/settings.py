@@ -81,10 +81,6 @@ _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600  # Azure Storage queues' longest visibility delay
 
 
-def text(value: str) -> str:
-    return value
-
-
 def optional_text(value: str) -> str | None:
     return value
 
@@ -286,13 +282,8 @@ _host_pool_index = declare(
 
 # The names other modules and the tests refer to.
 STORAGE_CONNECTION_STRING = _connection.name
-STORAGE_ACCOUNT_NAME = _account.name
-STORAGE_TABLE_URI = _table_uri.name
-STORAGE_QUEUE_URI = _queue_uri.name
-STORAGE_BLOB_URI = _blob_uri.name
 MODE = _mode.name
 LEDGER_TABLE = _ledger_table.name
-CLOUD = _cloud.name
 SUPPRESSION_GROUP_ID = _suppression_group.name
 SUPPRESSION_ATTRIBUTE = _suppression_attribute.name
 CLEANUP_DELAY_SECONDS = _cleanup_delay.name

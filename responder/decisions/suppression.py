@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from responder.decisions.model import Finding, PowerState, Severity, SuppressionState
+from responder.decisions.model import Finding, FindingSource, PowerState, Severity, SuppressionState
 from responder.decisions.settings import SuppressionSettings
 
 DOC = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
@@ -25,7 +25,6 @@ class DeviceIds:
     managed_device_id: str | None
     entra_object_id: str | None
     entra_device_id: str | None = None
-    hybrid: bool | None = None  # None: not read (taken from the ledger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +132,7 @@ def plan_suppression(
             "device will turn noncompliant after the compliance validity period.",
             "set RESPONDER_SUPPRESSION_GROUP_ID and/or RESPONDER_SUPPRESSION_ATTRIBUTE",
             DOC,
+            phase=FindingSource.POWER,
         )
         return Plan((), (finding,), marked, "no suppression mechanism configured")
     if device is None or isinstance(device, NoDevice):
@@ -178,10 +178,17 @@ def _no_device_plan(device: NoDevice | None, marked: SuppressionState) -> Plan:
             "Two enrolled devices with one name are also the symptom of a cloned image.",
             device.reason,
             DOC,
+            phase=FindingSource.POWER,
         )
     else:
         reason = device.reason if device is not None else "no device lookup was made"
-        finding = Finding("no-intune-device", Severity.INFO, f"No Intune device found for this VM: {reason}.", reason)
+        finding = Finding(
+            "no-intune-device",
+            Severity.INFO,
+            f"No Intune device found for this VM: {reason}.",
+            reason,
+            phase=FindingSource.POWER,
+        )
     return Plan((), (finding,), marked, finding.message)
 
 
@@ -192,4 +199,5 @@ def _no_entra_object(device: DeviceIds) -> Finding:
         "The Intune device has no Entra device object, so it can't be put in the suppression group "
         "or given the extension attribute.",
         f"managedDevice {device.managed_device_id}",
+        phase=FindingSource.POWER,
     )

@@ -21,7 +21,6 @@ from responder.decisions.cleanup import (
     CleanupRecord,
     CleanupRequest,
     Decision,
-    MessageError,
     Origin,
     Presence,
     Target,
@@ -29,7 +28,7 @@ from responder.decisions.cleanup import (
     plan_cleanup,
     plan_for_its_os_disk,
 )
-from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.errors import TransientError
 from responder.decisions.events import vm_ref_from_resource_id
 from responder.decisions.facts import EntraDevice, Gone, ManagedDevice, VmFacts
 from responder.decisions.model import CleanupStatus, PowerState, VmRecord, VmRef
@@ -40,13 +39,7 @@ from responder.decisions.settings import Mode
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.ports import Services
 from responder.stages.matching import find_own_device
-
-# The Functions host gives a message this many deliveries (host.json
-# `extensions.queues.maxDequeueCount`). A cleanup still failing at the last but one is
-# parked with its reason, which leaves the last delivery to park it should storage fail then.
-MAX_ATTEMPTS = 5
-PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
-
+from responder.stages.queue_worker import work_message
 
 _STATUS_AFTER = {
     Decision.DELETE: CleanupStatus.DONE,
@@ -59,29 +52,31 @@ _STATUS_AFTER = {
 
 async def process_cleanup(body: str | bytes, attempt: int, services: Services) -> AuditEntry:
     """Handle one cleanup message; raises TransientError only while retries remain."""
-    mode = services.settings.mode
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    try:
-        if isinstance(body, bytes):
-            body.decode("utf-8")  # a body that isn't UTF-8 is parked with that reason, not retried
-        request = CleanupRequest.from_text(text)
-    except UnicodeDecodeError as error:
-        await services.cleanup_queue.send_poison(text, f"unreadable cleanup message: not UTF-8 ({error.reason})")
-        return await _audit(services, AuditEntry(None, None, "poisoned", "not UTF-8", mode.value))
-    except MessageError as error:
-        await services.cleanup_queue.send_poison(text, f"unreadable cleanup message: {error}")
-        return await _audit(services, AuditEntry(None, None, "poisoned", str(error), mode.value))
-    try:
-        return await _clean_up(request, text, services)
-    except TransientError as error:
-        if attempt < PARK_FROM_ATTEMPT:
-            retry = f"attempt {attempt} failed, the queue delivers the message again: {error}"
-            entry = AuditEntry(request.event_id, request.resource_id, "retrying", retry, mode.value)
-            _write_cleanup(logging.WARNING, entry, error)
-            raise
-        return await _park(request, text, f"still failing after {attempt} attempts: {error}", services, error)
-    except RequestRefused as refused:  # a missing role or a bad request: retrying won't help
-        return await _park(request, text, f"refused: {refused}", services, refused)
+    return await work_message(body, attempt, _Cleanups(services))
+
+
+class _Cleanups:
+    """The cleanup worker's part in `queue_worker.work_message`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def read(self, text: str) -> CleanupRequest:
+        return CleanupRequest.from_text(text)
+
+    async def unreadable(self, text: str, reason: str) -> AuditEntry:
+        await self.services.cleanup_queue.send_poison(text, f"unreadable cleanup message: {reason}")
+        return await _audit(self.services, AuditEntry(None, None, "poisoned", reason, _mode(self.services)))
+
+    async def work(self, request: CleanupRequest, text: str) -> AuditEntry:
+        return await _clean_up(request, text, self.services)
+
+    def retrying(self, request: CleanupRequest, reason: str, error: TransientError) -> None:
+        entry = AuditEntry(request.event_id, request.resource_id, "retrying", reason, _mode(self.services))
+        _write_cleanup(logging.WARNING, entry, error)
+
+    async def park(self, request: CleanupRequest, text: str, reason: str, problem: Exception) -> AuditEntry:
+        return await _park(request, text, reason, self.services, problem)
 
 
 async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:

@@ -27,12 +27,10 @@ from responder.decisions.errors import AccessDenied
 from responder.decisions.events import VmEvent
 from responder.decisions.facts import Gone, HostPool, ImageDefinition, ImageReference, Unreadable, VmFacts
 from responder.decisions.joins import JOIN_EXTENSION_TYPES, domain_join, entra_join
-from responder.decisions.model import Finding, VmRecord, VmRef
+from responder.decisions.model import Finding, FindingSource, Severity, VmRecord, VmRef
 from responder.decisions.observe import adopt_incarnation
 from responder.decisions.os_identity import identify_os
 from responder.decisions.prerequisites import (
-    CREATE_PHASE,
-    PREREQUISITE_RULE_IDS,
     RULES,
     CheckFacts,
     cannot_enrol,
@@ -122,7 +120,7 @@ async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services
         other_phase=device_side,
         services=services,
         first=first,
-        phase=CREATE_PHASE,
+        phase=FindingSource.CREATE,
     )
     device_check_due = None
     if follows and facts.vm_id:
@@ -140,7 +138,7 @@ async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services
 
     # Last: the fingerprint says "checked", so a crash before it repeats the check (and its reports).
     await services.ledger.update(vm, remember)
-    errors = sum(finding.severity == "error" for finding in findings)
+    errors = sum(finding.severity is Severity.ERROR for finding in findings)
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
 
 
@@ -177,7 +175,7 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
         other_phase=_device_phase(record.findings),
         services=services,
         first=False,
-        phase=CREATE_PHASE,
+        phase=FindingSource.CREATE,
     )
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
@@ -210,11 +208,12 @@ async def create_time_facts(facts: VmFacts, services: Services) -> CheckFacts:
 
 
 def _create_phase(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
-    return tuple(finding for finding in findings if finding.rule_id in PREREQUISITE_RULE_IDS)
+    return tuple(finding for finding in findings if finding.phase is FindingSource.CREATE)
 
 
 def _device_phase(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
-    return tuple(finding for finding in findings if finding.rule_id not in PREREQUISITE_RULE_IDS)
+    """The other checks' findings (device-side, power), which this check keeps as they are."""
+    return tuple(finding for finding in findings if finding.phase is not FindingSource.CREATE)
 
 
 async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | Unreadable | None:

@@ -34,16 +34,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from http import HTTPStatus
 
-from responder.decisions.errors import RequestRefused, TransientError
+from responder.decisions.errors import RequestRefused, TransientError, UnreadableMessage
 from responder.decisions.events import vm_ref_from_resource_id
 from responder.decisions.facts import Gone, VmFacts
-from responder.decisions.model import Finding, Severity, VmRecord, VmRef, parse_moment
+from responder.decisions.model import Finding, FindingSource, Severity, VmRecord, VmRef, parse_moment
 from responder.decisions.observe import adopt_incarnation
 from responder.decisions.os_identity import identify_os
 from responder.decisions.ownership import Ownership, Verdict
 from responder.decisions.prerequisites import (
-    DEVICE_PHASE,
-    DEVICE_RULE_IDS,
     DOC_VM,
     CheckFacts,
     DeviceFacts,
@@ -55,17 +53,14 @@ from responder.log_lines import failure_fields, vm_fields, write
 from responder.ports import Services
 from responder.stages.creation import judge_finished
 from responder.stages.matching import find_own_device, incarnation_of, installation_since, known_device_of
+from responder.stages.queue_worker import work_message
 from responder.stages.vm_checks import host_pool_of, report_news
 
 MAX_WAIT_SECONDS = 2 * 3600  # the longest wait between two looks
-# The Functions host gives a message this many deliveries (host.json maxDequeueCount); the
-# last but one parks a check that keeps failing, with its reason, in the poison queue.
-MAX_ATTEMPTS = 5
-PARK_FROM_ATTEMPT = MAX_ATTEMPTS - 1
 SAME_MOMENT = timedelta(seconds=1)  # two times the ledger holds this close are one (a chain's due time too)
 
 
-class DeviceCheckMessageError(ValueError):
+class DeviceCheckMessageError(UnreadableMessage):
     """A message this worker can't read: parked at once, with this reason."""
 
 
@@ -171,30 +166,35 @@ def next_wait(request: DeviceCheckRequest, checks: DeviceCheckSettings, now: dat
 
 async def process_device_check(body: str | bytes, attempt: int, services: Services) -> DeviceCheckOutcome:
     """Handle one device-check message; raises TransientError only while retries remain."""
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    try:
-        if isinstance(body, bytes):
-            body.decode("utf-8")
-        request = DeviceCheckRequest.from_text(text)
-    except (UnicodeDecodeError, DeviceCheckMessageError) as error:
-        reason = f"unreadable device-check message: {error}"
-        await services.device_check_queue.send_poison(text, reason)
-        return _logged(None, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason))
-    try:
-        outcome = await _check(request, services)
-    except TransientError as error:
-        if attempt < PARK_FROM_ATTEMPT:
-            retry = f"attempt {attempt} failed, the queue delivers the message again: {error}"
-            _logged(request, DeviceCheckOutcome(DeviceCheckDecision.RETRYING, retry), error)
-            raise
-        reason = f"still failing after {attempt} attempts: {error}"
-        await services.device_check_queue.send_poison(text, reason)
-        return _logged(request, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason), error)
-    except RequestRefused as refused:  # a missing Graph role: retrying won't help
-        reason = f"refused: {refused}"
-        await services.device_check_queue.send_poison(text, reason)
-        return _logged(request, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason), refused)
-    return _logged(request, outcome)
+    return await work_message(body, attempt, _DeviceChecks(services))
+
+
+class _DeviceChecks:
+    """The device check's part in `queue_worker.work_message`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def read(self, text: str) -> DeviceCheckRequest:
+        return DeviceCheckRequest.from_text(text)
+
+    async def unreadable(self, text: str, reason: str) -> DeviceCheckOutcome:
+        return await self._park(None, text, f"unreadable device-check message: {reason}", None)
+
+    async def work(self, request: DeviceCheckRequest, text: str) -> DeviceCheckOutcome:
+        return _logged(request, await _check(request, self.services))
+
+    def retrying(self, request: DeviceCheckRequest, reason: str, error: TransientError) -> None:
+        _logged(request, DeviceCheckOutcome(DeviceCheckDecision.RETRYING, reason), error)
+
+    async def park(self, request: DeviceCheckRequest, text: str, reason: str, problem: Exception) -> DeviceCheckOutcome:
+        return await self._park(request, text, reason, problem)
+
+    async def _park(
+        self, request: DeviceCheckRequest | None, text: str, reason: str, problem: Exception | None
+    ) -> DeviceCheckOutcome:
+        await self.services.device_check_queue.send_poison(text, reason)
+        return _logged(request, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason), problem)
 
 
 async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheckOutcome:
@@ -242,7 +242,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
                 "No Entra object was proven to be this VM's device: policies assigned to groups were not checked.",
                 ownership.reason,
                 DOC_VM,
-                phase=DEVICE_PHASE,
+                phase=FindingSource.DEVICE,
             ),
         )
     from responder.decisions.intune_policies import assigned_to_device, filter_properties  # not loaded to queue a check
@@ -259,7 +259,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     )
     checked = CheckFacts(vm=facts, host_pool=await host_pool_of(facts, services), device=device)
     findings = (*extra, *check_device(checked))
-    errors = sum(finding.severity == "error" for finding in findings)
+    errors = sum(finding.severity is Severity.ERROR for finding in findings)
     await judge_finished(vm, facts, record, True, services)  # it enrolled: whatever the extensions say of a join
     now, later = services.clock(), ""
     if entra is not None and not request.second_look:
@@ -335,7 +335,7 @@ async def _not_found_yet(
             "were not checked. Left alone; see which records could be its.",
             ownership.reason,
             DOC_VM,
-            phase=DEVICE_PHASE,
+            phase=FindingSource.DEVICE,
         )
     else:
         finding = Finding(
@@ -344,7 +344,7 @@ async def _not_found_yet(
             f"No Intune record of this VM appeared within {checks.wait_hours} h of looking for it: it did not enrol.",
             ownership.reason,
             DOC_VM,
-            phase=DEVICE_PHASE,
+            phase=FindingSource.DEVICE,
         )
     facts, record = seen
     await judge_finished(request.vm, facts, record, False, services)  # the wait is over: a missing join is said now
@@ -366,8 +366,8 @@ async def _conclude(
     vm, now = request.vm, at or services.clock()
     current = await services.ledger.get(vm)
     known = current.findings if current else ()
-    create_time = tuple(finding for finding in known if finding.rule_id not in DEVICE_RULE_IDS)
-    reported = tuple(finding for finding in known if finding.rule_id in DEVICE_RULE_IDS)
+    create_time = tuple(finding for finding in known if finding.phase is not FindingSource.DEVICE)
+    reported = tuple(finding for finding in known if finding.phase is FindingSource.DEVICE)
     first = current is None or (current.device_checked_at is None and not reported)
     await report_news(
         vm,
@@ -377,14 +377,14 @@ async def _conclude(
         other_phase=create_time,
         services=services,
         first=first,
-        phase=DEVICE_PHASE,
+        phase=FindingSource.DEVICE,
     )
     own = ownership.own if ownership is not None else None
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
         if current.vm_id != request.vm_id:
             return current, None  # a later VM holds the row now
-        kept = tuple(finding for finding in current.findings if finding.rule_id not in DEVICE_RULE_IDS)
+        kept = tuple(finding for finding in current.findings if finding.phase is not FindingSource.DEVICE)
         updated = replace(current, findings=(*kept, *findings), device_checked_at=now, device_check_due=None)
         if own is not None and own.managed is not None:  # proven this VM's: the strongest key for later
             updated = replace(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from responder.decisions.errors import IDENTITY_MISSING, AccessDenied, RequestRefused
-from responder.decisions.model import Finding, Severity
+from responder.decisions.model import Finding, FindingSource, Severity
 from responder.decisions.settings import Mode
 from responder.decisions.suppression import Action, Plan
 from responder.ports import DeviceDirectory
@@ -27,7 +27,13 @@ class Refusal:
     problem: RequestRefused
 
     def finding(self) -> Finding:
-        return Finding("action-refused", Severity.WARNING, f"Graph refused to {self.action}", str(self.problem))
+        return Finding(
+            "action-refused",
+            Severity.WARNING,
+            f"Graph refused to {self.action}",
+            str(self.problem),
+            phase=FindingSource.POWER,
+        )
 
 
 @dataclass(frozen=True, slots=True)

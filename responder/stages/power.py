@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from responder.decisions.errors import TransientError
 from responder.decisions.events import VmEvent
 from responder.decisions.facts import Gone, VmFacts
-from responder.decisions.model import EventKind, Finding, PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.model import EventKind, Finding, FindingSource, PowerState, SuppressionState, VmRecord, VmRef
 from responder.decisions.observe import adopt_incarnation
 from responder.decisions.ownership import Ownership, Verdict
 from responder.decisions.scope import opted_out
@@ -30,15 +30,6 @@ from responder.stages.matching import find_own_device, incarnation_of, installat
 from responder.stages.pipeline import Work
 
 LEASE = timedelta(minutes=2)
-SUPPRESSION_RULES = frozenset(
-    {
-        "suppression-not-configured",
-        "needs-review",
-        "no-intune-device",
-        "no-entra-device",
-        "action-refused",
-    }
-)
 
 
 class VmBusy(TransientError):
@@ -174,7 +165,6 @@ def device_match(ownership: Ownership) -> DeviceMatch:
             managed.id if managed else None,
             entra.object_id if entra else None,
             entra.device_id if entra else (managed.azure_ad_device_id if managed else None),
-            entra.is_hybrid if entra else None,
         )
     return NoDevice(ownership.reason, ambiguous=ownership.verdict is Verdict.AMBIGUOUS)
 
@@ -237,4 +227,4 @@ async def _commit(vm: VmRef, owner: str, at: datetime, decided: _Decided, servic
 
 def _merge_findings(old: tuple[Finding, ...], new: tuple[Finding, ...]) -> tuple[Finding, ...]:
     """This stage's findings replace its earlier ones; other stages' findings stay."""
-    return (*(f for f in old if f.rule_id not in SUPPRESSION_RULES), *new)
+    return (*(f for f in old if f.phase is not FindingSource.POWER), *new)

@@ -12,7 +12,7 @@ import logging
 from responder.decisions import arm_documents
 from responder.decisions.errors import AccessDenied
 from responder.decisions.facts import HostPool, Unreadable, VmFacts
-from responder.decisions.model import Finding, Severity, VmRef
+from responder.decisions.model import Finding, FindingSource, Severity, VmRef
 from responder.log_lines import vm_fields, write
 from responder.ports import Services
 
@@ -26,7 +26,7 @@ async def report_findings(
     other_phase: tuple[Finding, ...],
     services: Services,
     *,
-    phase: str,
+    phase: FindingSource,
 ) -> None:
     """Where a check's findings go, whichever check it was (`phase`): one log line each, the optional
     tag (its verdict over both checks' findings: `other_phase` are the other check's), the findings
@@ -58,7 +58,7 @@ async def report_news(
     other_phase: tuple[Finding, ...],
     services: Services,
     first: bool,
-    phase: str,
+    phase: FindingSource,
 ) -> None:
     """Report a check's findings once. Its first run reports them all (none at all is news too: the
     topic hears the VM was checked); a later run reports only those not reported before (`reported`:

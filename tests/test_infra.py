@@ -204,6 +204,17 @@ def test_the_graph_roles_are_exactly_the_least_privileged_set() -> None:
     )
 
 
+def test_the_script_for_other_clouds_grants_the_same_graph_roles_as_the_template() -> None:
+    """Where the Graph Bicep extension doesn't run, `scripts/grant-graph-roles` grants them: the same set."""
+    script = (Path(__file__).parent.parent / "scripts" / "grant-graph-roles").read_text()
+    listed = re.search(r"^ROLES=\(\n(.*?)^\)", script, re.M | re.S)
+
+    assert listed is not None
+    assert sorted(listed.group(1).split()) == sorted(
+        parsed("modules/graph-roles.bicep")["variables"]["roleNames"]["value"]
+    )
+
+
 def test_the_readme_names_every_deployment_parameter() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     deploy = readme[readme.index("## Deploy") : readme.index("## ", readme.index("## Deploy") + 3)]

@@ -215,11 +215,28 @@ def test_the_script_for_other_clouds_grants_the_same_graph_roles_as_the_template
     )
 
 
-def test_the_readme_names_every_deployment_parameter() -> None:
+def _readme_section(title: str) -> str:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    deploy = readme[readme.index("## Deploy") : readme.index("## ", readme.index("## Deploy") + 3)]
+    start = readme.index(f"## {title}")
+    return readme[start : readme.index("\n## ", start + 3)]
 
-    assert [name for name in parsed("main.bicep")["parameters"] if f"`{name}`" not in deploy] == []
+
+def test_the_readme_names_every_deployment_parameter_once() -> None:
+    """One table a parameter: the app settings' under Configure, the others' under Deploy."""
+    tables = _readme_section("Configure") + _readme_section("Deploy")
+    named = [line.split("|")[1:3] for line in tables.splitlines() if line.startswith("| `")]  # first two cells
+
+    assert [
+        name for name in parsed("main.bicep")["parameters"] if sum(f"`{name}`" in " ".join(row) for row in named) != 1
+    ] == []
+
+
+def test_the_readme_configure_table_names_every_setting_the_app_reads() -> None:
+    from responder.decisions.settings import DECLARED
+
+    rows = [line for line in _readme_section("Configure").splitlines() if line.startswith("| `")]
+
+    assert [setting.name for setting in DECLARED if not any(f"`{setting.name}`" in row for row in rows)] == []
 
 
 def test_the_app_is_told_the_cloud_it_is_deployed_to() -> None:

@@ -418,7 +418,7 @@ class ColdStart:
         return self.pairs[-1].calls
 
     def spread(self) -> str:
-        """Each side's min-max and the pairwise ratios' min-max, as the README quotes them."""
+        """Each side's min-max and the pairwise ratios' min-max, as bench/RESULTS.md quotes them."""
         responders = [pair.responder * 1000 for pair in self.pairs]
         references = [pair.reference * 1000 for pair in self.pairs]
         ratios = self.ratios

@@ -29,7 +29,7 @@ from localdev.azurite import Azurite
 from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.decisions.errors import TransientError
-from responder.decisions.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.model import DeviceMapping, PowerState, SuppressionState, VmRecord, VmRef
 from responder.stages.device_check import DeviceCheckRequest
 from tests.conftest import load_event, outcome_of
 from tests.telemetry import GROUP, SUB, Estate, Telemetry, captured_into, enforced_estate
@@ -219,8 +219,7 @@ async def a_device_stays_marked_for_three_weeks(estate: Estate) -> None:
             suppression=SuppressionState.SUPPRESSED,
             power_state=PowerState.DEALLOCATED,
             power_state_at=since,
-            managed_device_id=WIN11_MANAGED,
-            entra_object_id=WIN11_ENTRA,
+            device=DeviceMapping(managed_device_id=WIN11_MANAGED, entra_object_id=WIN11_ENTRA),
         ), None
 
     await services.ledger.update(WIN11, marked)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from responder.decisions.cleanup import CleanupRequest, MessageError
+from responder.decisions.model import Incarnation
 
 DELETED_AT = datetime(2026, 11, 22, 16, 45, 10, tzinfo=UTC)
 REQUEST = CleanupRequest(
@@ -18,7 +19,7 @@ REQUEST = CleanupRequest(
     resource_group="rg",
     vm_name="vm1",
     deleted_at=DELETED_AT,
-    vm_id="vmid-1",
+    incarnation=Incarnation(vm_id="vmid-1"),
 )
 
 
@@ -36,14 +37,14 @@ def test_a_second_delete_event_of_the_same_vm_shares_its_cleanup() -> None:
 
 
 def test_each_deletion_of_a_vm_never_seen_gets_its_own_cleanup() -> None:
-    unseen = replace(REQUEST, vm_id=None)
+    unseen = replace(REQUEST, incarnation=replace(REQUEST.incarnation, vm_id=None))
     later = replace(unseen, event_id="delete-2", deleted_at=DELETED_AT + timedelta(days=2))
 
     assert later.key != unseen.key
 
 
 def test_a_recreated_vm_gets_its_own_cleanup() -> None:
-    assert replace(REQUEST, vm_id="vmid-2").key != REQUEST.key
+    assert replace(REQUEST, incarnation=replace(REQUEST.incarnation, vm_id="vmid-2")).key != REQUEST.key
 
 
 def test_a_message_survives_the_queue_unchanged() -> None:

@@ -68,12 +68,14 @@ async def look_for_device(ledger: TableLedger, vm: VmRef, *, wait_over: bool = F
     returns it. `wait_over`: the chain's last look, its wait passed (the row's due time moved into the past)."""
     record = await ledger_row(ledger, vm)
     assert record.device_check_due is not None
-    assert record.vm_id is not None
+    assert record.incarnation.vm_id is not None
     due = record.device_check_due
     if wait_over:
         due = datetime.now(UTC) - timedelta(minutes=1)
         await ledger.update(vm, lambda row: (replace(row, device_check_due=due), None))
-    text = DeviceCheckRequest(vm.resource_id, record.vm_id, due - timedelta(hours=24), due, attempt=9).to_text()
+    text = DeviceCheckRequest(
+        vm.resource_id, record.incarnation.vm_id, due - timedelta(hours=24), due, attempt=9
+    ).to_text()
     await deliver_message(text)
     return text
 
@@ -105,7 +107,7 @@ async def test_a_template_deployment_whose_entra_join_lands_minutes_later_ends_w
     assert (written.outcome, landed.outcome) == ("recorded", "recorded")
     assert landed.reason.startswith("prerequisite check: ")  # checked again: the join extension is new
     record = await ledger_row(ledger, WIN11)
-    assert record.join_kind == "entra"
+    assert record.incarnation.join_kind == "entra"
     assert "join" not in [rule for rule, _ in rules(record)]
     assert "join" not in [line["ruleId"] for line in log_lines(caplog, "finding")]
     assert record.device_checked_at is not None
@@ -196,5 +198,5 @@ async def test_an_extension_written_to_a_vm_before_its_own_write_arrives_is_chec
 
     assert landed.reason.startswith("prerequisite check: ")
     assert written.reason.startswith("already checked")
-    assert (await ledger_row(ledger, WIN11)).join_kind == "entra"
+    assert (await ledger_row(ledger, WIN11)).incarnation.join_kind == "entra"
     assert published(simulators) == [[]]

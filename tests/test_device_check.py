@@ -27,7 +27,7 @@ from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import close_services
 from responder.decisions.errors import TransientError
-from responder.decisions.model import Finding, VmRecord, VmRef
+from responder.decisions.model import DeviceMapping, Finding, Incarnation, VmRecord, VmRef
 from responder.ports import Services
 from responder.stages.device_check import DeviceCheckRequest, process_device_check
 from tests.conftest import deployed_services, ledger_row, load_event, log_lines
@@ -147,7 +147,7 @@ async def test_the_device_side_findings_go_where_the_create_time_findings_go(
     assert tags["intune-prerequisites"] == "error: remote-access"
     record = await ledger_row(ledger, ENROLLED_HOST)
     assert record.device_checked_at is not None
-    assert record.managed_device_id == "7d1e0003-aaaa-4bbb-8ccc-000000000003"  # proven: kept for later
+    assert record.device.managed_device_id == "7d1e0003-aaaa-4bbb-8ccc-000000000003"  # proven: kept for later
 
 
 async def test_a_session_host_whose_host_pool_the_app_cannot_read_is_checked_without_the_avd_only_rules(
@@ -258,7 +258,7 @@ async def test_a_device_not_proven_the_vms_is_left_unchecked_and_reported(
     (finding,) = await device_findings(ledger, DUPLICATES)
     assert finding.rule_id == "device-unproven"
     record = await ledger_row(ledger, DUPLICATES)
-    assert record.managed_device_id is None
+    assert record.device.managed_device_id is None
     assert not simulators.graph.calls("GET", "/deviceManagement/deviceConfigurations")
 
 
@@ -367,7 +367,11 @@ async def test_a_device_whose_entra_object_is_not_proven_is_checked_without_grou
     """Its groups are the Entra object's: a Wi-Fi profile for a group can't be placed, and that is said."""
     managed = "7d1e0003-aaaa-4bbb-8ccc-000000000003"
     await ledger.insert(  # the ids learnt for this very VM earlier; its Entra object is gone since
-        VmRecord(ENROLLED_HOST, vm_id=ENROLLED_HOST_VM_ID, managed_device_id=managed, device_vm_id=ENROLLED_HOST_VM_ID)
+        VmRecord(
+            ENROLLED_HOST,
+            incarnation=Incarnation(vm_id=ENROLLED_HOST_VM_ID),
+            device=DeviceMapping(managed_device_id=managed, learnt_for_vm_id=ENROLLED_HOST_VM_ID),
+        )
     )
     del simulators.tenant.devices["e0b10003-1111-4222-8333-000000000003"]
 

@@ -90,7 +90,13 @@ async def first_look(ledger: TableLedger) -> datetime:
     facts = await (await get_services()).compute.get_vm(HOST)
     assert isinstance(facts, VmFacts)
     # Checked at creation (its write event came: the create-time rules found nothing), then its device found.
-    await ledger.update(HOST, lambda row: (replace(row, vm_id=HOST_VM_ID, check_fingerprint=fingerprint(facts)), None))
+    await ledger.update(
+        HOST,
+        lambda row: (
+            replace(row, check_fingerprint=fingerprint(facts), incarnation=replace(row.incarnation, vm_id=HOST_VM_ID)),
+            None,
+        ),
+    )
     now = datetime.now(UTC)
     await deliver(DeviceCheckRequest(HOST.resource_id, HOST_VM_ID, now, now + timedelta(hours=24)))
     checked_at = (await ledger_row(ledger, HOST)).device_checked_at

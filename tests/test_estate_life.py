@@ -112,10 +112,12 @@ async def test_a_vm_recreated_from_its_kept_os_disk_takes_over_its_device(
     assert writes(simulators) == [f"POST /v1.0/groups/{GROUP}/members/$ref"]
     assert simulators.tenant.members_of(GROUP) == [entra]
     row = await ledger_row(enforcing.ledger, vm)
-    assert row.device_vm_id == row.vm_id
-    assert row.machine_since is not None
-    assert row.created_at is not None
-    assert row.machine_since < row.created_at  # the installation is older than the VM that boots it now
+    assert row.device.learnt_for_vm_id == row.incarnation.vm_id
+    assert row.incarnation.machine_since is not None
+    assert row.incarnation.created_at is not None
+    assert (
+        row.incarnation.machine_since < row.incarnation.created_at
+    )  # the installation is older than the VM that boots it now
 
 
 async def test_a_vm_recreated_from_another_disk_while_the_deleted_ones_disk_is_unknown_is_left_alone(
@@ -128,7 +130,7 @@ async def test_a_vm_recreated_from_another_disk_while_the_deleted_ones_disk_is_u
     await seen(vm)
 
     def unknown_disk(row: VmRecord) -> tuple[VmRecord, None]:
-        return replace(row, os_disk_id=None, machine_since=None), None
+        return replace(row, incarnation=replace(row.incarnation, os_disk_id=None, machine_since=None)), None
 
     await enforcing.ledger.update(vm, unknown_disk)
     deleted = delete_keeping_the_os_disk(simulators, vm)
@@ -278,9 +280,12 @@ async def test_reconciliation_records_every_vm_of_the_estate_whatever_its_bound(
         ref = vm_ref_from_resource_id(str(document["id"]))
         assert ref is not None
         row = await ledger_row(services.ledger, ref)
-        assert row.vm_id == document["properties"]["vmId"]
-        assert row.os_disk_id == document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"].lower()
-        assert row.created_at is not None
+        assert row.incarnation.vm_id == document["properties"]["vmId"]
+        assert (
+            row.incarnation.os_disk_id
+            == document["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"].lower()
+        )
+        assert row.incarnation.created_at is not None
     optout = await ledger_row(services.ledger, VmRef(SUB, "rg-avd-prod", "vm-optout-10"))
     assert optout.opted_out
 

@@ -283,8 +283,8 @@ async def test_throttled_requests_inside_a_batch_are_sent_again(services: Servic
 async def test_an_anchor_in_a_mixed_case_resource_group_is_found_by_the_id_as_arm_spells_it(
     services: Services, simulators: Simulators
 ) -> None:
-    from responder.decisions.model import VmRef
-    from responder.decisions.ownership import Incarnation
+    from responder.decisions.model import Incarnation, VmRef
+    from responder.decisions.ownership import Subject
     from responder.stages.matching import gather_candidates
 
     arm_id = f"/subscriptions/{SUB}/resourceGroups/RG-AVD-Prod/providers/Microsoft.Compute/virtualMachines/AVD-Host-7"
@@ -298,8 +298,8 @@ async def test_an_anchor_in_a_mixed_case_resource_group_is_found_by_the_id_as_ar
     }
     vm = VmRef(SUB, "rg-avd-prod", "avd-host-7")  # how the responder keeps ids: lower case
 
-    _, unknown_spelling = await gather_candidates(Incarnation(vm), None, services.directory)
-    _, known_spelling = await gather_candidates(Incarnation(vm, arm_id=arm_id), None, services.directory)
+    _, unknown_spelling = await gather_candidates(Subject(vm), None, services.directory)
+    _, known_spelling = await gather_candidates(Subject(vm, Incarnation(arm_id=arm_id)), None, services.directory)
 
     assert [obj.object_id for obj in unknown_spelling] == []
     assert [obj.object_id for obj in known_spelling] == ["obj-mixed"]

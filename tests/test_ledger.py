@@ -14,9 +14,11 @@ from responder.decisions.errors import LedgerConflict
 from responder.decisions.events import vm_ref_from_resource_id
 from responder.decisions.model import (
     CleanupStatus,
+    DeviceMapping,
     EventKind,
     Finding,
     FindingSource,
+    Incarnation,
     PowerState,
     Severity,
     SuppressionState,
@@ -31,11 +33,6 @@ T0 = datetime(2026, 11, 20, 19, 0, 2, 555000, tzinfo=UTC)
 def full_record() -> VmRecord:
     return VmRecord(
         ref=VM,
-        vm_id="a3c6f0d2-1b2c-4d5e-8f90-123456789abc",
-        computer_name="VM-WIN11-01",
-        os_type="Windows",
-        managed_device_id="9b2f6c1e-0000-4000-8000-00000000d001",
-        entra_device_id="5c7e1a9b-0000-4000-8000-00000000e001",
         power_state=PowerState.DEALLOCATED,
         power_state_at=T0,
         suppression=SuppressionState.SUPPRESSED,
@@ -54,6 +51,13 @@ def full_record() -> VmRecord:
         cleanup_status=CleanupStatus.NEEDS_REVIEW,
         deleted_at=T0,
         device_groups="3f2a9c0d1e4b5a69",
+        incarnation=Incarnation(
+            vm_id="a3c6f0d2-1b2c-4d5e-8f90-123456789abc", computer_name="VM-WIN11-01", os_type="Windows"
+        ),
+        device=DeviceMapping(
+            managed_device_id="9b2f6c1e-0000-4000-8000-00000000d001",
+            entra_device_id="5c7e1a9b-0000-4000-8000-00000000e001",
+        ),
     )
 
 
@@ -77,12 +81,12 @@ async def test_every_spelling_of_a_resource_id_reaches_the_same_row(ledger: Tabl
         "/providers/Microsoft.Compute/virtualMachines/VM-WIN11-01"
     )
     assert spelled is not None
-    await ledger.insert(VmRecord(ref=spelled, computer_name="VM-WIN11-01"))
+    await ledger.insert(VmRecord(ref=spelled, incarnation=Incarnation(computer_name="VM-WIN11-01")))
 
     read = await ledger.get(VM)
 
     assert read is not None
-    assert read.computer_name == "VM-WIN11-01"
+    assert read.incarnation.computer_name == "VM-WIN11-01"
 
 
 async def test_inserting_an_existing_row_is_a_conflict(ledger: TableLedger) -> None:
@@ -127,9 +131,11 @@ async def test_an_update_from_a_row_read_before_another_write_loses_nothing(ledg
     stale = await ledger.insert(VmRecord(ref=VM))
     await ledger.update(VM, lambda record: (replace(record, power_state=PowerState.DEALLOCATED), None))
 
-    updated, _ = await ledger.update(VM, lambda record: (replace(record, vm_id="vm-1"), None), read=stale)
+    updated, _ = await ledger.update(
+        VM, lambda record: (replace(record, incarnation=replace(record.incarnation, vm_id="vm-1")), None), read=stale
+    )
 
-    assert (updated.power_state, updated.vm_id) == (PowerState.DEALLOCATED, "vm-1")
+    assert (updated.power_state, updated.incarnation.vm_id) == (PowerState.DEALLOCATED, "vm-1")
 
 
 async def test_an_update_that_changes_nothing_does_not_write(ledger: TableLedger) -> None:

@@ -12,7 +12,15 @@ import pytest
 
 from responder.decisions.events import ClassifiedEvent, Schema, VmEvent
 from responder.decisions.facts import VmFacts
-from responder.decisions.model import EventKind, PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.model import (
+    DeviceMapping,
+    EventKind,
+    Incarnation,
+    PowerState,
+    SuppressionState,
+    VmRecord,
+    VmRef,
+)
 from responder.decisions.observe import RECENT_EVENT_IDS_KEPT, Outcome, adopt_incarnation, observe, settle
 
 VM = VmRef("6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "rg", "vm1")
@@ -91,7 +99,12 @@ def test_a_resumed_event_overtaken_by_a_later_one_is_stale() -> None:
 
 
 def test_a_deletion_older_than_the_vm_on_record_ended_an_earlier_vm_and_still_needs_its_cleanup() -> None:
-    recreated = replace(after(event(EventKind.STARTED, minutes=10)), created_at=T0 + timedelta(minutes=8))
+    recreated = replace(
+        after(event(EventKind.STARTED, minutes=10)),
+        incarnation=replace(
+            after(event(EventKind.STARTED, minutes=10)).incarnation, created_at=T0 + timedelta(minutes=8)
+        ),
+    )
 
     observation = observe(recreated, event(EventKind.DELETED, minutes=3))
 
@@ -130,19 +143,24 @@ def test_a_write_after_the_deletion_is_a_new_vm_with_the_same_name() -> None:
 
 
 def deleted_vm(**machine: Any) -> VmRecord:
-    """The row of vm-life-1 (host-1, OS disk disk-1, device md-1 proven for it) after its deletion."""
-    known = replace(
-        VmRecord(ref=VM),
-        vm_id="vm-life-1",
-        computer_name="host-1",
-        created_at=T0,
-        machine_since=T0,
-        os_disk_id="disk-1",
-        managed_device_id="md-1",
-        device_vm_id="vm-life-1",
+    """The row of vm-life-1 (host-1, OS disk disk-1, device md-1 proven for it) after its deletion;
+    `machine`: what is known of its incarnation otherwise."""
+    known = VmRecord(
+        ref=VM,
         suppression=SuppressionState.SUPPRESSED,
+        incarnation=Incarnation(
+            **{
+                "vm_id": "vm-life-1",
+                "computer_name": "host-1",
+                "created_at": T0,
+                "machine_since": T0,
+                "os_disk_id": "disk-1",
+                **machine,
+            }
+        ),
+        device=DeviceMapping(managed_device_id="md-1", learnt_for_vm_id="vm-life-1"),
     )
-    return settle(observe(replace(known, **machine), event(EventKind.DELETED, minutes=5)).record, "deleted-5")
+    return settle(observe(known, event(EventKind.DELETED, minutes=5)).record, "deleted-5")
 
 
 def written_again(record: VmRecord, **facts: Any) -> VmRecord:
@@ -165,34 +183,48 @@ ARM_FACTS = VmFacts(
 def test_a_write_after_the_deletion_forgets_the_deleted_vm() -> None:
     record = observe(deleted_vm(), event(EventKind.CREATED, minutes=60)).record
 
-    assert (record.vm_id, record.computer_name, record.created_at) == (None, None, None)
+    assert (record.incarnation.vm_id, record.incarnation.computer_name, record.incarnation.created_at) == (
+        None,
+        None,
+        None,
+    )
 
 
 def test_a_vm_created_on_a_new_os_disk_inherits_nothing_of_the_deleted_one() -> None:
     record = written_again(deleted_vm(), os_disk_id="disk-2")
 
-    assert (record.vm_id, record.os_disk_id, record.machine_since) == ("vm-life-2", "disk-2", None)  # not read
-    assert (record.managed_device_id, record.device_vm_id) == (None, None)
+    assert (record.incarnation.vm_id, record.incarnation.os_disk_id, record.incarnation.machine_since) == (
+        "vm-life-2",
+        "disk-2",
+        None,
+    )  # not read
+    assert (record.device.managed_device_id, record.device.learnt_for_vm_id) == (None, None)
     assert record.suppression is SuppressionState.NONE
 
 
 def test_a_vm_booting_the_deleted_ones_os_disk_inherits_its_device_and_mark() -> None:
     record = written_again(deleted_vm(), os_disk_id="disk-1", os_disk_create_option="Attach")
 
-    assert (record.managed_device_id, record.device_vm_id) == ("md-1", "vm-life-2")
-    assert record.machine_since == T0  # the installation is as old as the first VM that booted it
-    assert record.created_at == ARM_FACTS.time_created
+    assert (record.device.managed_device_id, record.device.learnt_for_vm_id) == ("md-1", "vm-life-2")
+    assert record.incarnation.machine_since == T0  # the installation is as old as the first VM that booted it
+    assert record.incarnation.created_at == ARM_FACTS.time_created
     assert record.suppression is SuppressionState.SUPPRESSED
 
 
 def test_a_vm_that_swapped_its_os_disk_keeps_no_device_of_the_old_one() -> None:
     known = replace(
-        VmRecord(ref=VM), vm_id="vm-life-2", os_disk_id="disk-2", managed_device_id="md-2", device_vm_id="vm-life-2"
+        VmRecord(ref=VM),
+        incarnation=Incarnation(vm_id="vm-life-2", os_disk_id="disk-2"),
+        device=DeviceMapping(managed_device_id="md-2", learnt_for_vm_id="vm-life-2"),
     )
 
     record = adopt_incarnation(known, replace(ARM_FACTS, os_disk_id="disk-3"))
 
-    assert (record.os_disk_id, record.managed_device_id, record.device_vm_id) == ("disk-3", None, None)
+    assert (record.incarnation.os_disk_id, record.device.managed_device_id, record.device.learnt_for_vm_id) == (
+        "disk-3",
+        None,
+        None,
+    )
 
 
 def test_the_os_disks_creation_dates_the_installation_a_vm_boots() -> None:
@@ -200,30 +232,33 @@ def test_the_os_disks_creation_dates_the_installation_a_vm_boots() -> None:
 
     record = adopt_incarnation(VmRecord(ref=VM), replace(ARM_FACTS, os_disk_id="disk-9"), disk_since=attached_old_disk)
 
-    assert record.machine_since == attached_old_disk
+    assert record.incarnation.machine_since == attached_old_disk
 
 
 def test_a_swapped_in_os_disk_seen_without_its_creation_time_is_dated_when_the_swap_was_seen() -> None:
-    known = replace(VmRecord(ref=VM), vm_id="vm-life-2", os_disk_id="disk-2", machine_since=T0)
+    known = replace(
+        VmRecord(ref=VM),
+        incarnation=Incarnation(vm_id="vm-life-2", os_disk_id="disk-2", machine_since=T0),
+    )
     seen = T0 + timedelta(days=3)
 
     record = adopt_incarnation(known, replace(ARM_FACTS, os_disk_id="disk-3"), noticed_at=seen)
 
-    assert record.machine_since == seen
+    assert record.incarnation.machine_since == seen
 
 
 def test_a_vm_of_an_unknown_os_disk_inherits_nothing() -> None:
     record = written_again(deleted_vm(os_disk_id=None), os_disk_id=None)
 
-    assert (record.managed_device_id, record.device_vm_id) == (None, None)
+    assert (record.device.managed_device_id, record.device.learnt_for_vm_id) == (None, None)
 
 
 def test_a_second_deletion_ended_a_vm_the_ledger_never_saw_and_knows_nothing_of() -> None:
     observation = observe(deleted_vm(), event(EventKind.DELETED, minutes=60))  # its creation event is late
 
     assert observation.outcome is Outcome.RECORDED
-    assert (observation.record.vm_id, observation.record.computer_name) == (None, None)
-    assert observation.record.device_vm_id == "vm-life-1"  # the earlier VM's device: evidence for it alone
+    assert (observation.record.incarnation.vm_id, observation.record.incarnation.computer_name) == (None, None)
+    assert observation.record.device.learnt_for_vm_id == "vm-life-1"  # the earlier VM's device: evidence for it alone
     assert observation.record.deleted_at == T0 + timedelta(minutes=60)
 
 
@@ -231,7 +266,10 @@ def test_a_second_delete_event_of_the_same_deletion_is_that_deletion() -> None:
     observation = observe(deleted_vm(), event(EventKind.DELETED, minutes=5 + 1, event_id="delete-twin"))
 
     assert observation.outcome is Outcome.RECORDED  # its cleanup is queued again, and finds the first one's
-    assert (observation.record.vm_id, observation.record.deleted_at) == ("vm-life-1", T0 + timedelta(minutes=5))
+    assert (observation.record.incarnation.vm_id, observation.record.deleted_at) == (
+        "vm-life-1",
+        T0 + timedelta(minutes=5),
+    )
 
 
 def test_a_late_write_of_a_deleted_vm_is_stale() -> None:

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from responder.decisions.facts import EntraDevice, ManagedDevice
-from responder.decisions.model import VmRef
-from responder.decisions.ownership import Incarnation, KnownDevice, Verdict, decide_ownership
+from responder.decisions.model import DeviceMapping, Incarnation, VmRef
+from responder.decisions.ownership import Subject, Verdict, decide_ownership
 
 SUB, OTHER_SUB = "6b1c2e8a-3f4d-4c1a-9e2b-7d5f0a1b2c3d", "11111111-2222-3333-4444-555555555555"
 VM = VmRef(SUB, "rg-avd", "vm-01")
 CREATED = datetime(2026, 11, 1, tzinfo=UTC)
 STOPPED = datetime(2026, 11, 20, tzinfo=UTC)
-HERE = Incarnation(VM, vm_id="vmid-now", computer_name="avd-01", created_at=CREATED)
+
+
+def subject(vm: VmRef, **known: Any) -> Subject:
+    """The VM `vm`, with what is known of its incarnation."""
+    return Subject(vm, Incarnation(**known))
+
+
+HERE = subject(VM, vm_id="vmid-now", computer_name="avd-01", created_at=CREATED)
+AD_HERE = subject(VM, vm_id="vmid-now", computer_name="avd-01", created_at=CREATED, join_kind="domain")
 
 
 def arm_anchor(vm: VmRef, *, resource_group: str = "RG-AVD", name: str | None = None) -> str:
@@ -68,7 +76,7 @@ def test_a_hybrid_object_of_the_vms_name_is_not_proof_while_its_join_is_unknown(
 
 
 def test_exact_name_with_a_consistent_link_to_a_hybrid_object_of_an_ad_joined_vm_is_own() -> None:
-    result = decide_ownership(replace(HERE, join_kind="domain"), [intune()], [entra(hybrid=True)], quiet_since=STOPPED)
+    result = decide_ownership(AD_HERE, [intune()], [entra(hybrid=True)], quiet_since=STOPPED)
     assert result.verdict is Verdict.OWN
     assert result.own is not None
     assert result.own.managed is not None
@@ -82,19 +90,19 @@ def test_an_entra_joined_object_without_an_anchor_is_not_proven_by_its_name() ->
 
 
 def test_an_entra_joined_vm_does_not_own_a_hybrid_object() -> None:
-    entra_joined = Incarnation(VM, vm_id="vmid-now", computer_name="avd-01", join_kind="entra")
+    entra_joined = subject(VM, vm_id="vmid-now", computer_name="avd-01", join_kind="entra")
     result = decide_ownership(entra_joined, [intune()], [entra(hybrid=True)])
     assert result.verdict is Verdict.NOT_OWN
 
 
 def test_an_ad_joined_vm_does_not_own_a_cloud_joined_object() -> None:
-    domain_joined = Incarnation(VM, vm_id="vmid-now", computer_name="avd-01", join_kind="domain")
+    domain_joined = subject(VM, vm_id="vmid-now", computer_name="avd-01", join_kind="domain")
     result = decide_ownership(domain_joined, [intune()], [entra(physical_ids=(arm_anchor(VM),))])
     assert result.verdict is Verdict.NOT_OWN
 
 
 def test_an_anchor_to_this_vm_in_arm_casing_is_own_without_a_known_name() -> None:
-    nameless = Incarnation(VM, vm_id="vmid-now")
+    nameless = subject(VM, vm_id="vmid-now")
     result = decide_ownership(nameless, [intune()], [entra(physical_ids=(arm_anchor(VM),))])
     assert result.verdict is Verdict.OWN
 
@@ -114,7 +122,7 @@ def test_a_name_match_anchored_to_a_vm_in_another_subscription_is_not_own() -> N
 
 
 def test_a_ledger_mapping_is_no_bypass_around_an_anchor_to_another_vm() -> None:
-    known = KnownDevice("vmid-now", managed_device_id="md-1", entra_object_id="obj-1")
+    known = DeviceMapping("vmid-now", managed_device_id="md-1", entra_object_id="obj-1")
     other = VmRef(SUB, "rg-avd", "vm-02")
     result = decide_ownership(HERE, [intune()], [entra(physical_ids=(arm_anchor(other),))], known=known)
     assert result.verdict is Verdict.NOT_OWN
@@ -157,7 +165,7 @@ def test_an_intune_check_in_after_the_vm_stopped_means_another_machine() -> None
 
 # Class 4: an unknown computer name is never replaced by the resource name.
 def test_an_unknown_computer_name_proves_nothing_by_name() -> None:
-    nameless = Incarnation(VmRef(SUB, "rg-avd", "avd-01"), vm_id="vmid-now")
+    nameless = subject(VmRef(SUB, "rg-avd", "avd-01"), vm_id="vmid-now")
     result = decide_ownership(nameless, [intune()], [entra()])
     assert result.verdict is Verdict.NOT_OWN
 
@@ -169,7 +177,7 @@ def test_a_computer_name_other_than_the_resource_name_is_matched_on_the_computer
 
 # Class 6: a saved mapping is bound to the vmId it was learnt for.
 def test_a_mapping_learnt_for_an_earlier_vm_under_the_same_resource_id_is_not_own() -> None:
-    known = KnownDevice("vmid-before", managed_device_id="md-1", entra_object_id="obj-1")
+    known = DeviceMapping("vmid-before", managed_device_id="md-1", entra_object_id="obj-1")
     result = decide_ownership(HERE, [intune()], [entra()], known=known)
     assert result.verdict is Verdict.NOT_OWN
     assert "earlier VM" in result.candidates[0].reasons[0]
@@ -184,11 +192,11 @@ def test_a_record_enrolled_before_this_vm_was_created_is_an_earlier_machines() -
 def test_a_hybrid_entra_object_older_than_the_vm_still_confirms_its_new_intune_record() -> None:
     # The on-premises computer account outlives a re-created VM; its Entra object keeps its registration date.
     reused = entra(registered=CREATED - timedelta(days=300), hybrid=True)
-    assert decide_ownership(replace(HERE, join_kind="domain"), [intune()], [reused]).verdict is Verdict.OWN
+    assert decide_ownership(AD_HERE, [intune()], [reused]).verdict is Verdict.OWN
 
 
 def test_a_mapping_learnt_for_this_vm_is_own() -> None:
-    known = KnownDevice("vmid-now", managed_device_id="md-1", entra_object_id="obj-1", entra_device_id="dev-1")
+    known = DeviceMapping("vmid-now", managed_device_id="md-1", entra_object_id="obj-1", entra_device_id="dev-1")
     assert decide_ownership(HERE, [intune()], [entra()], known=known).verdict is Verdict.OWN
 
 
@@ -201,7 +209,7 @@ def test_two_vm_records_with_the_vms_name_are_ambiguous() -> None:
 
 def test_a_physical_pc_with_the_vms_name_is_not_own_and_not_in_the_way() -> None:
     laptop = intune("md-9", device_id="dev-9", model="Surface Laptop 5")
-    ad_joined = replace(HERE, join_kind="domain")
+    ad_joined = AD_HERE
     result = decide_ownership(ad_joined, [intune(), laptop], [entra(hybrid=True), entra("obj-9", device_id="dev-9")])
     assert result.verdict is Verdict.OWN
     assert result.own is not None
@@ -216,7 +224,7 @@ def test_look_alike_names_are_not_own() -> None:
 
 
 def test_names_compare_case_insensitively() -> None:
-    ad_joined = replace(HERE, join_kind="domain")
+    ad_joined = AD_HERE
     result = decide_ownership(ad_joined, [intune(name="AVD-01")], [entra(name="Avd-01", hybrid=True)])
     assert result.verdict is Verdict.OWN
 

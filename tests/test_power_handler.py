@@ -104,7 +104,7 @@ async def test_deallocate_then_start_marks_then_unmarks_and_syncs(simulators: Si
         ("POST", f"deviceManagement/managedDevices/{WIN11_MANAGED}/syncDevice"),
     ]
     record = await ledger_row(ledger, WIN11)
-    assert (record.suppression, record.managed_device_id, record.entra_object_id) == (
+    assert (record.suppression, record.device.managed_device_id, record.device.entra_object_id) == (
         SuppressionState.NONE,
         WIN11_MANAGED,
         WIN11_ENTRA,

@@ -20,7 +20,7 @@ from localdev.queue_host import queue_client, run_queue_trigger
 from localdev.simulators import Simulators
 from responder.adapters.table_ledger import TableLedger
 from responder.composition import close_services, get_services
-from responder.decisions.model import Finding, FindingSource, Severity, SuppressionState, VmRecord, VmRef
+from responder.decisions.model import DeviceMapping, Finding, FindingSource, Severity, SuppressionState, VmRecord, VmRef
 from responder.ports import Services
 from tests.conftest import deployed_services, log_lines
 
@@ -63,7 +63,9 @@ async def drifted(
     # A running VM whose start event was missed: still marked.
     await ledger.insert(
         VmRecord(
-            WIN11, suppression=SuppressionState.SUPPRESSED, managed_device_id=WIN11_MANAGED, entra_object_id=WIN11_ENTRA
+            WIN11,
+            suppression=SuppressionState.SUPPRESSED,
+            device=DeviceMapping(managed_device_id=WIN11_MANAGED, entra_object_id=WIN11_ENTRA),
         )
     )
     simulators.tenant.groups[GROUP]["members"].append(WIN11_ENTRA)
@@ -270,7 +272,9 @@ async def test_a_vm_reported_not_enrolled_is_looked_for_again_but_a_checked_one_
 
     def checked(vm_id: str, findings: tuple[Finding, ...]) -> Callable[[VmRecord], tuple[VmRecord, None]]:
         def done(row: VmRecord) -> tuple[VmRecord, None]:
-            checked_row = replace(row, vm_id=vm_id, device_checked_at=checked_at, findings=findings)
+            checked_row = replace(
+                row, device_checked_at=checked_at, findings=findings, incarnation=replace(row.incarnation, vm_id=vm_id)
+            )
             return replace(checked_row, check_fingerprint="checked at create"), None
 
         return done

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from responder.decisions.model import PowerState, SuppressionState
+from responder.decisions.model import DeviceMapping, PowerState, SuppressionState
 from responder.decisions.settings import SuppressionSettings
 from responder.decisions.suppression import (
     AddToGroup,
-    DeviceIds,
     NoDevice,
     Plan,
     RemoveFromGroup,
@@ -19,7 +18,7 @@ from responder.decisions.suppression import (
 
 AT = datetime(2026, 11, 20, 19, 0, 2, tzinfo=UTC)
 GROUP = "5a9e0000-7c7c-4d4d-9e9e-00000000a11c"
-DEVICE = DeviceIds(managed_device_id="md-1", entra_object_id="obj-1", entra_device_id="dev-1")
+DEVICE = DeviceMapping(managed_device_id="md-1", entra_object_id="obj-1", entra_device_id="dev-1")
 BOTH = SuppressionSettings(group_id=GROUP, attribute=7)
 NOT_MARKED, MARKED = SuppressionState.NONE, SuppressionState.SUPPRESSED
 
@@ -27,7 +26,7 @@ NOT_MARKED, MARKED = SuppressionState.NONE, SuppressionState.SUPPRESSED
 def plan(
     power: PowerState,
     marked: SuppressionState = NOT_MARKED,
-    device: DeviceIds | NoDevice | None = DEVICE,
+    device: DeviceMapping | NoDevice | None = DEVICE,
     settings: SuppressionSettings = BOTH,
 ) -> Plan:
     return plan_suppression(power=power, marked=marked, device=device, settings=settings, event_time=AT)
@@ -104,7 +103,7 @@ def test_a_vm_without_an_intune_device_is_a_finding_not_an_error() -> None:
 
 
 def test_a_device_without_an_entra_object_can_only_be_reported() -> None:
-    result = plan(PowerState.DEALLOCATED, device=DeviceIds("md-3", None))
+    result = plan(PowerState.DEALLOCATED, device=DeviceMapping(managed_device_id="md-3"))
 
     assert result.actions == ()
     assert [finding.rule_id for finding in result.findings] == ["no-entra-device"]

@@ -100,7 +100,9 @@ async def test_reconcile_prints_the_counts_of_a_pass_over_the_sample_estate_and_
     vms = {resource_id.rsplit("/", 1)[-1] for resource_id in estate.world.vms}
     assert (code, err) == (EXIT_OK, "")
     assert set(rows) == vms  # Windows and Linux, opted out or not: the app never heard an event of any
-    assert all(row.vm_id and row.created_at and row.os_disk_id for row in rows.values())
+    assert all(
+        row.incarnation.vm_id and row.incarnation.created_at and row.incarnation.os_disk_id for row in rows.values()
+    )
     assert rows["vm-optout-10"].opted_out
     assert out.startswith("reconciliation pass, audit mode")
     assert count(out, "VMs the ledger knows now") == count(out, "learnt or updated by this pass") == len(vms)

@@ -125,7 +125,7 @@ async def reconcile_by_hand(services: Services) -> PassReport:
     watched = settings.reconcile.watched_subscriptions
     known = 0
     async for record in services.ledger.records():
-        if record.ref.subscription_id in watched and record.vm_id and record.deleted_at is None:
+        if record.ref.subscription_id in watched and record.incarnation.vm_id and record.deleted_at is None:
             known += 1
     return PassReport(
         mode=settings.mode.value,
@@ -157,9 +157,9 @@ async def _decide(text: str, services: Services, sweep: SweptCleanups) -> SweptR
 
 def _queued(request: CleanupRequest) -> SweptRecord:
     return SweptRecord(
-        managed_device_id=request.managed_device_id or "",
-        device_name=request.computer_name,
-        entra_device_id=request.entra_device_id,
+        managed_device_id=request.device.managed_device_id or "",
+        device_name=request.incarnation.computer_name,
+        entra_device_id=request.device.entra_device_id,
         silent_since=request.deleted_at.isoformat(),
         event_id=request.event_id,
         decision=QUEUED,

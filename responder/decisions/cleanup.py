@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from responder.decisions.errors import UnreadableMessage
 from responder.decisions.facts import Gone, ManagedDevice, OsDisk, VmFacts
-from responder.decisions.model import Finding, FindingSource, Severity, VmRef
+from responder.decisions.model import DeviceMapping, Finding, FindingSource, Incarnation, Severity, VmRef
 from responder.decisions.names import clip, has_control
 from responder.decisions.ownership import Ownership, Verdict
 
@@ -56,16 +56,8 @@ class CleanupRequest:
     resource_group: str
     vm_name: str
     deleted_at: datetime
-    computer_name: str | None = None  # as ARM reported it for `vm_id`; None: never known
-    vm_id: str | None = None  # the deleted incarnation
-    created_at: datetime | None = None  # when its Windows installation first booted (an earlier VM may have)
-    join_kind: str | None = None  # "entra" | "domain"
-    arm_id: str | None = None  # the resource id as ARM spelt it (Entra anchors keep that casing)
-    managed_device_id: str | None = None  # the ledger's mapping, proven for `device_vm_id`
-    entra_device_id: str | None = None
-    entra_object_id: str | None = None
-    device_vm_id: str | None = None
-    os_disk_id: str | None = None  # the managed OS disk it booted (lower case): its Windows installation
+    incarnation: Incarnation = field(default_factory=Incarnation)  # the deleted VM as the ledger knew it
+    device: DeviceMapping = field(default_factory=DeviceMapping)  # its device, as the ledger proved it
     replaced_by_vm_id: str | None = None  # the delete ended an earlier VM than this later one
     opted_out: bool = False  # the VM carried the opt-out tag when last read
     found_by: Origin = Origin.EVENT
@@ -87,17 +79,27 @@ class CleanupRequest:
         is keyed by its time."""
         if self.found_by is Origin.RECONCILE:
             material = f"reconcile|{self.event_id}"
-        elif self.vm_id:
-            material = f"event|{self.resource_id}|{self.vm_id}"
+        elif self.incarnation.vm_id:
+            material = f"event|{self.resource_id}|{self.incarnation.vm_id}"
         else:
             material = f"event|{self.resource_id}||{self.deleted_at.isoformat()}"
         return hashlib.sha256(material.encode()).hexdigest()[:32]
 
     def to_text(self) -> str:
-        document: dict[str, Any] = asdict(self)
-        document["deleted_at"] = self.deleted_at.isoformat()
-        document["created_at"] = self.created_at.isoformat() if self.created_at else None
-        document["found_by"] = self.found_by.value
+        """The message: one flat JSON object (schema 2), the incarnation's and the device's fields among the rest."""
+        document: dict[str, Any] = {
+            name: getattr(self, name) for name in _PLAIN_FIELDS if name not in {"deleted_at", "found_by"}
+        }
+        incarnation, device = self.incarnation, self.device
+        installed = incarnation.installed_since
+        document |= {name: getattr(incarnation, name) for name in _INCARNATION_TEXT}
+        document |= {name: getattr(device, name) for name in _DEVICE_TEXT}
+        document |= {
+            "created_at": installed.isoformat() if installed else None,  # when its Windows installation first booted
+            "device_vm_id": device.learnt_for_vm_id,
+            "deleted_at": self.deleted_at.isoformat(),
+            "found_by": self.found_by.value,
+        }
         return json.dumps(document, sort_keys=True)
 
     @classmethod
@@ -111,14 +113,28 @@ class CleanupRequest:
             raise MessageError("a cleanup message is a JSON object")
         if document.get("schema") not in READABLE_SCHEMAS:
             raise MessageError(f"unknown schema version {document.get('schema')!r}")
-        known = {item.name for item in fields(cls)}
-        if unknown := sorted(set(document) - known):
+        if unknown := sorted(set(document) - _MESSAGE_FIELDS):
             raise MessageError(f"unknown field(s) {', '.join(unknown)}")
-        values: dict[str, Any] = {}
-        for name in known - {"deleted_at", "created_at", "opted_out", "found_by", "schema"}:
-            values[name] = _text_field(document, name, required=name in _REQUIRED_TEXT)
+        values: dict[str, Any] = {
+            name: _text_field(document, name, required=name in _REQUIRED_TEXT)
+            for name in _PLAIN_FIELDS - {"deleted_at", "opted_out", "found_by", "schema"}
+        }
         values["deleted_at"] = _time_field(document, "deleted_at", required=True)
-        values["created_at"] = _time_field(document, "created_at", required=False)
+        named = {name: _text_field(document, name, required=False) for name in (*_INCARNATION_TEXT, *_DEVICE_TEXT)}
+        values["incarnation"] = Incarnation(
+            vm_id=named["vm_id"],
+            computer_name=named["computer_name"],
+            created_at=_time_field(document, "created_at", required=False),
+            join_kind=named["join_kind"],
+            arm_id=named["arm_id"],
+            os_disk_id=named["os_disk_id"],
+        )
+        values["device"] = DeviceMapping(
+            learnt_for_vm_id=_text_field(document, "device_vm_id", required=False),
+            managed_device_id=named["managed_device_id"],
+            entra_device_id=named["entra_device_id"],
+            entra_object_id=named["entra_object_id"],
+        )
         opted_out = document.get("opted_out", False)
         if not isinstance(opted_out, bool):
             raise MessageError(f"opted_out must be true or false, not {opted_out!r}")
@@ -126,14 +142,23 @@ class CleanupRequest:
         if raw_origin not in Origin._value2member_map_:
             raise MessageError(f"unknown origin {raw_origin!r}")
         request = cls(**values, opted_out=opted_out, found_by=Origin(raw_origin), schema=int(document["schema"]))
-        needed = ("managed_device_id",) if request.found_by is Origin.RECONCILE else _REQUIRED_FOR_EVENT
-        for name in needed:
+        if request.found_by is Origin.RECONCILE and not request.device.managed_device_id:
+            raise MessageError("managed_device_id must be a non-empty string")
+        for name in () if request.found_by is Origin.RECONCILE else _REQUIRED_FOR_EVENT:
             if not getattr(request, name):
                 raise MessageError(f"{name} must be a non-empty string")
         return request
 
 
 _REQUIRED_TEXT = frozenset({"event_id"})
+# The message's fields: the request's own, and the incarnation's and the device's, flat (schema 2).
+_PLAIN_FIELDS = frozenset(
+    {"event_id", "resource_id", "subscription_id", "resource_group", "vm_name", "deleted_at", "replaced_by_vm_id"}
+    | {"opted_out", "found_by", "schema"}
+)
+_INCARNATION_TEXT = ("computer_name", "vm_id", "join_kind", "arm_id", "os_disk_id")
+_DEVICE_TEXT = ("managed_device_id", "entra_device_id", "entra_object_id")
+_MESSAGE_FIELDS = _PLAIN_FIELDS | set(_INCARNATION_TEXT) | set(_DEVICE_TEXT) | {"created_at", "device_vm_id"}
 _REQUIRED_FOR_EVENT = ("resource_id", "subscription_id", "resource_group", "vm_name")
 
 
@@ -223,7 +248,7 @@ def plan_cleanup(
     if presence is Presence.EXISTS:
         return CleanupPlan(Decision.SKIPPED, VM_EXISTS)
     if ownership is None or not ownership.candidates:
-        if request.found_by is Origin.EVENT and not request.computer_name:
+        if request.found_by is Origin.EVENT and not request.incarnation.computer_name:
             return CleanupPlan(
                 Decision.SKIPPED,
                 "no record anchored to this VM, and its computer name is unknown (the responder never saw it "
@@ -262,7 +287,7 @@ def plan_cleanup(
         else:
             targets.append(Target("entra", own.entra.object_id, own.entra.display_name))
     reason = f"the VM is gone and {ownership.reason}"
-    if request.found_by is Origin.EVENT and not request.vm_id:
+    if request.found_by is Origin.EVENT and not request.incarnation.vm_id:
         reason += f"; {UNSEEN}"
     return CleanupPlan(Decision.DELETE, reason, tuple(targets), tuple(findings))
 

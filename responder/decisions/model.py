@@ -110,6 +110,49 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class Incarnation:
+    """One life of a VM under its resource id, as ARM described it (design §2).
+
+    Deleting a VM and creating another under the same resource id starts a new incarnation,
+    with a new vmId: what was known of the old one is not evidence about the new one, except
+    what belongs to its Windows installation (the OS disk a later VM may boot again).
+    """
+
+    vm_id: str | None = None  # the vmId Azure gave this life
+    computer_name: str | None = None  # as ARM reported it for this vmId; never guessed from the resource name
+    os_type: str | None = None
+    created_at: datetime | None = None  # ARM's timeCreated of this VM
+    join_kind: str | None = None  # "entra" | "domain", from the VM's extensions; None: unknown
+    arm_id: str | None = None  # the resource id as ARM spells it (Entra's physicalIds keep that casing)
+    os_disk_id: str | None = None  # the managed OS disk it boots (lower case): its Windows installation
+    machine_since: datetime | None = None  # when a VM first booted that disk, as far as known
+
+    @property
+    def installed_since(self) -> datetime | None:
+        """When its Windows installation first booted: a record enrolled before belongs to an earlier machine."""
+        return self.machine_since or self.created_at
+
+    def forgotten(self) -> Incarnation:
+        """What is left once a new VM holds the resource id: its installation (OS disk and since when),
+        which a new VM booting that disk takes over, and how ARM spells the id (a spelling to search by)."""
+        return Incarnation(arm_id=self.arm_id, os_disk_id=self.os_disk_id, machine_since=self.machine_since)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMapping:
+    """A VM's device as proven once: evidence for the vmId it was proven for, never a bypass of the proof."""
+
+    learnt_for_vm_id: str | None = None
+    managed_device_id: str | None = None  # Intune's managed device id
+    entra_device_id: str | None = None  # Entra `deviceId` (= Intune's azureADDeviceId)
+    entra_object_id: str | None = None  # Entra object `id`, for group membership and attributes
+
+    @property
+    def empty(self) -> bool:
+        return not (self.managed_device_id or self.entra_object_id or self.entra_device_id)
+
+
+@dataclass(frozen=True, slots=True)
 class VmRecord:
     """The ledger's row for one VM (design §2).
 
@@ -119,18 +162,8 @@ class VmRecord:
     """
 
     ref: VmRef
-    vm_id: str | None = None  # the incarnation the facts below were learnt for (a re-created VM gets a new one)
-    computer_name: str | None = None
-    os_type: str | None = None
-    created_at: datetime | None = None  # ARM's timeCreated of this incarnation
-    os_disk_id: str | None = None  # the managed OS disk this incarnation boots (lower case)
-    machine_since: datetime | None = None  # when a VM first booted that disk, as far as known (design §2)
-    join_kind: str | None = None  # "entra" | "domain", from the VM's extensions; None: unknown
-    arm_id: str | None = None  # the resource id as ARM spells it (Entra's physicalIds keep that casing)
-    managed_device_id: str | None = None
-    entra_device_id: str | None = None  # Entra `deviceId` (= Intune azureADDeviceId)
-    entra_object_id: str | None = None  # Entra object `id`, for group membership and attributes
-    device_vm_id: str | None = None  # the vmId the device mapping above was proven for
+    incarnation: Incarnation = field(default_factory=Incarnation)  # the VM now under this id, as far as known
+    device: DeviceMapping = field(default_factory=DeviceMapping)  # its device, once proven
     power_state: PowerState = PowerState.UNKNOWN
     power_state_at: datetime | None = None
     suppression: SuppressionState = SuppressionState.NONE

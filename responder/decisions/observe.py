@@ -15,7 +15,7 @@ from enum import StrEnum
 from responder.decisions.events import VmEvent
 from responder.decisions.facts import VmFacts
 from responder.decisions.joins import join_kind
-from responder.decisions.model import EventKind, PowerState, SuppressionState, VmRecord
+from responder.decisions.model import DeviceMapping, EventKind, Incarnation, PowerState, SuppressionState, VmRecord
 
 # Enough to recognise Event Grid's retries, which arrive within 24 hours,
 # while keeping the ledger row small.
@@ -100,7 +100,8 @@ def settle(record: VmRecord, event_id: str) -> VmRecord:
 def deletion_ended_this_incarnation(record: VmRecord, event: VmEvent) -> bool:
     """Whether a delete event is about the VM the ledger row describes, not an earlier one:
     a VM created after the deletion can't be the one deleted."""
-    return record.created_at is None or event.event_time >= record.created_at
+    created = record.incarnation.created_at
+    return created is None or event.event_time >= created
 
 
 def _observe_delete(history: VmRecord, event: VmEvent, news: Outcome) -> Observation:
@@ -156,17 +157,13 @@ def _latest(record: VmRecord, event: VmEvent) -> dict[EventKind, datetime]:
 
 def forget_incarnation(record: VmRecord) -> VmRecord:
     """The row once a new VM holds the resource id: nothing known of the old one carries over,
-    except what belongs to its Windows installation (its OS disk, the device proven for it,
-    its mark), which `adopt_incarnation` hands to a new VM booting that same disk, or drops;
-    and the opt-out tag, until ARM is read: a VM the responder never reads (a deletion of it
-    is all it hears) is taken to be tagged as the one before it under that resource id."""
+    except what belongs to its Windows installation (`Incarnation.forgotten`; the device proven
+    for it and its mark), which `adopt_incarnation` hands to a new VM booting that same disk, or
+    drops; and the opt-out tag, until ARM is read: a VM the responder never reads (a deletion of
+    it is all it hears) is taken to be tagged as the one before it under that resource id."""
     return replace(
         record,
-        vm_id=None,
-        computer_name=None,
-        os_type=None,
-        created_at=None,
-        join_kind=None,
+        incarnation=record.incarnation.forgotten(),
         findings=(),
         check_fingerprint=None,
         device_check_due=None,
@@ -178,16 +175,17 @@ def forget_machine(record: VmRecord) -> VmRecord:
     """The row once a VM boots another OS disk: the old installation's device and mark are not its."""
     return replace(
         record,
-        os_disk_id=None,
-        machine_since=None,
-        managed_device_id=None,
-        entra_device_id=None,
-        entra_object_id=None,
-        device_vm_id=None,
+        incarnation=replace(record.incarnation, os_disk_id=None, machine_since=None),
+        device=DeviceMapping(),
         device_groups=None,
         suppression=SuppressionState.NONE,
         marked_at=None,
     )
+
+
+def learn_device(record: VmRecord, device: DeviceMapping) -> VmRecord:
+    """The device proven for the VM's incarnation now: the row keeps it, with the vmId it was proven for."""
+    return replace(record, device=replace(device, learnt_for_vm_id=record.incarnation.vm_id))
 
 
 def adopt_incarnation(
@@ -206,38 +204,46 @@ def adopt_incarnation(
     disk is dated `noticed_at`, when the swap was first seen, so no record of the old
     installation passes for the new one's.
     """
-    if facts.vm_id and facts.vm_id != record.vm_id:
+    known = record.incarnation
+    if facts.vm_id and facts.vm_id != known.vm_id:
         # An earlier VM's installation, when the row knew one (a row that never knew a vmId may still
         # hold what was learnt before ARM was read: that is this VM's).
-        earlier = bool(record.vm_id or record.device_vm_id or record.os_disk_id)
-        if record.vm_id:
+        earlier = bool(known.vm_id or record.device.learnt_for_vm_id or known.os_disk_id)
+        if known.vm_id:
             record = forget_incarnation(record)
         if earlier:
             record = _inherit_machine(record, facts) if boots_same_disk(record, facts) else forget_machine(record)
-    elif facts.os_disk_id and record.os_disk_id and facts.os_disk_id != record.os_disk_id:
+    elif facts.os_disk_id and known.os_disk_id and facts.os_disk_id != known.os_disk_id:
         # The same VM boots another OS disk (an OS disk swap): another installation, whose device the
         # row doesn't know (a restored copy of this one is the same device, but nothing here proves it).
-        record = replace(forget_machine(record), machine_since=disk_since or noticed_at or SWAPPED_UNSEEN)
+        swapped = forget_machine(record)
+        record = replace(
+            swapped,
+            incarnation=replace(swapped.incarnation, machine_since=disk_since or noticed_at or SWAPPED_UNSEEN),
+        )
+    now = record.incarnation
     return replace(
         record,
-        vm_id=facts.vm_id or record.vm_id,
-        computer_name=facts.computer_name or record.computer_name,
-        os_type=facts.os_type or record.os_type,
-        created_at=facts.time_created or record.created_at,
-        join_kind=join_kind(facts.extensions) or record.join_kind,
-        arm_id=facts.arm_id or record.arm_id,
-        os_disk_id=facts.os_disk_id or record.os_disk_id,
-        machine_since=record.machine_since or disk_since,  # None: not read yet (the VM's creation stands in)
+        incarnation=Incarnation(
+            vm_id=facts.vm_id or now.vm_id,
+            computer_name=facts.computer_name or now.computer_name,
+            os_type=facts.os_type or now.os_type,
+            created_at=facts.time_created or now.created_at,
+            join_kind=join_kind(facts.extensions) or now.join_kind,
+            arm_id=facts.arm_id or now.arm_id,
+            os_disk_id=facts.os_disk_id or now.os_disk_id,
+            machine_since=now.machine_since or disk_since,  # None: not read yet (the VM's creation stands in)
+        ),
     )
 
 
 def boots_same_disk(record: VmRecord, facts: VmFacts) -> bool:
     """The VM ARM describes boots the OS disk the row's earlier VM booted."""
-    return facts.os_disk_id is not None and facts.os_disk_id == record.os_disk_id
+    return facts.os_disk_id is not None and facts.os_disk_id == record.incarnation.os_disk_id
 
 
 def _inherit_machine(record: VmRecord, facts: VmFacts) -> VmRecord:
     """The new vmId takes over the device proven for the VM that booted this disk before."""
-    if record.device_vm_id is None:
+    if record.device.learnt_for_vm_id is None:
         return record
-    return replace(record, device_vm_id=facts.vm_id)
+    return replace(record, device=replace(record.device, learnt_for_vm_id=facts.vm_id))

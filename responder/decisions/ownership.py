@@ -23,12 +23,12 @@ reported. The caller gathers the candidates (I/O); this module only judges them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from responder.decisions.facts import EntraDevice, ManagedDevice
-from responder.decisions.model import VmRef
+from responder.decisions.model import DeviceMapping, Incarnation, VmRef
 
 ANCHOR_PREFIX = "[azureresourceid]:"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"  # Intune's azureADDeviceId of a device with no Entra object
@@ -41,41 +41,18 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Incarnation:
-    """One life of a VM: its resource id and the vmId Azure gave it.
-
-    Deleting a VM and creating another under the same resource id starts a new
-    incarnation with a new vmId; what was learnt about the old one's device is
-    not evidence about the new one's.
-    """
+class Subject:
+    """The VM whose records are judged: its resource id, and what is known of the incarnation
+    now under it (a record proven for an earlier one is not evidence about this one)."""
 
     vm: VmRef
-    vm_id: str | None = None
-    computer_name: str | None = None  # as ARM reported it for this vmId; never guessed from the resource name
-    # When its Windows installation first booted (ARM's timeCreated, or an earlier VM's on the same OS
-    # disk): a record enrolled before it belongs to an earlier machine.
-    created_at: datetime | None = None
-    join_kind: str | None = None  # "entra" | "domain" from the VM's extensions: the Entra object's join must agree
-    arm_id: str | None = None  # the resource id as ARM spells it, when known
+    incarnation: Incarnation = field(default_factory=Incarnation)
 
     @property
     def anchor_spellings(self) -> tuple[str, ...]:
         """How Entra may have stored this VM's anchor: as ARM spells the id, and with ARM's segment casing."""
-        return tuple(dict.fromkeys(spelling for spelling in (self.arm_id, self.vm.arm_cased_id) if spelling))
-
-
-@dataclass(frozen=True, slots=True)
-class KnownDevice:
-    """A device mapping the ledger saved: evidence for the vmId it was learnt for, never a bypass."""
-
-    learnt_for_vm_id: str | None
-    managed_device_id: str | None = None
-    entra_object_id: str | None = None
-    entra_device_id: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.managed_device_id or self.entra_object_id or self.entra_device_id)
+        spellings = (self.incarnation.arm_id, self.vm.arm_cased_id)
+        return tuple(dict.fromkeys(spelling for spelling in spellings if spelling))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +75,16 @@ class Candidate:
 
     def describe(self) -> str:
         return f"{self.label}: {self.verdict.value}, {'; '.join(self.reasons)}"
+
+    @property
+    def device(self) -> DeviceMapping:
+        """Its ids, as the ledger keeps a proven device (`observe.learn_device` dates them to the vmId)."""
+        managed, entra = self.managed, self.entra
+        return DeviceMapping(
+            managed_device_id=managed.id if managed else None,
+            entra_device_id=entra.device_id if entra else (managed.azure_ad_device_id if managed else None),
+            entra_object_id=entra.object_id if entra else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +119,11 @@ def device_id_of(device: ManagedDevice) -> str | None:
 
 
 def decide_ownership(
-    incarnation: Incarnation,
+    subject: Subject,
     managed: Iterable[ManagedDevice],
     entra: Iterable[EntraDevice],
     *,
-    known: KnownDevice | None = None,
+    known: DeviceMapping | None = None,
     quiet_since: datetime | None = None,
 ) -> Ownership:
     """Judge every gathered record; `quiet_since`: when the VM stopped being able to act
@@ -152,7 +139,7 @@ def decide_ownership(
         if (linked_id := device_id_of(record)) is not None:
             claims.setdefault(linked_id, []).append(record.id)
 
-    judge = _Judge(incarnation, known, quiet_since, claims, list(managed_by_id.values()))
+    judge = _Judge(subject, known, quiet_since, claims, list(managed_by_id.values()))
     candidates: list[Candidate] = []
     linked: set[str] = set()
     for record in managed_by_id.values():
@@ -188,19 +175,19 @@ class _Judge:
 
     def __init__(
         self,
-        incarnation: Incarnation,
-        known: KnownDevice | None,
+        subject: Subject,
+        known: DeviceMapping | None,
         quiet_since: datetime | None,
         claims: dict[str, list[str]],
         managed: Sequence[ManagedDevice],
     ) -> None:
-        self.incarnation = incarnation
-        self.resource_id = incarnation.vm.resource_id
+        self.incarnation = subject.incarnation
+        self.resource_id = subject.vm.resource_id
         self.known = known if known is not None and not known.empty else None
         self.quiet_since = quiet_since
         self.claims = claims
         self.managed = managed
-        self.name = (incarnation.computer_name or "").strip().lower() or None
+        self.name = (subject.incarnation.computer_name or "").strip().lower() or None
 
     def candidate(self, managed: ManagedDevice | None, objects: list[EntraDevice]) -> Candidate:
         entra = objects[0] if len(objects) == 1 else None
@@ -326,14 +313,14 @@ class _Judge:
         return _matches_known(known, managed, entra)
 
     def _learnt_for_another_vm(
-        self, known: KnownDevice, managed: ManagedDevice | None, entra: EntraDevice | None
+        self, known: DeviceMapping, managed: ManagedDevice | None, entra: EntraDevice | None
     ) -> bool:
         if not known.learnt_for_vm_id or not self.incarnation.vm_id:
             return False
         return known.learnt_for_vm_id != self.incarnation.vm_id and _matches_known(known, managed, entra)
 
     def _before_creation(self, managed: ManagedDevice | None, entra: EntraDevice | None) -> str | None:
-        created = self.incarnation.created_at
+        created = self.incarnation.installed_since
         if created is None:
             return None
         # A hybrid object follows the on-premises computer account, which can outlive a re-created VM:
@@ -365,7 +352,7 @@ class _Judge:
         return None
 
 
-def _matches_known(known: KnownDevice, managed: ManagedDevice | None, entra: EntraDevice | None) -> bool:
+def _matches_known(known: DeviceMapping, managed: ManagedDevice | None, entra: EntraDevice | None) -> bool:
     return bool(
         (managed is not None and known.managed_device_id == managed.id)
         or (entra is not None and known.entra_object_id == entra.object_id)

@@ -12,19 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from responder.decisions.model import Finding, FindingSource, PowerState, Severity, SuppressionState
+from responder.decisions.model import DeviceMapping, Finding, FindingSource, PowerState, Severity, SuppressionState
 from responder.decisions.settings import SuppressionSettings
 
 DOC = "https://learn.microsoft.com/mem/intune/fundamentals/windows-10-virtual-machines"
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceIds:
-    """The VM's device, as far as it is known: Intune record and Entra object."""
-
-    managed_device_id: str | None
-    entra_object_id: str | None
-    entra_device_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +26,7 @@ class NoDevice:
     ambiguous: bool = False
 
 
-DeviceMatch = DeviceIds | NoDevice
+DeviceMatch = DeviceMapping | NoDevice
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +133,7 @@ def plan_suppression(
     return _lift(device, settings)
 
 
-def _suppress(device: DeviceIds, settings: SuppressionSettings, event_time: datetime) -> Plan:
+def _suppress(device: DeviceMapping, settings: SuppressionSettings, event_time: datetime) -> Plan:
     actions: list[Action] = []
     findings: list[Finding] = []
     if device.entra_object_id is None:
@@ -157,7 +148,7 @@ def _suppress(device: DeviceIds, settings: SuppressionSettings, event_time: date
     return Plan(tuple(actions), tuple(findings), after, "deallocated: mark the device")
 
 
-def _lift(device: DeviceIds, settings: SuppressionSettings) -> Plan:
+def _lift(device: DeviceMapping, settings: SuppressionSettings) -> Plan:
     actions: list[Action] = []
     if device.entra_object_id is not None:
         if settings.group_id:
@@ -192,7 +183,7 @@ def _no_device_plan(device: NoDevice | None, marked: SuppressionState) -> Plan:
     return Plan((), (finding,), marked, finding.message)
 
 
-def _no_entra_object(device: DeviceIds) -> Finding:
+def _no_entra_object(device: DeviceMapping) -> Finding:
     return Finding(
         "no-entra-device",
         Severity.WARNING,

@@ -31,9 +31,9 @@ from responder.decisions.cleanup import (
 from responder.decisions.errors import TransientError
 from responder.decisions.events import vm_ref_from_resource_id
 from responder.decisions.facts import EntraDevice, Gone, ManagedDevice, VmFacts
-from responder.decisions.model import CleanupStatus, PowerState, VmRecord, VmRef
+from responder.decisions.model import CleanupStatus, DeviceMapping, Incarnation, PowerState, VmRecord, VmRef
 from responder.decisions.observe import SAME_DELETION
-from responder.decisions.ownership import Incarnation, KnownDevice, anchors
+from responder.decisions.ownership import Subject, anchors
 from responder.decisions.scope import out_of_scope_reason
 from responder.decisions.settings import Mode
 from responder.log_lines import failure_fields, vm_fields, write
@@ -81,7 +81,7 @@ class _Cleanups:
 
 async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:
     record = await services.audit.cleanup_record(request.key)
-    if record is not None and record.finished and request.vm_id and _another_deletion(request, record):
+    if record is not None and record.finished and request.incarnation.vm_id and _another_deletion(request, record):
         # Not this incarnation's deletion again but a later VM's under this resource id, which the ledger
         # never saw (its write came late, or found it gone): nothing known of the earlier VM is evidence
         # about it. Its cleanup is that of a VM never read: proven by a physicalIds anchor alone, or not.
@@ -136,7 +136,7 @@ async def _machine_back(request: CleanupRequest, record: CleanupRecord, services
     presence, current = await _presence(request, services)
     if presence is Presence.EXISTS:
         return VM_EXISTS
-    lives_on = await _installation_lives_on(request.resource_id, request.os_disk_id, current, services)
+    lives_on = await _installation_lives_on(request.resource_id, request.incarnation.os_disk_id, current, services)
     return lives_on.reason if lives_on is not None else None
 
 
@@ -156,20 +156,15 @@ def _another_deletion(request: CleanupRequest, record: CleanupRecord) -> bool:
 
 
 def _unseen_vm(request: CleanupRequest) -> CleanupRequest:
+    """The deletion of a later VM under this resource id than the one the request describes: nothing
+    known of the earlier one is the later one's (not its installation, device or tag), but how ARM
+    spells the resource id, one more spelling to look for its anchor by."""
     return replace(
         request,
-        vm_id=None,
-        computer_name=None,
-        created_at=None,
-        join_kind=None,
-        arm_id=None,
-        os_disk_id=None,
-        managed_device_id=None,
-        entra_device_id=None,
-        entra_object_id=None,
-        device_vm_id=None,
+        incarnation=Incarnation(arm_id=request.incarnation.arm_id),
+        device=DeviceMapping(),
         opted_out=False,
-        replaced_by_vm_id=request.vm_id,
+        replaced_by_vm_id=request.incarnation.vm_id,
     )
 
 
@@ -200,29 +195,27 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
         return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=out_of_scope)
     if request.found_by is Origin.RECONCILE:
         return await _decide_orphan(request, services)
-    if not request.vm_id:
+    if not request.incarnation.vm_id:
         return await _decide_unseen(request, services)
     presence, current = await _presence(request, services)
     ownership = None
     if presence is not Presence.EXISTS:
-        lives_on = await _installation_lives_on(request.resource_id, request.os_disk_id, current, services)
+        lives_on = await _installation_lives_on(request.resource_id, request.incarnation.os_disk_id, current, services)
         if lives_on is not None:
             return lives_on
-        moved = await _living_elsewhere(services, vm_id=request.vm_id, os_disk_id=request.os_disk_id, beside=request.vm)
+        moved = await _living_elsewhere(
+            services, vm_id=request.incarnation.vm_id, os_disk_id=request.incarnation.os_disk_id, beside=request.vm
+        )
         if moved is not None:
             return CleanupPlan(
                 Decision.SKIPPED,
-                f"the VM (vmId {request.vm_id}) or its OS disk lives on in {moved.resource_id} (moved): its records "
-                "are that VM's",
+                f"the VM (vmId {request.incarnation.vm_id}) or its OS disk lives on in {moved.resource_id} (moved): "
+                "its records are that VM's",
             )
-        incarnation = Incarnation(
-            request.vm, request.vm_id, request.computer_name, request.created_at, request.join_kind, request.arm_id
-        )
-        known = KnownDevice(
-            request.device_vm_id, request.managed_device_id, request.entra_object_id, request.entra_device_id
-        )
         quiet_since = await _last_deletion(request, services)
-        ownership = await find_own_device(incarnation, known, services.directory, quiet_since=quiet_since)
+        ownership = await find_own_device(
+            Subject(request.vm, request.incarnation), request.device, services.directory, quiet_since=quiet_since
+        )
     return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
 
 
@@ -237,7 +230,7 @@ async def _orphan_back(record: CleanupRecord, services: Services) -> str | None:
         return f"{vm.resource_id} was created again by attaching an OS disk: it may be the same installation"
     known = await services.ledger.get(vm)
     if isinstance(current, Gone) and known is not None:
-        lives_on = await _installation_lives_on(vm.resource_id, known.os_disk_id, None, services)
+        lives_on = await _installation_lives_on(vm.resource_id, known.incarnation.os_disk_id, None, services)
         if lives_on is not None:
             return lives_on.reason
     for name in sorted({target.name.lower() for target in record.targets if target.name}):
@@ -257,8 +250,8 @@ async def _decide_unseen(request: CleanupRequest, services: Services) -> Cleanup
         return plan_cleanup(request, presence=presence, ownership=None, out_of_scope=None)
     if (held := plan_for_its_os_disk(request.resource_id, None, current, None)) is not None:
         return held
-    incarnation = Incarnation(request.vm, arm_id=request.arm_id)
-    ownership = await find_own_device(incarnation, None, services.directory, quiet_since=request.deleted_at)
+    subject = Subject(request.vm, Incarnation(arm_id=request.incarnation.arm_id))
+    ownership = await find_own_device(subject, None, services.directory, quiet_since=request.deleted_at)
     own = ownership.own
     name = _name_of(own.managed, own.entra) if own is not None else None
     # A VM under this resource id now was created after the deletion from an image (an attached disk was
@@ -310,18 +303,23 @@ async def _deletion_did_not_happen(request: CleanupRequest, services: Services) 
     its real deletion later is taken for this VM's (and not for an unseen VM's)."""
 
     def undelete(row: VmRecord) -> tuple[VmRecord, None]:
-        if row.deleted_at != request.deleted_at or row.vm_id != request.vm_id:
+        if row.deleted_at != request.deleted_at or row.incarnation.vm_id != request.incarnation.vm_id:
             return row, None  # the row moved on since
         return replace(row, deleted_at=None, power_state=PowerState.UNKNOWN), None
 
-    if request.knows_the_vm and request.vm_id:
+    if request.knows_the_vm and request.incarnation.vm_id:
         await services.ledger.update(request.vm, undelete)
 
 
 async def _last_deletion(request: CleanupRequest, services: Services) -> datetime:
     """When the VM really went: a later delete event of the same VM (the first did not go through) counts."""
     row = await services.ledger.get(request.vm)
-    if row is not None and row.vm_id == request.vm_id and row.deleted_at and row.deleted_at > request.deleted_at:
+    if (
+        row is not None
+        and row.incarnation.vm_id == request.incarnation.vm_id
+        and row.deleted_at
+        and row.deleted_at > request.deleted_at
+    ):
         return row.deleted_at
     return request.deleted_at
 
@@ -333,11 +331,11 @@ async def _presence(request: CleanupRequest, services: Services) -> tuple[Presen
         return Presence.GONE, None
     if facts.time_created is not None and facts.time_created <= request.deleted_at:
         return Presence.EXISTS, facts  # created before the deletion: the deletion did not go through
-    if request.vm_id and facts.vm_id and facts.vm_id != request.vm_id:
+    if request.incarnation.vm_id and facts.vm_id and facts.vm_id != request.incarnation.vm_id:
         return Presence.REPLACED, facts
-    if not request.vm_id and facts.time_created is not None:
+    if not request.incarnation.vm_id and facts.time_created is not None:
         return Presence.REPLACED, facts  # created after the deletion of a VM never read: a later VM
-    if not request.vm_id and request.replaced_by_vm_id and facts.vm_id == request.replaced_by_vm_id:
+    if not request.incarnation.vm_id and request.replaced_by_vm_id and facts.vm_id == request.replaced_by_vm_id:
         return Presence.REPLACED, facts
     return Presence.EXISTS, facts
 
@@ -352,7 +350,7 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
     disk or name. Not anchored: a name alone proves nothing, hybrid included.
     """
     directory = services.directory
-    managed = await directory.get_managed_device(str(request.managed_device_id))
+    managed = await directory.get_managed_device(str(request.device.managed_device_id))
     if managed is None:
         return plan_cleanup(request, presence=Presence.GONE, ownership=None, out_of_scope=None)
     objects = await directory.find_entra_devices(managed.azure_ad_device_id) if managed.azure_ad_device_id else []
@@ -377,14 +375,14 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
             return CleanupPlan(Decision.SKIPPED, f"its VM {vm.resource_id} exists: not an orphan")
         known = None  # the row describes the later VM: nothing in it is the record's machine's
     elif known is not None:
-        lives_on = await _installation_lives_on(vm.resource_id, known.os_disk_id, None, services)
+        lives_on = await _installation_lives_on(vm.resource_id, known.incarnation.os_disk_id, None, services)
         if lives_on is not None:
             return lives_on
     name = _name_of(managed, None)
     elsewhere = await _living_elsewhere(
         services,
-        vm_id=known.vm_id if known else None,
-        os_disk_id=known.os_disk_id if known else None,
+        vm_id=known.incarnation.vm_id if known else None,
+        os_disk_id=known.incarnation.os_disk_id if known else None,
         name=name,
         beside=vm,
     )
@@ -394,10 +392,10 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
             f"{elsewhere.resource_id} carries its name {name!r}, or its VM's vmId or OS disk, now: moved, or "
             "re-created from its disk, it is not an orphan",
         )
-    incarnation = Incarnation(vm, computer_name=managed.device_name)
+    subject = Subject(vm, Incarnation(computer_name=managed.device_name))
     # The record itself and its namesakes: the decision needs to see a clone of the same name.
     ownership = await find_own_device(
-        incarnation, KnownDevice(None, managed_device_id=managed.id), directory, quiet_since=request.deleted_at
+        subject, DeviceMapping(managed_device_id=managed.id), directory, quiet_since=request.deleted_at
     )
     # The record names the VM its records were proven for: a resumed attempt checks that VM again.
     return replace(

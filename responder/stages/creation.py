@@ -107,8 +107,8 @@ async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services
     if not follows:
         findings = tuple(check(read))
 
-    same_vm = record.vm_id in {None, facts.vm_id}
-    first = not same_vm or record.vm_id is None or record.check_fingerprint is None
+    same_vm = record.incarnation.vm_id in {None, facts.vm_id}
+    first = not same_vm or record.incarnation.vm_id is None or record.check_fingerprint is None
     reported = () if first else _create_phase(record.findings)
     # The tag's verdict covers the device-side findings already known too.
     device_side = _device_phase(record.findings) if same_vm else ()
@@ -150,7 +150,7 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
     same (`enrolled`). Only findings not reported before are reported. A VM never checked at create
     is left to the device-side rules here; reconciliation runs its create-time check (`check_vm`).
     """
-    if record.check_fingerprint is None or record.vm_id != facts.vm_id:
+    if record.check_fingerprint is None or record.incarnation.vm_id != facts.vm_id:
         return
     since = await installation_since(record, facts, services.compute)
     checked = fingerprint(facts)
@@ -179,7 +179,7 @@ async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: 
     )
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
-        if current.vm_id != facts.vm_id:
+        if current.incarnation.vm_id != facts.vm_id:
             return current, None  # a later VM holds the row now
         adopted = adopt_incarnation(current, facts, services.clock(), since)
         return replace(adopted, findings=(*_device_phase(adopted.findings), *findings), check_fingerprint=checked), None

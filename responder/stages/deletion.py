@@ -30,24 +30,11 @@ async def deletion_stage(event: VmEvent, record: VmRecord, services: Services) -
         deleted_at=event.event_time,
     )
     if deletion_ended_this_incarnation(record, event):
-        request = replace(
-            base,
-            computer_name=record.computer_name,
-            vm_id=record.vm_id,
-            created_at=record.machine_since or record.created_at,
-            join_kind=record.join_kind,
-            os_disk_id=record.os_disk_id,
-            arm_id=record.arm_id,
-            managed_device_id=record.managed_device_id,
-            entra_device_id=record.entra_device_id,
-            entra_object_id=record.entra_object_id,
-            device_vm_id=record.device_vm_id,
-            opted_out=record.opted_out,
-        )
+        request = replace(base, incarnation=record.incarnation, device=record.device, opted_out=record.opted_out)
         what = "cleanup queued"
     else:
         # The ledger already describes a later VM under this resource id: nothing it knows is the deleted one's.
-        request = replace(base, replaced_by_vm_id=record.vm_id)
+        request = replace(base, replaced_by_vm_id=record.incarnation.vm_id)
         what = "cleanup of an earlier VM under this resource id queued"
     delay = services.settings.cleanup.delay_seconds
     await services.cleanup_queue.send(request.to_text(), delay)

@@ -38,7 +38,7 @@ from responder.decisions.errors import RequestRefused, TransientError, Unreadabl
 from responder.decisions.events import vm_ref_from_resource_id
 from responder.decisions.facts import Gone, VmFacts
 from responder.decisions.model import Finding, FindingSource, Severity, VmRecord, VmRef, parse_moment
-from responder.decisions.observe import adopt_incarnation
+from responder.decisions.observe import adopt_incarnation, learn_device
 from responder.decisions.os_identity import identify_os
 from responder.decisions.ownership import Ownership, Verdict
 from responder.decisions.prerequisites import (
@@ -52,7 +52,7 @@ from responder.decisions.settings import DeviceCheckSettings
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.ports import Services
 from responder.stages.creation import judge_finished
-from responder.stages.matching import find_own_device, incarnation_of, installation_since, known_device_of
+from responder.stages.matching import find_own_device, installation_since, subject_of
 from responder.stages.queue_worker import work_message
 from responder.stages.vm_checks import host_pool_of, report_news
 
@@ -222,7 +222,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     due = record.device_check_due
     if due is not None and abs((due - request.due_by).total_seconds()) > 1:
         return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, "a later check of this VM is under way")
-    ownership = await find_own_device(incarnation_of(record), known_device_of(record), services.directory)
+    ownership = await find_own_device(subject_of(record), record.device, services.directory)
     own = ownership.own if ownership.verdict is Verdict.OWN else None
     if request.second_look and (own is None or own.entra is None):  # its groups can't be read: nothing new to say
         return DeviceCheckOutcome(
@@ -296,10 +296,14 @@ async def look_again_if_groups_changed(vm: VmRef, record: VmRecord, services: Se
     """Reconciliation's look at the groups of a device the check found (`record`: the VM's ledger row):
     a second look is queued when they changed since that check (a dynamic group filled in or let it go),
     or weren't recorded then. One Graph read; a device whose Entra object is gone is left to the others."""
-    if record.entra_object_id is None or record.vm_id is None or record.device_vm_id != record.vm_id:
+    if (
+        record.device.entra_object_id is None
+        or record.incarnation.vm_id is None
+        or record.device.learnt_for_vm_id != record.incarnation.vm_id
+    ):
         return False
     try:
-        groups = await services.directory.device_group_ids(record.entra_object_id)
+        groups = await services.directory.device_group_ids(record.device.entra_object_id)
     except RequestRefused as refused:
         if refused.status == HTTPStatus.NOT_FOUND:
             return False
@@ -307,7 +311,7 @@ async def look_again_if_groups_changed(vm: VmRef, record: VmRecord, services: Se
     if record.device_groups == groups_fingerprint(groups, services):
         return False
     now = services.clock()
-    second = DeviceCheckRequest(vm.resource_id, record.vm_id, now, now, second_look=True)
+    second = DeviceCheckRequest(vm.resource_id, record.incarnation.vm_id, now, now, second_look=True)
     await services.device_check_queue.send(second.to_text(), 0)
     return True
 
@@ -382,18 +386,12 @@ async def _conclude(
     own = ownership.own if ownership is not None else None
 
     def remember(current: VmRecord) -> tuple[VmRecord, None]:
-        if current.vm_id != request.vm_id:
+        if current.incarnation.vm_id != request.vm_id:
             return current, None  # a later VM holds the row now
         kept = tuple(finding for finding in current.findings if finding.phase is not FindingSource.DEVICE)
         updated = replace(current, findings=(*kept, *findings), device_checked_at=now, device_check_due=None)
         if own is not None and own.managed is not None:  # proven this VM's: the strongest key for later
-            updated = replace(
-                updated,
-                managed_device_id=own.managed.id,
-                entra_object_id=own.entra.object_id if own.entra else None,
-                entra_device_id=own.entra.device_id if own.entra else own.managed.azure_ad_device_id,
-                device_vm_id=request.vm_id,
-            )
+            updated = learn_device(updated, own.device)
         if groups is not None:
             updated = replace(updated, device_groups=groups_fingerprint(groups, services))
         return updated, None

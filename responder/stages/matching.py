@@ -13,51 +13,40 @@ from __future__ import annotations
 from datetime import datetime
 
 from responder.decisions.facts import DeviceReads, EntraDevice, ManagedDevice, OsDisk, VmFacts
-from responder.decisions.model import VmRecord
-from responder.decisions.ownership import Incarnation, KnownDevice, Ownership, decide_ownership, device_id_of
+from responder.decisions.model import DeviceMapping, VmRecord
+from responder.decisions.ownership import Ownership, Subject, decide_ownership, device_id_of
 from responder.ports import Compute, DeviceDirectory
 
 
-def incarnation_of(record: VmRecord) -> Incarnation:
-    """A VM that boots an earlier VM's OS disk runs that VM's Windows installation: its device is as
-    old as the installation, so 'enrolled before this VM was created' counts from the disk's first boot."""
-    return Incarnation(
-        record.ref,
-        record.vm_id,
-        record.computer_name,
-        record.machine_since or record.created_at,
-        record.join_kind,
-        record.arm_id,
-    )
+def subject_of(record: VmRecord) -> Subject:
+    """The VM the row describes, as the ownership proof needs it."""
+    return Subject(record.ref, record.incarnation)
 
 
 async def installation_since(record: VmRecord, facts: VmFacts, compute: Compute) -> datetime | None:
     """When the VM's OS disk was created (ARM), read only while the row doesn't date this disk: a record
     enrolled before it belongs to another installation (an OS disk swapped in), and one enrolled after an
     older attached disk was created may be this one's (re-created from a kept disk)."""
-    if not facts.os_disk_id or (record.os_disk_id == facts.os_disk_id and record.machine_since is not None):
+    known = record.incarnation
+    if not facts.os_disk_id or (known.os_disk_id == facts.os_disk_id and known.machine_since is not None):
         return None
     disk = await compute.get_disk(facts.os_disk_id)
     return disk.time_created if isinstance(disk, OsDisk) else None
 
 
-def known_device_of(record: VmRecord) -> KnownDevice:
-    return KnownDevice(record.device_vm_id, record.managed_device_id, record.entra_object_id, record.entra_device_id)
-
-
 async def find_own_device(
-    incarnation: Incarnation,
-    known: KnownDevice | None,
+    subject: Subject,
+    known: DeviceMapping | None,
     directory: DeviceDirectory,
     *,
     quiet_since: datetime | None = None,
 ) -> Ownership:
-    managed, entra = await gather_candidates(incarnation, known, directory)
-    return decide_ownership(incarnation, managed, entra, known=known, quiet_since=quiet_since)
+    managed, entra = await gather_candidates(subject, known, directory)
+    return decide_ownership(subject, managed, entra, known=known, quiet_since=quiet_since)
 
 
 async def gather_candidates(
-    incarnation: Incarnation, known: KnownDevice | None, directory: DeviceDirectory
+    subject: Subject, known: DeviceMapping | None, directory: DeviceDirectory
 ) -> tuple[list[ManagedDevice], list[EntraDevice]]:
     """Every lookup that can be made at once goes in one round (one Graph `$batch`); a round follows only
     for what the last one named: an anchored object's other name, an Intune record's Entra `deviceId`,
@@ -70,8 +59,8 @@ async def gather_candidates(
     ids_searched: set[str] = set()
     learnt_read = False
     reads = DeviceReads(
-        anchors=incarnation.anchor_spellings,
-        names=(incarnation.computer_name.lower(),) if incarnation.computer_name else (),
+        anchors=subject.anchor_spellings,
+        names=(name.lower(),) if (name := subject.incarnation.computer_name) else (),
         device_ids=(known.entra_device_id.lower(),) if known is not None and known.entra_device_id else (),
     )
     while not reads.empty:

@@ -17,16 +17,25 @@ from datetime import datetime, timedelta
 from responder.decisions.errors import TransientError
 from responder.decisions.events import VmEvent
 from responder.decisions.facts import Gone, VmFacts
-from responder.decisions.model import EventKind, Finding, FindingSource, PowerState, SuppressionState, VmRecord, VmRef
-from responder.decisions.observe import adopt_incarnation
+from responder.decisions.model import (
+    DeviceMapping,
+    EventKind,
+    Finding,
+    FindingSource,
+    PowerState,
+    SuppressionState,
+    VmRecord,
+    VmRef,
+)
+from responder.decisions.observe import adopt_incarnation, learn_device
 from responder.decisions.ownership import Ownership, Verdict
 from responder.decisions.scope import opted_out
 from responder.decisions.settings import Mode
-from responder.decisions.suppression import DeviceIds, DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
+from responder.decisions.suppression import DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
 from responder.log_lines import failure_fields, vm_fields, write
 from responder.ports import Services
 from responder.stages.executor import Refusal, execute
-from responder.stages.matching import find_own_device, incarnation_of, installation_since, known_device_of
+from responder.stages.matching import find_own_device, installation_since, subject_of
 from responder.stages.pipeline import Work
 
 LEASE = timedelta(minutes=2)
@@ -138,8 +147,8 @@ async def _decide_and_act(at: datetime, record: VmRecord, services: Services, qu
         wanted is not current.suppression and settings.suppression.configured
     ):
         ownership = await find_own_device(
-            incarnation_of(current),
-            known_device_of(current),
+            subject_of(current),
+            current.device,
             services.directory,
             quiet_since=quiet_since if wanted is SuppressionState.SUPPRESSED else None,
         )
@@ -160,12 +169,7 @@ def device_match(ownership: Ownership) -> DeviceMatch:
     """The ownership answer in the terms the suppression plan uses."""
     own = ownership.own
     if ownership.verdict is Verdict.OWN and own is not None:
-        managed, entra = own.managed, own.entra
-        return DeviceIds(
-            managed.id if managed else None,
-            entra.object_id if entra else None,
-            entra.device_id if entra else (managed.azure_ad_device_id if managed else None),
-        )
+        return own.device
     return NoDevice(ownership.reason, ambiguous=ownership.verdict is Verdict.AMBIGUOUS)
 
 
@@ -210,14 +214,8 @@ async def _commit(vm: VmRef, owner: str, at: datetime, decided: _Decided, servic
                 already = updated.suppression is SuppressionState.SUPPRESSED
                 marked_at = (updated.marked_at or at) if already else at
             updated = replace(updated, suppression=after, marked_at=marked_at)
-        if isinstance(device, DeviceIds):
-            updated = replace(
-                updated,
-                managed_device_id=device.managed_device_id,
-                entra_object_id=device.entra_object_id,
-                entra_device_id=device.entra_device_id,
-                device_vm_id=updated.vm_id,
-            )
+        if isinstance(device, DeviceMapping):
+            updated = learn_device(updated, device)
         if updated.lease_owner == owner:
             updated = replace(updated, lease_owner=None, lease_until=None)
         return updated, None

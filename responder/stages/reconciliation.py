@@ -31,7 +31,7 @@ from responder.decisions.audit import AuditEntry
 from responder.decisions.cleanup import CleanupRequest, Origin, came_after
 from responder.decisions.errors import RequestRefused, TransientError
 from responder.decisions.facts import VmFacts
-from responder.decisions.model import PowerState, SuppressionState, VmRecord, VmRef
+from responder.decisions.model import DeviceMapping, Incarnation, PowerState, SuppressionState, VmRecord, VmRef
 from responder.decisions.names import clip
 from responder.decisions.observe import adopt_incarnation
 from responder.decisions.prerequisites import DEVICE_NOT_FOUND, cannot_enrol
@@ -209,7 +209,7 @@ class _Pass:
         unless one is on its way; and a second look at a found device whose groups changed since."""
         if (vm.os_type or "").lower() != "windows" or not vm.vm_id:
             return
-        if record is not None and record.check_fingerprint is None and record.vm_id in {None, vm.vm_id}:
+        if record is not None and record.check_fingerprint is None and record.incarnation.vm_id in {None, vm.vm_id}:
             # Never checked at creation: the create-time rules first, as its write event would have run
             # them. They queue the device check when Intune can manage the VM; a Windows Server or Pro
             # VM is never looked for.
@@ -218,7 +218,7 @@ class _Pass:
             await check_vm(vm.ref, self.now, record, self.services)
             self.summary.create_checks += 1
             return
-        if record is not None and record.vm_id == vm.vm_id:
+        if record is not None and record.incarnation.vm_id == vm.vm_id:
             if cannot_enrol(record.findings):
                 return  # Windows Server, Pro: the create-time check said so; no device will come
             found = not any(finding.rule_id in DEVICE_NOT_FOUND for finding in record.findings)
@@ -270,9 +270,8 @@ class _Pass:
                 resource_group="",
                 vm_name=name,
                 deleted_at=device.last_sync_at,
-                computer_name=device.device_name,
-                managed_device_id=device.id,
-                entra_device_id=device.azure_ad_device_id,
+                incarnation=Incarnation(computer_name=device.device_name),
+                device=DeviceMapping(managed_device_id=device.id, entra_device_id=device.azure_ad_device_id),
                 found_by=Origin.RECONCILE,
             )
             await self.services.cleanup_queue.send(request.to_text(), 0)

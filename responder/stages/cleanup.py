@@ -157,11 +157,12 @@ def _another_deletion(request: CleanupRequest, record: CleanupRecord) -> bool:
 
 def _unseen_vm(request: CleanupRequest) -> CleanupRequest:
     """The deletion of a later VM under this resource id than the one the request describes: nothing
-    known of the earlier one is the later one's (not its installation, device or tag), but how ARM
-    spells the resource id, one more spelling to look for its anchor by."""
+    known of the earlier one is the later one's, not its installation, device or tag, nor how ARM
+    spelt the id (an anchor found by that spelling could be the earlier VM's, tagged to be left alone,
+    which this request can no longer tell)."""
     return replace(
         request,
-        incarnation=Incarnation(arm_id=request.incarnation.arm_id),
+        incarnation=Incarnation(),
         device=DeviceMapping(),
         opted_out=False,
         replaced_by_vm_id=request.incarnation.vm_id,

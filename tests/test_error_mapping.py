@@ -4,9 +4,17 @@ retry can fix; say once, naming the missing role, what it can't."""
 from __future__ import annotations
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceExistsError, ServiceRequestError
 
-from responder.adapters._errors import ARM, GRAPH, QUEUES, TABLES, service_failure, status_failure
+from responder.adapters._errors import (
+    ARM,
+    GRAPH,
+    QUEUES,
+    TABLES,
+    service_failure,
+    status_failure,
+    table_failures_mapped,
+)
 from responder.decisions.errors import AccessDenied, RequestRefused, TransientError
 
 
@@ -49,3 +57,26 @@ def test_a_bad_request_is_refused_with_the_services_message() -> None:
 
     assert type(failure) is RequestRefused
     assert "Invalid filter clause" in str(failure)
+
+
+async def test_an_answer_a_table_method_does_not_expect_is_mapped_not_raised_raw() -> None:
+    """The audit table's methods handle the 404s and 409s they expect; one where none can be is a refusal
+    like any other (the worker parks it with its reason), never a raw SDK error."""
+
+    @table_failures_mapped
+    async def save() -> None:
+        problem = ResourceExistsError(message="The specified entity already exists.")
+        problem.status_code = 409
+        raise problem
+
+    with pytest.raises(RequestRefused):
+        await save()
+
+
+async def test_a_table_method_that_loses_its_network_is_retried() -> None:
+    @table_failures_mapped
+    async def read() -> None:
+        raise ServiceRequestError("connection reset")
+
+    with pytest.raises(TransientError):
+        await read()

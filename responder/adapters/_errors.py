@@ -120,11 +120,15 @@ async def table_call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 
 
 
 def table_failures_mapped(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:  # noqa: UP047
-    """Every table call of an adapter method under `table_failures`, so each method needn't repeat it."""
+    """Every failure of an adapter method's table calls mapped as above, so each method needn't repeat it.
+    The method handles the answers that mean something to it (no such row, a lost race) itself; one it
+    doesn't expect there (a 404 or 412 where none can be) is mapped like any other refusal, not raised raw."""
 
     @wraps(method)
     async def mapped(*args: P.args, **kwargs: P.kwargs) -> T:
-        with table_failures():
+        try:
             return await method(*args, **kwargs)
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+            raise service_failure(error, TABLES) from error
 
     return mapped

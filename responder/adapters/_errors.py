@@ -101,34 +101,35 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
+# The table answers that mean something to a caller: no such row, the row exists, it changed since read.
+TABLE_ANSWERS = (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError)
+
+
 @contextmanager
-def table_failures() -> Iterator[None]:
-    """A table call's failures mapped as above; the answers that mean something to the caller (no such
-    row, row exists, row changed since read) pass through as the SDK raised them."""
+def table_failures(answers: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """A table call's failures mapped as above; `answers` pass through as the SDK raised them, for a
+    caller that handles them. Any other 404, 409 or 412 is a refusal like the rest, never raised raw."""
     try:
         yield
-    except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
+    except answers:
         raise
     except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
         raise service_failure(error, TABLES) from error
 
 
 async def table_call(operation: Awaitable[T]) -> T:  # noqa: UP047 (Python 3.11 stays importable for the benchmark)
-    """Await one table call under `table_failures`."""
-    with table_failures():
+    """Await one table call whose caller handles the table answers (`TABLE_ANSWERS`) itself."""
+    with table_failures(TABLE_ANSWERS):
         return await operation
 
 
 def table_failures_mapped(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:  # noqa: UP047
-    """Every failure of an adapter method's table calls mapped as above, so each method needn't repeat it.
-    The method handles the answers that mean something to it (no such row, a lost race) itself; one it
-    doesn't expect there (a 404 or 412 where none can be) is mapped like any other refusal, not raised raw."""
+    """Every failure of an adapter method's table calls mapped (`table_failures`), so each method needn't
+    repeat it: the method handles the answers it expects there itself."""
 
     @wraps(method)
     async def mapped(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
+        with table_failures():
             return await method(*args, **kwargs)
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
-            raise service_failure(error, TABLES) from error
 
     return mapped

@@ -269,7 +269,7 @@ def burst_rows(runs: list[Burst], count: int, per_window: int, instances: int) -
         Row("burst: requests refused by the throttle", " / ".join(str(run.refused) for run in runs), ""),
         Row("burst: lost cleanups", str(lost), "0", "ok" if lost == 0 else "MISSED"),
         Row(
-            f"burst: peak Python memory of a worker ({instances} processes)",
+            f"burst: peak memory (RSS) of a worker ({instances} processes)",
             f"{max(run.peak_bytes for run in runs) / 2**20:.1f} MiB",
             "",
         ),

@@ -1,7 +1,9 @@
 """One cleanup-worker process for the burst benchmark: drains the queue like a host instance.
 
 Runs apart from the simulators so the two don't share one interpreter lock; prints its
-counts and its peak Python memory as one JSON line.
+counts and its peak memory (resident set, from the kernel) as one JSON line. Not `tracemalloc`:
+tracing every allocation made the burst's workers about twice as slow (141 s against 76 s
+for 1,000 deletions on 2 cores), so the memory row cost the burst its figure.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import sys
-import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,10 +41,9 @@ async def drain() -> dict[str, int]:
 
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)
-    tracemalloc.start()
     totals = asyncio.run(drain())
-    _, peak = tracemalloc.get_traced_memory()
-    print(json.dumps({**totals, "peak_bytes": peak}))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({**totals, "peak_bytes": peak_kib * 1024}))
 
 
 if __name__ == "__main__":

@@ -72,41 +72,66 @@ async def run_queue_trigger(
 ) -> HostRun:
     """Deliver every currently visible message until none is left visible.
 
-    Like the host: up to `batchSize` messages at once, each held invisible while it runs
-    (10 minutes, the host's lease), deleted on success, made visible again on failure,
-    and moved to the poison queue after `maxDequeueCount` deliveries.
+    Like the host: messages come in batches of `batchSize`, and a new batch is fetched
+    whenever the messages still running fall to `newBatchThreshold` (so up to their sum run at
+    once, as Microsoft documents for the queue trigger); each is held invisible while it runs
+    (10 minutes, the host's lease), deleted on success, made visible again on failure, and
+    moved to the poison queue after `maxDequeueCount` deliveries.
     """
     result = HostRun()
     limit = max_dequeue_count()
-    batch_size = int(json.loads(HOST_JSON.read_text())["extensions"]["queues"].get("batchSize", 16))
+    queues = json.loads(HOST_JSON.read_text())["extensions"]["queues"]
+    batch_size = int(queues.get("batchSize", 16))
+    threshold = int(queues.get("newBatchThreshold", batch_size // 2))
+    running: set[asyncio.Task[None]] = set()
     async with (
         queue_client(connection_string, queue) as source,
         queue_client(connection_string, f"{queue}-poison") as poison,
     ):
-        while True:
-            try:
-                batch = [
-                    message
-                    async for message in source.receive_messages(max_messages=batch_size, visibility_timeout=600)
-                ]
-            except ResourceNotFoundError:  # the app creates the queue with its first message
-                return result
-            if not batch:
-                return result
-            await asyncio.gather(
-                *(
-                    _deliver(
-                        message,
-                        function=function,
-                        source=source,
-                        poison=poison,
-                        limit=limit,
-                        retry_after_seconds=retry_after_seconds,
-                        result=result,
-                    )
-                    for message in batch
-                )
-            )
+        try:
+            while True:
+                if len(running) <= threshold:
+                    batch = await _receive(source, batch_size)
+                    if not batch and not running:
+                        return result
+                    if not batch:  # none visible now: what runs may make its message visible again
+                        await _finished(running, asyncio.ALL_COMPLETED)
+                        continue
+                    running |= {
+                        asyncio.create_task(
+                            _deliver(
+                                message,
+                                function=function,
+                                source=source,
+                                poison=poison,
+                                limit=limit,
+                                retry_after_seconds=retry_after_seconds,
+                                result=result,
+                            )
+                        )
+                        for message in batch
+                    }
+                    if len(running) <= threshold:
+                        continue
+                await _finished(running, asyncio.FIRST_COMPLETED)
+        finally:
+            for task in running:
+                task.cancel()
+
+
+async def _receive(source: QueueClient, batch_size: int) -> list[Any]:
+    try:
+        return [message async for message in source.receive_messages(max_messages=batch_size, visibility_timeout=600)]
+    except ResourceNotFoundError:  # the app creates the queue with its first message
+        return []
+
+
+async def _finished(running: set[asyncio.Task[None]], when: str) -> None:
+    """Wait for some (or all) running deliveries; a delivery's own failure (not the function's) is raised."""
+    done, _ = await asyncio.wait(running, return_when=when)
+    running -= done
+    for task in done:
+        task.result()
 
 
 async def _deliver(

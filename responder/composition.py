@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from responder.adapters._environment import environment_matters
 from responder.decisions.settings import Settings
 from responder.ports import DeviceDirectory, Services
 
@@ -42,10 +43,11 @@ def _storage(settings: Settings, closing: contextlib.AsyncExitStack) -> _Storage
     from azure.data.tables.aio import TableClient
 
     storage, container = settings.storage, settings.cleanup.dead_letter_container
+    env = environment_matters()  # look for proxies and netrc only where one exists
     if connection := storage.connection_string:
         return _Storage(
-            TableClient.from_connection_string(connection, settings.ledger_table),
-            TableClient.from_connection_string(connection, settings.cleanup.audit_table),
+            TableClient.from_connection_string(connection, settings.ledger_table, use_env_settings=env),
+            TableClient.from_connection_string(connection, settings.cleanup.audit_table, use_env_settings=env),
             lambda: _queues(connection, None, None),
             lambda: _dead_letter_container(connection, None, container, None),
         )
@@ -55,8 +57,8 @@ def _storage(settings: Settings, closing: contextlib.AsyncExitStack) -> _Storage
     credential = _credential(storage.client_id, settings)
     closing.push_async_callback(credential.close)
     return _Storage(
-        TableClient(tables, settings.ledger_table, credential=credential),
-        TableClient(tables, settings.cleanup.audit_table, credential=credential),
+        TableClient(tables, settings.ledger_table, credential=credential, use_env_settings=env),
+        TableClient(tables, settings.cleanup.audit_table, credential=credential, use_env_settings=env),
         lambda: _queues(None, queues, credential),
         (lambda: _dead_letter_container(None, blobs, container, credential)) if blobs else None,
     )
@@ -67,8 +69,8 @@ def _queues(connection: str | None, uri: str | None, credential: AsyncTokenCrede
     from azure.storage.queue.aio import QueueServiceClient
 
     if connection:
-        return QueueServiceClient.from_connection_string(connection)
-    return QueueServiceClient(str(uri), credential=credential)
+        return QueueServiceClient.from_connection_string(connection, use_env_settings=environment_matters())
+    return QueueServiceClient(str(uri), credential=credential, use_env_settings=environment_matters())
 
 
 def _dead_letter_container(
@@ -77,8 +79,8 @@ def _dead_letter_container(
     from azure.storage.blob.aio import ContainerClient
 
     if connection:
-        return ContainerClient.from_connection_string(connection, container)
-    return ContainerClient(str(uri), container, credential=credential)
+        return ContainerClient.from_connection_string(connection, container, use_env_settings=environment_matters())
+    return ContainerClient(str(uri), container, credential=credential, use_env_settings=environment_matters())
 
 
 async def build_services(settings: Settings) -> Services:

@@ -38,6 +38,7 @@ from azure.mgmt.core.policies import (
 )
 from azure.mgmt.core.tools import parse_resource_id
 
+from responder.adapters._environment import environment_matters
 from responder.adapters._errors import ARM, service_failure
 from responder.adapters.host_pool_index import HostPoolIndex, Registration, Walk
 from responder.decisions import arm_documents
@@ -82,10 +83,11 @@ class ArmCompute:
             "base_url": base_url,
             "credential_scopes": [cloud.arm_scope],  # the cloud's ARM, wherever it is reached
             "retry_total": RETRY_TOTAL,
+            "use_env_settings": environment_matters(),
         }
         if ca_file:
             self._client_options["connection_verify"] = ca_file
-        transport = _trusting(ca_file) if ca_file else AioHttpTransport()
+        transport = _trusting(ca_file) if ca_file else AioHttpTransport(use_env_settings=environment_matters())
         redirect = policies.AsyncRedirectPolicy()
         self._client: AsyncARMPipelineClient[HttpRequest, AsyncHttpResponse] = AsyncARMPipelineClient(
             base_url=self._base_url,
@@ -337,5 +339,5 @@ def _trusting(ca_file: str) -> AioHttpTransport:
     that Azure, verified through the trust store, never pays. One context, one session instead.
     """
     trust = ssl.create_default_context(cafile=ca_file)
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust), trust_env=True)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust), trust_env=environment_matters())
     return AioHttpTransport(session=session, session_owner=True)

@@ -45,6 +45,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
 
+from responder.adapters._environment import environment_matters
 from responder.adapters._errors import GRAPH, service_failure, status_failure
 from responder.adapters.graph_batching import Answer, GraphBatching
 from responder.adapters.graph_beta import GraphBeta
@@ -93,8 +94,8 @@ ENTRA_DEVICE_FIELDS = [
 
 
 def _session(trust: ssl.SSLContext) -> aiohttp.ClientSession:
-    """aiohttp under msgraph's httpx client; honours HTTPS_PROXY/NO_PROXY as httpx would."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust), trust_env=True)
+    """aiohttp under msgraph's httpx client; honours HTTPS_PROXY/NO_PROXY as httpx would, when set."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust), trust_env=environment_matters())
 
 
 def build_graph_directory(

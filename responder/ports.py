@@ -170,6 +170,70 @@ class Audit(Protocol):
         ...
 
 
+# What each stage touches: `Services` has them all; a stage is typed with the ports it uses, so
+# a reader (and mypy) sees, for instance, that a deletion only queues its cleanup.
+
+
+class DeletionPorts(Protocol):
+    """The deletion stage: it queues the cleanup, and nothing else."""
+
+    settings: Settings
+    cleanup_queue: WorkQueue
+
+
+class QueueWatchPorts(Protocol):
+    """The queue watch: it counts the poison queues and the dead letters."""
+
+    settings: Settings
+    cleanup_queue: WorkQueue
+    device_check_queue: WorkQueue
+    dead_letters: DeadLetters | None
+
+
+class CheckPorts(Protocol):
+    """What both prerequisite checks report through: the VM's host pool, the findings topic."""
+
+    settings: Settings
+    compute: Compute
+    findings_publisher: FindingsTopic | None
+
+
+class CreationPorts(CheckPorts, Protocol):
+    """The create-time check: ARM and the ledger; it queues the device-side check. No Graph."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]: ...  # read only: `Services` keeps a callable there
+
+    ledger: Ledger
+    device_check_queue: WorkQueue
+
+
+class DeviceCheckPorts(CreationPorts, Protocol):
+    """The device-side check: the create-time check's ports, and the device's records in Graph."""
+
+    directory: DeviceDirectory
+
+
+class PowerPorts(Protocol):
+    """The power stage: the VM, its ledger row and its device records. No queue, no audit table."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+
+    settings: Settings
+    ledger: Ledger
+    directory: DeviceDirectory
+    compute: Compute
+
+
+class CleanupPorts(PowerPorts, Protocol):
+    """The cleanup worker: the power stage's ports, its queue, the audit table, the findings topic."""
+
+    cleanup_queue: WorkQueue
+    audit: Audit
+    findings_publisher: FindingsTopic | None
+
+
 @dataclass
 class Services:
     """What the core works with, each behind its protocol (`responder.ports`)."""

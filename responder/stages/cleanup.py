@@ -37,7 +37,7 @@ from responder.decisions.ownership import Subject, anchors
 from responder.decisions.scope import out_of_scope_reason
 from responder.decisions.settings import Mode
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.ports import Services
+from responder.ports import CleanupPorts
 from responder.stages.matching import find_own_device
 from responder.stages.queue_worker import work_message
 
@@ -50,7 +50,7 @@ _STATUS_AFTER = {
 }
 
 
-async def process_cleanup(body: str | bytes, attempt: int, services: Services) -> AuditEntry:
+async def process_cleanup(body: str | bytes, attempt: int, services: CleanupPorts) -> AuditEntry:
     """Handle one cleanup message; raises TransientError only while retries remain."""
     return await work_message(body, attempt, _Cleanups(services))
 
@@ -58,7 +58,7 @@ async def process_cleanup(body: str | bytes, attempt: int, services: Services) -
 class _Cleanups:
     """The cleanup worker's part in `queue_worker.work_message`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: CleanupPorts) -> None:
         self.services = services
 
     def read(self, text: str) -> CleanupRequest:
@@ -79,7 +79,7 @@ class _Cleanups:
         return await _park(request, text, reason, self.services, problem)
 
 
-async def _clean_up(request: CleanupRequest, text: str, services: Services) -> AuditEntry:
+async def _clean_up(request: CleanupRequest, text: str, services: CleanupPorts) -> AuditEntry:
     record = await services.audit.cleanup_record(request.key)
     if record is not None and record.finished and request.incarnation.vm_id and _another_deletion(request, record):
         # Not this incarnation's deletion again but a later VM's under this resource id, which the ledger
@@ -126,7 +126,7 @@ async def _clean_up(request: CleanupRequest, text: str, services: Services) -> A
     return await _carry_out(request, record, services)
 
 
-async def _machine_back(request: CleanupRequest, record: CleanupRecord, services: Services) -> str | None:
+async def _machine_back(request: CleanupRequest, record: CleanupRecord, services: CleanupPorts) -> str | None:
     """Why the deleted VM's machine runs again (a VM under its resource id from before the deletion, or
     booting its OS disk or one attached in its place, or elsewhere with a record's name), or None."""
     if request.found_by is Origin.RECONCILE:
@@ -141,7 +141,7 @@ async def _machine_back(request: CleanupRequest, record: CleanupRecord, services
 
 
 async def _installation_lives_on(
-    resource_id: str, os_disk_id: str | None, current: VmFacts | None, services: Services
+    resource_id: str, os_disk_id: str | None, current: VmFacts | None, services: CleanupPorts
 ) -> CleanupPlan | None:
     """`plan_for_its_os_disk` with the disk as ARM reports it now (read only when it is known)."""
     disk = await services.compute.get_disk(os_disk_id) if os_disk_id else None
@@ -188,7 +188,7 @@ def _record_of(request: CleanupRequest, plan: CleanupPlan, mode: Mode, now: date
     return record
 
 
-async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
+async def _decide(request: CleanupRequest, services: CleanupPorts) -> CleanupPlan:
     """Today's facts (is the VM gone? which records are its own?) → the plan."""
     settings = services.settings
     out_of_scope = out_of_scope_reason(request.vm, settings) if request.knows_the_vm else None
@@ -220,7 +220,7 @@ async def _decide(request: CleanupRequest, services: Services) -> CleanupPlan:
     return plan_cleanup(request, presence=presence, ownership=ownership, out_of_scope=None)
 
 
-async def _orphan_back(record: CleanupRecord, services: Services) -> str | None:
+async def _orphan_back(record: CleanupRecord, services: CleanupPorts) -> str | None:
     """An orphan's cleanup resumed: its anchored VM must still be gone (a VM under that id now created
     by attaching a disk may be it), its OS disk unbooted, and no VM elsewhere may carry a record's name."""
     vm = vm_ref_from_resource_id(record.resource_id)
@@ -240,7 +240,7 @@ async def _orphan_back(record: CleanupRecord, services: Services) -> str | None:
     return None
 
 
-async def _decide_unseen(request: CleanupRequest, services: Services) -> CleanupPlan:
+async def _decide_unseen(request: CleanupRequest, services: CleanupPorts) -> CleanupPlan:
     """A deletion of a VM the responder never read: its vmId, computer name, OS disk and opt-out
     tag are unknown, so only a physicalIds anchor to its resource id can prove a record its own,
     with the same checks as reconciliation's orphan sweep (design §5): no VM under that resource id
@@ -274,7 +274,7 @@ def _name_of(managed: ManagedDevice | None, entra: EntraDevice | None) -> str | 
 
 
 async def _living_elsewhere(
-    services: Services,
+    services: CleanupPorts,
     *,
     vm_id: str | None = None,
     os_disk_id: str | None = None,
@@ -299,7 +299,7 @@ async def _living_elsewhere(
     return None
 
 
-async def _deletion_did_not_happen(request: CleanupRequest, services: Services) -> None:
+async def _deletion_did_not_happen(request: CleanupRequest, services: CleanupPorts) -> None:
     """The VM the deletion was about still exists: the ledger row stops saying it was deleted, so
     its real deletion later is taken for this VM's (and not for an unseen VM's)."""
 
@@ -312,7 +312,7 @@ async def _deletion_did_not_happen(request: CleanupRequest, services: Services) 
         await services.ledger.update(request.vm, undelete)
 
 
-async def _last_deletion(request: CleanupRequest, services: Services) -> datetime:
+async def _last_deletion(request: CleanupRequest, services: CleanupPorts) -> datetime:
     """When the VM really went: a later delete event of the same VM (the first did not go through) counts."""
     row = await services.ledger.get(request.vm)
     if (
@@ -325,7 +325,7 @@ async def _last_deletion(request: CleanupRequest, services: Services) -> datetim
     return request.deleted_at
 
 
-async def _presence(request: CleanupRequest, services: Services) -> tuple[Presence, VmFacts | None]:
+async def _presence(request: CleanupRequest, services: CleanupPorts) -> tuple[Presence, VmFacts | None]:
     """What ARM says of the deleted VM now, and the VM it has under that resource id (None: none)."""
     facts = await services.compute.get_vm(request.vm)
     if isinstance(facts, Gone):
@@ -341,7 +341,7 @@ async def _presence(request: CleanupRequest, services: Services) -> tuple[Presen
     return Presence.EXISTS, facts
 
 
-async def _decide_orphan(request: CleanupRequest, services: Services) -> CleanupPlan:
+async def _decide_orphan(request: CleanupRequest, services: CleanupPorts) -> CleanupPlan:
     """A record reconciliation found silent: whose was it?
 
     Only a physicalIds anchor can say, as for the deletion of a VM the responder never
@@ -404,7 +404,7 @@ async def _decide_orphan(request: CleanupRequest, services: Services) -> Cleanup
     )
 
 
-async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: Services) -> AuditEntry:
+async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: CleanupPorts) -> AuditEntry:
     """Delete what is left, as many as the blast-radius cap allows; verify once all are done."""
     directory = services.directory
     remaining = record.remaining
@@ -428,7 +428,7 @@ async def _carry_out(request: CleanupRequest, record: CleanupRecord, services: S
 
 
 async def _defer(
-    request: CleanupRequest, record: CleanupRecord, wait: int, warn: bool, services: Services
+    request: CleanupRequest, record: CleanupRecord, wait: int, warn: bool, services: CleanupPorts
 ) -> AuditEntry:
     """Over the rolling-hour cap the message goes back on the queue, delayed: waiting, not dropped."""
     cap = services.settings.cleanup.max_deletions_per_hour
@@ -446,7 +446,7 @@ async def _defer(
 
 
 async def _park(
-    request: CleanupRequest, text: str, reason: str, services: Services, problem: Exception | None = None
+    request: CleanupRequest, text: str, reason: str, services: CleanupPorts, problem: Exception | None = None
 ) -> AuditEntry:
     """The last attempt failed: the row says so with what was done, and the message waits for a person."""
     record = await services.audit.cleanup_record(request.key)
@@ -479,7 +479,7 @@ def _progress(record: CleanupRecord) -> str:
     return f" ({done} of {len(record.targets)} deleted{sent})"
 
 
-async def _publish(request: CleanupRequest, plan: CleanupPlan, services: Services) -> None:
+async def _publish(request: CleanupRequest, plan: CleanupPlan, services: CleanupPorts) -> None:
     """Tell the on-premises team which hybrid computer objects to delete (enforce mode only)."""
     if services.findings_publisher is None or services.settings.mode is not Mode.ENFORCE:
         return
@@ -488,7 +488,7 @@ async def _publish(request: CleanupRequest, plan: CleanupPlan, services: Service
             await services.findings_publisher.publish_delete_in_ad(request.vm, finding)
 
 
-async def _settle_ledger(request: CleanupRequest, record: CleanupRecord, services: Services) -> None:
+async def _settle_ledger(request: CleanupRequest, record: CleanupRecord, services: CleanupPorts) -> None:
     """The ledger row shows the last cleanup's outcome, for people (nothing decides by it)."""
     if not request.knows_the_vm or record.mode != Mode.ENFORCE.value:
         return
@@ -517,7 +517,7 @@ def _entry(record: CleanupRecord) -> AuditEntry:
     )
 
 
-def _mode(services: Services) -> str:
+def _mode(services: CleanupPorts) -> str:
     return services.settings.mode.value
 
 
@@ -545,7 +545,7 @@ def _write_cleanup(level: int, entry: AuditEntry, problem: Exception | None = No
     )
 
 
-async def _audit(services: Services, entry: AuditEntry) -> AuditEntry:
+async def _audit(services: CleanupPorts, entry: AuditEntry) -> AuditEntry:
     await services.audit.record(entry)
     _write_cleanup(logging.WARNING, entry)
     return entry

@@ -38,7 +38,7 @@ from responder.decisions.prerequisites import (
 )
 from responder.decisions.prerequisites import join as join_rule
 from responder.decisions.scope import opted_out
-from responder.ports import Services
+from responder.ports import CreationPorts
 from responder.stages.matching import installation_since
 from responder.stages.vm_checks import AVD_EXTENSION_TYPES, read_host_pool, report_news
 
@@ -69,7 +69,7 @@ def _located_image(image: ImageReference) -> str | None:
     return image.shared_gallery_image_id or image.community_gallery_image_id
 
 
-async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+async def creation_stage(event: VmEvent, record: VmRecord, services: CreationPorts) -> Work:
     """The stage of `on_vm_created`: the check, its findings as the event line's actions."""
     from responder.stages.pipeline import Work
 
@@ -77,12 +77,16 @@ async def creation_stage(event: VmEvent, record: VmRecord, services: Services) -
     return Work(summary, tuple(f"{finding.severity} {finding.rule_id}: {finding.message}" for finding in findings))
 
 
-async def check_written_vm(event: VmEvent, record: VmRecord, services: Services) -> tuple[str, tuple[Finding, ...]]:
+async def check_written_vm(
+    event: VmEvent, record: VmRecord, services: CreationPorts
+) -> tuple[str, tuple[Finding, ...]]:
     """Check the VM the event names (`record`: the ledger row the event produced); returns a summary and findings."""
     return await check_vm(event.vm, event.event_time, record, services)
 
 
-async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services) -> tuple[str, tuple[Finding, ...]]:
+async def check_vm(
+    vm: VmRef, at: datetime, record: VmRecord, services: CreationPorts
+) -> tuple[str, tuple[Finding, ...]]:
     """The create-time check of `vm` as ARM has it now (`at`: when it was written, or when reconciliation
     found it never checked: an estate older than the app, a write event lost); returns a summary and
     findings. A VM Intune can't manage (Windows Server, Pro...) gets no device check: it is never looked for."""
@@ -142,7 +146,7 @@ async def check_vm(vm: VmRef, at: datetime, record: VmRecord, services: Services
     return f"prerequisite check: {len(findings)} finding(s), {errors} error(s)", findings
 
 
-async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: bool, services: Services) -> None:
+async def judge_finished(vm: VmRef, facts: VmFacts, record: VmRecord, enrolled: bool, services: CreationPorts) -> None:
     """The create-time check once the device-side check ends: the VM is as finished as it gets.
 
     Its extensions' events may have been lost, so the rules run again when what they read changed
@@ -192,7 +196,7 @@ def device_check_follows(facts: VmFacts, findings: tuple[Finding, ...]) -> bool:
     return bool(facts.vm_id) and identify_os(facts).family != "linux" and not cannot_enrol(findings)
 
 
-async def create_time_facts(facts: VmFacts, services: Services) -> CheckFacts:
+async def create_time_facts(facts: VmFacts, services: CreationPorts) -> CheckFacts:
     """What the create-time rules read besides the VM: its gallery image definition and its AVD host pool.
     A read ARM refuses (403: a gallery or host pool where the app has no role) is a finding, not a failure."""
     definition = await _image_definition(facts, services)
@@ -216,7 +220,7 @@ def _device_phase(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
     return tuple(finding for finding in findings if finding.phase is not FindingSource.CREATE)
 
 
-async def _image_definition(facts: VmFacts, services: Services) -> ImageDefinition | Unreadable | None:
+async def _image_definition(facts: VmFacts, services: CreationPorts) -> ImageDefinition | Unreadable | None:
     """The definition of the VM's gallery image (a gallery's, or one shared directly or to the community)."""
     path = arm_documents.image_definition_path(facts)
     if path is None:

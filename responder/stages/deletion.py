@@ -13,11 +13,11 @@ from responder.decisions.cleanup import CleanupRequest
 from responder.decisions.events import VmEvent
 from responder.decisions.model import VmRecord
 from responder.decisions.observe import deletion_ended_this_incarnation
-from responder.ports import Services
+from responder.ports import DeletionPorts
 from responder.stages.pipeline import Work
 
 
-async def deletion_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+async def deletion_stage(event: VmEvent, record: VmRecord, services: DeletionPorts) -> Work:
     """The stage of `on_vm_deleted`: queue the cleanup of the incarnation the delete event ended
     (`record`: the row the event produced)."""
     vm = event.vm

@@ -50,7 +50,7 @@ from responder.decisions.prerequisites import (
 from responder.decisions.scope import opted_out, out_of_scope_reason
 from responder.decisions.settings import DeviceCheckSettings
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.ports import Services
+from responder.ports import CreationPorts, DeviceCheckPorts
 from responder.stages.creation import judge_finished
 from responder.stages.matching import find_own_device, installation_since, subject_of
 from responder.stages.queue_worker import work_message
@@ -145,7 +145,7 @@ class DeviceCheckOutcome:
     findings: tuple[Finding, ...] = ()
 
 
-async def queue_device_check(vm: VmRef, vm_id: str, services: Services) -> datetime:
+async def queue_device_check(vm: VmRef, vm_id: str, services: CreationPorts) -> datetime:
     """Queue the first look for a new VM's device; returns when the looking stops (for the ledger)."""
     checks = services.settings.device_check
     now = services.clock()
@@ -164,7 +164,7 @@ def next_wait(request: DeviceCheckRequest, checks: DeviceCheckSettings, now: dat
     return max(1, min(doubled, MAX_WAIT_SECONDS, math.ceil(left)))
 
 
-async def process_device_check(body: str | bytes, attempt: int, services: Services) -> DeviceCheckOutcome:
+async def process_device_check(body: str | bytes, attempt: int, services: DeviceCheckPorts) -> DeviceCheckOutcome:
     """Handle one device-check message; raises TransientError only while retries remain."""
     return await work_message(body, attempt, _DeviceChecks(services))
 
@@ -172,7 +172,7 @@ async def process_device_check(body: str | bytes, attempt: int, services: Servic
 class _DeviceChecks:
     """The device check's part in `queue_worker.work_message`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: DeviceCheckPorts) -> None:
         self.services = services
 
     def read(self, text: str) -> DeviceCheckRequest:
@@ -197,7 +197,7 @@ class _DeviceChecks:
         return _logged(request, DeviceCheckOutcome(DeviceCheckDecision.PARKED, reason), problem)
 
 
-async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheckOutcome:
+async def _check(request: DeviceCheckRequest, services: DeviceCheckPorts) -> DeviceCheckOutcome:
     vm, settings = request.vm, services.settings
     if (reason := out_of_scope_reason(vm, settings)) is not None:
         return DeviceCheckOutcome(DeviceCheckDecision.SKIPPED, reason)
@@ -273,7 +273,7 @@ async def _check(request: DeviceCheckRequest, services: Services) -> DeviceCheck
     )
 
 
-async def _queue_second_look(request: DeviceCheckRequest, now: datetime, services: Services) -> str:
+async def _queue_second_look(request: DeviceCheckRequest, now: datetime, services: DeviceCheckPorts) -> str:
     """Queue one more look at the device found now, once its dynamic groups can have settled (queued before
     the check concludes: a crash in between looks twice, never not at all); says when, for the outcome."""
     hours = services.settings.device_check.settle_hours
@@ -285,14 +285,14 @@ async def _queue_second_look(request: DeviceCheckRequest, now: datetime, service
     return f"; a second look in {hours} h, once its groups have settled"
 
 
-def groups_fingerprint(groups: frozenset[str], services: Services) -> str:
+def groups_fingerprint(groups: frozenset[str], services: DeviceCheckPorts) -> str:
     """What the ledger keeps of a device's Entra groups: enough to see that they changed. The app's own
     suppression group is left out: the power stage puts the device in it and takes it out (design §4)."""
     mark = (services.settings.suppression.group_id or "").lower()
     return hashlib.sha256(json.dumps(sorted(groups - {mark})).encode()).hexdigest()[:16]
 
 
-async def look_again_if_groups_changed(vm: VmRef, record: VmRecord, services: Services) -> bool:
+async def look_again_if_groups_changed(vm: VmRef, record: VmRecord, services: DeviceCheckPorts) -> bool:
     """Reconciliation's look at the groups of a device the check found (`record`: the VM's ledger row):
     a second look is queued when they changed since that check (a dynamic group filled in or let it go),
     or weren't recorded then. One Graph read; a device whose Entra object is gone is left to the others."""
@@ -316,7 +316,7 @@ async def look_again_if_groups_changed(vm: VmRef, record: VmRecord, services: Se
     return True
 
 
-async def _look_again(request: DeviceCheckRequest, services: Services, why: str) -> DeviceCheckOutcome | None:
+async def _look_again(request: DeviceCheckRequest, services: DeviceCheckPorts, why: str) -> DeviceCheckOutcome | None:
     """The next look of this chain, queued, while its time isn't up; None once it is."""
     wait = next_wait(request, services.settings.device_check, services.clock())
     if wait is None:
@@ -326,7 +326,7 @@ async def _look_again(request: DeviceCheckRequest, services: Services, why: str)
 
 
 async def _not_found_yet(
-    request: DeviceCheckRequest, ownership: Ownership, seen: tuple[VmFacts, VmRecord], services: Services
+    request: DeviceCheckRequest, ownership: Ownership, seen: tuple[VmFacts, VmRecord], services: DeviceCheckPorts
 ) -> DeviceCheckOutcome:
     checks = services.settings.device_check
     if (waiting := await _look_again(request, services, "no Intune record proven to be this VM's yet")) is not None:
@@ -359,7 +359,7 @@ async def _not_found_yet(
 async def _conclude(
     request: DeviceCheckRequest,
     findings: tuple[Finding, ...],
-    services: Services,
+    services: DeviceCheckPorts,
     ownership: Ownership | None,
     seen: tuple[datetime | None, frozenset[str] | None] = (None, None),
 ) -> None:

@@ -33,7 +33,7 @@ from responder.decisions.scope import opted_out
 from responder.decisions.settings import Mode
 from responder.decisions.suppression import DeviceMatch, NoDevice, Plan, plan_suppression, wanted_suppression
 from responder.log_lines import failure_fields, vm_fields, write
-from responder.ports import Services
+from responder.ports import PowerPorts
 from responder.stages.executor import Refusal, execute
 from responder.stages.matching import find_own_device, installation_since, subject_of
 from responder.stages.pipeline import Work
@@ -57,7 +57,7 @@ class PowerResult:
         return "; ".join(parts)
 
 
-async def power_stage(event: VmEvent, record: VmRecord, services: Services) -> Work:
+async def power_stage(event: VmEvent, record: VmRecord, services: PowerPorts) -> Work:
     """The stage of `on_vm_power_changed`: the device's mark made to agree with ARM."""
     # A device that was active after the VM went down is another machine's.
     quiet_since = event.event_time if event.kind in {EventKind.DEALLOCATED, EventKind.POWERED_OFF} else None
@@ -68,7 +68,7 @@ async def power_stage(event: VmEvent, record: VmRecord, services: Services) -> W
 
 
 async def align_power_mark(
-    vm: VmRef, at: datetime, actor: str, services: Services, *, quiet_since: datetime | None = None
+    vm: VmRef, at: datetime, actor: str, services: PowerPorts, *, quiet_since: datetime | None = None
 ) -> PowerResult:
     """Make the device's mark agree with what ARM says now; shared by events and reconciliation.
 
@@ -128,7 +128,9 @@ class _Decided:
     disk_since: datetime | None = None  # when ARM says the VM's OS disk was created, when it was read
 
 
-async def _decide_and_act(at: datetime, record: VmRecord, services: Services, quiet_since: datetime | None) -> _Decided:
+async def _decide_and_act(
+    at: datetime, record: VmRecord, services: PowerPorts, quiet_since: datetime | None
+) -> _Decided:
     settings = services.settings
     facts = await services.compute.get_vm(record.ref)
     since = None
@@ -173,7 +175,7 @@ def device_match(ownership: Ownership) -> DeviceMatch:
     return NoDevice(ownership.reason, ambiguous=ownership.verdict is Verdict.AMBIGUOUS)
 
 
-async def _acquire(vm: VmRef, owner: str, services: Services) -> VmRecord:
+async def _acquire(vm: VmRef, owner: str, services: PowerPorts) -> VmRecord:
     now = services.clock()
 
     def take(record: VmRecord) -> tuple[VmRecord, bool]:
@@ -187,7 +189,7 @@ async def _acquire(vm: VmRef, owner: str, services: Services) -> VmRecord:
     return record
 
 
-async def _release(vm: VmRef, owner: str, services: Services) -> None:
+async def _release(vm: VmRef, owner: str, services: PowerPorts) -> None:
     def give_back(record: VmRecord) -> tuple[VmRecord, None]:
         if record.lease_owner != owner:
             return record, None
@@ -196,7 +198,7 @@ async def _release(vm: VmRef, owner: str, services: Services) -> None:
     await services.ledger.update(vm, give_back)
 
 
-async def _commit(vm: VmRef, owner: str, at: datetime, decided: _Decided, services: Services) -> None:
+async def _commit(vm: VmRef, owner: str, at: datetime, decided: _Decided, services: PowerPorts) -> None:
     """Record what was decided and done, what ARM said, the device proven, and free the lease."""
     enforced = services.settings.mode is Mode.ENFORCE
     result, device = decided.result, decided.device

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 
 from responder.decisions.errors import RequestRefused, TransientError
 from responder.log_lines import failure_fields, write
-from responder.ports import Services
+from responder.ports import QueueWatchPorts
 
 
-async def watch_queues(services: Services) -> None:
+async def watch_queues(services: QueueWatchPorts) -> None:
     """One line per poison queue and one for the dead letters."""
     settings = services.settings
     for queue, purpose, depth in (

@@ -14,7 +14,7 @@ from responder.decisions.errors import AccessDenied
 from responder.decisions.facts import HostPool, Unreadable, VmFacts
 from responder.decisions.model import Finding, FindingSource, Severity, VmRef
 from responder.log_lines import vm_fields, write
-from responder.ports import Services
+from responder.ports import CheckPorts
 
 AVD_EXTENSION_TYPES = frozenset({"dsc"})  # the AVD host registration (AddSessionHost) runs as DSC
 
@@ -24,7 +24,7 @@ async def report_findings(
     vm_id: str | None,
     findings: tuple[Finding, ...],
     other_phase: tuple[Finding, ...],
-    services: Services,
+    services: CheckPorts,
     *,
     phase: FindingSource,
 ) -> None:
@@ -56,7 +56,7 @@ async def report_news(
     reported: tuple[Finding, ...],
     *,
     other_phase: tuple[Finding, ...],
-    services: Services,
+    services: CheckPorts,
     first: bool,
     phase: FindingSource,
 ) -> None:
@@ -85,14 +85,14 @@ def verdict(findings: tuple[Finding, ...]) -> str:
     return "ok"
 
 
-async def host_pool_of(facts: VmFacts, services: Services) -> HostPool | None:
+async def host_pool_of(facts: VmFacts, services: CheckPorts) -> HostPool | None:
     """The session host's pool, for the device check: one ARM refuses to show is None here
     (the create-time check reported it: `read_host_pool`)."""
     pool = await read_host_pool(facts, services)
     return pool if isinstance(pool, HostPool) else None
 
 
-async def read_host_pool(facts: VmFacts, services: Services) -> HostPool | Unreadable | None:
+async def read_host_pool(facts: VmFacts, services: CheckPorts) -> HostPool | Unreadable | None:
     """Only session hosts carry the AVD registration extension; others cost no lookups. A pool
     ARM refuses to show (403: the app has no role where it lives) is `Unreadable`, not a failure."""
     if not any(extension.type.lower() in AVD_EXTENSION_TYPES for extension in facts.extensions):
